@@ -1,0 +1,3 @@
+from neuro.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""``neuro demo``: train, evaluate and report small networks on embedded defaults."""
+
+from __future__ import annotations
+
+from neuro.demo import run_demo
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="run the demo on embedded defaults (under 3 minutes)",
+                       description="Train and evaluate small networks on built-in data, write runs and reports, print where they are.")
+    p.add_argument("--out", default="runs", help="folder for the demo runs (default runs)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    run_demo(args.out)
+    return 0

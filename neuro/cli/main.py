@@ -1,0 +1,42 @@
+"""``neuro``: entry point.  Each sub-command lives in its own module with ``add_parser(subparsers)``.
+
+Every :class:`~neuro.errors.NeuroError` is printed as one line ``error: ...`` with exit
+status 2; Ctrl-C exits with 130 after the last checkpoint, which ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from neuro import __version__
+from neuro.cli import demo, evaluate, info, report, train
+from neuro.errors import NeuroError
+
+COMMAND_MODULES = (train, evaluate, report, demo, info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuro",
+        description="NeuroHIL: train spiking and physical neural networks on simulators and hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"neurohil {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NeuroError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `neuro train --resume runs/<name>`", file=sys.stderr)
+        return 130

@@ -1,0 +1,61 @@
+"""Spike encoders: static features ``x [batch, F]`` in [0, 1] to sequences ``[T, batch, F]``.
+
+- :class:`RateEncoder` (Poisson/Bernoulli): at each step a feature spikes with probability
+  ``gain * x`` (clamped to [0, 1]); the expected rate is ``gain * x / dt`` spikes per second.
+- :class:`LatencyEncoder`: one spike per feature at step ``round((1 - x) (T - 1))``;
+  stronger features fire earlier, features ``<= threshold`` never fire.
+- :class:`DirectEncoder`: the value itself is injected as an input current at every step.
+
+Randomness (rate coding) comes from the torch generator passed in or the global one,
+whose state the trainer checkpoints, so resumed runs draw the same spikes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ENCODERS = ("rate", "latency", "direct")
+
+
+class RateEncoder(nn.Module):
+    def __init__(self, time_steps: int, gain: float = 1.0) -> None:
+        super().__init__()
+        self.time_steps, self.gain = int(time_steps), float(gain)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        prob = (self.gain * x).clamp(0.0, 1.0)
+        u = torch.rand((self.time_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        return (u < prob).to(x.dtype)
+
+
+class LatencyEncoder(nn.Module):
+    def __init__(self, time_steps: int, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.time_steps, self.threshold = int(time_steps), float(threshold)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        T = self.time_steps
+        step = torch.round((1.0 - x.clamp(0.0, 1.0)) * (T - 1)).long()
+        out = torch.zeros((T, *x.shape), device=x.device, dtype=x.dtype)
+        out.scatter_(0, step.unsqueeze(0), (x > self.threshold).to(x.dtype).unsqueeze(0))
+        return out
+
+
+class DirectEncoder(nn.Module):
+    def __init__(self, time_steps: int) -> None:
+        super().__init__()
+        self.time_steps = int(time_steps)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x.unsqueeze(0).expand(self.time_steps, *x.shape)
+
+
+def make_encoder(name: str, time_steps: int) -> nn.Module:
+    if name == "rate":
+        return RateEncoder(time_steps)
+    if name == "latency":
+        return LatencyEncoder(time_steps)
+    if name == "direct":
+        return DirectEncoder(time_steps)
+    raise ValueError(f"unknown encoder '{name}'; choose one of {', '.join(ENCODERS)}")

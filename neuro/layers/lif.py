@@ -1,0 +1,70 @@
+"""A fully connected layer of CUBA LIF neurons (see :mod:`simulators.lif` for the equations)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neuro.errors import ConfigError
+from neuro.layers.capabilities import Capabilities
+from simulators.lif import LIFParameters, LIFState, LIFTrace, lif_sequence_fused, lif_sequence_reference
+
+ENGINES = ("native", "reference")
+
+
+def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIFState | None) -> LIFTrace:
+    """Simulate LIF dynamics for ``currents`` [T, batch, n] on the named engine."""
+    if engine == "native":
+        return lif_sequence_fused(currents, p, state)
+    if engine == "reference":
+        return lif_sequence_reference(currents, p, state)
+    raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+
+
+class LIFLayer(nn.Module):
+    """``x [T, batch, in] -> spikes [T, batch, out]``: a linear synapse then LIF neurons.
+
+    The synaptic input ``W x[t] + b`` is computed for all time steps in one matmul (time
+    folded into the batch); the neuron dynamics then run on the chosen engine.  With
+    ``params.spiking=False`` the layer is a leaky integrator and :meth:`forward` returns
+    its membrane potential instead of spikes.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        params: LIFParameters | None = None,
+        *,
+        bias: bool = False,
+        engine: str = "native",
+    ) -> None:
+        super().__init__()
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+        self.params = params or LIFParameters()
+        self.engine = engine
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(differentiable=True, time_stepped=True, substrate=f"simulator:lif-{self.engine}")
+
+    def forward_trace(self, x: torch.Tensor, state: LIFState | None = None) -> LIFTrace:
+        """Spikes and membrane [T, batch, out] and the final state."""
+        if x.dim() != 3 or x.shape[-1] != self.linear.in_features:
+            raise ValueError(
+                f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
+            )
+        return run_engine(self.engine, self.linear(x), self.params, state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        trace = self.forward_trace(x)
+        return trace.spikes if self.params.spiking else trace.membrane
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return (
+            f"engine={self.engine}, tau_mem={p.tau_mem}s, tau_syn={p.tau_syn}s, dt={p.dt}s, "
+            f"v_th={p.v_th}, reset={p.reset}, spiking={p.spiking}"
+        )

@@ -1,0 +1,25 @@
+"""Surrogate-gradient backpropagation through time (BPTT).
+
+Loss: cross-entropy of the model's class scores, ``L = -log softmax(s)_y``, averaged over
+the batch.  The gradient flows back through every time step; the spike nonlinearity
+uses the surrogate derivative of each layer's :class:`~simulators.surrogate.Surrogate`.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from neuro.rules.base import Batch, Requirements, Rule
+
+
+class BPTT(Rule):
+    name = "bptt"
+    requirements = Requirements(needs_gradients_through=True)
+
+    def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        scores = model(batch.x)
+        loss = F.cross_entropy(scores, batch.y)
+        loss.backward()
+        accuracy = (scores.detach().argmax(1) == batch.y).float().mean()
+        return {"loss": float(loss.detach()), "accuracy": float(accuracy)}
