@@ -1,0 +1,1 @@
+"""Export trained networks: NIR graphs and explicit fixed-point specs for hardware targets."""
