@@ -1,0 +1,69 @@
+"""Config parsing: defaults resolve, typos and bad values give one-line errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuro.build import build_optimizer, OptimSpec, resolve
+from neuro.config import apply_overrides, parse_value
+from neuro.errors import ConfigError
+
+
+def test_defaults_resolve_completely():
+    r = resolve({})
+    assert r["model"]["kind"] == "spiking_mlp" and r["rule"]["name"] == "bptt"
+    assert r["model"]["lif"]["tau_mem"] == 0.01 and r["model"]["lif"]["dt"] == 0.001
+    assert r["train"]["epochs"] == 10 and r["data"]["dataset"] == "digits"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"modle": {}}, "unknown config section [modle] (did you mean 'model'?)"),
+        ({"train": {"epoch": 3}}, "unknown key 'train.epoch' (did you mean 'epochs'?)"),
+        ({"train": {"epochs": 2.5}}, "train.epochs must be an integer, got 2.5"),
+        ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1, got 0"),
+        ({"model": {"hidden": [64, "x"]}}, "model.hidden[1] must be an integer, got 'x'"),
+        ({"model": {"encoder": "poisson"}}, "model.encoder = 'poisson' is not one of rate, latency, direct"),
+        ({"model": {"lif": {"tau_mem": -0.01}}}, "[model.lif] tau_mem must be a positive number of seconds, got -0.01"),
+        ({"data": {"val_fraction": 1.5}}, "data.val_fraction must be in [0, 1), got 1.5"),
+        ({"optim": {"schedule": "linear"}}, "optim.schedule = 'linear' is not one of constant, cosine"),
+        ({"rule": {"name": "bpt"}}, "rule.name = 'bpt' is not one of"),
+        ({"run": "x"}, "config key 'run' must be a table [run], got a str"),
+    ],
+)
+def test_errors_name_the_key(config, message):
+    with pytest.raises(ConfigError) as info:
+        from neuro.build import _parse_all
+
+        _parse_all(config)
+        # LIF parameters are checked when they are turned into simulator parameters
+        from neuro.build import LIFSpec
+        from neuro.config import parse_spec
+
+        parse_spec(LIFSpec, config.get("model", {}).get("lif", {}), "model.lif").to_parameters()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_parse_toml_values():
+    cfg = apply_overrides({"model": {"hidden": [8]}}, ["model.hidden=[256, 128]", "optim.lr=2e-3", "model.lif.reset=zero", "run.name=x y"])
+    assert cfg["model"]["hidden"] == [256, 128] and cfg["optim"]["lr"] == 0.002
+    assert cfg["model"]["lif"]["reset"] == "zero" and cfg["run"]["name"] == "x y"
+    assert parse_value("true") is True and parse_value("abc") == "abc"
+    with pytest.raises(ConfigError, match="is not of the form section.key=value"):
+        apply_overrides({}, ["epochs"])
+    with pytest.raises(ConfigError, match="needs a section"):
+        apply_overrides({}, ["epochs=3"])
+
+
+def test_any_torch_optimizer_by_name():
+    import torch
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    assert type(build_optimizer(OptimSpec(name="SGD", lr=0.1, options={"momentum": 0.9}), p)).__name__ == "SGD"
+    assert type(build_optimizer(OptimSpec(name="adamw", lr=0.1, options={"betas": [0.8, 0.9]}), p)).__name__ == "AdamW"
+    with pytest.raises(ConfigError, match="optimizer SGD has no option 'betas'"):
+        build_optimizer(OptimSpec(name="sgd", lr=0.1, options={"betas": [0.8, 0.9]}), p)
+    with pytest.raises(ConfigError, match="is not a torch.optim optimizer"):
+        build_optimizer(OptimSpec(name="adamm"), p)

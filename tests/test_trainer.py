@@ -1,0 +1,128 @@
+"""Trainer: resume is bit-identical, rules are checked against layer capabilities, metrics logged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from neuro.build import build_experiment
+from neuro.errors import CheckpointError, HardwareGradientError, IncompatibleError
+from neuro.layers import Capabilities, measured_output
+from neuro.rules import BPTT, Batch
+from neuro.runs import Run
+
+SMALL = {
+    "run": {"name": "t", "seed": 3},
+    "data": {"dataset": "digits", "limit": 200},
+    "model": {"hidden": [32], "time_steps": 8, "encoder": "rate"},
+    "optim": {"name": "adam", "lr": 0.01, "schedule": "cosine"},
+    "train": {"epochs": 3, "batch_size": 32},
+}
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full = build_experiment(SMALL)
+    full.trainer(Run.create(tmp_path, "full"), progress=False).fit()
+    expected = _weights(full.model)
+
+    # Interrupted after epoch 1 (a new process would rebuild everything from the config) ...
+    first = build_experiment(SMALL)
+    run = Run.create(tmp_path, "interrupted")
+    trainer = first.trainer(run, progress=False)
+    trainer.epochs = 1
+    trainer.fit()
+    # ... then resumed with freshly built objects: different global RNG state on purpose.
+    torch.manual_seed(12345)
+    second = build_experiment(SMALL)
+    torch.rand(1000)
+    resumed = second.trainer(run, progress=False)
+    resumed.resume(run.checkpoint_path)
+    assert resumed.epoch == 1
+    resumed.fit()
+    got = _weights(second.model)
+    assert expected.keys() == got.keys()
+    for k in expected:
+        assert torch.equal(expected[k], got[k]), k
+    # and the optimizer ended in the same state
+    assert torch.equal(full.optimizer.state_dict()["state"][0]["exp_avg"], second.optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_metrics_records_per_epoch(tmp_path):
+    exp = build_experiment({**SMALL, "train": {"epochs": 2, "batch_size": 50}})
+    run = Run.create(tmp_path, "m")
+    exp.trainer(run, progress=False).fit()
+    lines = run.metrics_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    n_train = len(exp.data.train)
+    assert records[-1]["step"] == 2 * -(-n_train // 50)
+    for r in records:
+        assert 0.0 <= r["train_accuracy"] <= 1.0 and 0.0 <= r["val_accuracy"] <= 1.0
+        assert r["train_loss"] > 0 and r["time_s"] > 0
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    exp = build_experiment(SMALL)
+    t = exp.trainer(None, progress=False)
+    a, b = t.epoch_order(2), t.epoch_order(2)
+    assert torch.equal(a, b) and not torch.equal(a, t.epoch_order(3))
+    assert sorted(a.tolist()) == list(range(len(exp.data.train)))
+
+
+class _Board(nn.Module):
+    """A layer that runs on (pretend) hardware: measured, not differentiable."""
+
+    capabilities = Capabilities(differentiable=False, substrate="serial device board0")
+
+    def forward(self, x):
+        with torch.no_grad():
+            y = torch.tanh(x)
+        return measured_output(y, x, "layer 'board' on serial device board0")
+
+
+def test_rule_needing_gradients_is_rejected_before_training():
+    model = nn.Sequential(nn.Linear(4, 4), _Board(), nn.Linear(4, 2))
+    with pytest.raises(IncompatibleError) as info:
+        BPTT().check_compatible(model)
+    msg = str(info.value)
+    assert msg == ("rule `bptt` needs gradients through layer 0 ('1'), which runs on serial device board0 "
+                   "and is not differentiable; use `mfff` or `pat`")
+
+
+def test_backprop_into_a_measured_output_fails_clearly():
+    model = nn.Sequential(nn.Linear(4, 4), _Board(), nn.Linear(4, 2))
+    loss = model(torch.randn(3, 4)).sum()
+    with pytest.raises(HardwareGradientError, match="cannot backpropagate through layer 'board' on serial device board0"):
+        loss.backward()
+    # with a detached input nothing upstream needs gradients: the output is a plain tensor
+    y = _Board()(torch.randn(3, 4))
+    assert not y.requires_grad
+
+
+def test_bptt_writes_gradients_and_leaves_the_step_to_the_optimizer():
+    exp = build_experiment(SMALL)
+    before = _weights(exp.model)
+    batch = Batch(exp.data.train.x[:16], exp.data.train.y[:16])
+    metrics = exp.rule.step(exp.model, batch)
+    assert set(metrics) == {"loss", "accuracy"}
+    grads = [p.grad for p in exp.model.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    after = _weights(exp.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    exp = build_experiment(SMALL)
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        exp.trainer(None, progress=False).resume(bad)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        exp.trainer(None, progress=False).resume(tmp_path / "missing.pt")
