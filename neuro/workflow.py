@@ -111,6 +111,16 @@ def write_report(run: Run, exp: Experiment) -> Path:
             report.plot_rate_histograms(rates, run.path / "rates.png", unit="spikes/step", title="firing rates over 256 test samples")
             figures.append(("Firing rates", "rates.png", "Per-neuron mean spikes per time step, each layer."))
     model.train()
+    extra_tables = []
+    for part in (exp.model, exp.rule):
+        # Optional hook for model kinds and rules with figures of their own (e.g. accuracy vs
+        # time under drift, device throughput): ``report_extras(run_dir, records) -> (figures, tables)``
+        # with figures ``(title, png_name, caption)`` and tables ``(title, header, rows)``.
+        extras = getattr(part, "report_extras", None)
+        if callable(extras):
+            more_figures, more_tables = extras(run.path, records)
+            figures.extend(more_figures)
+            extra_tables.extend(more_tables)
     epochs = [r for r in records if r.get("event") == "epoch"]
     tests = [r for r in records if r.get("event") == "test"]
     summary = {
@@ -128,5 +138,5 @@ def write_report(run: Run, exp: Experiment) -> Path:
     if epochs:
         summary["train time (s)"] = float(np.sum([r.get("time_s") or 0.0 for r in epochs]))
     rows = [[r.get("epoch"), r.get("train_loss"), r.get("train_accuracy"), r.get("val_accuracy"), r.get("time_s")] for r in epochs]
-    tables = [("Epochs", ["epoch", "train loss", "train acc", "val acc", "time (s)"], rows)]
+    tables = [("Epochs", ["epoch", "train loss", "train acc", "val acc", "time (s)"], rows), *extra_tables]
     return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables)
