@@ -8,17 +8,34 @@ from torch import nn
 from neuro.errors import ConfigError
 from neuro.layers.capabilities import Capabilities
 from simulators.lif import LIFParameters, LIFState, LIFTrace, lif_sequence_fused, lif_sequence_reference
+from simulators.lif_peers import lif_sequence_norse, lif_sequence_snntorch, norse_mapping, snntorch_mapping
 
-ENGINES = ("native", "reference")
+#: engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``.
+#: ``native``: the fused engine; ``reference``: plain autograd, one step at a time;
+#: ``snntorch`` / ``norse``: the peers' own cells (see :mod:`simulators.lif_peers` for the
+#: exact parameter mapping and what each peer cannot express).
+ENGINE_FUNCTIONS = {
+    "native": lif_sequence_fused,
+    "reference": lif_sequence_reference,
+    "snntorch": lif_sequence_snntorch,
+    "norse": lif_sequence_norse,
+}
+ENGINES = tuple(ENGINE_FUNCTIONS)
 
 
 def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIFState | None) -> LIFTrace:
     """Simulate LIF dynamics for ``currents`` [T, batch, n] on the named engine."""
-    if engine == "native":
-        return lif_sequence_fused(currents, p, state)
-    if engine == "reference":
-        return lif_sequence_reference(currents, p, state)
-    raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    if engine not in ENGINE_FUNCTIONS:
+        raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    return ENGINE_FUNCTIONS[engine](currents, p, state)
+
+
+def check_engine(engine: str, p: LIFParameters) -> None:
+    """Fail now (IncompatibleError, one line) if ``engine`` cannot run ``p`` exactly."""
+    if engine == "snntorch":
+        snntorch_mapping(p)
+    elif engine == "norse":
+        norse_mapping(p)
 
 
 class LIFLayer(nn.Module):
@@ -44,6 +61,7 @@ class LIFLayer(nn.Module):
             raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
         self.params = params or LIFParameters()
         self.engine = engine
+        check_engine(engine, self.params)
         self.linear = nn.Linear(in_features, out_features, bias=bias)
 
     @property
