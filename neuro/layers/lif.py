@@ -8,6 +8,7 @@ from torch import nn
 from neuro.errors import ConfigError
 from neuro.layers.capabilities import Capabilities
 from simulators.lif import LIFParameters, LIFState, LIFTrace, lif_sequence_fused, lif_sequence_reference
+from simulators.synapse import SYNAPSE_PATHS, synaptic_input
 from simulators.lif_peers import lif_sequence_norse, lif_sequence_snntorch, norse_mapping, snntorch_mapping
 
 #: engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``.
@@ -41,8 +42,11 @@ def check_engine(engine: str, p: LIFParameters) -> None:
 class LIFLayer(nn.Module):
     """``x [T, batch, in] -> spikes [T, batch, out]``: a linear synapse then LIF neurons.
 
-    The synaptic input ``W x[t] + b`` is computed for all time steps in one matmul (time
-    folded into the batch); the neuron dynamics then run on the chosen engine.  With
+    The synaptic input ``W x[t] + b`` is computed for all time steps at once (time folded
+    into the batch): one dense matmul, or for sparse binary spikes the event-driven gather
+    of :mod:`simulators.synapse` (``synapse="auto"`` picks from the measured activity;
+    ``"dense"`` / ``"event"`` force a path).  The neuron dynamics then run on the chosen
+    engine.  With
     ``params.spiking=False`` the layer is a leaky integrator and :meth:`forward` returns
     its membrane potential instead of spikes.
     """
@@ -55,8 +59,12 @@ class LIFLayer(nn.Module):
         *,
         bias: bool = False,
         engine: str = "native",
+        synapse: str = "auto",
     ) -> None:
         super().__init__()
+        if synapse not in SYNAPSE_PATHS:
+            raise ConfigError(f"unknown synapse path '{synapse}'; choose one of {', '.join(SYNAPSE_PATHS)}")
+        self.synapse = synapse
         if engine not in ENGINES:
             raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
         self.params = params or LIFParameters()
@@ -74,7 +82,8 @@ class LIFLayer(nn.Module):
             raise ValueError(
                 f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
             )
-        return run_engine(self.engine, self.linear(x), self.params, state)
+        currents = synaptic_input(x, self.linear.weight, self.linear.bias, self.synapse)
+        return run_engine(self.engine, currents, self.params, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         trace = self.forward_trace(x)
@@ -83,6 +92,6 @@ class LIFLayer(nn.Module):
     def extra_repr(self) -> str:
         p = self.params
         return (
-            f"engine={self.engine}, tau_mem={p.tau_mem}s, tau_syn={p.tau_syn}s, dt={p.dt}s, "
+            f"engine={self.engine}, synapse={self.synapse}, tau_mem={p.tau_mem}s, tau_syn={p.tau_syn}s, dt={p.dt}s, "
             f"v_th={p.v_th}, reset={p.reset}, spiking={p.spiking}"
         )
