@@ -65,6 +65,7 @@ Both are tested to agree on values and gradients.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -216,6 +217,27 @@ def lif_sequence_reference(
     return LIFTrace(torch.stack(spikes), torch.stack(membrane), state)
 
 
+@contextmanager
+def _one_intra_op_thread():
+    """Run the per-step loops on one intra-op thread, then restore the thread count.
+
+    Each step's ops touch only ``batch x n`` values (e.g. 128 x 1000), too few to gain from
+    a parallel region, and every region is a barrier: with the cores shared (the benchmark
+    machine runs ~10 processes on 2 cores) a barrier waits for a descheduled thread, and a
+    128 x 1000 comparison measured 8-19 ms on 2 threads against 0.15 ms on one.  The large
+    vectorized ops (whole-sequence surrogate derivative, the matmuls outside) keep all
+    threads.
+    """
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
 class _FusedLIF(torch.autograd.Function):
     """Whole-sequence LIF with a hand-written backward (the adjoint recursion).
 
@@ -244,70 +266,8 @@ class _FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents, v0, i0, p: LIFParameters):  # type: ignore[override]
-        alpha, beta, gamma = p.alpha, p.beta, p.gamma
-        leak = (1.0 - beta) * p.v_leak
-        has_current = p.tau_syn is not None and alpha != 0.0
-        # --- synaptic current, then the drive gamma * i_used + leak, for all steps
-        if has_current:
-            cur = torch.empty_like(currents)
-            i = i0
-            for t, x in enumerate(currents.unbind(0)):
-                i = torch.add(x, i, alpha=alpha, out=cur[t])
-            i_final = cur[-1].clone()
-            if p.current_delay:
-                drive = torch.cat([i0.unsqueeze(0), cur[:-1]])
-                del cur
-            else:
-                drive = cur
-        else:
-            i_final = currents[-1].clone()
-            if p.current_delay:
-                drive = torch.cat([i0.unsqueeze(0), currents[:-1]])
-            else:
-                drive = currents.clone()
-        if gamma != 1.0:
-            drive.mul_(gamma)
-        if leak != 0.0:
-            drive.add_(leak)
-        # --- membrane loop; `drive` becomes the pre-reset potential p in place
-        pre = drive
-        v_th, v_reset = p.v_th, p.v_reset
-        deferred = p.spiking and p.reset_timing == "next_step"
-        if not p.spiking:
-            v = v0
-            for pre_t in pre.unbind(0):
-                v = pre_t.add_(v, alpha=beta)
-            membrane, spikes = pre, torch.zeros_like(pre)
-        elif deferred:
-            spikes = torch.empty_like(pre)
-            v = v0
-            mask = torch.gt(v0, v_th)
-            z_prev = mask.to(pre.dtype)
-            for pre_t, z_t in zip(pre.unbind(0), spikes.unbind(0)):
-                pre_t.add_(v, alpha=beta)
-                if p.reset == "subtract":
-                    pre_t.sub_(z_prev, alpha=v_th)
-                    torch.gt(pre_t, v_th, out=z_t)
-                    z_prev = z_t
-                else:
-                    pre_t.masked_fill_(mask, v_reset)
-                    mask = torch.gt(pre_t, v_th)
-                    z_t.copy_(mask)
-                v = pre_t
-            membrane = pre
-        else:
-            spikes = torch.empty_like(pre)
-            membrane = torch.empty_like(pre)
-            v = v0
-            for pre_t, z_t, v_t in zip(pre.unbind(0), spikes.unbind(0), membrane.unbind(0)):
-                pre_t.add_(v, alpha=beta)
-                if p.reset == "subtract":
-                    torch.gt(pre_t, v_th, out=z_t)
-                    v = torch.sub(pre_t, z_t, alpha=v_th, out=v_t)
-                else:
-                    mask = torch.gt(pre_t, v_th)
-                    z_t.copy_(mask)
-                    v = torch.where(mask, torch.as_tensor(v_reset, dtype=pre.dtype), pre_t, out=v_t)
+        with _one_intra_op_thread():
+            pre, spikes, membrane, i_final = _fused_forward(currents, v0, i0, p)
         ctx.p = p
         ctx.save_for_backward(pre, spikes, v0)
         return spikes, membrane, i_final
@@ -316,76 +276,159 @@ class _FusedLIF(torch.autograd.Function):
     def backward(ctx, g_spikes, g_membrane, g_i_final):  # type: ignore[override]
         p: LIFParameters = ctx.p
         pre, spikes, v0 = ctx.saved_tensors
-        alpha, beta, gamma = p.alpha, p.beta, p.gamma
-        T = pre.shape[0]
-        deferred = p.spiking and p.reset_timing == "next_step"
-        # --- A[t] and M[t] for all steps at once
-        M: torch.Tensor | float = beta
-        if p.spiking:
-            sd = p.surrogate.derivative(pre - p.v_th)
-            A = g_spikes * sd if g_spikes is not None else torch.zeros_like(pre)
-            c = None  # dv/dp + dv/dz S' ; None means the constant 1
-            if not deferred:
-                if p.reset == "subtract":
-                    if not p.detach_reset:
-                        c = sd.mul(-p.v_th).add_(1.0)
-                else:
-                    c = 1.0 - spikes
-                    if not p.detach_reset:
-                        c.addcmul_(p.v_reset - pre, sd)
-            elif p.reset == "zero":
-                c = 1.0 - spikes
-            if g_membrane is not None:
-                if c is None or deferred:
-                    A.add_(g_membrane)
-                else:
-                    A.addcmul_(c, g_membrane)
-            if c is not None:
-                M = c.mul_(beta)
-            del sd
-        else:
-            A = g_membrane.clone() if g_membrane is not None else torch.zeros_like(pre)
-        # --- dp[t] = A[t] + M[t] dp[t+1], in place in A
-        dp = A
-        dps = dp.unbind(0)
-        if isinstance(M, float):
-            for t in range(T - 2, -1, -1):
-                dps[t].add_(dps[t + 1], alpha=M)
-        else:
-            Ms = M.unbind(0)
-            for t in range(T - 2, -1, -1):
-                dps[t].addcmul_(Ms[t], dps[t + 1])
-        if deferred and p.reset == "zero":  # u[t] is zeroed when the neuron spiked at t-1
-            dp[1:].mul_(1.0 - spikes[:-1])
-            dps[0].mul_((v0 <= p.v_th).to(dp.dtype))
-        d_v0 = beta * dps[0]  # gradient reaching v0 (the state before step 0)
-        # --- current adjoint: dL/di[t] = gamma dp[t'] + alpha dL/di[t+1]
-        has_current = p.tau_syn is not None and alpha != 0.0
+        A, M = _adjoint_coefficients(p, pre, spikes, g_spikes, g_membrane)
+        with _one_intra_op_thread():
+            return (*_adjoint_recursion(p, A, M, spikes, v0, g_i_final), None)
+
+
+def _fused_forward(currents, v0, i0, p: LIFParameters):
+    """Forward of :class:`_FusedLIF`: ``(pre, spikes, membrane, i_final)``."""
+    alpha, beta, gamma = p.alpha, p.beta, p.gamma
+    leak = (1.0 - beta) * p.v_leak
+    has_current = p.tau_syn is not None and alpha != 0.0
+    # --- synaptic current, then the drive gamma * i_used + leak, for all steps
+    if has_current:
+        cur = torch.empty_like(currents)
+        i = i0
+        for t, x in enumerate(currents.unbind(0)):
+            i = torch.add(x, i, alpha=alpha, out=cur[t])
+        i_final = cur[-1].clone()
         if p.current_delay:
-            d_cur = torch.empty_like(dp)
-            d_cur[-1] = g_i_final if g_i_final is not None else 0.0
-            dcs = d_cur.unbind(0)
-            if T > 1:
-                d_cur[:-1] = dp[1:]
-                d_cur[:-1].mul_(gamma)
-            if has_current:
-                for t in range(T - 2, -1, -1):
-                    dcs[t].add_(dcs[t + 1], alpha=alpha)
-            d_i0 = dcs[0] * alpha + dps[0] * gamma if has_current else dps[0] * gamma
-            return d_cur, d_v0, d_i0, None
-        d_cur = dp
-        if gamma != 1.0:
-            d_cur.mul_(gamma)
-        if g_i_final is not None:
-            d_cur[-1].add_(g_i_final)
+            drive = torch.cat([i0.unsqueeze(0), cur[:-1]])
+            del cur
+        else:
+            drive = cur
+    else:
+        i_final = currents[-1].clone()
+        if p.current_delay:
+            drive = torch.cat([i0.unsqueeze(0), currents[:-1]])
+        else:
+            drive = currents.clone()
+    if gamma != 1.0:
+        drive.mul_(gamma)
+    if leak != 0.0:
+        drive.add_(leak)
+    # --- membrane loop; `drive` becomes the pre-reset potential p in place
+    pre = drive
+    v_th, v_reset = p.v_th, p.v_reset
+    deferred = p.spiking and p.reset_timing == "next_step"
+    if not p.spiking:
+        v = v0
+        for pre_t in pre.unbind(0):
+            v = pre_t.add_(v, alpha=beta)
+        membrane, spikes = pre, torch.zeros_like(pre)
+    elif deferred:
+        spikes = torch.empty_like(pre)
+        v = v0
+        mask = torch.gt(v0, v_th)
+        z_prev = mask.to(pre.dtype)
+        for pre_t, z_t in zip(pre.unbind(0), spikes.unbind(0)):
+            pre_t.add_(v, alpha=beta)
+            if p.reset == "subtract":
+                pre_t.sub_(z_prev, alpha=v_th)
+                torch.gt(pre_t, v_th, out=z_t)
+                z_prev = z_t
+            else:
+                pre_t.masked_fill_(mask, v_reset)
+                mask = torch.gt(pre_t, v_th)
+                z_t.copy_(mask)
+            v = pre_t
+        membrane = pre
+    else:
+        spikes = torch.empty_like(pre)
+        membrane = torch.empty_like(pre)
+        v = v0
+        for pre_t, z_t, v_t in zip(pre.unbind(0), spikes.unbind(0), membrane.unbind(0)):
+            pre_t.add_(v, alpha=beta)
+            if p.reset == "subtract":
+                torch.gt(pre_t, v_th, out=z_t)
+                v = torch.sub(pre_t, z_t, alpha=v_th, out=v_t)
+            else:
+                mask = torch.gt(pre_t, v_th)
+                z_t.copy_(mask)
+                v = torch.where(mask, torch.as_tensor(v_reset, dtype=pre.dtype), pre_t, out=v_t)
+    return pre, spikes, membrane, i_final
+
+
+def _adjoint_coefficients(p: LIFParameters, pre, spikes, g_spikes, g_membrane):
+    """``A [T, B, N]`` and ``M`` (tensor or the float beta) of ``dp[t] = A[t] + M[t] dp[t+1]``."""
+    beta = p.beta
+    deferred = p.spiking and p.reset_timing == "next_step"
+    # --- A[t] and M[t] for all steps at once
+    M: torch.Tensor | float = beta
+    if p.spiking:
+        sd = p.surrogate.derivative(pre - p.v_th)
+        A = g_spikes * sd if g_spikes is not None else torch.zeros_like(pre)
+        c = None  # dv/dp + dv/dz S' ; None means the constant 1
+        if not deferred:
+            if p.reset == "subtract":
+                if not p.detach_reset:
+                    c = sd.mul(-p.v_th).add_(1.0)
+            else:
+                c = 1.0 - spikes
+                if not p.detach_reset:
+                    c.addcmul_(p.v_reset - pre, sd)
+        elif p.reset == "zero":
+            c = 1.0 - spikes
+        if g_membrane is not None:
+            if c is None or deferred:
+                A.add_(g_membrane)
+            else:
+                A.addcmul_(c, g_membrane)
+        if c is not None:
+            M = c.mul_(beta)
+        del sd
+    else:
+        A = g_membrane.clone() if g_membrane is not None else torch.zeros_like(pre)
+    return A, M
+
+
+def _adjoint_recursion(p: LIFParameters, A, M, spikes, v0, g_i_final):
+    """Run the two backward recursions; returns ``(dL/dcurrents, dL/dv0, dL/di0)``."""
+    alpha, beta, gamma = p.alpha, p.beta, p.gamma
+    T = A.shape[0]
+    deferred = p.spiking and p.reset_timing == "next_step"
+    # --- dp[t] = A[t] + M[t] dp[t+1], in place in A
+    dp = A
+    dps = dp.unbind(0)
+    if isinstance(M, float):
+        for t in range(T - 2, -1, -1):
+            dps[t].add_(dps[t + 1], alpha=M)
+    else:
+        Ms = M.unbind(0)
+        for t in range(T - 2, -1, -1):
+            dps[t].addcmul_(Ms[t], dps[t + 1])
+    if deferred and p.reset == "zero":  # u[t] is zeroed when the neuron spiked at t-1
+        dp[1:].mul_(1.0 - spikes[:-1])
+        dps[0].mul_((v0 <= p.v_th).to(dp.dtype))
+    d_v0 = beta * dps[0]  # gradient reaching v0 (the state before step 0)
+    # --- current adjoint: dL/di[t] = gamma dp[t'] + alpha dL/di[t+1]
+    has_current = p.tau_syn is not None and alpha != 0.0
+    if p.current_delay:
+        d_cur = torch.empty_like(dp)
+        d_cur[-1] = g_i_final if g_i_final is not None else 0.0
+        dcs = d_cur.unbind(0)
+        if T > 1:
+            d_cur[:-1] = dp[1:]
+            d_cur[:-1].mul_(gamma)
         if has_current:
-            dcs = d_cur.unbind(0)
             for t in range(T - 2, -1, -1):
                 dcs[t].add_(dcs[t + 1], alpha=alpha)
-            d_i0 = dcs[0] * alpha
-        else:
-            d_i0 = torch.zeros_like(dps[0])
-        return d_cur, d_v0, d_i0, None
+        d_i0 = dcs[0] * alpha + dps[0] * gamma if has_current else dps[0] * gamma
+        return d_cur, d_v0, d_i0
+    d_cur = dp
+    if gamma != 1.0:
+        d_cur.mul_(gamma)
+    if g_i_final is not None:
+        d_cur[-1].add_(g_i_final)
+    if has_current:
+        dcs = d_cur.unbind(0)
+        for t in range(T - 2, -1, -1):
+            dcs[t].add_(dcs[t + 1], alpha=alpha)
+        d_i0 = dcs[0] * alpha
+    else:
+        d_i0 = torch.zeros_like(dps[0])
+    return d_cur, d_v0, d_i0
 
 
 def lif_sequence_fused(
