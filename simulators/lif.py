@@ -270,6 +270,7 @@ class _FusedLIF(torch.autograd.Function):
             pre, spikes, membrane, i_final = _fused_forward(currents, v0, i0, p)
         ctx.p = p
         ctx.save_for_backward(pre, spikes, v0)
+        ctx.set_materialize_grads(False)  # unused outputs give None, not [T, B, N] zeros
         return spikes, membrane, i_final
 
     @staticmethod
