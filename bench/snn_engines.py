@@ -188,20 +188,22 @@ def run_one(cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------- driver
 def plan(quick: bool) -> list[dict]:
+    """Configurations in priority order (the driver stops launching new ones at --until)."""
     cfgs = []
     for net, T in (("784", 25), ("784", 100), ("4096", 25), ("4096", 100)):
         if quick and (net, T) != ("784", 25):
             continue
-        big = net == "4096" and T == 100
-        iters = 1 if big else (2 if net == "4096" else 3)
+        small = net == "784" and T == 25
+        iters = 3 if net == "784" else 1
         for mode in ("fwd", "fwdbwd"):
-            for engine in ("roofline", "matmul_folded", "native", "snntorch", "norse"):
+            engines = ["matmul_folded", "native"]
+            if net == "784" or mode == "fwdbwd":
+                engines += ["roofline", "snntorch", "norse"]
+            for engine in engines:
                 cfgs.append(dict(net=net, T=T, mode=mode, engine=engine, activity=0.2, iters=iters))
-            sweep = (0.05,) if big else (0.01, 0.05, 0.2, 0.5)
-            for act in sweep:
-                if big and mode == "fwdbwd":
-                    continue
-                cfgs.append(dict(net=net, T=T, mode=mode, engine="event", activity=act, iters=iters))
+            for act in ((0.01, 0.05, 0.2, 0.5) if small else (0.05,)):
+                if mode == "fwd" or small:
+                    cfgs.append(dict(net=net, T=T, mode=mode, engine="event", activity=act, iters=iters))
     return cfgs
 
 
@@ -209,7 +211,8 @@ def key(c: dict) -> tuple:
     return (c["net"], c["T"], c["mode"], c["engine"], c["activity"])
 
 
-def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None = None) -> dict:
+def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None = None,
+          until: float | None = None, skip: dict | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
     if malloc:
         env.update(MALLOC_ENV)
@@ -219,7 +222,12 @@ def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None 
         groups.setdefault((c["net"], c["T"]), []).append(c)
     order = [(r, c) for g in groups.values() for r in range(repeats) for c in g]
     for r, c in order:
+        if until is not None and time.time() > until:
+            log(f"stopping at the --until deadline; {key(c)} and later configurations not run")
+            break
         if True:
+            if skip and skip.get(key(c), 0) > r:  # already measured (resumed run)
+                continue
             out = subprocess.run([sys.executable, __file__, "--one", json.dumps(c)], env=env,
                                  capture_output=True, text=True, timeout=3600)
             if out.returncode != 0:
@@ -266,6 +274,7 @@ def main() -> None:
     ap.add_argument("--no-malloc-env", action="store_true", help="do not set the glibc malloc variables")
     ap.add_argument("--jsonl", help="append each process's raw result to this file as it finishes")
     ap.add_argument("--table", help="print the table of a --jsonl file (e.g. a partial run) and exit")
+    ap.add_argument("--until", help="UTC time HH:MM after which no new configuration is started")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
@@ -281,8 +290,23 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {THREADS} threads; batch {BATCH}; fp32; "
           f"glibc malloc env {'set: ' + ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items()) if malloc else 'not set'}; "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
-    results = drive(plan(args.quick), args.repeats, malloc, lambda s: print(s, file=sys.stderr, flush=True),
-                    Path(args.jsonl) if args.jsonl else None)
+    until = None
+    if args.until:
+        h, m = map(int, args.until.split(":"))
+        now = time.gmtime()
+        until = time.time() + ((h * 60 + m) - (now.tm_hour * 60 + now.tm_min)) * 60 - now.tm_sec
+    skip: dict[tuple, int] = {}
+    if args.jsonl and Path(args.jsonl).exists():  # resume: count what is already there
+        for line in Path(args.jsonl).read_text().splitlines():
+            k = key(json.loads(line)["cfg"])
+            skip[k] = skip.get(k, 0) + 1
+    drive(plan(args.quick), args.repeats, malloc, lambda s: print(s, file=sys.stderr, flush=True),
+          Path(args.jsonl) if args.jsonl else None, until, skip)
+    results: dict[tuple, list[dict]] = {}
+    if args.jsonl:
+        for line in Path(args.jsonl).read_text().splitlines():
+            rec = json.loads(line)
+            results.setdefault(key(rec["cfg"]), []).append(rec)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print(table(results))
 

@@ -37,14 +37,15 @@ EVENT_MAX_ACTIVITY = 0.10
 
 def _bags(rows: torch.Tensor, n_bags: int) -> torch.Tensor:
     """Offsets of the bags 0..n_bags-1 in a sorted index list ``rows`` (empty bags allowed)."""
-    counts = torch.bincount(rows, minlength=n_bags)
-    return torch.cumsum(counts, 0) - counts
+    return torch.searchsorted(rows, torch.arange(n_bags, device=rows.device, dtype=rows.dtype))
 
 
 class _EventLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2, weight, bias):  # type: ignore[override]
         rows, cols = x2.nonzero(as_tuple=True)  # row-major: rows sorted
+        if not bool((x2[rows, cols] == 1).all()):  # checks only the nnz active entries
+            raise ValueError("the event-driven synapse needs binary spikes (0/1) as input; use path 'dense' or 'auto'")
         w_t = weight.t().contiguous()  # [n_in, n_out]: one contiguous row per input
         y = F.embedding_bag(cols, w_t, _bags(rows, x2.shape[0]), mode="sum")
         if bias is not None:
@@ -84,6 +85,7 @@ def spike_activity(x: torch.Tensor) -> tuple[float, bool]:
     """``(activity, binary)``: the fraction of nonzero entries, and whether all of them are 1.
 
     ``binary`` is only checked (one more pass) when the activity is below the threshold.
+    (An explicit ``path="event"`` checks binarity on the active entries only.)
     """
     n = x.numel()
     nnz = int(torch.count_nonzero(x))
@@ -98,10 +100,7 @@ def choose_path(x: torch.Tensor, path: str = "auto") -> str:
         raise ValueError(f"synapse path must be one of {', '.join(SYNAPSE_PATHS)}, got '{path}'")
     if path == "dense":
         return path
-    if path == "event":
-        x = x.detach()
-        if int(torch.count_nonzero(x == 1)) != int(torch.count_nonzero(x)):
-            raise ValueError("the event-driven synapse needs binary spikes (0/1) as input; use path 'dense' or 'auto'")
+    if path == "event":  # binarity is checked on the active entries inside the event path
         return path
     activity, binary = spike_activity(x.detach())
     return "event" if binary and activity < EVENT_MAX_ACTIVITY else "dense"
