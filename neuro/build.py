@@ -46,6 +46,7 @@ class LIFSpec:
     integrator: str = "exact"
     input_gain: str = "leak"
     current_delay: bool = False
+    reset_timing: str = "immediate"
     detach_reset: bool = True
     surrogate: str = "fast_sigmoid"
     surrogate_slope: float = 10.0
@@ -63,6 +64,7 @@ class LIFSpec:
                 integrator=self.integrator,
                 input_gain=self.input_gain,
                 current_delay=self.current_delay,
+                reset_timing=self.reset_timing,
                 detach_reset=self.detach_reset,
                 surrogate=Surrogate(self.surrogate, self.surrogate_slope),
             )

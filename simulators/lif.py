@@ -22,8 +22,27 @@ the membrane potential after reset (the state carried to the next step).
   snnTorch convention) or ``1 - beta`` for ``input_gain="leak"`` (``i`` is in volts and
   ``v`` relaxes towards ``v_leak + i``; with Euler this is ``dt/tau_mem``, Norse's form).
 - ``~i[t]`` is ``i[t]`` (``current_delay=False``) or ``i[t-1]``
-  (``current_delay=True``: the membrane integrates the current of the previous step,
-  as Norse's ``lif_feed_forward_step`` does).
+  (``current_delay=True``: the membrane integrates the current of the previous step, as
+  Norse's ``lif_feed_forward_step`` did before release 1.0; Norse 1.1 integrates the same
+  step's current, ``current_delay=False``).
+- ``reset_timing`` says when the reset acts.  ``"immediate"`` (default) is the equations
+  above: the reset is applied at the spike's own step, before the next leak.
+  ``"next_step"`` is snnTorch's order (``reset_delay=True``): the state carries the
+  potential *before* reset, ``v[t] = p[t]``, and the reset of a spike at ``t`` is applied
+  in step ``t+1`` *after* that step's leak and input:
+
+  .. math::
+
+      u[t] &= v_{leak} + \\beta\\,(p[t-1] - v_{leak}) + \\gamma\\, \\tilde i[t] \\\\
+      p[t] &= u[t] - v_{th}\\, z[t-1]  \\quad\\text{(subtract)} \\\\
+      p[t] &= (1 - z[t-1])\\, u[t] + z[t-1]\\, v_{reset}  \\quad\\text{(zero)}
+
+  with ``z[t-1] = H(p[t-1] - v_th)`` recomputed from the carried potential (as snnTorch
+  does).  This is snnTorch's ``Leaky``/``Synaptic`` with ``reset_mechanism="subtract"``
+  and ``Synaptic`` with ``"zero"`` (the step after a spike integrates nothing).
+  snnTorch's ``Leaky`` with ``"zero"`` zeroes *before* the leak, which is
+  ``"immediate"`` with ``v_reset = 0``.  ``"next_step"`` needs ``detach_reset=True``
+  (snnTorch always detaches its reset).
 - ``spiking=False`` gives a leaky integrator (LI) with no threshold and no reset, the
   usual non-spiking readout layer.
 
@@ -46,6 +65,7 @@ Both are tested to agree on values and gradients.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -56,6 +76,7 @@ from simulators.surrogate import Surrogate
 RESET_MODES = ("subtract", "zero")
 INTEGRATORS = ("exact", "euler")
 INPUT_GAINS = ("unit", "leak")
+RESET_TIMINGS = ("immediate", "next_step")
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class LIFParameters:
     integrator: str = "exact"
     input_gain: str = "leak"
     current_delay: bool = False
+    reset_timing: str = "immediate"
     spiking: bool = True
     detach_reset: bool = True
     surrogate: Surrogate = field(default_factory=Surrogate)
@@ -96,6 +118,10 @@ class LIFParameters:
             bad(f"integrator must be one of {INTEGRATORS}, got '{self.integrator}'")
         if self.input_gain not in INPUT_GAINS:
             bad(f"input_gain must be one of {INPUT_GAINS}, got '{self.input_gain}'")
+        if self.reset_timing not in RESET_TIMINGS:
+            bad(f"reset_timing must be one of {RESET_TIMINGS}, got '{self.reset_timing}'")
+        if self.reset_timing == "next_step" and not self.detach_reset:
+            bad("reset_timing='next_step' (snnTorch's order) needs detach_reset=True")
         if self.integrator == "euler":
             for name, tau in (("tau_mem", self.tau_mem), ("tau_syn", self.tau_syn)):
                 if tau is not None and self.dt >= tau:
@@ -157,9 +183,18 @@ def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.
     i_new = p.alpha * state.i + x
     i_used = state.i if p.current_delay else i_new
     pre = p.v_leak + p.beta * (state.v - p.v_leak) + p.gamma * i_used
+    deferred = p.spiking and p.reset_timing == "next_step"
+    if deferred:  # snnTorch's order: reset the previous step's spike now (detached)
+        z_prev = (state.v > p.v_th).to(state.v.dtype)
+        if p.reset == "subtract":
+            pre = pre - p.v_th * z_prev
+        else:
+            pre = (1.0 - z_prev) * pre + z_prev * p.v_reset
     if not p.spiking:
         return torch.zeros_like(pre), LIFState(pre, i_new)
     z = p.surrogate.spike(pre - p.v_th)
+    if deferred:
+        return z, LIFState(pre, i_new)
     z_reset = z.detach() if p.detach_reset else z
     if p.reset == "subtract":
         v = pre - p.v_th * z_reset
@@ -182,97 +217,219 @@ def lif_sequence_reference(
     return LIFTrace(torch.stack(spikes), torch.stack(membrane), state)
 
 
+@contextmanager
+def _one_intra_op_thread():
+    """Run the per-step loops on one intra-op thread, then restore the thread count.
+
+    Each step's ops touch only ``batch x n`` values (e.g. 128 x 1000), too few to gain from
+    a parallel region, and every region is a barrier: with the cores shared (the benchmark
+    machine runs ~10 processes on 2 cores) a barrier waits for a descheduled thread, and a
+    128 x 1000 comparison measured 8-19 ms on 2 threads against 0.15 ms on one.  The large
+    vectorized ops (whole-sequence surrogate derivative, the matmuls outside) keep all
+    threads.
+    """
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
 class _FusedLIF(torch.autograd.Function):
     """Whole-sequence LIF with a hand-written backward (the adjoint recursion).
 
-    Backward, with ``g_z[t]``, ``g_v[t]`` the incoming gradients and ``lam_v``, ``lam_i``
-    the gradients reaching ``v[t]`` and ``i[t]`` from step ``t+1``::
+    Forward.  The synaptic current does not depend on the spikes, so it is filtered first
+    (one op per step) and the drive ``gamma i[t] + (1 - beta) v_leak`` is formed for all
+    steps at once; the membrane loop then costs three tensor ops per step (leak + drive,
+    threshold, reset), all writing into preallocated ``[T, B, N]`` buffers (no ``x[t]``
+    indexing inside autograd, no per-step allocation).
 
-        dv      = g_v[t] + lam_v
-        dz      = g_z[t] + (dv * dv/dz, only when the reset is not detached)
-        dp      = dv * dv/dp + dz * S'(p[t] - v_th)
-        lam_v   = beta * dp                                   (to v[t-1])
-        same-step current:  dx[t] = lam_i + gamma * dp;  lam_i = alpha * dx[t]
-        delayed current:    dx[t] = lam_i;               lam_i = alpha * dx[t] + gamma * dp
+    Backward.  With ``dp[t] = dL/dp[t]`` (``p`` the pre-reset potential) the adjoint is the
+    linear recursion ``dp[t] = A[t] + M[t] dp[t+1]`` with, for ``reset_timing="immediate"``::
 
-    with ``dv/dp = 1, dv/dz = -v_th`` (subtract) or ``dv/dp = 1 - z, dv/dz = v_reset - p``
-    (zero).  The final ``lam_v``, ``lam_i`` are the gradients of the initial state.
+        A = g_z S'(p - v_th) + c g_v,      M = beta c,
+        c = dv/dp + dv/dz S'(p - v_th)      (the second term only without detach_reset)
+        dv/dp = 1, dv/dz = -v_th            (subtract)
+        dv/dp = 1 - z, dv/dz = v_reset - p  (zero)
+
+    and for ``"next_step"`` (membrane output is ``p``; reset detached)
+    ``A = g_v + g_z S'(p - v_th)``, ``M = beta`` (subtract) or ``beta (1 - z)`` (zero; then
+    also ``dL/du[t] = (1 - z[t-1]) dp[t]`` reaches the drive).
+    ``A`` and ``M`` are computed for all steps in a few vectorized ops; the recursion is one
+    fused op per step.  The current's adjoint ``dL/di[t] = gamma dp[t] + alpha dL/di[t+1]``
+    (``dp[t+1]`` for ``current_delay``) is a second one-op-per-step recursion, and
+    ``dL/dx[t] = dL/di[t]``.  The last values are the gradients of the initial state.
     """
 
     @staticmethod
     def forward(ctx, currents, v0, i0, p: LIFParameters):  # type: ignore[override]
-        alpha, beta, gamma = p.alpha, p.beta, p.gamma
-        leak = (1.0 - beta) * p.v_leak
-        pre = torch.empty_like(currents)
-        spikes = torch.zeros_like(currents)
-        membrane = torch.empty_like(currents)
-        v, i = v0, i0
-        has_current = p.tau_syn is not None
-        for t, x in enumerate(currents.unbind(0)):
-            if has_current:
-                i_new = torch.add(x, i, alpha=alpha) if alpha != 0.0 else x
-            else:
-                i_new = x
-            i_used = i if p.current_delay else i_new
-            pre_t = pre[t]
-            torch.mul(v, beta, out=pre_t)
-            pre_t.add_(i_used, alpha=gamma)
-            if leak != 0.0:
-                pre_t.add_(leak)
-            v_t = membrane[t]
-            if p.spiking:
-                z_t = spikes[t]
-                torch.gt(pre_t, p.v_th, out=z_t)  # writes 0.0 / 1.0
-                if p.reset == "subtract":
-                    torch.sub(pre_t, z_t, alpha=p.v_th, out=v_t)
-                else:
-                    # v = pre + z * (v_reset - pre)
-                    torch.addcmul(pre_t, z_t, p.v_reset - pre_t, out=v_t)
-            else:
-                v_t.copy_(pre_t)
-            v, i = v_t, i_new
-        i_final = i if has_current and alpha != 0.0 else i.clone()
+        with _one_intra_op_thread():
+            pre, spikes, membrane, i_final = _fused_forward(currents, v0, i0, p)
         ctx.p = p
-        ctx.save_for_backward(pre, spikes)
+        ctx.save_for_backward(pre, spikes, v0)
+        ctx.set_materialize_grads(False)  # unused outputs give None, not [T, B, N] zeros
         return spikes, membrane, i_final
 
     @staticmethod
     def backward(ctx, g_spikes, g_membrane, g_i_final):  # type: ignore[override]
         p: LIFParameters = ctx.p
-        pre, spikes = ctx.saved_tensors
-        alpha, beta, gamma = p.alpha, p.beta, p.gamma
-        T = pre.shape[0]
-        d_currents = torch.empty_like(pre)
-        lam_v = torch.zeros_like(pre[0])
-        lam_i = g_i_final.clone() if g_i_final is not None else torch.zeros_like(pre[0])
-        g_spikes_t = g_spikes.unbind(0) if g_spikes is not None else None
-        g_membrane_t = g_membrane.unbind(0) if g_membrane is not None else None
-        pre_t_all = pre.unbind(0)
-        z_all = spikes.unbind(0)
-        for t in range(T - 1, -1, -1):
-            dv = lam_v if g_membrane_t is None else lam_v + g_membrane_t[t]
-            if p.spiking:
-                pre_t, z_t = pre_t_all[t], z_all[t]
-                dz = g_spikes_t[t] if g_spikes_t is not None else torch.zeros_like(dv)
-                if p.reset == "subtract":
-                    dp = dv
-                    if not p.detach_reset:
-                        dz = dz - p.v_th * dv
-                else:
-                    dp = dv * (1.0 - z_t)
-                    if not p.detach_reset:
-                        dz = dz + dv * (p.v_reset - pre_t)
-                dp = dp + dz * p.surrogate.derivative(pre_t - p.v_th)
+        pre, spikes, v0 = ctx.saved_tensors
+        A, M = _adjoint_coefficients(p, pre, spikes, g_spikes, g_membrane)
+        with _one_intra_op_thread():
+            return (*_adjoint_recursion(p, A, M, spikes, v0, g_i_final), None)
+
+
+def _fused_forward(currents, v0, i0, p: LIFParameters):
+    """Forward of :class:`_FusedLIF`: ``(pre, spikes, membrane, i_final)``."""
+    alpha, beta, gamma = p.alpha, p.beta, p.gamma
+    leak = (1.0 - beta) * p.v_leak
+    has_current = p.tau_syn is not None and alpha != 0.0
+    # --- synaptic current, then the drive gamma * i_used + leak, for all steps
+    if has_current:
+        cur = torch.empty_like(currents)
+        i = i0
+        for t, x in enumerate(currents.unbind(0)):
+            i = torch.add(x, i, alpha=alpha, out=cur[t])
+        i_final = cur[-1].clone()
+        if p.current_delay:
+            drive = torch.cat([i0.unsqueeze(0), cur[:-1]])
+            del cur
+        else:
+            drive = cur
+    else:
+        i_final = currents[-1].clone()
+        if p.current_delay:
+            drive = torch.cat([i0.unsqueeze(0), currents[:-1]])
+        else:
+            drive = currents.clone()
+    if gamma != 1.0:
+        drive.mul_(gamma)
+    if leak != 0.0:
+        drive.add_(leak)
+    # --- membrane loop; `drive` becomes the pre-reset potential p in place
+    pre = drive
+    v_th, v_reset = p.v_th, p.v_reset
+    deferred = p.spiking and p.reset_timing == "next_step"
+    if not p.spiking:
+        v = v0
+        for pre_t in pre.unbind(0):
+            v = pre_t.add_(v, alpha=beta)
+        membrane, spikes = pre, torch.zeros_like(pre)
+    elif deferred:
+        spikes = torch.empty_like(pre)
+        v = v0
+        mask = torch.gt(v0, v_th)
+        z_prev = mask.to(pre.dtype)
+        for pre_t, z_t in zip(pre.unbind(0), spikes.unbind(0)):
+            pre_t.add_(v, alpha=beta)
+            if p.reset == "subtract":
+                pre_t.sub_(z_prev, alpha=v_th)
+                torch.gt(pre_t, v_th, out=z_t)
+                z_prev = z_t
             else:
-                dp = dv
-            lam_v = beta * dp
-            if p.current_delay:
-                d_currents[t] = lam_i
-                lam_i = alpha * lam_i + gamma * dp
+                pre_t.masked_fill_(mask, v_reset)
+                mask = torch.gt(pre_t, v_th)
+                z_t.copy_(mask)
+            v = pre_t
+        membrane = pre
+    else:
+        spikes = torch.empty_like(pre)
+        membrane = torch.empty_like(pre)
+        v = v0
+        for pre_t, z_t, v_t in zip(pre.unbind(0), spikes.unbind(0), membrane.unbind(0)):
+            pre_t.add_(v, alpha=beta)
+            if p.reset == "subtract":
+                torch.gt(pre_t, v_th, out=z_t)
+                v = torch.sub(pre_t, z_t, alpha=v_th, out=v_t)
             else:
-                dx = torch.add(lam_i, dp, alpha=gamma, out=d_currents[t])
-                lam_i = alpha * dx
-        return d_currents, lam_v, lam_i, None
+                mask = torch.gt(pre_t, v_th)
+                z_t.copy_(mask)
+                v = torch.where(mask, torch.as_tensor(v_reset, dtype=pre.dtype), pre_t, out=v_t)
+    return pre, spikes, membrane, i_final
+
+
+def _adjoint_coefficients(p: LIFParameters, pre, spikes, g_spikes, g_membrane):
+    """``A [T, B, N]`` and ``M`` (tensor or the float beta) of ``dp[t] = A[t] + M[t] dp[t+1]``."""
+    beta = p.beta
+    deferred = p.spiking and p.reset_timing == "next_step"
+    # --- A[t] and M[t] for all steps at once
+    M: torch.Tensor | float = beta
+    if p.spiking:
+        sd = p.surrogate.derivative(pre - p.v_th)
+        A = g_spikes * sd if g_spikes is not None else torch.zeros_like(pre)
+        c = None  # dv/dp + dv/dz S' ; None means the constant 1
+        if not deferred:
+            if p.reset == "subtract":
+                if not p.detach_reset:
+                    c = sd.mul(-p.v_th).add_(1.0)
+            else:
+                c = 1.0 - spikes
+                if not p.detach_reset:
+                    c.addcmul_(p.v_reset - pre, sd)
+        elif p.reset == "zero":
+            c = 1.0 - spikes
+        if g_membrane is not None:
+            if c is None or deferred:
+                A.add_(g_membrane)
+            else:
+                A.addcmul_(c, g_membrane)
+        if c is not None:
+            M = c.mul_(beta)
+        del sd
+    else:
+        A = g_membrane.clone() if g_membrane is not None else torch.zeros_like(pre)
+    return A, M
+
+
+def _adjoint_recursion(p: LIFParameters, A, M, spikes, v0, g_i_final):
+    """Run the two backward recursions; returns ``(dL/dcurrents, dL/dv0, dL/di0)``."""
+    alpha, beta, gamma = p.alpha, p.beta, p.gamma
+    T = A.shape[0]
+    deferred = p.spiking and p.reset_timing == "next_step"
+    # --- dp[t] = A[t] + M[t] dp[t+1], in place in A
+    dp = A
+    dps = dp.unbind(0)
+    if isinstance(M, float):
+        for t in range(T - 2, -1, -1):
+            dps[t].add_(dps[t + 1], alpha=M)
+    else:
+        Ms = M.unbind(0)
+        for t in range(T - 2, -1, -1):
+            dps[t].addcmul_(Ms[t], dps[t + 1])
+    if deferred and p.reset == "zero":  # u[t] is zeroed when the neuron spiked at t-1
+        dp[1:].mul_(1.0 - spikes[:-1])
+        dps[0].mul_((v0 <= p.v_th).to(dp.dtype))
+    d_v0 = beta * dps[0]  # gradient reaching v0 (the state before step 0)
+    # --- current adjoint: dL/di[t] = gamma dp[t'] + alpha dL/di[t+1]
+    has_current = p.tau_syn is not None and alpha != 0.0
+    if p.current_delay:
+        d_cur = torch.empty_like(dp)
+        d_cur[-1] = g_i_final if g_i_final is not None else 0.0
+        dcs = d_cur.unbind(0)
+        if T > 1:
+            d_cur[:-1] = dp[1:]
+            d_cur[:-1].mul_(gamma)
+        if has_current:
+            for t in range(T - 2, -1, -1):
+                dcs[t].add_(dcs[t + 1], alpha=alpha)
+        d_i0 = dcs[0] * alpha + dps[0] * gamma if has_current else dps[0] * gamma
+        return d_cur, d_v0, d_i0
+    d_cur = dp
+    if gamma != 1.0:
+        d_cur.mul_(gamma)
+    if g_i_final is not None:
+        d_cur[-1].add_(g_i_final)
+    if has_current:
+        dcs = d_cur.unbind(0)
+        for t in range(T - 2, -1, -1):
+            dcs[t].add_(dcs[t + 1], alpha=alpha)
+        d_i0 = dcs[0] * alpha
+    else:
+        d_i0 = torch.zeros_like(dps[0])
+    return d_cur, d_v0, d_i0
 
 
 def lif_sequence_fused(

@@ -26,8 +26,9 @@ def backends() -> list[tuple[str, bool, str]]:
     """``(backend, available, detail)`` for every substrate NeuroHIL knows."""
     from devices.lava_env import lava_status
 
-    rows: list[tuple[str, bool, str]] = [("lif-native (fused torch engine)", True, "built in")]
-    for name, module, dist in (("lif-snntorch", "snntorch", "snntorch"), ("lif-norse", "norse", "norse"),
+    rows: list[tuple[str, bool, str]] = [("lif-native (fused torch engine; model.engine = \"native\")", True, "built in")]
+    for name, module, dist in (("lif-snntorch (model.engine = \"snntorch\")", "snntorch", "snntorch"),
+                               ("lif-norse (model.engine = \"norse\")", "norse", "norse"),
                                ("NIR export/import", "nir", "nir"), ("serial devices", "serial", "pyserial")):
         ok, why = _importable(module)
         rows.append((name, ok, f"{dist} {_version(dist)}" if ok else f"{dist} not importable ({why}); run `make setup`"))

@@ -8,24 +8,45 @@ from torch import nn
 from neuro.errors import ConfigError
 from neuro.layers.capabilities import Capabilities
 from simulators.lif import LIFParameters, LIFState, LIFTrace, lif_sequence_fused, lif_sequence_reference
+from simulators.synapse import SYNAPSE_PATHS, synaptic_input
+from simulators.lif_peers import lif_sequence_norse, lif_sequence_snntorch, norse_mapping, snntorch_mapping
 
-ENGINES = ("native", "reference")
+#: engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``.
+#: ``native``: the fused engine; ``reference``: plain autograd, one step at a time;
+#: ``snntorch`` / ``norse``: the peers' own cells (see :mod:`simulators.lif_peers` for the
+#: exact parameter mapping and what each peer cannot express).
+ENGINE_FUNCTIONS = {
+    "native": lif_sequence_fused,
+    "reference": lif_sequence_reference,
+    "snntorch": lif_sequence_snntorch,
+    "norse": lif_sequence_norse,
+}
+ENGINES = tuple(ENGINE_FUNCTIONS)
 
 
 def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIFState | None) -> LIFTrace:
     """Simulate LIF dynamics for ``currents`` [T, batch, n] on the named engine."""
-    if engine == "native":
-        return lif_sequence_fused(currents, p, state)
-    if engine == "reference":
-        return lif_sequence_reference(currents, p, state)
-    raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    if engine not in ENGINE_FUNCTIONS:
+        raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    return ENGINE_FUNCTIONS[engine](currents, p, state)
+
+
+def check_engine(engine: str, p: LIFParameters) -> None:
+    """Fail now (IncompatibleError, one line) if ``engine`` cannot run ``p`` exactly."""
+    if engine == "snntorch":
+        snntorch_mapping(p)
+    elif engine == "norse":
+        norse_mapping(p)
 
 
 class LIFLayer(nn.Module):
     """``x [T, batch, in] -> spikes [T, batch, out]``: a linear synapse then LIF neurons.
 
-    The synaptic input ``W x[t] + b`` is computed for all time steps in one matmul (time
-    folded into the batch); the neuron dynamics then run on the chosen engine.  With
+    The synaptic input ``W x[t] + b`` is computed for all time steps at once (time folded
+    into the batch): one dense matmul, or for sparse binary spikes the event-driven gather
+    of :mod:`simulators.synapse` (``synapse="auto"`` picks from the measured activity;
+    ``"dense"`` / ``"event"`` force a path).  The neuron dynamics then run on the chosen
+    engine.  With
     ``params.spiking=False`` the layer is a leaky integrator and :meth:`forward` returns
     its membrane potential instead of spikes.
     """
@@ -38,12 +59,17 @@ class LIFLayer(nn.Module):
         *,
         bias: bool = False,
         engine: str = "native",
+        synapse: str = "auto",
     ) -> None:
         super().__init__()
+        if synapse not in SYNAPSE_PATHS:
+            raise ConfigError(f"unknown synapse path '{synapse}'; choose one of {', '.join(SYNAPSE_PATHS)}")
+        self.synapse = synapse
         if engine not in ENGINES:
             raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
         self.params = params or LIFParameters()
         self.engine = engine
+        check_engine(engine, self.params)
         self.linear = nn.Linear(in_features, out_features, bias=bias)
 
     @property
@@ -56,7 +82,8 @@ class LIFLayer(nn.Module):
             raise ValueError(
                 f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
             )
-        return run_engine(self.engine, self.linear(x), self.params, state)
+        currents = synaptic_input(x, self.linear.weight, self.linear.bias, self.synapse)
+        return run_engine(self.engine, currents, self.params, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         trace = self.forward_trace(x)
@@ -65,6 +92,6 @@ class LIFLayer(nn.Module):
     def extra_repr(self) -> str:
         p = self.params
         return (
-            f"engine={self.engine}, tau_mem={p.tau_mem}s, tau_syn={p.tau_syn}s, dt={p.dt}s, "
+            f"engine={self.engine}, synapse={self.synapse}, tau_mem={p.tau_mem}s, tau_syn={p.tau_syn}s, dt={p.dt}s, "
             f"v_th={p.v_th}, reset={p.reset}, spiking={p.spiking}"
         )
