@@ -256,8 +256,7 @@ class SerialDevice:
         self.counts["requests"] += 1
         while True:
             try:
-                self._write(frame)
-                reply = self._await(seq, msg_type)
+                reply = self._await(seq, msg_type) if self._write(frame) else None
             except _PortLost as exc:
                 if is_hello:  # open() or _reconnect() decide what to do
                     raise DeviceError(f"serial port {self.port} failed during HELLO: {exc}") from None
@@ -302,13 +301,16 @@ class SerialDevice:
                          P.MsgType(msg_type).name, seq, ", ".join(recovered))
             return reply
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, frame: bytes) -> bool:
+        """Send one frame; False if the device did not take it within the write timeout."""
         try:
             self._serial.write(frame)
-            self._serial.flush()
+        except serial.SerialTimeoutException:
+            return False
         except (serial.SerialException, OSError) as exc:
             raise _PortLost(_one_line(exc)) from None
         self.counts["bytes_out"] += len(frame)
+        return True
 
     def _await(self, seq: int, msg_type: int):
         """The reply frame to ``seq``; ``_BAD_FRAME`` if a frame failed its checks first; None at the deadline.
