@@ -153,12 +153,18 @@ class Emulator:
                     pass
             self._pty = None
 
+    def open(self) -> "Emulator":
+        """Open the pty (and link) without serving yet, so ``port`` can be announced first."""
+        if self._pty is None:
+            self._plug()
+        return self
+
     def start(self) -> "Emulator":
         """Open the pty and serve in a daemon thread; returns self (``port`` is ready)."""
         if self._thread is not None:
             return self
         self._stop.clear()
-        self._plug()
+        self.open()
         self._thread = threading.Thread(target=self._loop, name="neurohil-emulator", daemon=True)
         self._thread.start()
         return self
@@ -169,21 +175,32 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                raise DeviceError("emulator thread did not stop within {timeout} s")
+                raise DeviceError(f"emulator thread did not stop within {timeout} s")
             self._thread = None
         self._unplug()
 
     def serve_forever(self, duration_s: float | None = None) -> None:
-        """Serve in the calling thread until ``duration_s`` passes or KeyboardInterrupt."""
-        self._stop.clear()
-        if self._pty is None:
-            self._plug()
-        if duration_s is not None:
-            threading.Timer(duration_s, self._stop.set).start()
+        """Serve in the calling thread until ``duration_s`` passes, :meth:`request_stop` or KeyboardInterrupt."""
+        self.open()
+        timer = threading.Timer(duration_s, self._stop.set) if duration_s is not None else None
+        if timer is not None:
+            timer.start()
         try:
             self._loop()
         finally:
+            if timer is not None:
+                timer.cancel()
             self._unplug()
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to end (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def fault_summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.fault_log:
+            counts[rec.kind] = counts.get(rec.kind, 0) + 1
+        return counts
 
     def __enter__(self) -> "Emulator":
         return self.start()
@@ -291,25 +308,35 @@ class Emulator:
 
 # --------------------------------------------------------------- substrates
 class AffineTanhSubstrate:
-    """A small deterministic test substrate: ``y = tanh(x W^T + b) + drift * k``.
+    """A small substrate for testing the link itself: ``y = tanh(x W^T + b) + noise (+ drift k)``.
 
     ``W [n_out, n_in]`` and ``b [n_out]`` are its hardware parameters (seeded at
     construction); ``k`` counts the batches measured since ``reset()`` (a stand-in for a
     device that drifts with use, which makes any recomputation of a retried request
-    visible).  Inputs in ``[-1, 1]``; outputs in ``[-1 - |drift| k, 1 + |drift| k]``.
+    visible); ``noise`` is the std of Gaussian measurement noise from its own seeded
+    generator.  Inputs in ``[-1, 1]`` (dimensionless).  With ``drift == 0`` the outputs
+    are clipped to ``[-1, 1]`` and that output range is advertised (int16 samples work);
+    with drift the outputs are unbounded and no output range is advertised.
     """
 
-    def __init__(self, n_in: int = 8, n_out: int = 4, *, seed: int = 0, drift: float = 0.0) -> None:
+    def __init__(self, n_in: int = 8, n_out: int = 4, *, seed: int = 0, drift: float = 0.0, noise: float = 0.0) -> None:
         g = torch.Generator().manual_seed(seed)
         self.n_in, self.n_out = n_in, n_out
         self.input_range = (-1.0, 1.0)
-        self.drift = drift
+        self.drift, self.noise = drift, noise
         self.W = torch.randn(n_out, n_in, generator=g) / n_in ** 0.5
         self.b = 0.1 * torch.randn(n_out, generator=g)
+        self._noise_gen = torch.Generator().manual_seed(seed + 1)
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(x.float() @ self.W.T + self.b) + self.drift * self.calls
+        y = torch.tanh(x.float() @ self.W.T + self.b)
+        if self.noise:
+            y = y + self.noise * torch.randn(y.shape, generator=self._noise_gen)
+        if self.drift:
+            y = y + self.drift * self.calls
+        else:
+            y = y.clamp(-1.0, 1.0)
         self.calls += 1
         return y
 
@@ -333,17 +360,25 @@ class AffineTanhSubstrate:
         return d
 
 
-def _affine(n_in: int, n_out: int, seed: int, noise: float) -> AffineTanhSubstrate:
-    return AffineTanhSubstrate(n_in, n_out, seed=seed)
+def _affine(kind: str, n_in: int, n_out: int, seed: int, noise: float) -> AffineTanhSubstrate:
+    if kind:
+        raise ConfigError(f"substrate 'affine' has no variants, got 'affine:{kind}'")
+    return AffineTanhSubstrate(n_in, n_out, seed=seed, noise=noise)
 
 
-SUBSTRATES: dict[str, Callable[..., object]] = {
+SUBSTRATES: dict[str, Callable[[str, int, int, int, float], object]] = {
     "affine": _affine,
 }
-"""``--substrate`` names -> ``factory(n_in, n_out, seed, noise)``; a substrate family joins with one line."""
+"""``--substrate FAMILY[:KIND]`` -> ``factory(kind, n_in, n_out, seed, noise)``; a family joins with one line."""
 
 
-def make_substrate(name: str, n_in: int, n_out: int, seed: int = 0, noise: float = 0.0):
-    if name not in SUBSTRATES:
-        raise ConfigError(f"unknown emulator substrate '{name}'; available now: {', '.join(SUBSTRATES)}")
-    return SUBSTRATES[name](n_in, n_out, seed, noise)
+def substrate_names() -> list[str]:
+    return list(SUBSTRATES)
+
+
+def make_substrate(spec: str, n_in: int, n_out: int, seed: int = 0, noise: float = 0.0):
+    """The substrate the emulator serves, e.g. ``affine`` (noise: measurement-noise std)."""
+    family, _, kind = str(spec).partition(":")
+    if family not in SUBSTRATES:
+        raise ConfigError(f"unknown emulator substrate '{spec}'; available now: {', '.join(substrate_names())}")
+    return SUBSTRATES[family](kind, n_in, n_out, seed, noise)

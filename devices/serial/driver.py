@@ -206,7 +206,9 @@ class SerialDevice:
             self._serial.reset_input_buffer()
         except (serial.SerialException, OSError, ValueError) as exc:
             self._serial = None
-            raise DeviceError(f"cannot open serial port {self.port}: {_one_line(exc)}; check the path (`neuro devices list`) and that the device is plugged in") from None
+            errno = getattr(exc, "errno", None)
+            cause = os.strerror(errno) if isinstance(errno, int) else _one_line(exc)
+            raise DeviceError(f"cannot open serial port {self.port}: {cause}; check the path (`neuro devices list`) and that the device is plugged in") from None
         self._parser = P.FrameParser() if not self._parser.pending else self._parser
 
     def _close_port(self) -> None:
