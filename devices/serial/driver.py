@@ -25,11 +25,13 @@ records.  Failures retries cannot fix raise a one-line :class:`~neuro.errors.Dev
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import serial
@@ -55,6 +57,10 @@ class LinkEvent:
     request: str
     seq: int
     detail: str = ""
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _one_line(text: object) -> str:
@@ -95,6 +101,7 @@ class SerialDevice:
         self._session = int.from_bytes(os.urandom(4), "little")
         self._t0 = time.monotonic()
         self._busy_s = 0.0
+        self._latencies: deque[float] = deque(maxlen=100_000)  # FORWARD round trips (s), retries included
 
     # ---------------------------------------------------------------- Device
     def open(self) -> None:
@@ -131,11 +138,16 @@ class SerialDevice:
             raise DeviceError(f"serial device {self.port} takes inputs [batch, {ident.n_in}], got {list(x.shape)}")
         xs = x.detach().to("cpu", torch.float32).numpy()
         fmt = P.SAMPLE_FORMATS[self.sample_format]
+        itemsize = 4 if fmt == P.FORMAT_F32 else 2
+        fits = (P.MAX_PAYLOAD - P.SAMPLE_HEAD.size) // (itemsize * max(ident.n_in, ident.n_out, 1))
+        step = max(1, min(ident.max_batch, fits))  # rows per FORWARD frame
         outs = []
         t0 = time.perf_counter()
-        for start in range(0, max(len(xs), 1), max(ident.max_batch, 1)):
-            chunk = xs[start: start + ident.max_batch]
+        for start in range(0, max(len(xs), 1), step):
+            chunk = xs[start: start + step]
+            t1 = time.perf_counter()
             reply = self._request(P.MsgType.FORWARD, P.encode_samples(chunk, fmt, ident.input_range))
+            self._latencies.append(time.perf_counter() - t1)
             try:
                 y = P.decode_samples(reply.payload, ident.output_range)
             except P.ProtocolError as exc:
@@ -153,12 +165,67 @@ class SerialDevice:
         return {"port": self.port, "device": dev.__dict__, "link": self.link_stats()}
 
     def link_stats(self) -> dict:
+        """Counts of requests, samples, bytes and every fault kind recovered from; throughput and latency."""
         ps = self._parser.stats
         stats = {k: int(v) for k, v in self.counts.items()}
         stats.update(bad_frames=ps.bad_header + ps.bad_crc, bytes_skipped=ps.bytes_skipped)
         stats["busy_s"] = self._busy_s
         stats["samples_per_s"] = stats.get("samples", 0) / self._busy_s if self._busy_s > 0 else None
+        lat = sorted(self._latencies)
+        stats["forward_median_ms"] = 1e3 * lat[len(lat) // 2] if lat else None
+        stats["forward_p95_ms"] = 1e3 * lat[int(0.95 * (len(lat) - 1))] if lat else None
         return stats
+
+    # ----------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the device: the hardware parameters written to it."""
+        return {"port": self.port, "written_params": {k: v.clone() for k, v in self.written_params.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Re-write the checkpointed hardware parameters to the device (resume)."""
+        params = dict(state.get("written_params") or {})
+        if params:
+            self.set_params(params)
+            log.info("serial %s: rewrote %d hardware parameters from the checkpoint", self.port, len(params))
+
+    # ---------------------------------------------------------------- report
+    def report_extras(self, run_dir, records) -> tuple[list, list]:
+        """Run-report hook: device throughput/latency, faults recovered from, a latency histogram,
+        and every link event written to ``serial_link.jsonl`` in the run directory."""
+        run_dir = Path(run_dir)
+        stats = self.link_stats()
+        stem = "".join(c if c.isalnum() else "_" for c in self.port).strip("_")
+        with open(run_dir / f"serial_link_{stem}.jsonl", "w", encoding="utf-8") as fh:
+            for ev in self.events:
+                fh.write(json.dumps(asdict(ev)) + "\n")
+        ident = self.identity
+        rows = [["port", self.port], ["device", f"{ident.kind} ({ident.firmware}), protocol v{ident.version}" if ident else "?"],
+                ["requests (all types)", stats.get("requests", 0)], ["samples measured", stats.get("samples", 0)],
+                ["throughput (samples/s)", _fmt(stats["samples_per_s"], ".0f")],
+                ["FORWARD round trip median / p95 (ms)", f"{_fmt(stats['forward_median_ms'], '.3f')} / {_fmt(stats['forward_p95_ms'], '.3f')}"],
+                ["bytes out / in", f"{stats.get('bytes_out', 0)} / {stats.get('bytes_in', 0)}"]]
+        kinds = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "rewrites_after_reboot")
+        faults = [[k, stats.get(k, 0)] for k in kinds]
+        tables = [(f"Serial device {self.port}", ["quantity", "value"], rows),
+                  (f"Link faults recovered from ({self.port}; events in serial_link_{stem}.jsonl)", ["fault", "count"], faults)]
+        figures = []
+        if self._latencies:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            ax.hist(1e3 * np.asarray(self._latencies), bins=50, log=True)
+            ax.set_xlabel("FORWARD round trip (ms), retries included")
+            ax.set_ylabel("requests")
+            ax.set_title(f"serial {self.port}: {_fmt(stats['samples_per_s'], '.0f')} samples/s")
+            fig.tight_layout()
+            fig.savefig(run_dir / f"serial_latency_{stem}.png", dpi=110)
+            plt.close(fig)
+            figures.append((f"Serial link latency ({self.port})", f"serial_latency_{stem}.png",
+                            "Round-trip time of every FORWARD request over the link (log count); the tail holds the retries."))
+        return figures, tables
 
     # ------------------------------------------------------------- Substrate
     @property
