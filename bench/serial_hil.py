@@ -50,7 +50,7 @@ def _row(where: str, batch: int, times: list[float]) -> dict:
 
 def _emulator(args, link: Path, faults: bool) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", args.substrate, "--n-in", str(args.n_in),
-           "--n-out", str(args.n_out), "--link", str(link), "--seed", "0"]
+           "--n-out", str(args.n_out), "--link", str(link), "--seed", "0", "--noise", "0"]
     if faults:
         cmd += ["--drop", "0.01", "--corrupt", "0.01"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -72,7 +72,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     batches = [int(b) for b in args.batches.split(",")]
-    sub = make_substrate(args.substrate, args.n_in, args.n_out, 0, 0.0)
+    sub = make_substrate(args.substrate, args.n_in, args.n_out, 0, {"noise": 0.0})
     lo, hi = sub.input_range
     rows = []
     xs = {b: lo + (hi - lo) * torch.rand(b, args.n_in, generator=torch.Generator().manual_seed(b)) for b in batches}

@@ -360,25 +360,38 @@ class AffineTanhSubstrate:
         return d
 
 
-def _affine(kind: str, n_in: int, n_out: int, seed: int, noise: float) -> AffineTanhSubstrate:
+def _affine(kind: str, n_in: int, n_out: int, seed: int, options: dict) -> AffineTanhSubstrate:
     if kind:
         raise ConfigError(f"substrate 'affine' has no variants, got 'affine:{kind}'")
-    return AffineTanhSubstrate(n_in, n_out, seed=seed, noise=noise)
+    unknown = sorted(set(options) - {"noise", "drift"})
+    if unknown:
+        raise ConfigError(f"unknown option '{unknown[0]}' for emulator substrate affine; valid: noise, drift")
+    return AffineTanhSubstrate(n_in, n_out, seed=seed, **{k: float(v) for k, v in options.items()})
 
 
-SUBSTRATES: dict[str, Callable[[str, int, int, int, float], object]] = {
+def _wave(kind: str, n_in: int, n_out: int, seed: int, options: dict):
+    from neuro.substrates import open_substrate
+
+    return open_substrate(f"wave:{kind}", n_in, n_out, seed=seed, options=options)
+
+
+SUBSTRATES: dict[str, Callable[[str, int, int, int, dict], object]] = {
     "affine": _affine,
+    "wave": _wave,
 }
-"""``--substrate FAMILY[:KIND]`` -> ``factory(kind, n_in, n_out, seed, noise)``; a family joins with one line."""
+"""``--substrate FAMILY[:KIND]`` -> ``factory(kind, n_in, n_out, seed, options)``; a family joins with one line."""
 
 
 def substrate_names() -> list[str]:
-    return list(SUBSTRATES)
+    from simulators.wave import KINDS as WAVE_KINDS
+
+    return ["affine", *(f"wave:{k}" for k in WAVE_KINDS)]
 
 
-def make_substrate(spec: str, n_in: int, n_out: int, seed: int = 0, noise: float = 0.0):
-    """The substrate the emulator serves, e.g. ``affine`` (noise: measurement-noise std)."""
+def make_substrate(spec: str, n_in: int, n_out: int, seed: int = 0, options: dict | None = None):
+    """The substrate the emulator serves, e.g. ``affine`` or ``wave:scattering`` with its ``options``
+    (built exactly as :func:`neuro.substrates.open_substrate` builds it in-process for the same seed)."""
     family, _, kind = str(spec).partition(":")
     if family not in SUBSTRATES:
         raise ConfigError(f"unknown emulator substrate '{spec}'; available now: {', '.join(substrate_names())}")
-    return SUBSTRATES[family](kind, n_in, n_out, seed, noise)
+    return SUBSTRATES[family](kind, n_in, n_out, seed, dict(options or {}))

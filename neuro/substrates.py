@@ -5,6 +5,9 @@
 - ``wave:scattering``, ``wave:saturable``, ``wave:oscillators``: the simulators in
   :mod:`simulators.wave`; ``options`` are fields of :class:`simulators.wave.WaveOptions`
   (``n_control``, ``noise``, ``drift``, ``perturb_at``, ...).
+- ``serial:<port>``: a device (or ``neuro devices emulate``) behind the NeuroHIL serial
+  protocol, opened with :class:`devices.SerialDevice`; ``options`` are the driver's
+  (``timeout``, ``retries``, ``reconnect_timeout``, ``sample_format``, ``baudrate``).
 
 Everything returned implements :class:`simulators.substrate.Substrate`.  Unknown names or
 options are a one-line :class:`~neuro.errors.ConfigError`.
@@ -14,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from devices.serial.substrate import open_serial
 from neuro.errors import ConfigError
 from simulators.substrate import Substrate
 from simulators.wave import KINDS as WAVE_KINDS
 from simulators.wave import WaveOptions, WaveSubstrate
 
-SUBSTRATE_NAMES: tuple[str, ...] = tuple(f"wave:{k}" for k in WAVE_KINDS)
+SUBSTRATE_NAMES: tuple[str, ...] = (*(f"wave:{k}" for k in WAVE_KINDS), "serial:<port>")
 
 
 def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None) -> Substrate:
@@ -41,6 +45,8 @@ def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: 
             return WaveSubstrate(WaveOptions(kind=name, n_in=int(n_in), n_out=int(n_out), seed=int(seed), **options))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"substrate {spec}: {exc}") from None
+    if family == "serial":  # hardware (or the emulator) behind the NeuroHIL serial protocol
+        return open_serial(spec, n_in, n_out, options)
     close = difflib.get_close_matches(str(spec), SUBSTRATE_NAMES, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ConfigError(f"unknown substrate '{spec}'{hint}; valid: {', '.join(SUBSTRATE_NAMES)}")

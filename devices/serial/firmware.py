@@ -126,6 +126,8 @@ class Firmware:
                 return self._reply(frame, self.health(parser_stats).encode())
         except P.ProtocolError as exc:
             return self._error(frame, P.ErrorCode.BAD_REQUEST, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the substrate refused: report it, keep serving
+            return self._error(frame, P.ErrorCode.SUBSTRATE_FAULT, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         return self._error(frame, P.ErrorCode.UNKNOWN_TYPE, f"unknown message type 0x{t:02x}")
 
     def _set_params(self, frame: P.Frame) -> bytes:

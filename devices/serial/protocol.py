@@ -112,6 +112,7 @@ class ErrorCode(enum.IntEnum):
     INPUT_OUT_OF_RANGE = 5
     UNKNOWN_PARAMETER = 6
     DEVICE_FAULT = 7  # transient: nothing was measured; resend the same request
+    SUBSTRATE_FAULT = 8  # the physical system refused the request (text says why)
 
     @property
     def retryable(self) -> bool:

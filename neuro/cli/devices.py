@@ -43,7 +43,9 @@ def add_parser(sub) -> None:
     q.add_argument("--n-in", type=int, default=8, help="inputs of the substrate")
     q.add_argument("--n-out", type=int, default=4, help="outputs of the substrate")
     q.add_argument("--seed", type=int, default=0, help="seed of the substrate and of the fault injection")
-    q.add_argument("--noise", type=float, default=0.0, help="measurement noise of the substrate (0 = off)")
+    q.add_argument("--noise", type=float, default=None, help="measurement noise of the substrate (0 = off; default: the substrate's)")
+    q.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="substrate option, e.g. --option n_control=8 (repeatable; same names as model.substrate_options)")
     q.add_argument("--link", help="stable symlink to the pty (re-created after each emulated disconnect), "
                                   "like /dev/serial/by-id/...; needed for hosts to reconnect")
     q.add_argument("--max-batch", type=int, default=256, help="largest FORWARD batch the device accepts")
@@ -122,6 +124,21 @@ def _disconnects(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--disconnect-at takes request counts like 100,250, got '{text}'") from None
 
 
+def _options(pairs: list[str]) -> dict:
+    import tomllib
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option takes KEY=VALUE, got '{pair}'")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare word: a string
+    return out
+
+
 def run_emulate(args) -> int:
     import logging
 
@@ -129,7 +146,10 @@ def run_emulate(args) -> int:
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    substrate = make_substrate(args.substrate, args.n_in, args.n_out, args.seed, args.noise)
+    options = _options(args.option)
+    if args.noise is not None:
+        options["noise"] = args.noise
+    substrate = make_substrate(args.substrate, args.n_in, args.n_out, args.seed, options)
     faults = Faults(drop=args.drop, corrupt=args.corrupt, garbage=args.garbage, delay=args.delay, delay_s=args.delay_s,
                     error=args.error, disconnect_at=_disconnects(args.disconnect_at), down_s=args.down_s)
     versions = (args.protocol_version,) * 2 if args.protocol_version else None
