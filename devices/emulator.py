@@ -32,6 +32,7 @@ import select
 import threading
 import time
 import tty
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,9 +51,12 @@ class Faults:
     """Fault-injection rates (probabilities per frame) and schedule.
 
     drop: a request is not heard / a reply is lost.
-    corrupt: one random bit of a frame is flipped (request bytes before parsing, or a reply).
+    corrupt: one random bit is flipped in a reply frame, or in a chunk of request bytes as read
+        from the wire before parsing (a small request arrives in one chunk; a large one in
+        several, each exposed: noise hits bytes, not frames).
     garbage: 1-32 random bytes are sent before a reply.
-    delay: a reply is held back ``delay_s`` seconds (the device looks busy past the host's timeout).
+    delay: a reply is held back ``delay_s`` seconds (the device looks busy past the host's
+        timeout; replies stay in order, so later ones wait behind it).
     error: a FORWARD answers a retryable DEVICE_FAULT (nothing measured).
     disconnect_at: request counts (valid frames received) after which the port vanishes for
         ``down_s`` seconds; that request is executed and its reply lost with the port.
@@ -102,14 +106,16 @@ class Emulator:
 
     def __init__(self, substrate, *, faults: Faults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
                  protocol_versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256,
-                 kind: str | None = None, write_timeout_s: float = 2.0) -> None:
+                 kind: str | None = None, max_buffered: int = 8 << 20) -> None:
         self.faults = faults or Faults()
         self.faults.check()
         self.rng = random.Random(seed)
         self.firmware = Firmware(substrate, kind=kind or str(substrate.describe().get("kind", "emulator")),
                                  versions=protocol_versions, max_batch=max_batch, inject_error=self._inject_error)
         self.link = Path(link) if link is not None else None
-        self.write_timeout_s = write_timeout_s
+        self.max_buffered = max_buffered  # reply bytes held for a host that is not reading
+        self._out = bytearray()  # bytes being sent
+        self._queue: deque[tuple[float, bytes]] = deque()  # (send time, reply) not yet sent
         self.fault_log: list[FaultRecord] = []
         self.requests = 0
         self.disconnects = 0
@@ -136,6 +142,8 @@ class Emulator:
     def _plug(self) -> None:
         self._pty = _open_pty()
         self._parser = P.FrameParser()
+        self._out.clear()  # whatever was in flight was lost with the old port
+        self._queue.clear()
         if self.link is not None:
             tmp = self.link.with_name(self.link.name + ".tmp")
             tmp.unlink(missing_ok=True)
@@ -230,15 +238,21 @@ class Emulator:
         return bytes(buf)
 
     def _loop(self) -> None:
+        """Full duplex, like a UART with FIFOs: keep reading requests while replies drain."""
         while not self._stop.is_set():
             pt = self._pty
             if pt is None:
                 return
+            now = time.monotonic()
+            while self._queue and self._queue[0][0] <= now:  # FIFO: a delayed reply holds back later ones
+                self._out += self._queue.popleft()[1]
+            wait = 0.05 if not self._queue else min(0.05, max(0.0, self._queue[0][0] - now))
             try:
-                ready, _, _ = select.select([pt.master], [], [], 0.05)
-                if not ready:
-                    continue
-                data = os.read(pt.master, 65536)
+                readable, writable, _ = select.select([pt.master], [pt.master] if self._out else [], [], wait)
+                if writable and self._out:
+                    n = os.write(pt.master, self._out)
+                    del self._out[:n]
+                data = os.read(pt.master, 65536) if readable else b""
             except BlockingIOError:
                 continue
             except OSError:
@@ -275,11 +289,14 @@ class Emulator:
         if self._chance(f.garbage):
             self._record("garbage bytes", frame.seq)
             reply = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(1, 32))) + reply
+        ready = time.monotonic()
         if self._chance(f.delay):
             self._record(f"reply delayed {f.delay_s:g} s", frame.seq)
-            if self._stop.wait(f.delay_s):
-                return
-        self._write(reply)
+            ready += f.delay_s
+        if len(self._out) + sum(len(r) for _, r in self._queue) > self.max_buffered:
+            self._record("reply discarded: host not reading", frame.seq)
+            return
+        self._queue.append((ready, reply))
 
     def _disconnect(self, seq: int) -> None:
         self.disconnects += 1
@@ -288,22 +305,6 @@ class Emulator:
         if not self._stop.wait(self.faults.down_s):
             self._plug()
             log.info("emulator reconnected at %s", self._pty.path)
-
-    def _write(self, data: bytes) -> None:
-        pt = self._pty
-        deadline = time.monotonic() + self.write_timeout_s
-        view = memoryview(data)
-        while view and pt is not None:
-            try:
-                n = os.write(pt.master, view)
-                view = view[n:]
-            except BlockingIOError:
-                if time.monotonic() > deadline or self._stop.is_set():
-                    self._record("reply discarded: host not reading")
-                    return
-                select.select([], [pt.master], [], 0.05)
-            except OSError:
-                return
 
 
 # --------------------------------------------------------------- substrates

@@ -7,7 +7,8 @@ as on a simulator.
 
 Delivery guarantees (each sample's measurement is returned exactly once, in order):
 
-* every request gets a fresh sequence number; every read has a deadline (``timeout``);
+* every request gets a fresh sequence number; every read has a deadline (``timeout`` of
+  silence, and at most ``max(20 timeout, 10 s)`` per attempt);
 * on a timeout, a bad frame or a retryable device error the *same* frame (same seq) is
   resent, up to ``retries`` times; the device replays its cached reply for a seq it has
   answered, so a retry never measures twice;
@@ -70,7 +71,8 @@ def _one_line(text: object) -> str:
 class SerialDevice:
     """A NeuroHIL device on ``port``: ``/dev/ttyUSB0``, a pty path, ``socket://host:port``, ``loop://``.
 
-    timeout: seconds to wait for each reply before resending (also the HELLO wait).
+    timeout: seconds of silence while awaiting a reply before resending (so a long reply on a
+        slow link is not cut off while its bytes keep arriving).
     retries: resends of one request before giving up.
     reconnect_timeout: seconds to keep re-opening a vanished port.
     sample_format: ``"float32"`` or ``"int16"`` (full scale over the device's ranges).
@@ -386,7 +388,9 @@ class SerialDevice:
 
         Valid frames with another seq (late replies, replays of an earlier attempt) are discarded.
         """
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
+        hard_deadline = start + max(20 * self.timeout, 10.0)  # a device streaming bytes forever
         bad_before = self._parser.stats.bad_crc + self._parser.stats.bad_header
         while time.monotonic() < deadline:
             try:
@@ -395,6 +399,7 @@ class SerialDevice:
                 raise _PortLost(_one_line(exc)) from None
             if not data:
                 continue
+            deadline = min(time.monotonic() + self.timeout, hard_deadline)  # the timeout is per silence, not per frame
             self.counts["bytes_in"] += len(data)
             frames = self._parser.feed(data)
             bad_now = self._parser.stats.bad_crc + self._parser.stats.bad_header
