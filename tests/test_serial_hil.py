@@ -85,6 +85,7 @@ def test_faults_every_sample_delivered_exactly_once_and_in_order(tmp_path, no_le
             link = dev.link_stats()
         injected = [r.kind for r in emu.fault_log]
         measured = emu.firmware.counts["samples_measured"]
+        assert dev.delivered_crc == emu.firmware.measured_crc != 0
     want = [reference.forward(x) for x in batches]
     # exactly once: the device measured each sample once; count, order and checksum agree
     assert measured == sum(len(x) for x in batches) == link["samples"] == 600

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ class SerialDevice:
         self.written_params: dict[str, torch.Tensor] = {}
         self.events: list[LinkEvent] = []
         self.counts: Counter = Counter()
+        # CRC-32 over every delivered FORWARD reply payload, in order: equal to the device's
+        # ``measured_crc`` exactly when each measurement was delivered once and in order
+        self.delivered_crc = 0
         self._serial = None
         self._opened = False
         self._parser = P.FrameParser()
@@ -150,6 +154,7 @@ class SerialDevice:
             t1 = time.perf_counter()
             reply = self._request(P.MsgType.FORWARD, P.encode_samples(chunk, fmt, ident.input_range))
             self._latencies.append(time.perf_counter() - t1)
+            self.delivered_crc = zlib.crc32(reply.payload, self.delivered_crc)
             try:
                 y = P.decode_samples(reply.payload, ident.output_range)
             except P.ProtocolError as exc:

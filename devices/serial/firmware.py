@@ -50,6 +50,7 @@ class Firmware:
         self.version = versions[1]
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # seq -> (request digest, reply)
         self._started = time.monotonic()
+        self.measured_crc = 0  # CRC-32 over every measured FORWARD reply payload, in order (replays excluded)
         self.counts = {"frames_ok": 0, "replays": 0, "errors": 0, "samples_measured": 0, "forward_requests": 0}
         desc = substrate.describe()
         out_range = desc.get("output_range")
@@ -163,7 +164,9 @@ class Firmware:
             y = s.forward(torch.from_numpy(x)).detach().cpu().numpy()
         self.counts["forward_requests"] += 1
         self.counts["samples_measured"] += x.shape[0]
-        return self._reply(frame, P.encode_samples(y, fmt, self.output_range))
+        payload = P.encode_samples(y, fmt, self.output_range)
+        self.measured_crc = zlib.crc32(payload, self.measured_crc)
+        return self._reply(frame, payload)
 
     def health(self, parser_stats: P.ParserStats | None = None) -> P.DeviceHealth:
         ps = parser_stats or P.ParserStats()
