@@ -197,14 +197,17 @@ class SerialDevice:
 
     # ---------------------------------------------------------------- report
     def report_extras(self, run_dir, records) -> tuple[list, list]:
-        """Run-report hook: device throughput/latency, faults recovered from, a latency histogram,
-        and every link event written to ``serial_link.jsonl`` in the run directory."""
+        """Run-report hook: device throughput/latency, faults recovered from, a latency histogram;
+        writes ``serial_link_<port>.jsonl`` (every link event) and ``serial_link_<port>.json``
+        (counts, throughput, ``delivered_crc``) into the run directory."""
         run_dir = Path(run_dir)
         stats = self.link_stats()
         stem = "".join(c if c.isalnum() else "_" for c in self.port).strip("_")
         with open(run_dir / f"serial_link_{stem}.jsonl", "w", encoding="utf-8") as fh:
             for ev in self.events:
                 fh.write(json.dumps(asdict(ev)) + "\n")
+        summary = {"port": self.port, "delivered_crc": self.delivered_crc, **stats}
+        (run_dir / f"serial_link_{stem}.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         ident = self.identity
         rows = [["port", self.port], ["device", f"{ident.kind} ({ident.firmware}), protocol v{ident.version}" if ident else "?"],
                 ["requests (all types)", stats.get("requests", 0)], ["samples measured", stats.get("samples", 0)],

@@ -1,0 +1,106 @@
+"""Training a physical network through serial devices: emulated firmware over ptys, the same
+numbers as in-process, exactly-once delivery under faults, checkpoints that rewrite the device."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+import pytest
+import torch
+
+from devices.emulator import Emulator, Faults, make_substrate
+from neuro import workflow
+from neuro.cli.main import main
+from neuro.runs import Run
+
+N_FEATURES, N_CLASSES = 64, 10  # digits
+PHYSICAL, HIDDEN, N_CONTROL = 24, [16, 16], 4
+
+
+def config(rule: dict, out, name: str, substrates: list[str] | None = None, epochs: int = 2) -> dict:
+    model = {"kind": "physical_mlp", "physical": [PHYSICAL], "hidden": HIDDEN,
+             "substrate_options": {"noise": 0.0, "n_control": N_CONTROL}}
+    if substrates:
+        model.update(substrates=substrates, substrate_options={"timeout": 0.1, "retries": 12, "reconnect_timeout": 5.0})
+    return {"run": {"name": name, "seed": 1, "progress": False, "out_dir": str(out)},
+            "data": {"dataset": "digits", "limit": 96},
+            "model": model, "rule": rule, "optim": {"name": "adam", "lr": 0.01},
+            "train": {"epochs": epochs, "batch_size": 32}}
+
+
+RULES = {"mfff": {"name": "mfff"},
+         "pat": {"name": "pat", "twin": "fitted", "twin_hidden": 32, "twin_samples": 256, "twin_epochs": 3}}
+
+
+def block_emulators(tmp_path, faults: list[Faults] | None = None, seed_offset: int = 0) -> list[Emulator]:
+    """One emulated device per physical block, built exactly as ``physical_mlp`` builds its
+    in-process substrates (widths, sizes, seeds ``model.seed + 1000 k``, options)."""
+    widths = [N_FEATURES + N_CLASSES, *HIDDEN[:-1]]
+    emus = []
+    for k, n_in in enumerate(widths):
+        sub = make_substrate("wave:scattering", n_in, PHYSICAL, 1000 * k, {"noise": 0.0, "n_control": N_CONTROL})
+        emus.append(Emulator(sub, link=tmp_path / f"ttyNH{k}", faults=(faults or [None] * len(widths))[k],
+                             seed=7 + k + seed_offset).start())
+    return emus
+
+
+def stop_all(emus):
+    for e in emus:
+        e.stop()
+
+
+def epochs_of(run: Run) -> list[dict]:
+    """Epoch records without the wall-clock figures."""
+    return [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")} for r in run.records() if r.get("event") == "epoch"]
+
+
+def link_summaries(run: Run) -> dict[str, dict]:
+    return {d["port"]: d for d in (json.loads(p.read_text()) for p in run.path.glob("serial_link_*.json"))}
+
+
+@pytest.mark.parametrize("rule", ["mfff", "pat"])
+def test_training_through_ptys_matches_in_process(tmp_path, rule):
+    ref_run, ref_test = workflow.train(config(RULES[rule], tmp_path, "ref"), echo=lambda *a: None)
+    emus = block_emulators(tmp_path)
+    try:
+        links = [f"serial:{e.port}" for e in emus]
+        run, test = workflow.train(config(RULES[rule], tmp_path, "hil", links), echo=lambda *a: None)
+        measured = [e.firmware.counts["samples_measured"] for e in emus]
+    finally:
+        stop_all(emus)
+    assert test == ref_test  # same accuracy and loss, to the last bit (noise off, same seeds)
+    assert epochs_of(run) == epochs_of(ref_run)
+    ckpt = torch.load(run.checkpoint_path, weights_only=False)
+    extra = ckpt["model"]["blocks.0.physical._extra_state"]["substrate"]
+    assert extra["port"] == emus[0].port and extra["written_params"]["control"].shape == (N_CONTROL,)
+    html = (run.path / "report.html").read_text()
+    assert f"Serial device {emus[0].port}" in html and "throughput (samples/s)" in html
+    assert min(measured) > 0
+
+
+def test_faults_during_training_every_result_exactly_once_and_in_order(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="devices.serial")
+    ref_run, ref_test = workflow.train(config(RULES["mfff"], tmp_path, "ref"), echo=lambda *a: None)
+    faults = [Faults(drop=0.01, corrupt=0.01, disconnect_at=(20, 50), down_s=0.1), Faults(drop=0.01, corrupt=0.01)]
+    emus = block_emulators(tmp_path, faults)
+    try:
+        run, test = workflow.train(config(RULES["mfff"], tmp_path, "faulty", [f"serial:{e.port}" for e in emus]),
+                                   echo=lambda *a: None)
+        logs = [e.fault_summary() for e in emus]
+        fw = [(e.firmware.counts["samples_measured"], e.firmware.measured_crc) for e in emus]
+    finally:
+        stop_all(emus)
+    assert test == ref_test and epochs_of(run) == epochs_of(ref_run)  # the run finished, same numbers
+    links = link_summaries(run)
+    for e, (n, crc) in zip(emus, fw):  # each device's count and checksum of what it measured == what was delivered
+        assert links[e.port]["samples"] == n > 0 and links[e.port]["delivered_crc"] == crc
+    assert logs[0].get("disconnect") == 2 and links[emus[0].port]["reconnects"] == 2
+    # each lost or corrupted reply costs its attempt exactly once (a timeout or a bad frame, then a resend)
+    one_per_attempt = sum(log.get(f, 0) for log in logs for f in ("dropped request", "dropped reply", "corrupted reply"))
+    recovered = sum(links[e.port].get(f, 0) for e in emus for f in ("timeout", "bad frame"))
+    assert one_per_attempt > 0 and recovered >= one_per_attempt
+    for phrase in ("reconnected after port loss", "port lost on FORWARD seq", "timeout on FORWARD seq"):
+        assert phrase in caplog.text, phrase
