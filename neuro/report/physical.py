@@ -3,7 +3,7 @@
 Device time is the cumulative number of samples measured on the physical layers
 (``n_physical_evals`` summed over epochs; for rules that measure nothing during training,
 the epoch index stands in).  If the records hold ``deployed_val_accuracy`` (written by
-:class:`neuro.physical_drift.DeployedBaseline`), the curve of a network trained offline and then
+:class:`neuro.deployment.DeployedBaseline`), the curve of a network trained offline and then
 deployed on the same drifting system is drawn beside the trained one.
 """
 
@@ -27,7 +27,7 @@ def accuracy_vs_time(run_dir, records: list[dict]):
     if any("deployed_val_accuracy" in r for r in epochs):
         series["trained offline, then deployed"] = [100 * r.get("deployed_val_accuracy", np.nan) for r in epochs]
     plot_series(x, series, Path(run_dir) / "accuracy_vs_time.png",
-                xlabel="device time (samples measured)" if use_evals else "epoch",
+                xlabel="device time: cumulative physical evaluations, all layers (samples)" if use_evals else "epoch",
                 ylabel="validation accuracy (%)", title="accuracy vs device time")
     figures = [("Accuracy vs device time", "accuracy_vs_time.png",
                 "Validation accuracy measured on the physical system as its hidden parameters drift; "
