@@ -24,6 +24,7 @@ injected fault is appended to :attr:`Emulator.fault_log` and logged on ``devices
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pty
@@ -305,6 +306,38 @@ class Emulator:
         if not self._stop.wait(self.faults.down_s):
             self._plug()
             log.info("emulator reconnected at %s", self._pty.path)
+
+
+def model_substrates(model) -> list:
+    """The distinct substrate objects of a model's layers (modules with a ``substrate``), in order."""
+    seen: dict[int, object] = {}
+    for module in model.modules():
+        sub = getattr(module, "substrate", None)
+        if sub is not None and id(sub) not in seen:
+            seen[id(sub)] = sub
+    return list(seen.values())
+
+
+def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | None = None, seed: int = 0,
+                        max_batch: int = 256) -> list[Emulator]:
+    """One started emulator per substrate of ``model`` (e.g. each block of a ``physical_mlp``
+    built in-process from a config), at ``link_dir/block<k>``: the same physics, seeds and
+    options the in-process run uses, now behind serial links.  Faults are seeded ``seed + k``."""
+    link_dir = Path(link_dir)
+    link_dir.mkdir(parents=True, exist_ok=True)
+    subs = model_substrates(model)
+    if not subs:
+        raise ConfigError("this model has no layer substrates to emulate (use a model such as physical_mlp)")
+    emus: list[Emulator] = []
+    try:
+        for k, sub in enumerate(subs):
+            f = dataclasses.replace(faults) if faults is not None else None
+            emus.append(Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch).start())
+    except BaseException:
+        for e in emus:
+            e.stop()
+        raise
+    return emus
 
 
 # --------------------------------------------------------------- substrates

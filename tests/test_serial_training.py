@@ -10,13 +10,13 @@ import pytest
 import tomli_w
 import torch
 
-from devices.emulator import Emulator, Faults, make_substrate
+from devices.emulator import Emulator, Faults, emulators_for_model
 from neuro import workflow
+from neuro.build import build_experiment
 from neuro.cli.main import main
 from neuro.runs import Run
 
-N_FEATURES, N_CLASSES = 64, 10  # digits
-PHYSICAL, HIDDEN, N_CONTROL = 24, [16, 16], 4
+PHYSICAL, HIDDEN, N_CONTROL = 24, [16, 16], 4  # two physical blocks
 
 
 def config(rule: dict, out, name: str, substrates: list[str] | None = None, epochs: int = 2) -> dict:
@@ -47,16 +47,11 @@ def reference(tmp_path_factory):
     return get
 
 
-def block_emulators(tmp_path, faults: list[Faults] | None = None, seed_offset: int = 0) -> list[Emulator]:
-    """One emulated device per physical block, built exactly as ``physical_mlp`` builds its
-    in-process substrates (widths, sizes, seeds ``model.seed + 1000 k``, options)."""
-    widths = [N_FEATURES + N_CLASSES, *HIDDEN[:-1]]
-    emus = []
-    for k, n_in in enumerate(widths):
-        sub = make_substrate("wave:scattering", n_in, PHYSICAL, 1000 * k, {"noise": 0.0, "n_control": N_CONTROL})
-        emus.append(Emulator(sub, link=tmp_path / f"ttyNH{k}", faults=(faults or [None] * len(widths))[k],
-                             seed=7 + k + seed_offset).start())
-    return emus
+def block_emulators(tmp_path, faults: Faults | None = None) -> list[Emulator]:
+    """One emulated device per physical block, serving the very substrates ``physical_mlp``
+    builds in-process from the same config (widths, sizes, seeds, options)."""
+    model = build_experiment(config(RULES["mfff"], tmp_path, "emu")).model
+    return emulators_for_model(model, tmp_path / "links", faults=faults, seed=7)
 
 
 def stop_all(emus):
@@ -96,8 +91,7 @@ def test_training_through_ptys_matches_in_process(tmp_path, rule, reference):
 def test_faults_during_training_every_result_exactly_once_and_in_order(tmp_path, caplog, reference):
     caplog.set_level(logging.WARNING, logger="devices.serial")
     ref_run, ref_test = reference("mfff")
-    faults = [Faults(drop=0.01, corrupt=0.01, disconnect_at=(20, 50), down_s=0.1), Faults(drop=0.01, corrupt=0.01)]
-    emus = block_emulators(tmp_path, faults)
+    emus = block_emulators(tmp_path, Faults(drop=0.01, corrupt=0.01, disconnect_at=(20, 50), down_s=0.1))
     try:
         run, test = workflow.train(config(RULES["mfff"], tmp_path, "faulty", [f"serial:{e.port}" for e in emus]),
                                    echo=lambda *a: None)
@@ -109,7 +103,8 @@ def test_faults_during_training_every_result_exactly_once_and_in_order(tmp_path,
     links = link_summaries(run)
     for e, (n, crc) in zip(emus, fw):  # each device's count and checksum of what it measured == what was delivered
         assert links[e.port]["samples"] == n > 0 and links[e.port]["delivered_crc"] == crc
-    assert logs[0].get("disconnect") == 2 and links[emus[0].port]["reconnects"] == 2
+    assert [log.get("disconnect") for log in logs] == [2, 2]  # two disconnects on each device
+    assert [links[e.port]["reconnects"] for e in emus] == [2, 2]
     # each lost or corrupted reply costs its attempt exactly once (a timeout or a bad frame, then a resend)
     one_per_attempt = sum(log.get(f, 0) for log in logs for f in ("dropped request", "dropped reply", "corrupted reply"))
     recovered = sum(links[e.port].get(f, 0) for e in emus for f in ("timeout", "bad frame"))

@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 
 from neuro.errors import ConfigError
@@ -40,6 +41,13 @@ def add_parser(sub) -> None:
                                      f"{', '.join(substrate_names())} (photonic and SFQ join when they exist)."),
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("--substrate", default="affine", help=f"one of: {', '.join(substrate_names())}")
+    q.add_argument("--for-config", metavar="CONFIG",
+                   help="instead of --substrate: emulate every layer substrate of this training config (TOML, e.g. each "
+                        "block of a physical_mlp) exactly as built in-process, one pty per block under --link-dir; "
+                        "prints the model.substrates value that trains through them")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --for-config: override a config setting, as in `neuro train --set`")
+    q.add_argument("--link-dir", help="with --for-config: folder for the links block0, block1, ...")
     q.add_argument("--n-in", type=int, default=8, help="inputs of the substrate")
     q.add_argument("--n-out", type=int, default=4, help="outputs of the substrate")
     q.add_argument("--seed", type=int, default=0, help="seed of the substrate and of the fault injection")
@@ -139,19 +147,71 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+def _faults(args):
+    from devices.emulator import Faults
+
+    return Faults(drop=args.drop, corrupt=args.corrupt, garbage=args.garbage, delay=args.delay, delay_s=args.delay_s,
+                  error=args.error, disconnect_at=_disconnects(args.disconnect_at), down_s=args.down_s)
+
+
+def _summary(emus) -> str:
+    faults: dict[str, int] = {}
+    for e in emus:
+        for k, v in e.fault_summary().items():
+            faults[k] = faults.get(k, 0) + v
+    seen = ", ".join(f"{k} x{v}" for k, v in faults.items()) or "none"
+    return (f"served {sum(e.requests for e in emus)} requests, measured "
+            f"{sum(e.firmware.counts['samples_measured'] for e in emus)} samples; faults injected: {seen}")
+
+
+def _wait(stop: threading.Event, duration: float | None) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait(duration)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_emulate_config(args) -> int:
+    from neuro import config as cfg
+    from neuro.build import build_experiment
+    from devices.emulator import emulators_for_model
+
+    if not args.link_dir:
+        raise ConfigError("--for-config needs --link-dir DIR (where the links block0, block1, ... go)")
+    config = cfg.apply_overrides(cfg.load_toml(args.for_config), args.overrides)
+    model = build_experiment(config).model
+    emus = emulators_for_model(model, args.link_dir, faults=_faults(args), seed=args.seed, max_batch=args.max_batch)
+    try:
+        print(json.dumps([f"serial:{e.port}" for e in emus]), flush=True)
+        for k, e in enumerate(emus):
+            d = e.firmware.substrate.describe()
+            print(f"block {k}: {d.get('kind', '?')} ({e.firmware.substrate.n_in} -> {e.firmware.substrate.n_out}) on "
+                  f"{e.slave_path} (link {e.port})", flush=True)
+        print(f"train through them: neuro train {args.for_config} --set 'model.substrates=<first line>'; Ctrl-C to stop",
+              flush=True)
+        _wait(threading.Event(), args.duration)
+    finally:
+        for e in emus:
+            e.stop()
+    print(_summary(emus), flush=True)
+    return 0
+
+
 def run_emulate(args) -> int:
     import logging
 
-    from devices.emulator import Emulator, Faults, make_substrate
+    from devices.emulator import Emulator, make_substrate
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.for_config:
+        return run_emulate_config(args)
     options = _options(args.option)
     if args.noise is not None:
         options["noise"] = args.noise
     substrate = make_substrate(args.substrate, args.n_in, args.n_out, args.seed, options)
-    faults = Faults(drop=args.drop, corrupt=args.corrupt, garbage=args.garbage, delay=args.delay, delay_s=args.delay_s,
-                    error=args.error, disconnect_at=_disconnects(args.disconnect_at), down_s=args.down_s)
+    faults = _faults(args)
     versions = (args.protocol_version,) * 2 if args.protocol_version else None
     kwargs = {"protocol_versions": versions} if versions else {}
     emu = Emulator(substrate, faults=faults, seed=args.seed, link=args.link, max_batch=args.max_batch, **kwargs)
@@ -167,7 +227,5 @@ def run_emulate(args) -> int:
         pass
     finally:
         emu.request_stop()
-    faults_seen = ", ".join(f"{k} x{v}" for k, v in emu.fault_summary().items()) or "none"
-    print(f"served {emu.requests} requests, measured {emu.firmware.counts['samples_measured']} samples; "
-          f"faults injected: {faults_seen}", flush=True)
+    print(_summary([emu]), flush=True)
     return 0
