@@ -25,6 +25,9 @@ from neuro.layers.readouts import READOUTS
 from neuro.layers.spiking_mlp import SpikingMLP
 from neuro.rules.base import Rule
 from neuro.rules.bptt import BPTT
+from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
+from neuro.rules.mfff import MFFFSpec, build_mfff
+from neuro.rules.physical_backprop import InSilicoSpec, PATSpec, build_insilico, build_pat
 from neuro.runs import Run
 from neuro.trainer import Trainer, seed_everything
 from simulators.lif import LIFParameters
@@ -146,10 +149,14 @@ def build_bptt(spec: BPTTSpec, data) -> Rule:
 
 MODEL_KINDS: dict[str, tuple[type, Callable[[Any, Any], nn.Module]]] = {
     "spiking_mlp": (SpikingMLPSpec, build_spiking_mlp),
+    "physical_mlp": (PhysicalMLPSpec, build_physical_mlp),
 }
 
 RULES: dict[str, tuple[type, Callable[[Any, Any], Rule]]] = {
     "bptt": (BPTTSpec, build_bptt),
+    "mfff": (MFFFSpec, build_mfff),
+    "pat": (PATSpec, build_pat),
+    "insilico": (InSilicoSpec, build_insilico),
 }
 
 

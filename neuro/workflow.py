@@ -119,7 +119,8 @@ def write_report(run: Run, exp: Experiment) -> Path:
             figures.append(("Firing rates", "rates.png", "Per-neuron mean spikes per time step, each layer."))
     model.train()
     extra_tables = []
-    for part in (exp.model, exp.rule):
+    substrates = {id(s): s for m in model.modules() if (s := getattr(m, "substrate", None)) is not None}
+    for part in (exp.model, exp.rule, *substrates.values()):  # a layer's substrate may report too (serial links)
         # Optional hook for model kinds and rules with figures of their own (e.g. accuracy vs
         # time under drift, device throughput): ``report_extras(run_dir, records) -> (figures, tables)``
         # with figures ``(title, png_name, caption)`` and tables ``(title, header, rows)``.

@@ -1,0 +1,431 @@
+"""Device emulator: NeuroHIL firmware in Python, served over a real pseudo-terminal.
+
+:class:`Emulator` runs :class:`devices.serial.firmware.Firmware` for any substrate behind
+a pty from :func:`pty.openpty` in raw mode, so the driver talks to it through the same
+pyserial/termios path as to a USB-serial board.  It runs in a background thread
+(``start``/``stop``, or as a context manager) or in the foreground (``serve_forever``,
+used by ``neuro devices emulate``).
+
+Disconnects are emulated the way a USB-serial adapter behaves when unplugged: the pty
+master and the emulator's slave descriptor are closed (the host's reads and writes fail
+with EIO, as with a vanished ``/dev/ttyUSB0``), the stable link (``link=``, like udev's
+``/dev/serial/by-id/...``) is removed, and after ``down_s`` a *new* pty is opened and the
+link is re-created to point at its slave.  A host that re-opens the link path reaches the
+device again; the firmware state (parameters, reply cache) survives, as a board that kept
+its power would.  Without ``link`` the port path changes on reconnect and hosts cannot
+find it again, exactly like an unplugged device without a by-id name.
+
+Fault injection (:class:`Faults`, all decisions from one seeded ``random.Random``):
+dropped frames (either direction), one flipped bit in a frame (either direction), garbage
+bytes before a reply, replies delayed beyond the host's timeout, transient device-side
+errors (DEVICE_FAULT: nothing measured), and disconnects at given request counts.  Every
+injected fault is appended to :attr:`Emulator.fault_log` and logged on ``devices.emulator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pty
+import random
+import select
+import threading
+import time
+import tty
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from devices.serial import protocol as P
+from devices.serial.firmware import Firmware
+from neuro.errors import ConfigError, DeviceError
+
+log = logging.getLogger("devices.emulator")
+
+
+@dataclass
+class Faults:
+    """Fault-injection rates (probabilities per frame) and schedule.
+
+    drop: a request is not heard / a reply is lost.
+    corrupt: one random bit is flipped in a reply frame, or in a chunk of request bytes as read
+        from the wire before parsing (a small request arrives in one chunk; a large one in
+        several, each exposed: noise hits bytes, not frames).
+    garbage: 1-32 random bytes are sent before a reply.
+    delay: a reply is held back ``delay_s`` seconds (the device looks busy past the host's
+        timeout; replies stay in order, so later ones wait behind it).
+    error: a FORWARD answers a retryable DEVICE_FAULT (nothing measured).
+    disconnect_at: request counts (valid frames received) after which the port vanishes for
+        ``down_s`` seconds; that request is executed and its reply lost with the port.
+    """
+
+    drop: float = 0.0
+    corrupt: float = 0.0
+    garbage: float = 0.0
+    delay: float = 0.0
+    delay_s: float = 0.5
+    error: float = 0.0
+    disconnect_at: tuple[int, ...] = ()
+    down_s: float = 0.2
+
+    def check(self) -> None:
+        for name in ("drop", "corrupt", "garbage", "delay", "error"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"fault rate {name} must be a probability in [0, 1], got {value}")
+        if self.delay_s < 0 or self.down_s < 0:
+            raise ConfigError("fault delay_s and down_s must be >= 0 seconds")
+
+
+@dataclass
+class FaultRecord:
+    time_s: float
+    kind: str
+    seq: int | None = None
+
+
+@dataclass
+class _Pty:
+    master: int
+    slave: int
+    path: str
+
+
+def _open_pty() -> _Pty:
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # no echo, no line editing, 8-bit clean: what a serial port is
+    os.set_blocking(master, False)
+    return _Pty(master, slave, os.ttyname(slave))
+
+
+class Emulator:
+    """Serve ``substrate`` over a pty.  ``port`` is the path hosts open (the link, if given)."""
+
+    def __init__(self, substrate, *, faults: Faults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
+                 protocol_versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256,
+                 kind: str | None = None, max_buffered: int = 8 << 20) -> None:
+        self.faults = faults or Faults()
+        self.faults.check()
+        self.rng = random.Random(seed)
+        self.firmware = Firmware(substrate, kind=kind or str(substrate.describe().get("kind", "emulator")),
+                                 versions=protocol_versions, max_batch=max_batch, inject_error=self._inject_error)
+        self.link = Path(link) if link is not None else None
+        self.max_buffered = max_buffered  # reply bytes held for a host that is not reading
+        self._out = bytearray()  # bytes being sent
+        self._queue: deque[tuple[float, bytes]] = deque()  # (send time, reply) not yet sent
+        self.fault_log: list[FaultRecord] = []
+        self.requests = 0
+        self.disconnects = 0
+        self._parser = P.FrameParser()
+        self._pty: _Pty | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+        self._pending_disconnects = sorted(self.faults.disconnect_at)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def port(self) -> str:
+        if self.link is not None:
+            return str(self.link)
+        if self._pty is None:
+            raise DeviceError("emulator is not running; call start() first")
+        return self._pty.path
+
+    @property
+    def slave_path(self) -> str | None:
+        return self._pty.path if self._pty else None
+
+    def _plug(self) -> None:
+        self._pty = _open_pty()
+        self._parser = P.FrameParser()
+        self._out.clear()  # whatever was in flight was lost with the old port
+        self._queue.clear()
+        if self.link is not None:
+            tmp = self.link.with_name(self.link.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(self._pty.path, tmp)
+            os.replace(tmp, self.link)  # atomic, like udev re-creating /dev/serial/by-id/...
+
+    def _unplug(self) -> None:
+        if self.link is not None:
+            self.link.unlink(missing_ok=True)
+        if self._pty is not None:
+            for fd in (self._pty.master, self._pty.slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._pty = None
+
+    def open(self) -> "Emulator":
+        """Open the pty (and link) without serving yet, so ``port`` can be announced first."""
+        if self._pty is None:
+            self._plug()
+        return self
+
+    def start(self) -> "Emulator":
+        """Open the pty and serve in a daemon thread; returns self (``port`` is ready)."""
+        if self._thread is not None:
+            return self
+        self._stop.clear()
+        self.open()
+        self._thread = threading.Thread(target=self._loop, name="neurohil-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving, join the thread, close the pty and remove the link (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise DeviceError(f"emulator thread did not stop within {timeout} s")
+            self._thread = None
+        self._unplug()
+
+    def serve_forever(self, duration_s: float | None = None) -> None:
+        """Serve in the calling thread until ``duration_s`` passes, :meth:`request_stop` or KeyboardInterrupt."""
+        self.open()
+        timer = threading.Timer(duration_s, self._stop.set) if duration_s is not None else None
+        if timer is not None:
+            timer.start()
+        try:
+            self._loop()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._unplug()
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to end (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def fault_summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.fault_log:
+            counts[rec.kind] = counts.get(rec.kind, 0) + 1
+        return counts
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- the loop
+    def _record(self, kind: str, seq: int | None = None) -> None:
+        rec = FaultRecord(round(time.monotonic() - self._t0, 4), kind, seq)
+        self.fault_log.append(rec)
+        log.info("emulator injected %s%s", kind, "" if seq is None else f" (seq {seq})")
+
+    def _chance(self, p: float) -> bool:
+        return p > 0 and self.rng.random() < p
+
+    def _inject_error(self, frame: P.Frame) -> bool:
+        if self._chance(self.faults.error):
+            self._record("device error", frame.seq)
+            return True
+        return False
+
+    def _flip_bit(self, data: bytes) -> bytes:
+        buf = bytearray(data)
+        i = self.rng.randrange(len(buf) * 8)
+        buf[i // 8] ^= 1 << (i % 8)
+        return bytes(buf)
+
+    def _loop(self) -> None:
+        """Full duplex, like a UART with FIFOs: keep reading requests while replies drain."""
+        while not self._stop.is_set():
+            pt = self._pty
+            if pt is None:
+                return
+            now = time.monotonic()
+            while self._queue and self._queue[0][0] <= now:  # FIFO: a delayed reply holds back later ones
+                self._out += self._queue.popleft()[1]
+            wait = 0.05 if not self._queue else min(0.05, max(0.0, self._queue[0][0] - now))
+            try:
+                readable, writable, _ = select.select([pt.master], [pt.master] if self._out else [], [], wait)
+                if writable and self._out:
+                    n = os.write(pt.master, self._out)
+                    del self._out[:n]
+                data = os.read(pt.master, 65536) if readable else b""
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # the pty went away under us (stop())
+            if not data:
+                continue
+            if self._chance(self.faults.corrupt):
+                self._record("corrupted request")
+                data = self._flip_bit(data)
+            for frame in self._parser.feed(data):
+                self._serve(frame)
+                if self._pty is None or self._stop.is_set():
+                    break
+
+    def _serve(self, frame: P.Frame) -> None:
+        f = self.faults
+        if frame.type & P.REPLY_BIT or frame.type == P.MsgType.ERROR:
+            return  # not a request (e.g. an echo); a device ignores it
+        if self._chance(f.drop):
+            self._record("dropped request", frame.seq)
+            return
+        self.requests += 1
+        reply = self.firmware.handle(frame, self._parser.stats)
+        if self._pending_disconnects and self.requests >= self._pending_disconnects[0]:
+            self._pending_disconnects.pop(0)
+            self._disconnect(frame.seq)
+            return
+        if self._chance(f.drop):
+            self._record("dropped reply", frame.seq)
+            return
+        if self._chance(f.corrupt):
+            self._record("corrupted reply", frame.seq)
+            reply = self._flip_bit(reply)
+        if self._chance(f.garbage):
+            self._record("garbage bytes", frame.seq)
+            reply = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(1, 32))) + reply
+        ready = time.monotonic()
+        if self._chance(f.delay):
+            self._record(f"reply delayed {f.delay_s:g} s", frame.seq)
+            ready += f.delay_s
+        if len(self._out) + sum(len(r) for _, r in self._queue) > self.max_buffered:
+            self._record("reply discarded: host not reading", frame.seq)
+            return
+        self._queue.append((ready, reply))
+
+    def _disconnect(self, seq: int) -> None:
+        self.disconnects += 1
+        self._record("disconnect", seq)
+        self._unplug()
+        if not self._stop.wait(self.faults.down_s):
+            self._plug()
+            log.info("emulator reconnected at %s", self._pty.path)
+
+
+def model_substrates(model) -> list:
+    """The distinct substrate objects of a model's layers (modules with a ``substrate``), in order."""
+    seen: dict[int, object] = {}
+    for module in model.modules():
+        sub = getattr(module, "substrate", None)
+        if sub is not None and id(sub) not in seen:
+            seen[id(sub)] = sub
+    return list(seen.values())
+
+
+def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | None = None, seed: int = 0,
+                        max_batch: int = 256) -> list[Emulator]:
+    """One started emulator per substrate of ``model`` (e.g. each block of a ``physical_mlp``
+    built in-process from a config), at ``link_dir/block<k>``: the same physics, seeds and
+    options the in-process run uses, now behind serial links.  Faults are seeded ``seed + k``."""
+    link_dir = Path(link_dir)
+    link_dir.mkdir(parents=True, exist_ok=True)
+    subs = model_substrates(model)
+    if not subs:
+        raise ConfigError("this model has no layer substrates to emulate (use a model such as physical_mlp)")
+    emus: list[Emulator] = []
+    try:
+        for k, sub in enumerate(subs):
+            f = dataclasses.replace(faults) if faults is not None else None
+            emus.append(Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch).start())
+    except BaseException:
+        for e in emus:
+            e.stop()
+        raise
+    return emus
+
+
+# --------------------------------------------------------------- substrates
+class AffineTanhSubstrate:
+    """A small substrate for testing the link itself: ``y = tanh(x W^T + b) + noise (+ drift k)``.
+
+    ``W [n_out, n_in]`` and ``b [n_out]`` are its hardware parameters (seeded at
+    construction); ``k`` counts the batches measured since ``reset()`` (a stand-in for a
+    device that drifts with use, which makes any recomputation of a retried request
+    visible); ``noise`` is the std of Gaussian measurement noise from its own seeded
+    generator.  Inputs in ``[-1, 1]`` (dimensionless).  With ``drift == 0`` the outputs
+    are clipped to ``[-1, 1]`` and that output range is advertised (int16 samples work);
+    with drift the outputs are unbounded and no output range is advertised.
+    """
+
+    def __init__(self, n_in: int = 8, n_out: int = 4, *, seed: int = 0, drift: float = 0.0, noise: float = 0.0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.n_in, self.n_out = n_in, n_out
+        self.input_range = (-1.0, 1.0)
+        self.drift, self.noise = drift, noise
+        self.W = torch.randn(n_out, n_in, generator=g) / n_in ** 0.5
+        self.b = 0.1 * torch.randn(n_out, generator=g)
+        self._noise_gen = torch.Generator().manual_seed(seed + 1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(x.float() @ self.W.T + self.b)
+        if self.noise:
+            y = y + self.noise * torch.randn(y.shape, generator=self._noise_gen)
+        if self.drift:
+            y = y + self.drift * self.calls
+        else:
+            y = y.clamp(-1.0, 1.0)
+        self.calls += 1
+        return y
+
+    def set_params(self, params: dict[str, torch.Tensor]) -> None:
+        for name, value in params.items():
+            if name not in ("W", "b"):
+                raise KeyError(name)
+            setattr(self, name, value.detach().float().clone())
+
+    def get_params(self) -> dict[str, torch.Tensor]:
+        return {"W": self.W.clone(), "b": self.b.clone()}
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def describe(self) -> dict:
+        out = 1.0 if self.drift == 0 else None
+        d = {"kind": "affine-tanh", "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range)}
+        if out is not None:
+            d["output_range"] = [-out, out]
+        return d
+
+
+def _affine(kind: str, n_in: int, n_out: int, seed: int, options: dict) -> AffineTanhSubstrate:
+    if kind:
+        raise ConfigError(f"substrate 'affine' has no variants, got 'affine:{kind}'")
+    unknown = sorted(set(options) - {"noise", "drift"})
+    if unknown:
+        raise ConfigError(f"unknown option '{unknown[0]}' for emulator substrate affine; valid: noise, drift")
+    return AffineTanhSubstrate(n_in, n_out, seed=seed, **{k: float(v) for k, v in options.items()})
+
+
+def _wave(kind: str, n_in: int, n_out: int, seed: int, options: dict):
+    from neuro.substrates import open_substrate
+
+    return open_substrate(f"wave:{kind}", n_in, n_out, seed=seed, options=options)
+
+
+SUBSTRATES: dict[str, Callable[[str, int, int, int, dict], object]] = {
+    "affine": _affine,
+    "wave": _wave,
+}
+"""``--substrate FAMILY[:KIND]`` -> ``factory(kind, n_in, n_out, seed, options)``; a family joins with one line."""
+
+
+def substrate_names() -> list[str]:
+    from simulators.wave import KINDS as WAVE_KINDS
+
+    return ["affine", *(f"wave:{k}" for k in WAVE_KINDS)]
+
+
+def make_substrate(spec: str, n_in: int, n_out: int, seed: int = 0, options: dict | None = None):
+    """The substrate the emulator serves, e.g. ``affine`` or ``wave:scattering`` with its ``options``
+    (built exactly as :func:`neuro.substrates.open_substrate` builds it in-process for the same seed)."""
+    family, _, kind = str(spec).partition(":")
+    if family not in SUBSTRATES:
+        raise ConfigError(f"unknown emulator substrate '{spec}'; available now: {', '.join(substrate_names())}")
+    return SUBSTRATES[family](kind, n_in, n_out, seed, dict(options or {}))

@@ -1,0 +1,158 @@
+"""``physical_mlp``: a deep physical network of N blocks and a digital readout.
+
+Input: ``[x; scale * label_code]`` where ``label_code`` is the one-hot label (supervised
+forward-forward embeds it, see :func:`neuro.rules.goodness.embed_label`) or the neutral code
+``1/n_classes`` everywhere (prediction, backprop rules).  Block ``l`` (``l = 1..N``):
+
+    e_l = encode(h_{l-1})            bounded into the device range
+    y_l = physical_l(e_l; c_l)       measured (c_l: control inputs, hardware parameters)
+    h_l = relu(W_l y_l + b_l)        trainable digital part
+    h_l <- length_normalize(h_l)     before it enters block l+1 (the raw h_l carries goodness)
+
+Scores: ``readout(concat_l length_normalize(h_l))`` (a linear layer).  How the physical part is
+evaluated is a choice of the caller (``physics``): measured (default), through the exact
+simulator (in-silico backprop), or measured forward with a twin's backward (PAT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from neuro.errors import ConfigError
+from neuro.layers.physical import ENCODINGS, DigitalLayer, InputEncoder, PhysicalLayer, length_normalize
+from neuro.rules.goodness import embed_label
+from neuro.substrates import open_substrate
+
+Physics = Callable[[int, PhysicalLayer, torch.Tensor], torch.Tensor]
+
+
+def measured(index: int, layer: PhysicalLayer, e: torch.Tensor) -> torch.Tensor:
+    """The default ``physics``: measure on the substrate (no gradient path)."""
+    return layer(e)
+
+
+class PhysicalBlock(nn.Module):
+    def __init__(self, physical: PhysicalLayer, n_hidden: int, *, encoding: str, gain: float, seed: int) -> None:
+        super().__init__()
+        self.encoder = InputEncoder(physical.input_range, encoding, gain)
+        self.physical = physical
+        self.digital = DigitalLayer(physical.n_out, n_hidden, "relu", seed=seed)
+
+    def forward(self, h: torch.Tensor, index: int = 0, physics: Physics = measured) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, h')``: the physical output and the digital activity (before normalization)."""
+        y = physics(index, self.physical, self.encoder(h))
+        return y, self.digital(y)
+
+
+class PhysicalMLP(nn.Module):
+    """N physical blocks and a readout; ``substrates[l]`` is any Substrate object for block ``l``."""
+
+    def __init__(self, n_features: int, n_classes: int, substrates: list, hidden: list[int], names: list[str], *,
+                 label_scale: float = 1.0, encoding: str = "tanh", gain: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
+        if len(substrates) != len(hidden) or len(names) != len(hidden):
+            raise ValueError("need one substrate, one hidden size and one name per block")
+        self.n_features, self.n_classes, self.label_scale = n_features, n_classes, float(label_scale)
+        blocks, width = [], n_features + n_classes
+        for k, (sub, n_h, name) in enumerate(zip(substrates, hidden, names)):
+            if int(sub.n_in) != width:
+                raise ConfigError(f"block {k} substrate {name} has n_in {sub.n_in}, but its input has {width} values")
+            blocks.append(PhysicalBlock(PhysicalLayer(sub, name, seed=seed + 101 * k), n_h, encoding=encoding,
+                                        gain=gain, seed=seed + 7 + 101 * k))
+            width = n_h
+        self.blocks = nn.ModuleList(blocks)
+        self.readout = DigitalLayer(sum(hidden), n_classes, "linear", seed=seed + 13)
+
+    # -- inputs
+    def embed(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """``[x; label code]``; ``label=None`` or ``-1`` entries: the neutral code."""
+        if label is None:
+            label = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        pad = torch.zeros(x.shape[0], self.n_classes, dtype=x.dtype, device=x.device)
+        return embed_label(torch.cat([pad, x], dim=1), label, self.n_classes, self.label_scale)
+
+    # -- forward passes
+    def block_outputs(self, x: torch.Tensor, label: torch.Tensor | None = None, physics: Physics = measured,
+                      detach_between: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block ``(y_l, h_l)``; ``detach_between`` cuts the graph between blocks (local rules)."""
+        h = self.embed(x, label)
+        out = []
+        for k, block in enumerate(self.blocks):
+            y, h_raw = block(h.detach() if detach_between else h, k, physics)
+            out.append((y, h_raw))
+            h = length_normalize(h_raw)
+        return out
+
+    def features(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        return torch.cat([length_normalize(h) for _, h in outputs], dim=1)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, physics: Physics = measured) -> torch.Tensor:
+        """Class scores from the readout (neutral label code unless ``label`` is given)."""
+        return self.readout(self.features(self.block_outputs(x, label, physics)))
+
+    # -- accounting
+    def physical_layers(self) -> list[PhysicalLayer]:
+        return [b.physical for b in self.blocks]
+
+    def counters(self) -> tuple[int, int]:
+        """(samples measured on physical layers, forward digital MACs) since construction."""
+        evals = sum(layer.n_evals for layer in self.physical_layers())
+        macs = sum(m.n_macs for m in self.modules() if isinstance(m, DigitalLayer))
+        return evals, macs
+
+    def report_extras(self, run_dir, records):
+        from neuro.report.physical import accuracy_vs_time
+
+        return accuracy_vs_time(run_dir, records)
+
+
+# ---------------------------------------------------------------------- config
+@dataclass
+class PhysicalMLPSpec:
+    """``[model]`` with ``kind = "physical_mlp"``: physical blocks on substrates (see neuro/substrates.py).
+
+    substrate: one name for all blocks (e.g. ``wave:scattering``) or ``substrates`` per block.
+    physical: outputs of each physical layer (one value for all blocks, or one per block).
+    hidden: digital units after each physical layer (the number of blocks is ``len(hidden)``).
+    substrate_options: options of the substrate (``n_control``, ``noise``, ``drift``, ...).
+    label_scale: value of the embedded one-hot label; encoding/gain: :class:`InputEncoder`.
+    """
+
+    kind: str = "physical_mlp"
+    substrate: str = "wave:scattering"
+    substrates: list[str] = field(default_factory=list)
+    physical: list[int] = field(default_factory=lambda: [200])
+    hidden: list[int] = field(default_factory=lambda: [100, 100, 100])
+    substrate_options: dict = field(default_factory=dict)
+    label_scale: float = 1.0
+    encoding: str = "tanh"
+    gain: float = 1.0
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"model.hidden must list >= 1 positive sizes, got {self.hidden}")
+        if len(self.physical) not in (1, len(self.hidden)) or any(p < 1 for p in self.physical):
+            raise ConfigError(f"model.physical must be one positive size or one per block ({len(self.hidden)}), got {self.physical}")
+        if self.substrates and len(self.substrates) != len(self.hidden):
+            raise ConfigError(f"model.substrates must name one substrate per block ({len(self.hidden)}), got {len(self.substrates)}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"model.encoding = '{self.encoding}' is not one of {', '.join(ENCODINGS)}")
+
+
+def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = None) -> PhysicalMLP:
+    """Open one substrate per block from ``spec`` (or use the given substrate objects) and build the model."""
+    n = len(spec.hidden)
+    names = list(spec.substrates) or [spec.substrate] * n
+    sizes = list(spec.physical) * (n if len(spec.physical) == 1 else 1)
+    if substrates is None:
+        widths = [data.n_features + data.n_classes, *spec.hidden[:-1]]
+        substrates = [open_substrate(names[k], widths[k], sizes[k], seed=spec.seed + 1000 * k, options=spec.substrate_options)
+                      for k in range(n)]
+    labels = [f"simulator:{nm.replace(':', '-')}" if nm.startswith("wave:") else nm for nm in names]
+    return PhysicalMLP(data.n_features, data.n_classes, substrates, list(spec.hidden), labels,
+                       label_scale=spec.label_scale, encoding=spec.encoding, gain=spec.gain, seed=spec.seed)

@@ -1,0 +1,192 @@
+"""Model-free forward-forward (``mfff``; Momeni et al., Science 2023) for physical networks.
+
+No derivative of a physical system is ever needed: every block ``l`` of a
+:class:`~neuro.layers.physical_mlp.PhysicalMLP` gets a *local* loss computed from the
+measured outputs ``y_l`` of its physical layer through its digital part ``a_l = relu(W_l y_l + b_l)``;
+``y_l`` enters as a measured constant, the block input is the detached, length-normalized
+``a_{l-1}``, so gradients reach only ``W_l, b_l``.
+
+Variants (``variant``):
+
+- ``supervised``: Hinton's FF with the label embedded in the input.  Positive samples carry the
+  true label, negative ones a uniformly drawn wrong label; per block
+  ``L_l = mean softplus(theta - G(a_pos)) + mean softplus(G(a_neg) - theta)`` with goodness
+  ``G`` (:mod:`neuro.rules.goodness`).  Prediction: the label whose embedding gives the largest
+  goodness summed over the blocks (one measured pass per class).
+- ``contrastive``: pairwise contrastive, no label in the input.  With ``s_ij`` the cosine
+  similarity of ``a_i`` and ``a_j`` (``i < j`` in the batch), same-class pairs are positive:
+  ``L_l = mean_pos softplus(-(s - margin)/tau) + mean_neg softplus((s - margin)/tau)``.  A linear
+  readout on the detached, normalized block outputs is trained with cross-entropy (local, digital)
+  and gives the prediction.
+
+Hardware parameters inside a physical layer (``control``) are trained by simultaneous
+perturbation (:func:`neuro.rules.spsa.spsa_gradient`) of that block's local loss, measured with
+the same block inputs: ``2 * spsa_directions`` extra measurements of the batch per block, counted
+in ``n_physical_evals``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuro.errors import ConfigError
+from neuro.layers.physical import length_normalize
+from neuro.layers.physical_mlp import PhysicalBlock, PhysicalMLP
+from neuro.rules.base import Batch, Rule
+from neuro.rules.goodness import GOODNESS_KINDS, ff_loss, goodness
+from neuro.rules.physical_common import StepAccount, require_physical_mlp
+from neuro.rules.spsa import spsa_gradient
+
+VARIANTS = ("supervised", "contrastive")
+
+
+@dataclass
+class MFFFSpec:
+    """``[rule]`` with ``name = "mfff"`` (see neuro/rules/mfff.py for the losses).
+
+    spsa_every: train the control inputs by SPSA every this many steps (0: never);
+    spsa_eps: perturbation size (device units); spsa_directions: directions averaged per estimate.
+    """
+
+    name: str = "mfff"
+    variant: str = "supervised"
+    goodness: str = "mean_squares"
+    theta: float = 1.0
+    margin: float = 0.5
+    tau: float = 0.1
+    spsa_every: int = 1
+    spsa_eps: float = 0.05
+    spsa_directions: int = 1
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"rule.variant = '{self.variant}' is not one of {', '.join(VARIANTS)}")
+        if self.goodness not in GOODNESS_KINDS:
+            raise ConfigError(f"rule.goodness = '{self.goodness}' is not one of {', '.join(GOODNESS_KINDS)}")
+        if self.spsa_every < 0 or self.spsa_eps <= 0 or self.spsa_directions < 1 or self.tau <= 0:
+            raise ConfigError("rule needs spsa_every >= 0, spsa_eps > 0, spsa_directions >= 1 and tau > 0")
+
+
+def measured_constant(index: int, layer, e: torch.Tensor) -> torch.Tensor:
+    """Physics for local rules: the measurement, as a constant of the autograd graph."""
+    return layer(e.detach()).detach()
+
+
+class MFFF(Rule):
+    name = "mfff"
+
+    def __init__(self, spec: MFFFSpec | None = None) -> None:
+        self.spec = spec or MFFFSpec()
+        self.steps = 0
+        self.generator = torch.Generator().manual_seed(12345)
+
+    def check_compatible(self, model: nn.Module) -> None:
+        super().check_compatible(model)
+        require_physical_mlp(self.name, model)
+
+    # ---------------------------------------------------------------- losses
+    def block_loss(self, a: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Local loss of one block's digital output ``a`` (supervised: ``[pos; neg]`` halves)."""
+        s = self.spec
+        if s.variant == "supervised":
+            half = a.shape[0] // 2
+            g = goodness(a, s.goodness)
+            return ff_loss(g[:half], g[half:], s.theta)
+        z = F.normalize(a, dim=1, eps=1e-8)
+        sim = z @ z.T
+        iu = torch.triu_indices(a.shape[0], a.shape[0], offset=1)
+        s_ij = sim[iu[0], iu[1]]
+        same = labels[iu[0]] == labels[iu[1]]
+        terms = []
+        if same.any():
+            terms.append(F.softplus(-(s_ij[same] - s.margin) / s.tau).mean())
+        if (~same).any():
+            terms.append(F.softplus((s_ij[~same] - s.margin) / s.tau).mean())
+        return sum(terms) if terms else a.sum() * 0.0
+
+    def _spsa(self, block: PhysicalBlock, e: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write the SPSA estimate of d L_block / d control into the control's ``.grad``."""
+        layer = block.physical
+        for key, p in layer.hardware.items():
+            original = p.detach().clone()
+
+            def loss_at(c: torch.Tensor) -> float:
+                with torch.no_grad():
+                    p.copy_(c)
+                    return float(self.block_loss(block.digital(layer(e)), labels))
+
+            g, _ = spsa_gradient(loss_at, original, self.spec.spsa_eps, self.spec.spsa_directions, self.generator)
+            with torch.no_grad():
+                p.copy_(original)
+            p.grad = g if p.grad is None else p.grad + g
+
+    # ------------------------------------------------------------------ step
+    def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        model = require_physical_mlp(self.name, model)
+        account = StepAccount(model)
+        s = self.spec
+        x, y = batch
+        if s.variant == "supervised":
+            wrong = (y + torch.randint(1, model.n_classes, y.shape, device=y.device)) % model.n_classes
+            h = torch.cat([model.embed(x, y), model.embed(x, wrong)])
+            labels = torch.cat([y, wrong])
+        else:
+            h, labels = model.embed(x), y
+        do_spsa = s.spsa_every > 0 and self.steps % s.spsa_every == 0
+        total = 0.0
+        features = []
+        losses = []
+        for k, block in enumerate(model.blocks):
+            e = block.encoder(h.detach())
+            y_meas = measured_constant(k, block.physical, e)
+            a = block.digital(y_meas)
+            loss = self.block_loss(a, labels)
+            losses.append(loss)
+            if do_spsa and len(block.physical.hardware):
+                self._spsa(block, e, labels)
+            h = length_normalize(a).detach()
+            features.append(h)
+        total = torch.stack(losses).sum()
+        metrics = {"loss": float(total.detach())}
+        if s.variant == "contrastive":
+            scores = model.readout(torch.cat(features, dim=1))
+            ce = F.cross_entropy(scores, y)
+            total = total + ce
+            metrics["readout_loss"] = float(ce.detach())
+            metrics["accuracy"] = float((scores.detach().argmax(1) == y).float().mean())
+        total.backward()
+        self.steps += 1
+        metrics.update(account.metrics(backward_factor=1))
+        return metrics
+
+    # ------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        model = require_physical_mlp(self.name, model)
+        if self.spec.variant == "contrastive":
+            return model(x)
+        scores = torch.zeros(x.shape[0], model.n_classes)
+        for c in range(model.n_classes):
+            label = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+            outs = model.block_outputs(x, label)
+            scores[:, c] = sum(goodness(a, self.spec.goodness) for _, a in outs)
+        return scores
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.steps = int(state["steps"])
+            self.generator.set_state(state["generator"])
+
+
+def build_mfff(spec: MFFFSpec, data) -> Rule:
+    return MFFF(spec)
+
+
+__all__ = ["MFFF", "MFFFSpec", "build_mfff", "PhysicalMLP"]

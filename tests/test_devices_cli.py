@@ -1,0 +1,65 @@
+"""``neuro devices``: emulate over a pty in its own process, probe it, and clear one-line errors.
+
+The emulator runs as a real ``python -m neuro devices emulate`` process (the pty crosses a
+process boundary as with a board); the other commands run through ``neuro.cli.main.main``
+in-process (same parser and error handling as the console, without another torch start-up).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from devices.emulator import AffineTanhSubstrate, Emulator
+from neuro.cli.main import main
+from tests.conftest import REPO_ROOT
+
+
+def _neuro(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_emulate_in_a_process_then_probe_it_through_the_pty(tmp_path, capsys):
+    link = tmp_path / "ttyNH0"
+    proc = subprocess.Popen([sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", "affine", "--n-in", "5",
+                             "--n-out", "2", "--link", str(link), "--duration", "120"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port == str(link) and link.is_symlink(), proc.stderr.read() if not port else port
+        rc, out, err = _neuro(capsys, "devices", "probe", port, "--forward", "3", "--timeout", "2")
+        assert rc == 0, err
+        assert f"{port}: affine-tanh (neurohil-emu 1.0), protocol v1" in out
+        assert "inputs 5 in [-1, 1], outputs 2" in out and "W [2, 5], b [2]" in out and "over 3" in out
+    finally:
+        proc.terminate()  # SIGTERM: the emulator stops cleanly and prints its summary
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "served 5 requests, measured 3 samples" in out  # HELLO, HEALTH, 3 FORWARD
+    assert not link.exists()
+
+
+def test_probe_errors_are_one_line(tmp_path, capsys):
+    rc, _, err = _neuro(capsys, "devices", "probe", str(tmp_path / "ttyUSB9"))
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: cannot open serial port {tmp_path / 'ttyUSB9'}: No such file or directory")
+    with Emulator(AffineTanhSubstrate(3, 2), link=tmp_path / "v2", protocol_versions=(2, 2)) as emu:
+        rc, _, err = _neuro(capsys, "devices", "probe", emu.port, "--timeout", "1")
+    assert rc == 2 and err.count("\n") == 1
+    assert "error: protocol version mismatch on" in err and "device speaks protocol v2..v2" in err
+
+
+def test_emulate_rejects_unknown_substrates_and_bad_fault_rates(capsys):
+    rc, _, err = _neuro(capsys, "devices", "emulate", "--substrate", "nonsense", "--duration", "1")
+    assert rc == 2 and "unknown emulator substrate 'nonsense'; available now: affine" in err
+    rc, _, err = _neuro(capsys, "devices", "emulate", "--drop", "1.5", "--duration", "1")
+    assert rc == 2 and "fault rate drop must be a probability in [0, 1], got 1.5" in err
+    with pytest.raises(SystemExit):
+        main(["devices", "emulate", "--help"])
+    assert "Substrates available now: affine" in " ".join(capsys.readouterr().out.split())
+    rc, out, _ = _neuro(capsys, "devices", "list")
+    assert rc == 0 and out.strip()

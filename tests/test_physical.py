@@ -1,0 +1,202 @@
+"""Physical networks: refusal of backprop, mfff never differentiates the physics, PAT with an
+exact twin equals backprop, SPSA is unbiased, accounting, hardware parameters and resume."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import neuro.layers.hardware as hardware
+from neuro.build import build_experiment
+from neuro.errors import HardwareGradientError, IncompatibleError
+from neuro.layers.physical import PhysicalLayer
+from neuro.rules import BPTT, Batch
+from neuro.rules.mfff import MFFF, MFFFSpec
+from neuro.rules.physical_backprop import PAT, InSilico, PATSpec
+from neuro.rules.spsa import spsa_gradient
+from neuro.runs import Run
+from neuro.substrates import open_substrate
+
+B = 16
+
+
+def config(rule: dict, noise: float = 0.01, n_control: int = 3, **train) -> dict:
+    return {
+        "run": {"name": "p", "seed": 1, "progress": False},
+        "data": {"dataset": "digits", "limit": 64},
+        "model": {"kind": "physical_mlp", "physical": [24], "hidden": [12, 12, 12],
+                  "substrate_options": {"noise": noise, "n_control": n_control}},
+        "rule": rule,
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 2, "batch_size": B, **train},
+    }
+
+
+def batch_of(exp) -> Batch:
+    return Batch(exp.data.train.x[:B], exp.data.train.y[:B])
+
+
+def test_physical_layer_refuses_backprop_with_a_clear_error():
+    layer = PhysicalLayer(open_substrate("wave:scattering", 3, 4), "simulator:wave-scattering")
+    assert layer.capabilities.differentiable is False
+    assert layer.capabilities.substrate == "simulator:wave-scattering"
+    assert layer.capabilities.hardware_parameters == ("hardware.control",)
+    x = (torch.rand(2, 3) * 0.5).requires_grad_()
+    with pytest.raises(HardwareGradientError, match=r"cannot backpropagate through layer 'simulator:wave-scattering'.*mfff, pat"):
+        layer(x).sum().backward()
+    # even with a constant input, a loss on the measurement cannot silently skip the controls
+    with pytest.raises(HardwareGradientError, match="it is measured, not differentiable"):
+        layer(x.detach()).sum().backward()
+    exp = build_experiment(config({"name": "mfff"}))
+    with pytest.raises(IncompatibleError, match=r"rule `bptt` needs gradients through layer 0 .*simulator:wave-scattering.*`mfff` or `pat`"):
+        BPTT().check_compatible(exp.model)
+
+
+@pytest.mark.parametrize("variant", ["supervised", "contrastive"])
+def test_mfff_never_differentiates_the_physics(variant, monkeypatch):
+    refused = []
+    monkeypatch.setattr(hardware._RefuseBackprop, "backward", staticmethod(lambda ctx, g: refused.append(1)))
+    exp = build_experiment(config({"name": "mfff", "variant": variant, "spsa_directions": 2}))
+    rule, model = exp.rule, exp.model
+    metrics = rule.step(model, batch_of(exp))
+    subs = [layer.substrate for layer in model.physical_layers()]
+    assert refused == []
+    assert all(s.grad_touches == 0 and s.exact_calls == 0 for s in subs)
+    # gradients reached every digital layer; controls got an SPSA estimate
+    for block in model.blocks:
+        assert block.digital.linear.weight.grad.abs().sum() > 0
+        assert block.physical.hardware["control"].grad.abs().sum() > 0
+    # measurements: per block, the batch (supervised: positive + negative) once, plus 2 per SPSA direction
+    n = B * (2 if variant == "supervised" else 1)
+    assert metrics["n_physical_evals"] == 3 * n * (1 + 2 * 2) == sum(s.n_evals for s in subs)
+    assert (model.readout.linear.weight.grad is not None) == (variant == "contrastive")
+
+
+def test_pat_with_exact_twin_equals_backprop_gradient():
+    exp = build_experiment(config({"name": "insilico"}, noise=0.0))
+    twin_model = copy.deepcopy(exp.model)
+    batch = batch_of(exp)
+    InSilico().step(exp.model, batch)
+    metrics = PAT(PATSpec(twin="exact")).step(twin_model, batch)
+    assert metrics["n_physical_evals"] == 3 * B
+    ref = dict(exp.model.named_parameters())
+    for name, p in twin_model.named_parameters():
+        if ref[name].grad is None:
+            assert p.grad is None, name
+            continue
+        assert ref[name].grad.abs().sum() > 0, name
+        assert torch.allclose(p.grad, ref[name].grad, rtol=1e-5, atol=1e-7), name
+
+
+def test_pat_with_fitted_twin_learns_from_measurements():
+    exp = build_experiment(config({"name": "pat", "twin": "fitted", "twin_samples": 2048, "twin_epochs": 8, "twin_hidden": 64, "twin_lr": 0.005}))
+    rule = exp.rule
+    first = rule.step(exp.model, batch_of(exp))
+    assert first["n_physical_evals"] == 3 * 2048 + 3 * B  # warm-up measurements are counted
+    for layer, twin in zip(exp.model.physical_layers(), rule.twins):  # held-out measurements
+        e = torch.rand(128, layer.n_in, generator=torch.Generator().manual_seed(7)) * 2 - 1
+        y = layer(e).detach()
+        mse = float(((twin(e, layer.hardware["control"]).detach() - y) ** 2).mean())
+        assert mse < 0.5 * float(y.var()), (mse, float(y.var()))  # the twin explains most of the response
+    assert all(p.grad is not None for p in exp.model.parameters())
+    assert rule.step(exp.model, batch_of(exp))["n_physical_evals"] == 3 * B
+
+
+def test_insilico_refuses_a_device_without_exact_simulator():
+    exp = build_experiment(config({"name": "mfff"}))
+
+    class Device:  # a black box implementing only the Substrate protocol
+        def __init__(self, inner):
+            self.inner = inner
+            self.n_in, self.n_out, self.input_range = inner.n_in, inner.n_out, inner.input_range
+
+        def forward(self, x):
+            return self.inner.forward(x)
+
+        def set_params(self, p):
+            self.inner.set_params(p)
+
+        def get_params(self):
+            return self.inner.get_params()
+
+        def reset(self):
+            pass
+
+        def describe(self):
+            return {}
+
+    layer = exp.model.blocks[1].physical
+    layer.substrate = Device(layer.substrate)
+    with pytest.raises(IncompatibleError, match=r"rule `insilico` needs an exact simulator of layer 1"):
+        InSilico().check_compatible(exp.model)
+    with pytest.raises(IncompatibleError, match=r"twin = \"exact\" needs an exact simulator"):
+        PAT(PATSpec(twin="exact")).check_compatible(exp.model)
+    MFFF(MFFFSpec()).step(exp.model, batch_of(exp))  # the model-free rule runs on the black box
+
+
+def test_insilico_accounting_hand_counted():
+    exp = build_experiment(config({"name": "insilico"}, n_control=2))
+    metrics = exp.rule.step(exp.model, batch_of(exp))
+    assert metrics["n_physical_evals"] == 0
+    digital = B * (24 * 12 * 3 + 36 * 10)  # three digital layers and the readout
+    m = [64 + 10 + 2, 12 + 2, 12 + 2]
+    physics = B * sum(4 * 24 * w + 2 * 24 for w in m)  # complex matmul + intensity per sample
+    assert metrics["n_digital_macs"] == 3 * digital + 3 * physics
+
+
+def test_spsa_expectation_matches_the_true_gradient():
+    a = torch.tensor([1.0, -2.0, 0.5, 3.0])
+
+    def f(t):
+        return float(0.5 * (a * t * t).sum() + torch.sin(t[0] * t[1]) + t[2] * t[3] ** 2)
+
+    theta = torch.tensor([0.3, -0.7, 1.1, 0.4])
+    t0, t1, t2, t3 = theta.tolist()
+    import math
+    true = a * theta + torch.tensor([t1 * math.cos(t0 * t1), t0 * math.cos(t0 * t1), t3**2, 2 * t2 * t3])
+    g = torch.Generator().manual_seed(0)
+    est = torch.stack([spsa_gradient(f, theta, 1e-3, 1, g)[0] for _ in range(4000)])
+    se = est.std(0) / est.shape[0] ** 0.5
+    assert torch.all((est.mean(0) - true).abs() < 4 * se), (est.mean(0), true, se)
+    assert torch.all(se > 1e-3)  # a real estimator with variance, not the true gradient in disguise
+    _, n_evals = spsa_gradient(f, theta, 1e-3, 5, g)
+    assert n_evals == 10
+
+
+def test_hardware_parameters_are_written_and_rewritten_after_loading():
+    exp = build_experiment(config({"name": "mfff"}))
+    layer = exp.model.blocks[0].physical
+    layer(torch.zeros(1, layer.n_in))
+    assert torch.equal(layer.substrate.get_params()["control"], layer.hardware["control"].detach())
+    with torch.no_grad():
+        layer.hardware["control"].fill_(2.0)  # outside the device range: clamped before writing
+    layer(torch.zeros(1, layer.n_in))
+    assert torch.all(layer.substrate.get_params()["control"] == 1.0)
+    state = exp.model.state_dict()
+    fresh = build_experiment(config({"name": "mfff"})).model
+    fresh.load_state_dict(state)
+    fresh_layer = fresh.blocks[0].physical
+    fresh_layer(torch.zeros(1, layer.n_in))
+    assert torch.all(fresh_layer.substrate.get_params()["control"] == 1.0)
+
+
+def test_mfff_resume_is_bit_identical(tmp_path):
+    cfg = config({"name": "mfff"}, noise=0.05)
+    cfg["model"]["substrate_options"]["drift"] = 0.01
+    full = build_experiment(cfg)
+    full.trainer(Run.create(tmp_path, "full"), progress=False).fit()
+    first = build_experiment(cfg)
+    run = Run.create(tmp_path, "cut")
+    trainer = first.trainer(run, progress=False)
+    trainer.epochs = 1
+    trainer.fit()
+    torch.manual_seed(99)
+    second = build_experiment(cfg)
+    resumed = second.trainer(run, progress=False)
+    resumed.resume(run.checkpoint_path)
+    resumed.fit()
+    for (name, p), q in zip(full.model.named_parameters(), second.model.parameters()):
+        assert torch.equal(p, q), name
+    assert full.model.blocks[2].physical.substrate.clock == second.model.blocks[2].physical.substrate.clock
