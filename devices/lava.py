@@ -37,7 +37,7 @@ RUNNER = Path(__file__).resolve().with_name("lava_runner.py")
 
 @dataclass
 class LavaResult:
-    """Per layer spikes (uint8) and, if recorded, currents ``u`` / voltages ``v`` (int64), each [steps, n]."""
+    """Per layer spikes (bool) and, if recorded, currents ``u`` / voltages ``v`` (int64), each [steps, n]."""
 
     spikes: list[np.ndarray]
     currents: list[np.ndarray] | None
@@ -116,11 +116,10 @@ def run_lava(
             raise DeviceError(f"Lava run failed: {msg}")
         info = json.loads((job / "result.json").read_text())
         info["wall_s"] = wall
-        res = np.load(job / "result.npz")
         n = len(export.layers)
-        spikes = [res[f"spikes_{k}"] for k in range(n)]
-        currents = [res[f"u_{k}"] for k in range(n)] if record_state else None
-        voltages = [res[f"v_{k}"] for k in range(n)] if record_state else None
+        spikes = [np.load(job / f"spikes_{k}.npy") != 0 for k in range(n)]
+        currents = [np.load(job / f"u_{k}.npy") for k in range(n)] if record_state else None
+        voltages = [np.load(job / f"v_{k}.npy") for k in range(n)] if record_state else None
     return LavaResult(spikes, currents, voltages, info, proc.pid)
 
 

@@ -11,10 +11,10 @@ which must not shadow the ``lava`` package).  The job directory holds (written b
     inputs.npz           ``x`` [steps, n_in] uint8: input spikes on the run's global time line
 
 It builds ``RingBuffer`` source -> ``Dense`` -> ``LIF``/``LIFReset`` -> ... with a
-``RingBuffer`` sink per layer (spikes) and, with ``record_state``, ``Monitor`` probes of
-``u`` and ``v``; runs ``steps`` steps with ``Loihi2SimCfg(select_tag="fixed_pt")`` (or
-``Loihi2HwCfg`` when lava-loihi is installed) and writes ``result.npz`` (``spikes_k``,
-``u_k``, ``v_k``, each [steps, n]) and ``result.json`` (run config, versions, timing).
+spike recorder per layer and, with ``record_state``, recorders of ``u`` and ``v``
+(:func:`recorder_processes`); runs ``steps`` steps with ``Loihi2SimCfg(select_tag="fixed_pt")`` (or
+``Loihi2HwCfg`` when lava-loihi is installed) and writes ``spikes_k.npy`` (and ``u_k.npy``,
+``v_k.npy``), each [steps, n] int64, and ``result.json`` (run config, versions, timing).
 Any failure is written to ``error.json`` as ``{"error": one line, "detail": traceback}``
 and the exit status is 1.
 """
@@ -68,18 +68,79 @@ def check_graph(graph, spec: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def recorder_processes():
+    """Two small Lava processes that write what they record to an ``.npy`` file on the last step.
+
+    Lava's ``Var.get()`` (and so ``RingBuffer`` sinks and ``Monitor``) moves arrays to the
+    caller one element at a time, which took longer than the run itself; these recorders
+    keep the data in their own process and save it once.  ``SpikeFile`` receives spikes on
+    an ``InPort`` (same step, no delay); ``StateFile`` reads a ``Var`` through a ``RefPort``
+    in the post-management phase, i.e. after the step's dynamics and reset, as ``Monitor`` does.
+    """
+    from lava.magma.core.decorator import implements, requires
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+    from lava.magma.core.model.py.ports import PyInPort, PyRefPort
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.magma.core.process.ports.ports import InPort, RefPort
+    from lava.magma.core.process.process import AbstractProcess
+    from lava.magma.core.resources import CPU
+    from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+    class SpikeFile(AbstractProcess):
+        def __init__(self, *, shape, steps: int, path: str) -> None:
+            super().__init__(shape=shape, steps=steps, path=path)
+            self.a_in = InPort(shape=shape)
+
+    class StateFile(AbstractProcess):
+        def __init__(self, *, var, steps: int, path: str) -> None:
+            super().__init__(shape=var.shape, steps=steps, path=path)
+            self.state = RefPort(var.shape)
+            self.state.connect_var(var)
+
+    class _Buffered(PyLoihiProcessModel):
+        def __init__(self, proc_params) -> None:
+            super().__init__(proc_params)
+            self.steps, self.path = proc_params["steps"], proc_params["path"]
+            self.buf = np.zeros((self.steps, *proc_params["shape"]), dtype=np.int64)
+
+        def _store(self, data) -> None:
+            self.buf[self.time_step - 1] = data
+            if self.time_step == self.steps:
+                np.save(self.path, self.buf)
+
+    @implements(proc=SpikeFile, protocol=LoihiProtocol)
+    @requires(CPU)
+    class PySpikeFile(_Buffered):
+        a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+
+        def run_spk(self) -> None:
+            self._store(self.a_in.recv())
+
+    @implements(proc=StateFile, protocol=LoihiProtocol)
+    @requires(CPU)
+    class PyStateFile(_Buffered):
+        state: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, np.int32)
+
+        def post_guard(self) -> bool:
+            return True
+
+        def run_post_mgmt(self) -> None:
+            self._store(self.state.read())
+
+    return SpikeFile, StateFile, PySpikeFile, PyStateFile
+
+
 def build_and_run(job: Path) -> dict:
     import nir
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
     from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as SpikeSink
     from lava.proc.io.source import RingBuffer as SpikeSource
     from lava.proc.lif.process import LIF, LIFReset
-    from lava.proc.monitor.process import Monitor
     from lava.utils.loihi import is_installed
     from lava.utils.weightutils import SignMode
 
+    t_start = time.perf_counter()
     spec = json.loads((job / "fixed_point.json").read_text())
     run = json.loads((job / "job.json").read_text())
     ints = np.load(job / "fixed_point.npz")
@@ -90,9 +151,11 @@ def build_and_run(job: Path) -> dict:
     if x.shape[0] != steps:
         raise ValueError(f"inputs cover {x.shape[0]} steps, the job asks for {steps}")
 
+    SpikeFile, StateFile, PySpikeFile, PyStateFile = recorder_processes()
     source = SpikeSource(data=x.T.copy())  # RingBuffer wants time last
     below = source.s_out
-    neurons, sinks, monitors = [], [], []
+    neurons, recorders = [], {}  # recorder instance -> its model class
+    files = {}
     for k, ((syn_name, _), lay) in enumerate(zip(pairs, spec["layers"])):
         w = ints[f"weights_{k}"].astype(np.int32)
         nir_w = np.asarray(graph.nodes[syn_name].weight)
@@ -108,19 +171,21 @@ def build_and_run(job: Path) -> dict:
             lif = LIF(**common)
         below.connect(dense.s_in)
         dense.a_out.connect(lif.a_in)
-        sink = SpikeSink(shape=(w.shape[0],), buffer=steps)
+        files[f"spikes_{k}"] = job / f"spikes_{k}.npy"
+        sink = SpikeFile(shape=(w.shape[0],), steps=steps, path=str(files[f"spikes_{k}"]))
         lif.s_out.connect(sink.a_in)
+        recorders[sink] = PySpikeFile
         if run.get("record_state"):
             for var in (lif.u, lif.v):
-                mon = Monitor()
-                mon.probe(var, steps)
-                monitors.append((k, mon, var.name))
+                files[f"{var.name}_{k}"] = job / f"{var.name}_{k}.npy"
+                recorders[StateFile(var=var, steps=steps, path=str(files[f"{var.name}_{k}"]))] = PyStateFile
         neurons.append(lif)
-        sinks.append(sink)
         below = lif.s_out
 
     hardware = is_installed()
-    cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag="fixed_pt")
+    # The recorders are mapped to their models by instance (Lava's compiler looks instances up first).
+    cfg = (Loihi2HwCfg(exception_proc_model_map=recorders) if hardware
+           else Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=recorders))
     t0 = time.perf_counter()
     hang = float(run.get("debug_hang_s") or 0)
     if hang:  # test hook: a run that never finishes (Lava's worker processes are alive meanwhile)
@@ -128,15 +193,10 @@ def build_and_run(job: Path) -> dict:
         time.sleep(hang)
     neurons[0].run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
     elapsed = time.perf_counter() - t0
-    out = {}
-    for k, sink in enumerate(sinks):
-        out[f"spikes_{k}"] = (sink.data.get().T != 0).astype(np.uint8)
-    for k, mon, name in monitors:
-        data = mon.get_data()
-        (trace,) = [v[name] for v in data.values()]
-        out[f"{name}_{k}"] = np.asarray(trace).astype(np.int64)
     neurons[0].stop()
-    np.savez_compressed(job / "result.npz", **out)
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise RuntimeError(f"the run ended without writing {', '.join(missing)}")
     import importlib.metadata as md
 
     info = {
@@ -146,6 +206,7 @@ def build_and_run(job: Path) -> dict:
         "neuron": run["neuron"],
         "steps": steps,
         "run_s": elapsed,
+        "build_s": t0 - t_start,
         "steps_per_s": steps / elapsed if elapsed > 0 else None,
     }
     (job / "result.json").write_text(json.dumps(info))

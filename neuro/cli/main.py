@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from neuro import __version__
-from neuro.cli import demo, evaluate, info, report, train
+from neuro.cli import demo, deploy, evaluate, info, report, train
 from neuro.errors import NeuroError
 
-COMMAND_MODULES = (train, evaluate, report, demo, info)
+COMMAND_MODULES = (train, evaluate, report, demo, info, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

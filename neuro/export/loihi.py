@@ -16,8 +16,9 @@ reset to 0; Loihi: see :mod:`simulators.loihi`).  Per layer, with ``s`` the volt
 
 The weight exponent ``e`` (in [-8, 7]) is chosen per layer as the largest that keeps the
 threshold within ``VTH_MAX >> headroom_bits`` and, when calibration inputs are given, the
-largest current ``|u|`` seen by the float model below ``2^22`` (half the 24-bit range,
-beyond which Loihi's current wraps around) and the Dense output within 16 bits.
+largest current ``|u|`` and voltage ``|v|`` seen by the float model below ``2^22`` (half the
+24-bit range, beyond which Loihi's current wraps around and its voltage saturates) and the
+Dense output within 16 bits (Loihi's synaptic input width; Lava's model does not saturate it).
 
 Everything Loihi cannot hold raises :class:`~neuro.errors.IncompatibleError` with the fix:
 subtractive reset, non-zero ``v_reset``/``v_leak``, a delayed current, a non-spiking
@@ -110,6 +111,7 @@ class LayerQuantization:
     bias_saturated: int
     calib_max_current: float | None = None  # max |u| / 2^23 on calibration data (float model, scaled)
     calib_max_dense: float | None = None  # max |a_out| / 2^15
+    calib_max_voltage: float | None = None  # max |v| / 2^23
     twin_current_wraps: int | None = None
     twin_voltage_saturations: int | None = None
 
@@ -127,7 +129,7 @@ class QuantizationReport:
                  f"alpha {r.alpha:.4f}->{r.alpha_fixed:.4f}, beta {r.beta:.4f}->{r.beta_fixed:.4f}, "
                  f"v_th error {100 * r.v_th_rel_error:.3f}%")
             if r.calib_max_current is not None:
-                s += f"; calibration: max |u| {100 * r.calib_max_current:.1f}% of 2^23, max Dense out {100 * r.calib_max_dense:.1f}% of 2^15"
+                s += f"; calibration: max |u| {100 * r.calib_max_current:.1f}%, max |v| {100 * r.calib_max_voltage:.1f}% of 2^23, max Dense out {100 * r.calib_max_dense:.1f}% of 2^15"
             if r.twin_current_wraps is not None:
                 s += f"; twin: {r.twin_current_wraps} current wrap-arounds, {r.twin_voltage_saturations} voltage saturations"
             out.append(s)
@@ -263,8 +265,8 @@ def _check_model(model) -> list:
     return list(layers)
 
 
-def _float_currents(model, x_spikes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, the float synaptic input ``W x + b`` and current ``i`` [T, B, n] on calibration spikes."""
+def _float_currents(model, x_spikes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per layer, the float synaptic input ``W x + b``, current ``i`` and membrane [T, B, n] on calibration spikes."""
     out = []
     h = x_spikes
     with torch.no_grad():
@@ -277,7 +279,7 @@ def _float_currents(model, x_spikes: torch.Tensor) -> list[tuple[torch.Tensor, t
             for t in range(drive.shape[0]):
                 acc = p.alpha * acc + drive[t]
                 i[t] = acc
-            out.append((drive, i))
+            out.append((drive, i, trace.membrane))
             h = trace.spikes
     return out
 
@@ -322,8 +324,9 @@ def quantize(
             if vth > vth_cap:
                 continue
             if calib is not None:
-                drive, i = calib[k]
-                if float((s * gamma * i).abs().max()) >= fx.UV_MAX / 2 or float((drive.abs() / q * 2 * 2.0**e).max()) >= 2**15:
+                drive, i, v = calib[k]
+                if (float((s * gamma * i).abs().max()) >= fx.UV_MAX / 2 or float((s * v).abs().max()) >= fx.UV_MAX / 2
+                        or float((drive.abs() / q * 2 * 2.0**e).max()) >= 2**15):
                     continue
             best = (e, s, vth)
             break
@@ -366,7 +369,8 @@ def quantize(
             v_th_rel_error=abs(vth * 64.0 / s - p.v_th) / p.v_th, bias_exact=bias_exact, bias_saturated=bias_sat,
         )
         if calib is not None:
-            drive, i = calib[k]
+            drive, i, v = calib[k]
+            rq.calib_max_voltage = float((s * v).abs().max()) / fx.UV_MAX
             rq.calib_max_current = float((s * gamma * i).abs().max()) / fx.UV_MAX
             rq.calib_max_dense = float((drive.abs() / q * 2 * 2.0**e).max()) / 2**15
         report.layers.append(rq)
@@ -381,12 +385,8 @@ def quantize(
         trace = fx.run_network(calibration, params, record_state=True)
         for k, r in enumerate(report.layers):
             u = trace.currents[k]
-            r.twin_current_wraps = int(_count_wraps(u, trace, k, params[k]))
+            prev = torch.cat([torch.zeros_like(u[:1]), u[:-1]])
+            r.twin_current_wraps = int(((u - prev).abs() > fx.UV_MAX).sum())  # jumps of more than 2^23
             r.twin_voltage_saturations = int((trace.voltages[k].abs() >= fx.UV_MAX - 1).sum())
     return export, report
 
-
-def _count_wraps(u: torch.Tensor, trace: fx.LoihiTrace, k: int, p: fx.LoihiLayerParams) -> int:
-    """Steps where the current jumped by more than 2^23 (a 24-bit wrap-around)."""
-    prev = torch.cat([torch.zeros_like(u[:1]), u[:-1]])
-    return int(((u - prev).abs() > fx.UV_MAX).sum())

@@ -1,0 +1,159 @@
+"""Deploy a trained run to Loihi: quantize, evaluate on the twin, run on Lava, compare, report.
+
+``deploy_loihi(run_dir, samples=N)`` draws the input spikes once (seeded) and feeds the same
+spikes to the float model, the fixed-point twin and Lava, so the three accuracies and the
+spike agreements compare like with like.  Results go to ``<run>/deploy-loihi/``:
+``network.nir`` + ``fixed_point.json`` + ``fixed_point.npz`` (the deployable network),
+``deploy.json`` (every number) and ``report.html`` with its PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from devices.lava import run_lava_batch
+from neuro.errors import ConfigError
+from neuro.export.loihi import LoihiExport, quantize
+from neuro.layers.readouts import first_spike, spike_count
+
+TARGETS = ("loihi-sim",)
+
+
+def float_trace_from_spikes(model, h: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Float model's (spikes, membrane) per layer for given input spikes ``h`` [T, B, n_in]."""
+    out = []
+    with torch.no_grad():
+        for layer in model.layers:
+            tr = layer.forward_trace(h)
+            out.append((tr.spikes, tr.membrane))
+            h = tr.spikes
+    return out
+
+
+def scores_from_spikes(readout: str, spikes: torch.Tensor) -> torch.Tensor:
+    """Class scores of the output spikes [T, B, classes] under the model's readout."""
+    spikes = spikes.float()
+    return first_spike(spikes) if readout == "first_spike" else spike_count(spikes)
+
+
+def encode_inputs(model, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The model's encoder applied with its own seeded generator: spikes [T, B, n_in] in {0, 1}."""
+    g = torch.Generator().manual_seed(seed)
+    return model.encoder(x, generator=g)
+
+
+def deploy_loihi(
+    run_path: str | Path,
+    *,
+    target: str = "loihi-sim",
+    samples: int = 100,
+    calibration_samples: int = 256,
+    clip_percentile: float = 100.0,
+    seed: int = 0,
+    timeout_s: float | None = None,
+    out_dir: str | Path | None = None,
+    echo=print,
+) -> dict:
+    """Quantize the run's model, run ``samples`` test samples on the twin and on Lava; return the numbers."""
+    from neuro.workflow import load_run
+
+    if target not in TARGETS:
+        raise ConfigError(f"unknown deployment target '{target}'; choose one of {', '.join(TARGETS)}")
+    if samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    run, exp = load_run(run_path)
+    model = exp.model.cpu().eval()
+    test, train = exp.data.test, exp.data.train
+    n = min(samples, len(test.y))
+    x, y = test.x[:n], test.y[:n]
+    calib = encode_inputs(model, train.x[:calibration_samples], seed + 1)
+    export, qreport = quantize(model, calib, clip_percentile=clip_percentile)
+    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi"
+    export.save(out)
+    for line in qreport.lines():
+        echo(f"  {line}")
+
+    h = encode_inputs(model, x, seed)
+    readout = getattr(model, "readout", "spike_count")
+    float_layers = float_trace_from_spikes(model, h)
+    twin = export.run_twin(h, record_state=True)
+    echo(f"running {n} samples x {h.shape[0]} steps on Lava ({len(export.layers)} layers) ...")
+    t0 = time.perf_counter()
+    lava = run_lava_batch(export, h, record_state=True, timeout_s=timeout_s)
+    lava_wall = time.perf_counter() - t0
+
+    def acc(spikes):
+        return float((scores_from_spikes(readout, spikes).argmax(1) == y).float().mean())
+
+    n_layers = len(export.layers)
+    result = {
+        "run": str(run.path),
+        "target": target,
+        "samples": n,
+        "time_steps": int(h.shape[0]),
+        "seed": seed,
+        "float_accuracy": acc(float_layers[-1][0]),
+        "twin_accuracy": acc(twin.spikes[-1]),
+        "lava_accuracy": acc(lava.spikes[-1]),
+        "twin_lava_spikes_equal": all(torch.equal(twin.spikes[k], lava.spikes[k]) for k in range(n_layers)),
+        "twin_lava_voltages_equal": all(torch.equal(twin.voltages[k], lava.voltages[k]) for k in range(n_layers)),
+        "twin_lava_currents_equal": all(torch.equal(twin.currents[k], lava.currents[k]) for k in range(n_layers)),
+        "spike_agreement_twin_lava": [float((twin.spikes[k] == lava.spikes[k]).float().mean()) for k in range(n_layers)],
+        "spike_agreement_float_twin": [float((float_layers[k][0].bool() == twin.spikes[k]).float().mean()) for k in range(n_layers)],
+        "prediction_agreement_float_twin": float((scores_from_spikes(readout, float_layers[-1][0]).argmax(1)
+                                                  == scores_from_spikes(readout, twin.spikes[-1]).argmax(1)).float().mean()),
+        "lava": {**lava.info, "call_wall_s": lava_wall},
+        "quantization": qreport.lines(),
+        "spec": json.loads(export.spec.to_json()),
+    }
+    (out / "deploy.json").write_text(json.dumps(result, indent=1))
+    _write_report(out, result, export, float_layers, twin, lava, int(y[0]))
+    echo(
+        f"accuracy on {n} test samples: float {100 * result['float_accuracy']:.2f}%, "
+        f"twin {100 * result['twin_accuracy']:.2f}%, Lava {100 * result['lava_accuracy']:.2f}%; "
+        f"twin == Lava: spikes {result['twin_lava_spikes_equal']}, voltages {result['twin_lava_voltages_equal']}; "
+        f"{lava.info['run_config']} in {lava_wall:.1f} s -> {out / 'report.html'}"
+    )
+    return result
+
+
+def _write_report(out: Path, r: dict, export: LoihiExport, float_layers, twin, lava, label: int) -> None:
+    from neuro import report
+
+    dt = export.spec.dt
+    last = len(export.layers) - 1
+    raster = {}
+    for name, spikes in (("float", float_layers[last][0]), ("twin", twin.spikes[last]), ("Lava", lava.spikes[last])):
+        raster[f"output, {name}"] = spikes[:, 0].float().numpy()
+    report.plot_spike_raster(raster, out / "raster.png", dt=dt, title=f"test sample 0 (label {label}): output spikes")
+    s = export.spec.layers[last].voltage_scale
+    steps = np.arange(twin.voltages[last].shape[0])
+    report.plot_series(
+        steps,
+        {"float x scale": float_layers[last][1][:, 0, label].numpy() * s,
+         "twin": twin.voltages[last][:, 0, label].numpy(),
+         "Lava": lava.voltages[last][:, 0, label].numpy()},
+        out / "voltage.png", xlabel="time step", ylabel="voltage (Loihi units)",
+        title=f"output neuron {label}, sample 0 (threshold {export.spec.layers[last].vth * 64})",
+    )
+    summary = {k: r[k] for k in ("run", "target", "samples", "time_steps", "twin_lava_spikes_equal",
+                                 "twin_lava_voltages_equal", "twin_lava_currents_equal")}
+    summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"],
+                    "Lava accuracy (%)": 100 * r["lava_accuracy"], "Lava run config": r["lava"]["run_config"],
+                    "Lava wall time (s)": r["lava"]["call_wall_s"]})
+    rows = [[k, lay.n_in, lay.n_out, lay.weight_exp, lay.du, lay.dv, lay.vth, lay.bias_exp,
+             r["spike_agreement_float_twin"][k], r["spike_agreement_twin_lava"][k]]
+            for k, lay in enumerate(export.spec.layers)]
+    tables = [
+        ("Layers", ["layer", "in", "out", "weight_exp", "du", "dv", "vth", "bias_exp", "spike agreement float/twin",
+                    "spike agreement twin/Lava"], rows),
+        ("Quantization", ["note"], [[line] for line in r["quantization"]]),
+    ]
+    figures = [("Output spikes", "raster.png", "Output-layer spikes of the first test sample: float model, fixed-point twin, Lava."),
+               ("Output voltage", "voltage.png", "Voltage of the labelled class's output neuron; the float membrane is multiplied by the layer's voltage scale.")]
+    report.write_report(out, "Loihi deployment", summary, figures, tables)
