@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-percentile", type=float, default=100.0, help="percentile of |W| that maps to the largest mantissa (default 100: max)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input spike encoding (default 0)")
     p.add_argument("--timeout", type=float, default=None, help="time limit of the Lava run in seconds (default: 60 s + 10 ms per step)")
+    p.add_argument("--twin-only", action="store_true", help="stop after the fixed-point twin (no Lava run)")
     p.set_defaults(func=run)
 
 
@@ -23,5 +24,5 @@ def run(args) -> int:
     from neuro.export.loihi_deploy import deploy_loihi
 
     deploy_loihi(args.run, target=args.target, samples=args.samples, clip_percentile=args.clip_percentile,
-                 seed=args.seed, timeout_s=args.timeout)
+                 seed=args.seed, timeout_s=args.timeout, lava=not args.twin_only)
     return 0

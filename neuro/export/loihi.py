@@ -374,6 +374,8 @@ def quantize(
             rq.calib_max_current = float((s * gamma * i).abs().max()) / fx.UV_MAX
             rq.calib_max_dense = float((drive.abs() / q * 2 * 2.0**e).max()) / 2**15
         report.layers.append(rq)
+        if e < 0:
+            report.notes.append(f"layer {k}: weight_exp {e} < 0: Loihi floors each Dense sum to a multiple of 2^{-e} (a rounding the float model lacks)")
         if not bias_exact:
             report.notes.append(f"layer {k}: the float bias enters the current; Loihi's enters the voltage, mapped to its steady state (approximate while the current settles)")
     time_steps = int(getattr(model, "time_steps", 0) or 0)

@@ -57,9 +57,13 @@ def deploy_loihi(
     seed: int = 0,
     timeout_s: float | None = None,
     out_dir: str | Path | None = None,
+    lava: bool = True,
     echo=print,
 ) -> dict:
-    """Quantize the run's model, run ``samples`` test samples on the twin and on Lava; return the numbers."""
+    """Quantize the run's model, run ``samples`` test samples on the twin and on Lava; return the numbers.
+
+    ``lava=False`` stops after the twin (the Lava fields of the result are None).
+    """
     from neuro.workflow import load_run
 
     if target not in TARGETS:
@@ -82,15 +86,16 @@ def deploy_loihi(
     readout = getattr(model, "readout", "spike_count")
     float_layers = float_trace_from_spikes(model, h)
     twin = export.run_twin(h, record_state=True)
-    echo(f"running {n} samples x {h.shape[0]} steps on Lava ({len(export.layers)} layers) ...")
-    t0 = time.perf_counter()
-    lava = run_lava_batch(export, h, record_state=True, timeout_s=timeout_s)
-    lava_wall = time.perf_counter() - t0
+    n_layers = len(export.layers)
+    if lava:
+        echo(f"running {n} samples x {h.shape[0]} steps on Lava ({n_layers} layers) in one run ...")
+        t0 = time.perf_counter()
+        res = run_lava_batch(export, h, record_state=True, timeout_s=timeout_s)
+        lava_wall = time.perf_counter() - t0
 
     def acc(spikes):
         return float((scores_from_spikes(readout, spikes).argmax(1) == y).float().mean())
 
-    n_layers = len(export.layers)
     result = {
         "run": str(run.path),
         "target": target,
@@ -99,26 +104,27 @@ def deploy_loihi(
         "seed": seed,
         "float_accuracy": acc(float_layers[-1][0]),
         "twin_accuracy": acc(twin.spikes[-1]),
-        "lava_accuracy": acc(lava.spikes[-1]),
-        "twin_lava_spikes_equal": all(torch.equal(twin.spikes[k], lava.spikes[k]) for k in range(n_layers)),
-        "twin_lava_voltages_equal": all(torch.equal(twin.voltages[k], lava.voltages[k]) for k in range(n_layers)),
-        "twin_lava_currents_equal": all(torch.equal(twin.currents[k], lava.currents[k]) for k in range(n_layers)),
-        "spike_agreement_twin_lava": [float((twin.spikes[k] == lava.spikes[k]).float().mean()) for k in range(n_layers)],
+        "lava_accuracy": acc(res.spikes[-1]) if lava else None,
+        "twin_lava_spikes_equal": all(torch.equal(twin.spikes[k], res.spikes[k]) for k in range(n_layers)) if lava else None,
+        "twin_lava_voltages_equal": all(torch.equal(twin.voltages[k], res.voltages[k]) for k in range(n_layers)) if lava else None,
+        "twin_lava_currents_equal": all(torch.equal(twin.currents[k], res.currents[k]) for k in range(n_layers)) if lava else None,
+        "spike_agreement_twin_lava": [float((twin.spikes[k] == res.spikes[k]).float().mean()) for k in range(n_layers)] if lava else None,
         "spike_agreement_float_twin": [float((float_layers[k][0].bool() == twin.spikes[k]).float().mean()) for k in range(n_layers)],
         "prediction_agreement_float_twin": float((scores_from_spikes(readout, float_layers[-1][0]).argmax(1)
                                                   == scores_from_spikes(readout, twin.spikes[-1]).argmax(1)).float().mean()),
-        "lava": {**lava.info, "call_wall_s": lava_wall},
+        "lava": {**res.info, "call_wall_s": lava_wall} if lava else None,
         "quantization": qreport.lines(),
         "spec": json.loads(export.spec.to_json()),
     }
     (out / "deploy.json").write_text(json.dumps(result, indent=1))
-    _write_report(out, result, export, float_layers, twin, lava, int(y[0]))
-    echo(
-        f"accuracy on {n} test samples: float {100 * result['float_accuracy']:.2f}%, "
-        f"twin {100 * result['twin_accuracy']:.2f}%, Lava {100 * result['lava_accuracy']:.2f}%; "
-        f"twin == Lava: spikes {result['twin_lava_spikes_equal']}, voltages {result['twin_lava_voltages_equal']}; "
-        f"{lava.info['run_config']} in {lava_wall:.1f} s -> {out / 'report.html'}"
-    )
+    _write_report(out, result, export, float_layers, twin, res if lava else None, int(y[0]))
+    line = (f"accuracy on {n} test samples: float {100 * result['float_accuracy']:.2f}%, "
+            f"twin {100 * result['twin_accuracy']:.2f}%")
+    if lava:
+        line += (f", Lava {100 * result['lava_accuracy']:.2f}%; twin == Lava: spikes {result['twin_lava_spikes_equal']}, "
+                 f"voltages {result['twin_lava_voltages_equal']}, currents {result['twin_lava_currents_equal']}; "
+                 f"{res.info['run_config']} in {lava_wall:.1f} s")
+    echo(f"{line} -> {out / 'report.html'}")
     return result
 
 
@@ -128,32 +134,63 @@ def _write_report(out: Path, r: dict, export: LoihiExport, float_layers, twin, l
     dt = export.spec.dt
     last = len(export.layers) - 1
     raster = {}
-    for name, spikes in (("float", float_layers[last][0]), ("twin", twin.spikes[last]), ("Lava", lava.spikes[last])):
+    sources = [("float", float_layers[last][0]), ("twin", twin.spikes[last])] + ([("Lava", lava.spikes[last])] if lava else [])
+    for name, spikes in sources:
         raster[f"output, {name}"] = spikes[:, 0].float().numpy()
     report.plot_spike_raster(raster, out / "raster.png", dt=dt, title=f"test sample 0 (label {label}): output spikes")
     s = export.spec.layers[last].voltage_scale
     steps = np.arange(twin.voltages[last].shape[0])
+    series = {"float x scale": float_layers[last][1][:, 0, label].numpy() * s, "twin": twin.voltages[last][:, 0, label].numpy()}
+    if lava:
+        series["Lava"] = lava.voltages[last][:, 0, label].numpy()
     report.plot_series(
-        steps,
-        {"float x scale": float_layers[last][1][:, 0, label].numpy() * s,
-         "twin": twin.voltages[last][:, 0, label].numpy(),
-         "Lava": lava.voltages[last][:, 0, label].numpy()},
+        steps, series,
         out / "voltage.png", xlabel="time step", ylabel="voltage (Loihi units)",
         title=f"output neuron {label}, sample 0 (threshold {export.spec.layers[last].vth * 64})",
     )
     summary = {k: r[k] for k in ("run", "target", "samples", "time_steps", "twin_lava_spikes_equal",
                                  "twin_lava_voltages_equal", "twin_lava_currents_equal")}
-    summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"],
-                    "Lava accuracy (%)": 100 * r["lava_accuracy"], "Lava run config": r["lava"]["run_config"],
-                    "Lava wall time (s)": r["lava"]["call_wall_s"]})
+    summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"]})
+    if lava:
+        summary.update({"Lava accuracy (%)": 100 * r["lava_accuracy"], "Lava run config": r["lava"]["run_config"],
+                        "Lava wall time (s)": r["lava"]["call_wall_s"]})
     rows = [[k, lay.n_in, lay.n_out, lay.weight_exp, lay.du, lay.dv, lay.vth, lay.bias_exp,
-             r["spike_agreement_float_twin"][k], r["spike_agreement_twin_lava"][k]]
+             r["spike_agreement_float_twin"][k], r["spike_agreement_twin_lava"][k] if lava else None]
             for k, lay in enumerate(export.spec.layers)]
     tables = [
         ("Layers", ["layer", "in", "out", "weight_exp", "du", "dv", "vth", "bias_exp", "spike agreement float/twin",
                     "spike agreement twin/Lava"], rows),
         ("Quantization", ["note"], [[line] for line in r["quantization"]]),
     ]
-    figures = [("Output spikes", "raster.png", "Output-layer spikes of the first test sample: float model, fixed-point twin, Lava."),
+    figures = [("Output spikes", "raster.png", "Output-layer spikes of the first test sample: float model, fixed-point twin" + (", Lava." if lava else " (Lava not run).")),
                ("Output voltage", "voltage.png", "Voltage of the labelled class's output neuron; the float membrane is multiplied by the layer's voltage scale.")]
     report.write_report(out, "Loihi deployment", summary, figures, tables)
+
+
+#: The demo's deployment: a small digits spiking MLP (reset to zero, rate-coded input), 50 test samples on Lava.
+DEMO_DIGITS = {
+    "run": {"name": "demo-loihi", "seed": 0},
+    "data": {"dataset": "digits"},
+    "model": {"kind": "spiking_mlp", "hidden": [64], "time_steps": 20, "encoder": "rate", "readout": "spike_count",
+              "lif": {"reset": "zero"}},
+    "rule": {"name": "bptt"},
+    "optim": {"name": "adam", "lr": 5e-3, "schedule": "cosine"},
+    "train": {"epochs": 6, "batch_size": 32},
+}
+
+
+def demo_part(out_dir: Path, echo=print) -> str:
+    """``neuro demo`` part: train DEMO_DIGITS, deploy 50 test samples to Lava (twin only without .venv-lava)."""
+    from devices.lava_env import lava_status
+    from neuro import workflow
+
+    config = {**DEMO_DIGITS, "run": {**DEMO_DIGITS["run"], "out_dir": str(out_dir)}}
+    run, _ = workflow.train(config, overwrite=True, echo=echo)
+    ok, detail = lava_status()
+    if not ok:
+        echo(f"Lava is not available ({detail}); deploying to the fixed-point twin only")
+    r = deploy_loihi(run.path, samples=50, lava=ok, echo=echo)
+    line = f"Loihi deployment, digits: float {100 * r['float_accuracy']:.1f}%, twin {100 * r['twin_accuracy']:.1f}%"
+    if ok:
+        return line + f", Lava {100 * r['lava_accuracy']:.1f}% (bit-exact with the twin: {r['twin_lava_spikes_equal'] and r['twin_lava_voltages_equal']})"
+    return line + f"; Lava skipped: {detail}"
