@@ -53,6 +53,17 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def require_lava_python() -> Path:
+    """The Lava interpreter, or DeviceError saying how to get one."""
+    py = lava_python()
+    if not py.exists():
+        raise DeviceError(
+            f"no Lava environment: {py} does not exist; create .venv-lava (`make setup-lava`, Python 3.10) "
+            "or point NEUROHIL_LAVA_PYTHON at its python"
+        )
+    return py
+
+
 def run_lava(
     export,
     x: np.ndarray | torch.Tensor,
@@ -73,12 +84,7 @@ def run_lava(
     if neuron not in ("LIF", "LIFReset"):
         raise ValueError(f"neuron must be 'LIF' or 'LIFReset', got '{neuron}'")
     export.check()
-    py = lava_python()
-    if not py.exists():
-        raise DeviceError(
-            f"no Lava environment: {py} does not exist; create .venv-lava (`make setup-lava`, Python 3.10) "
-            "or point NEUROHIL_LAVA_PYTHON at its python"
-        )
+    py = require_lava_python()
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if x.ndim != 2 or x.shape[1] != export.layers[0].n_in:
         raise ValueError(f"x must be [steps, {export.layers[0].n_in}], got {x.shape}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from devices.lava import run_lava_batch
+from devices.lava import require_lava_python, run_lava_batch
 from neuro.errors import ConfigError
 from neuro.export.loihi import LoihiExport, quantize
 from neuro.layers.readouts import first_spike, spike_count
@@ -70,6 +70,8 @@ def deploy_loihi(
         raise ConfigError(f"unknown deployment target '{target}'; choose one of {', '.join(TARGETS)}")
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
+    if lava:
+        require_lava_python()  # fail before the work, not after it
     run, exp = load_run(run_path)
     model = exp.model.cpu().eval()
     test, train = exp.data.test, exp.data.train
