@@ -144,3 +144,45 @@ def test_calibration_keeps_current_and_voltage_within_half_the_24_bit_range():
     # without the calibration limits the exponent is at least as large
     free, _ = quantize(model)
     assert all(a.weight_exp >= b.weight_exp for a, b in zip(free.layers, export.layers))
+
+
+def test_qat_wrapper_computes_the_twin_and_passes_gradients_straight_through():
+    from neuro.layers.loihi import LoihiTwinMLP
+
+    model = _mlp([20, 16, 4])
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.linear.weight.mul_(6.0)  # an active network
+    g = torch.Generator().manual_seed(4)
+    calib = (torch.rand(10, 32, 20, generator=g) < 0.5).float()
+    export, _ = quantize(model, calib)
+    wrapper = LoihiTwinMLP(model, export)
+    h = (torch.rand(10, 8, 20, generator=g) < 0.5).float()
+    z = wrapper.spikes(h)
+    twin = export.run_twin(h)
+    assert all(torch.equal(a.bool(), b) for a, b in zip(z, twin.spikes))  # forward values are the twin's
+    assert int(twin.spikes[-1].sum()) > 0
+    for a, b in zip(wrapper.to_export().layers, export.layers):  # same rounding as the quantizer
+        assert torch.equal(a.weights, b.weights) and a.vth == b.vth and a.weight_exp == b.weight_exp
+    loss = z[-1].sum(0).logsumexp(1).sum()
+    loss.backward()
+    for layer in model.layers:
+        grad = layer.linear.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
+    assert len(list(wrapper.parameters())) == len(list(model.parameters()))  # shared, not duplicated
+
+
+def test_finetune_on_twin_runs_the_ordinary_trainer_and_returns_a_fitting_export():
+    from neuro.data import load_dataset
+    from neuro.layers.loihi import finetune_on_twin
+
+    data = load_dataset("digits", limit=96)
+    model = _mlp([64, 16, 10])
+    export, _ = quantize(model)
+    before = [p.weights.clone() for p in export.layers]
+    lines = []
+    tuned = finetune_on_twin(model, export, data, epochs=1, lr=1e-2, batch_size=32, echo=lines.append)
+    tuned.check()
+    assert lines and lines[0].startswith("  QAT epoch 1/1")
+    assert any(not torch.equal(a, p.weights) for a, p in zip(before, tuned.layers))  # the mantissas moved
+    assert [p.vth for p in tuned.layers] == [p.vth for p in export.layers]  # the scales did not

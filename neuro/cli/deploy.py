@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-percentile", type=float, default=100.0, help="percentile of |W| that maps to the largest mantissa (default 100: max)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input spike encoding (default 0)")
     p.add_argument("--timeout", type=float, default=None, help="time limit of the Lava run in seconds (default: 60 s + 10 ms per step)")
+    p.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs on the twin before deploying (default 0)")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate of the fine-tuning (default 1e-4)")
     p.add_argument("--twin-only", action="store_true", help="stop after the fixed-point twin (no Lava run)")
     p.set_defaults(func=run)
 
@@ -24,5 +26,6 @@ def run(args) -> int:
     from neuro.export.loihi_deploy import deploy_loihi
 
     deploy_loihi(args.run, target=args.target, samples=args.samples, clip_percentile=args.clip_percentile,
-                 seed=args.seed, timeout_s=args.timeout, lava=not args.twin_only)
+                 seed=args.seed, timeout_s=args.timeout, lava=not args.twin_only,
+                 qat_epochs=args.qat_epochs, qat_lr=args.qat_lr)
     return 0

@@ -9,6 +9,7 @@ spike agreements compare like with like.  Results go to ``<run>/deploy-loihi/``:
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -58,11 +59,15 @@ def deploy_loihi(
     timeout_s: float | None = None,
     out_dir: str | Path | None = None,
     lava: bool = True,
+    qat_epochs: int = 0,
+    qat_lr: float = 1e-4,
     echo=print,
 ) -> dict:
     """Quantize the run's model, run ``samples`` test samples on the twin and on Lava; return the numbers.
 
     ``lava=False`` stops after the twin (the Lava fields of the result are None).
+    ``qat_epochs > 0`` fine-tunes on the twin first (:func:`neuro.layers.loihi.finetune_on_twin`,
+    straight-through); the float accuracy stays that of the trained model.
     """
     from neuro.workflow import load_run
 
@@ -79,14 +84,22 @@ def deploy_loihi(
     x, y = test.x[:n], test.y[:n]
     calib = encode_inputs(model, train.x[:calibration_samples], seed + 1)
     export, qreport = quantize(model, calib, clip_percentile=clip_percentile)
-    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi"
-    export.save(out)
     for line in qreport.lines():
         echo(f"  {line}")
+    trained = model
+    if qat_epochs > 0:
+        from neuro.layers.loihi import finetune_on_twin
+
+        trained = copy.deepcopy(model)
+        echo(f"quantization-aware fine-tuning on the twin: {qat_epochs} epochs, lr {qat_lr}")
+        export = finetune_on_twin(model, export, exp.data, epochs=qat_epochs, lr=qat_lr,
+                                  batch_size=exp.train.batch_size, seed=seed, echo=echo)
+    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi"
+    export.save(out)
 
     h = encode_inputs(model, x, seed)
     readout = getattr(model, "readout", "spike_count")
-    float_layers = float_trace_from_spikes(model, h)
+    float_layers = float_trace_from_spikes(trained, h)
     twin = export.run_twin(h, record_state=True)
     n_layers = len(export.layers)
     if lava:
@@ -104,6 +117,7 @@ def deploy_loihi(
         "samples": n,
         "time_steps": int(h.shape[0]),
         "seed": seed,
+        "qat_epochs": qat_epochs,
         "float_accuracy": acc(float_layers[-1][0]),
         "twin_accuracy": acc(twin.spikes[-1]),
         "lava_accuracy": acc(res.spikes[-1]) if lava else None,
