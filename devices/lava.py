@@ -37,11 +37,15 @@ RUNNER = Path(__file__).resolve().with_name("lava_runner.py")
 
 @dataclass
 class LavaResult:
-    """Per layer spikes (bool) and, if recorded, currents ``u`` / voltages ``v`` (int64), each [steps, n]."""
+    """Per layer spikes (bool) and, if recorded, currents ``u`` / voltages ``v`` (int64).
 
-    spikes: list[np.ndarray]
-    currents: list[np.ndarray] | None
-    voltages: list[np.ndarray] | None
+    :func:`run_lava`: numpy arrays [steps, n] in the run's (pipelined) time;
+    :func:`run_lava_batch`: torch tensors [T, batch, n] in local time.
+    """
+
+    spikes: list
+    currents: list | None
+    voltages: list | None
     info: dict
     pid: int  # the runner's pid (= its process group id), for checking that nothing is left
 
@@ -129,19 +133,8 @@ def run_lava(
     return LavaResult(spikes, currents, voltages, info, proc.pid)
 
 
-@dataclass
-class LavaBatchResult:
-    """Local-time results [T, batch, n] per layer (as :func:`simulators.loihi.run_network` gives them)."""
-
-    spikes: list[torch.Tensor]
-    currents: list[torch.Tensor] | None
-    voltages: list[torch.Tensor] | None
-    info: dict
-    pid: int
-
-
 def run_lava_batch(export, x: torch.Tensor, *, record_state: bool = False, timeout_s: float | None = None,
-                   debug_hang_s: float = 0.0) -> LavaBatchResult:
+                   debug_hang_s: float = 0.0) -> LavaResult:
     """Run input spikes ``x`` [T, batch, n_in] as ``batch`` independent samples in one Lava run."""
     T, B, n_in = x.shape
     L = len(export.layers)
@@ -160,7 +153,7 @@ def run_lava_batch(export, x: torch.Tensor, *, record_state: bool = False, timeo
             out.append(torch.from_numpy(a[idx].reshape(B, T, -1).transpose(1, 0, 2).copy()).to(dtype))
         return out
 
-    return LavaBatchResult(
+    return LavaResult(
         to_local(res.spikes, torch.bool),
         to_local(res.currents, torch.int64) if record_state else None,
         to_local(res.voltages, torch.int64) if record_state else None,

@@ -6,6 +6,7 @@ when that environment is absent.  Each test batches its cases into one or two La
 
 from __future__ import annotations
 
+import json
 import os
 
 import nir
@@ -100,59 +101,39 @@ def test_batched_samples_with_lifreset_equal_the_local_time_twin(sizes, bias, se
 
 
 # ------------------------------------------------------------------ trained network
-DIGITS = {
-    "run": {"name": "digits-loihi", "seed": 0},
-    "data": {"dataset": "digits"},
-    "model": {"kind": "spiking_mlp", "hidden": [96], "time_steps": 20, "encoder": "rate", "readout": "spike_count",
-              "lif": {"reset": "zero"}},
-    "rule": {"name": "bptt"},
-    "optim": {"name": "adam", "lr": 5e-3, "schedule": "cosine"},
-    "train": {"epochs": 8, "batch_size": 32},
-}
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_most_one_point(tmp_path, capsys):
+    """Train the demo's digits network, then `neuro deploy RUN --target loihi-sim --samples 100`."""
     from neuro import workflow
-
-    out = tmp_path_factory.mktemp("runs")
-    run, test = workflow.train({**DIGITS, "run": {**DIGITS["run"], "out_dir": str(out)}}, overwrite=True,
-                               progress=False, echo=lambda *a: None)
-    return run.path, test
-
-
-def test_trained_digits_network_is_bit_exact_on_100_samples_and_loses_at_most_one_point(digits_run, tmp_path):
-    from neuro.export.loihi_deploy import deploy_loihi, encode_inputs, float_trace_from_spikes, scores_from_spikes
+    from neuro.cli.main import main
+    from neuro.export.loihi_deploy import demo_config, encode_inputs, float_trace_from_spikes, scores_from_spikes
     from neuro.workflow import load_run
 
-    run_path, test = digits_run
+    config = demo_config(tmp_path / "runs", epochs=8)  # the demo's network, trained a little longer
+    run, test = workflow.train(config, overwrite=True, progress=False, echo=lambda *a: None)
     assert test["accuracy"] > 0.9
-    r = deploy_loihi(run_path, samples=100, out_dir=tmp_path / "deploy", echo=lambda *a: None)
-    assert r["samples"] == 100
+    capsys.readouterr()
+    assert main(["deploy", str(run.path), "--target", "loihi-sim", "--samples", "100"]) == 0
+    stdout = capsys.readouterr().out
+    assert "accuracy on 100 test samples: float" in stdout
+    assert "twin == Lava: spikes True, voltages True, currents True" in stdout
+    out = run.path / "deploy-loihi"
+    for name in ("network.nir", "fixed_point.json", "fixed_point.npz", "deploy.json", "report.html", "raster.png", "voltage.png"):
+        assert (out / name).is_file(), name
+    r = json.loads((out / "deploy.json").read_text())
+    assert r["samples"] == 100 and "fixed_pt" in r["lava"]["run_config"]
     assert r["twin_lava_spikes_equal"] and r["twin_lava_voltages_equal"] and r["twin_lava_currents_equal"]
     assert r["spike_agreement_twin_lava"] == [1.0, 1.0]
     assert r["twin_accuracy"] == r["lava_accuracy"]
-    for name in ("network.nir", "fixed_point.json", "fixed_point.npz", "deploy.json", "report.html", "raster.png", "voltage.png"):
-        assert (tmp_path / "deploy" / name).is_file(), name
     # float -> fixed point on the whole test split (twin; Lava equals it, above)
-    _, exp = load_run(run_path)
+    _, exp = load_run(run.path)
     model = exp.model.eval()
-    export = LoihiExport.load(tmp_path / "deploy")
+    export = LoihiExport.load(out)
     h = encode_inputs(model, exp.data.test.x, 0)
     y = exp.data.test.y
     acc_float = float((scores_from_spikes("spike_count", float_trace_from_spikes(model, h)[-1][0]).argmax(1) == y).float().mean())
     acc_twin = float((scores_from_spikes("spike_count", export.run_twin(h).spikes[-1]).argmax(1) == y).float().mean())
     assert len(y) > 300
     assert acc_float - acc_twin <= 0.01, (acc_float, acc_twin)
-
-
-def test_cli_deploy_reports_float_twin_and_lava(digits_run, cli):
-    run_path, _ = digits_run
-    out = cli("deploy", str(run_path), "--target", "loihi-sim", "--samples", "20")
-    assert out.returncode == 0, out.stderr
-    assert "accuracy on 20 test samples: float" in out.stdout and "Lava" in out.stdout
-    assert "twin == Lava: spikes True, voltages True, currents True" in out.stdout
-    assert (run_path / "deploy-loihi" / "report.html").is_file()
 
 
 # ------------------------------------------------------------------ errors
@@ -172,16 +153,18 @@ def _live_group_members(pgid: int) -> list[int]:
     return live
 
 
-def test_missing_lava_environment_is_one_clear_error(monkeypatch, digits_run, cli):
+def test_missing_lava_environment_is_one_clear_error(monkeypatch, tmp_path, capsys):
+    from neuro.cli.main import main
+
     missing = "/nonexistent/venv-lava/bin/python"
     monkeypatch.setenv("NEUROHIL_LAVA_PYTHON", missing)
     with pytest.raises(DeviceError, match=f"no Lava environment: {missing} does not exist"):
         run_lava(_random_export(0, [3, 2], False), np.zeros((4, 3)))
-    run_path, _ = digits_run
-    out = cli("deploy", str(run_path), "--samples", "5", env={"NEUROHIL_LAVA_PYTHON": missing})
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines() == [f"error: no Lava environment: {missing} does not exist; create .venv-lava "
-                                               "(`make setup-lava`, Python 3.10) or point NEUROHIL_LAVA_PYTHON at its python"]
+    # the CLI says so before loading the run (which need not exist yet)
+    assert main(["deploy", str(tmp_path / "some-run"), "--samples", "5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: no Lava environment: {missing} does not exist; create .venv-lava "
+        "(`make setup-lava`, Python 3.10) or point NEUROHIL_LAVA_PYTHON at its python"]
 
 
 def test_network_loihi_cannot_hold_is_refused_before_lava_starts():

@@ -176,8 +176,8 @@ def test_finetune_on_twin_runs_the_ordinary_trainer_and_returns_a_fitting_export
     from neuro.data import load_dataset
     from neuro.layers.loihi import finetune_on_twin
 
-    data = load_dataset("digits", limit=96)
-    model = _mlp([64, 16, 10])
+    data = load_dataset("digits", limit=48)
+    model = _mlp([64, 8, 10])
     export, _ = quantize(model)
     before = [p.weights.clone() for p in export.layers]
     lines = []

@@ -183,24 +183,21 @@ def _write_report(out: Path, r: dict, export: LoihiExport, float_layers, twin, l
     report.write_report(out, "Loihi deployment", summary, figures, tables)
 
 
-#: The demo's deployment: a small digits spiking MLP (reset to zero, rate-coded input), 50 test samples on Lava.
-DEMO_DIGITS = {
-    "run": {"name": "demo-loihi", "seed": 0},
-    "data": {"dataset": "digits"},
-    "model": {"kind": "spiking_mlp", "hidden": [64], "time_steps": 20, "encoder": "rate", "readout": "spike_count",
-              "lif": {"reset": "zero"}},
-    "rule": {"name": "bptt"},
-    "optim": {"name": "adam", "lr": 5e-3, "schedule": "cosine"},
-    "train": {"epochs": 6, "batch_size": 32},
-}
+def demo_config(out_dir: str | Path, epochs: int = 6) -> dict:
+    """The demo's BPTT digits network made deployable: 64 hidden neurons, reset to zero (as Loihi's LIF)."""
+    from neuro.demo import BPTT_DIGITS
+
+    return {**BPTT_DIGITS, "run": {"name": "demo-loihi", "seed": 0, "out_dir": str(out_dir)},
+            "model": {**BPTT_DIGITS["model"], "hidden": [64], "lif": {"reset": "zero"}},
+            "train": {**BPTT_DIGITS["train"], "epochs": epochs}}
 
 
 def demo_part(out_dir: Path, echo=print) -> str:
-    """``neuro demo`` part: train DEMO_DIGITS, deploy 50 test samples to Lava (twin only without .venv-lava)."""
+    """``neuro demo`` part: train :func:`demo_config`, deploy 50 test samples to Lava (twin only without .venv-lava)."""
     from devices.lava_env import lava_status
     from neuro import workflow
 
-    config = {**DEMO_DIGITS, "run": {**DEMO_DIGITS["run"], "out_dir": str(out_dir)}}
+    config = demo_config(out_dir)
     run, _ = workflow.train(config, overwrite=True, echo=echo)
     ok, detail = lava_status()
     if not ok:
