@@ -159,3 +159,50 @@ def run_lava_batch(export, x: torch.Tensor, *, record_state: bool = False, timeo
         to_local(res.voltages, torch.int64) if record_state else None,
         res.info, res.pid,
     )
+
+
+class LavaLoihi:
+    """The :class:`devices.base.Device` contract over :func:`run_lava_batch`: a deployed network on Lava.
+
+    ``forward(x)`` takes input spikes ``[T, batch, n_in]`` (a spiking device consumes time
+    steps) and returns the output layer's spikes ``[T, batch, n_out]`` as float 0/1, without
+    gradients; every call is one Lava run, each sample starting from zero state, so
+    :meth:`reset` has nothing to clear.  ``last_result`` keeps the full :class:`LavaResult`.
+    """
+
+    def __init__(self, export, *, record_state: bool = False, timeout_s: float | None = None) -> None:
+        self.export, self.record_state, self.timeout_s = export, record_state, timeout_s
+        self.last_result: LavaResult | None = None
+        self.runs = 0
+        self._open = False
+
+    def open(self) -> None:
+        if not self._open:
+            require_lava_python()
+            self.export.check()
+            self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def reset(self) -> None:
+        return None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._open:
+            raise DeviceError("the Lava device is not open; use `with LavaLoihi(export) as dev:` or call open()")
+        self.last_result = run_lava_batch(self.export, x, record_state=self.record_state, timeout_s=self.timeout_s)
+        self.runs += 1
+        return self.last_result.spikes[-1].float()
+
+    def health(self) -> dict:
+        info = self.last_result.info if self.last_result else {}
+        return {"runs": self.runs, "run_config": info.get("run_config"), "steps_per_s": info.get("steps_per_s")}
+
+    def __enter__(self) -> "LavaLoihi":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from devices.lava import run_lava, run_lava_batch
+from devices.base import Device
+from devices.lava import LavaLoihi, run_lava
 from devices.lava_env import lava_python
 from neuro.errors import DeviceError, IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, LoihiLayerSpec
@@ -94,7 +95,11 @@ def test_batched_samples_with_lifreset_equal_the_local_time_twin(sizes, bias, se
     g = torch.Generator().manual_seed(200 + seed)
     x = torch.rand(9, 12, sizes[0], generator=g) < 0.35
     twin = fx.run_network(x, export.layers, record_state=True)
-    res = run_lava_batch(export, x, record_state=True)
+    with LavaLoihi(export, record_state=True) as device:  # the Device contract over run_lava_batch
+        assert isinstance(device, Device)
+        out = device.forward(x)
+        res = device.last_result
+    assert torch.equal(out, twin.spikes[-1].float()) and device.health()["runs"] == 1
     assert res.info["neuron"] == "LIFReset"
     assert all(int(s.sum()) > 0 for s in twin.spikes)
     _assert_equal_traces(twin, res, len(sizes) - 1, f"LIFReset {sizes} bias={bias}")
