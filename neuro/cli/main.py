@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from neuro import __version__
-from neuro.cli import demo, devices, evaluate, info, report, train
+from neuro.cli import demo, deploy, devices, evaluate, info, report, train
 from neuro.errors import NeuroError
 
-COMMAND_MODULES = (train, evaluate, report, demo, info, devices)
+COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:
