@@ -27,14 +27,15 @@ pytestmark = [
 ]
 
 
-def _random_export(seed: int, sizes: list[int], bias: bool) -> LoihiExport:
+def _random_export(seed: int, sizes: list[int], bias: bool, delta_synapse_layer: int | None = None) -> LoihiExport:
     g = torch.Generator().manual_seed(seed)
     layers, specs = [], []
     for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        du = int(torch.randint(0, 4096, (1,), generator=g))
         p = fx.LoihiLayerParams(
             weights=2 * torch.randint(-128, 128, (b, a), generator=g),
             weight_exp=int(torch.randint(-3, 4, (1,), generator=g)),
-            du=int(torch.randint(0, 4096, (1,), generator=g)),
+            du=4095 if k == delta_synapse_layer else du,  # 4095: no current memory (exported as nir.LIF)
             dv=int(torch.randint(0, 1000, (1,), generator=g)),
             vth=int(torch.randint(20, 3000, (1,), generator=g)),
             bias_mant=torch.randint(-4096, 4096, (b,), generator=g) if bias else torch.zeros(b, dtype=torch.int64),
@@ -56,10 +57,10 @@ def _assert_equal_traces(twin, lava, layers, where):
                 raise AssertionError(f"{where}: layer {k} {name} first differs at step {t}")
 
 
-@pytest.mark.parametrize("sizes, bias, seed", [([12, 9, 5], True, 0), ([30, 20, 10, 4], False, 1)])
-def test_pipelined_run_is_bit_exact_with_lava_lif(sizes, bias, seed):
+@pytest.mark.parametrize("sizes, bias, seed, delta", [([12, 9, 5], True, 0, None), ([30, 20, 10, 4], False, 1, 1)])
+def test_pipelined_run_is_bit_exact_with_lava_lif(sizes, bias, seed, delta):
     """Plain LIF (reset to zero), one continuous stream: every step, every layer, spikes, u and v."""
-    export = _random_export(seed, sizes, bias)
+    export = _random_export(seed, sizes, bias, delta)
     g = torch.Generator().manual_seed(100 + seed)
     x = torch.rand(80, 1, sizes[0], generator=g) < 0.3
     twin = fx.run_network(x, export.layers, pipelined=True)
@@ -191,7 +192,7 @@ def test_runner_error_comes_back_as_one_message_with_lavas_text(monkeypatch):
         return g
 
     monkeypatch.setattr(export, "nir_graph", with_delay)
-    with pytest.raises(DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF"):
+    with pytest.raises(DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF|LIF"):
         run_lava(export, np.zeros((4, 3)))
 
 
