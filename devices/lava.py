@@ -108,10 +108,12 @@ def run_lava(
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
-            proc.communicate()
+            _, err = proc.communicate()
+            said = (err or "").strip().splitlines()
             raise DeviceError(
                 f"the Lava run did not finish within {timeout_s:.0f} s and was killed (process group {proc.pid}); "
                 "Lava hangs on some errors: check the network, or raise timeout_s for long runs"
+                + (f"; Lava's last words: {said[-1].strip()}" if said else "")
             ) from None
         finally:
             _kill_group(proc.pid)  # Lava's worker processes, should any outlive the runner
