@@ -24,9 +24,8 @@ def train(config: dict, *, overwrite: bool = False, progress: bool | None = None
         f"run {run.path}: {exp.config['model']['kind']} ({count_parameters(exp.model)} parameters) "
         f"on {exp.data.name}, rule {exp.rule.name}, {exp.train.epochs} epochs"
     )
-    trainer = exp.trainer(run, progress=progress)
-    for record in trainer.fit():
-        echo(_epoch_line(record, exp.train.epochs))
+    trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
+    trainer.fit()
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
     return run, test
@@ -39,13 +38,12 @@ def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: 
     if epochs is not None:
         config.setdefault("train", {})["epochs"] = epochs
     exp = build_experiment(config)
-    trainer = exp.trainer(run, progress=progress)
+    trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
     trainer.resume(run.checkpoint_path)
     run.truncate_records_after(trainer.epoch)
     run.write_config(exp.config)
     echo(f"resuming {run.path} after epoch {trainer.epoch} of {exp.train.epochs}")
-    for record in trainer.fit():
-        echo(_epoch_line(record, exp.train.epochs))
+    trainer.fit()
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
     return run, test
@@ -73,6 +71,15 @@ def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
         raise ConfigError(f"split must be train, val or test, got '{split}'")
     run, exp = load_run(run_path)
     return exp.trainer(None, progress=False).evaluate(split)
+
+
+def _echo_epochs(echo, epochs: int):
+    """An epoch hook that prints one line per epoch as it ends (not all at the end of training)."""
+
+    def hook(trainer, record: dict) -> None:
+        echo(_epoch_line(record, epochs))
+
+    return hook
 
 
 def _epoch_line(r: dict, epochs: int) -> str:
