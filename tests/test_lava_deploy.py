@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from devices.base import Device
-from devices.lava import LavaLoihi, run_lava
+from devices.lava import LavaLoihi, live_group_members, run_lava
 from devices.lava_env import lava_python
 from neuro.errors import DeviceError, IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, LoihiLayerSpec
@@ -143,22 +143,6 @@ def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_mo
 
 
 # ------------------------------------------------------------------ errors
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that are still running (zombies, killed and awaiting init's reaping, excluded)."""
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            live.append(int(entry))
-    return live
-
-
 def test_missing_lava_environment_is_one_clear_error(monkeypatch, tmp_path, capsys):
     from neuro.cli.main import main
 
@@ -196,9 +180,31 @@ def test_runner_error_comes_back_as_one_message_with_lavas_text(monkeypatch):
         run_lava(export, np.zeros((4, 3)))
 
 
+def _shared_memory_blocks() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+def _mapped_by_some_process(blocks: set[str]) -> set[str]:
+    """The blocks some live process still maps (another test's Lava run, say): in use, not leaked."""
+    mapped = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/maps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        mapped |= {b for b in blocks if b in text}
+    return mapped
+
+
 def test_hanging_runner_is_killed_at_the_time_limit_with_its_lava_workers():
+    assert os.getpid() in live_group_members(os.getpgrp())  # the /proc reading sees a live group
     export = _random_export(0, [3, 2], False)
+    before = _shared_memory_blocks()
     with pytest.raises(DeviceError, match=r"did not finish within 12 s and was killed \(process group (\d+)\)") as info:
         run_lava(export, np.zeros((4, 3)), timeout_s=12, debug_hang_s=600)
     pgid = int(info.value.args[0].split("process group ")[1].split(")")[0])
-    assert _live_group_members(pgid) == []  # the runner and every Lava worker process it started are dead
+    assert live_group_members(pgid) == []  # the runner and every Lava worker process it started are dead
+    # the killed run's shared-memory blocks were unlinked, not left in /dev/shm
+    new = _shared_memory_blocks() - before
+    assert new - _mapped_by_some_process(new) == set()
