@@ -50,7 +50,41 @@ class LavaResult:
     pid: int  # the runner's pid (= its process group id), for checking that nothing is left
 
 
-def _kill_group(pgid: int) -> None:
+def live_group_members(pgid: int) -> list[int] | None:
+    """Running (not zombie) processes of group ``pgid``, from /proc; None where /proc is unavailable."""
+    if not os.path.isdir("/proc"):
+        return None
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            live.append(int(entry))
+    return live
+
+
+def _stop_group(pgid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the runner's process group, wait up to ``grace_s`` s, then SIGKILL what is left.
+
+    SIGTERM first: Python's resource tracker (one of Lava's processes) ignores it and, once the
+    others are gone, unlinks the shared-memory blocks Lava created; SIGKILL at once would
+    leave them in /dev/shm.
+    """
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if live_group_members(pgid) == []:
+            return
+        time.sleep(0.05)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
@@ -107,14 +141,16 @@ def run_lava(
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            proc.communicate()
+            _stop_group(proc.pid)
+            _, err = proc.communicate()
+            said = (err or "").strip().splitlines()
             raise DeviceError(
                 f"the Lava run did not finish within {timeout_s:.0f} s and was killed (process group {proc.pid}); "
                 "Lava hangs on some errors: check the network, or raise timeout_s for long runs"
+                + (f"; Lava's last words: {said[-1].strip()}" if said else "")
             ) from None
         finally:
-            _kill_group(proc.pid)  # Lava's worker processes, should any outlive the runner
+            _stop_group(proc.pid)  # Lava's worker processes, should any outlive the runner
         wall = time.perf_counter() - start
         err_file = job / "error.json"
         if proc.returncode != 0:

@@ -4,7 +4,7 @@ Usage: ``python -I devices/lava_runner.py JOB_DIR`` (``-I``: this file sits next
 which must not shadow the ``lava`` package).  The job directory holds (written by
 :mod:`devices.lava`)::
 
-    network.nir          NIR graph: Input -> (Affine|Linear -> CubaLIF)* -> Output (topology, float params)
+    network.nir          NIR graph: Input -> (Affine|Linear -> CubaLIF|LIF)* -> Output (topology, float params)
     fixed_point.json     the explicit fixed-point spec (bit widths, per-layer weight_exp, du, dv, vth, bias_exp)
     fixed_point.npz      per-layer integer weights ``weights_k`` and bias mantissas ``bias_mant_k``
     job.json             {"steps", "neuron": "LIF"|"LIFReset", "reset_interval", "record_state", "debug_hang_s"}
@@ -55,11 +55,11 @@ def check_graph(graph, spec: dict) -> list[tuple[str, str]]:
         if isinstance(obj, nir.Output):
             break
         if not isinstance(obj, (nir.Affine, nir.Linear)):
-            raise ValueError(f"node '{node}' is {type(obj).__name__}; only Affine/Linear -> CubaLIF layers run on Loihi here")
+            raise ValueError(f"node '{node}' is {type(obj).__name__}; only Affine/Linear -> CubaLIF|LIF layers run on Loihi here")
         syn = node
         nxt = succ.get(node, [])
-        if len(nxt) != 1 or not isinstance(graph.nodes[nxt[0]], nir.CubaLIF):
-            raise ValueError(f"'{syn}' must feed exactly one CubaLIF node")
+        if len(nxt) != 1 or not isinstance(graph.nodes[nxt[0]], (nir.CubaLIF, nir.LIF)):
+            raise ValueError(f"'{syn}' must feed exactly one CubaLIF (or, for a delta synapse, LIF) node")
         node = nxt[0]
         pairs.append((syn, node))
     names = [(lay["synapse"], lay["neuron"]) for lay in spec["layers"]]

@@ -31,8 +31,9 @@ CUBA LIF, per step, in this order (``>>12`` below is truncation toward zero:
 - ``wrap24`` (current): values above ``2^23`` wrap by ``-2^24``, values at or below
   ``-2^23`` by ``+2^24`` (Lava's exact comparisons: ``+2^23`` itself is kept).
   ``clip24`` (voltage): saturate to ``[-(2^23 - 1), 2^23 - 1]``.
-- Lava's numpy arithmetic is int32 for ``a_in << 6`` and the current sum; :func:`_wrap32`
-  reproduces that too, so even absurd inputs agree.
+- Lava adds ``a_in << 6`` into an int32 numpy array, which wraps modulo 2^32 before the 24-bit
+  check; :func:`_wrap32` reproduces that too, so even absurd inputs agree.  Lava's model does
+  not saturate the Dense output at 16 bits (hardware would), and neither does the twin.
 
 Reset behaviours.  Both are the ones Lava's bit-accurate models offer:
 

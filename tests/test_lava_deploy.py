@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from devices.base import Device
-from devices.lava import LavaLoihi, run_lava
+from devices.lava import LavaLoihi, live_group_members, run_lava
 from devices.lava_env import lava_python
 from neuro.errors import DeviceError, IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, LoihiLayerSpec
@@ -27,14 +27,15 @@ pytestmark = [
 ]
 
 
-def _random_export(seed: int, sizes: list[int], bias: bool) -> LoihiExport:
+def _random_export(seed: int, sizes: list[int], bias: bool, delta_synapse_layer: int | None = None) -> LoihiExport:
     g = torch.Generator().manual_seed(seed)
     layers, specs = [], []
     for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        du = int(torch.randint(0, 4096, (1,), generator=g))
         p = fx.LoihiLayerParams(
             weights=2 * torch.randint(-128, 128, (b, a), generator=g),
             weight_exp=int(torch.randint(-3, 4, (1,), generator=g)),
-            du=int(torch.randint(0, 4096, (1,), generator=g)),
+            du=4095 if k == delta_synapse_layer else du,  # 4095: no current memory (exported as nir.LIF)
             dv=int(torch.randint(0, 1000, (1,), generator=g)),
             vth=int(torch.randint(20, 3000, (1,), generator=g)),
             bias_mant=torch.randint(-4096, 4096, (b,), generator=g) if bias else torch.zeros(b, dtype=torch.int64),
@@ -56,10 +57,10 @@ def _assert_equal_traces(twin, lava, layers, where):
                 raise AssertionError(f"{where}: layer {k} {name} first differs at step {t}")
 
 
-@pytest.mark.parametrize("sizes, bias, seed", [([12, 9, 5], True, 0), ([30, 20, 10, 4], False, 1)])
-def test_pipelined_run_is_bit_exact_with_lava_lif(sizes, bias, seed):
+@pytest.mark.parametrize("sizes, bias, seed, delta", [([12, 9, 5], True, 0, None), ([30, 20, 10, 4], False, 1, 1)])
+def test_pipelined_run_is_bit_exact_with_lava_lif(sizes, bias, seed, delta):
     """Plain LIF (reset to zero), one continuous stream: every step, every layer, spikes, u and v."""
-    export = _random_export(seed, sizes, bias)
+    export = _random_export(seed, sizes, bias, delta)
     g = torch.Generator().manual_seed(100 + seed)
     x = torch.rand(80, 1, sizes[0], generator=g) < 0.3
     twin = fx.run_network(x, export.layers, pipelined=True)
@@ -88,7 +89,7 @@ def test_wrap_around_and_saturation_edges_are_bit_exact_with_lava():
     _assert_equal_traces(squeeze, res, 1, "edges")
 
 
-@pytest.mark.parametrize("sizes, bias, seed", [([16, 12, 6], True, 2), ([40, 16, 6], False, 3)])
+@pytest.mark.parametrize("sizes, bias, seed", [([16, 12, 6], True, 2), ([40, 16, 6], False, 4)])
 def test_batched_samples_with_lifreset_equal_the_local_time_twin(sizes, bias, seed):
     """Many samples in one Lava run (LIFReset, periodic reset): each sample equals the twin's independent run."""
     export = _random_export(seed, sizes, bias)
@@ -142,22 +143,6 @@ def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_mo
 
 
 # ------------------------------------------------------------------ errors
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that are still running (zombies, killed and awaiting init's reaping, excluded)."""
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            live.append(int(entry))
-    return live
-
-
 def test_missing_lava_environment_is_one_clear_error(monkeypatch, tmp_path, capsys):
     from neuro.cli.main import main
 
@@ -191,13 +176,35 @@ def test_runner_error_comes_back_as_one_message_with_lavas_text(monkeypatch):
         return g
 
     monkeypatch.setattr(export, "nir_graph", with_delay)
-    with pytest.raises(DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF"):
+    with pytest.raises(DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF|LIF"):
         run_lava(export, np.zeros((4, 3)))
 
 
+def _shared_memory_blocks() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+def _mapped_by_some_process(blocks: set[str]) -> set[str]:
+    """The blocks some live process still maps (another test's Lava run, say): in use, not leaked."""
+    mapped = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/maps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        mapped |= {b for b in blocks if b in text}
+    return mapped
+
+
 def test_hanging_runner_is_killed_at_the_time_limit_with_its_lava_workers():
+    assert os.getpid() in live_group_members(os.getpgrp())  # the /proc reading sees a live group
     export = _random_export(0, [3, 2], False)
+    before = _shared_memory_blocks()
     with pytest.raises(DeviceError, match=r"did not finish within 12 s and was killed \(process group (\d+)\)") as info:
         run_lava(export, np.zeros((4, 3)), timeout_s=12, debug_hang_s=600)
     pgid = int(info.value.args[0].split("process group ")[1].split(")")[0])
-    assert _live_group_members(pgid) == []  # the runner and every Lava worker process it started are dead
+    assert live_group_members(pgid) == []  # the runner and every Lava worker process it started are dead
+    # the killed run's shared-memory blocks were unlinked, not left in /dev/shm
+    new = _shared_memory_blocks() - before
+    assert new - _mapped_by_some_process(new) == set()

@@ -46,7 +46,7 @@ def test_clip_percentile_clips_and_counts():
     model = _mlp([50, 4])
     export, report = quantize(model, clip_percentile=90.0)
     w = model.layers[0].linear.weight.detach()
-    q = float(torch.quantile(w.abs().flatten(), 0.9)) / 127
+    q = float(np.percentile(w.abs().flatten().numpy(), 90)) / 127
     assert report.layers[0].weights_clipped == int((w.abs() / q > 127.5).sum()) > 0
     assert (int(export.layers[0].weights.max()), int(export.layers[0].weights.min())) == (254, -256)  # both ends of 8 bits
 
@@ -102,6 +102,15 @@ def test_weights_out_of_range_after_quantization_are_refused():
     export.layers[0].weights[0, 0] = 400
     with pytest.raises(IncompatibleError, match=r"layer 0 does not fit Loihi 2: weights span .*400"):
         export.run_twin(torch.zeros(2, 1, 4))
+
+
+def test_spec_that_disagrees_with_the_integer_layers_is_refused():
+    from dataclasses import replace
+
+    export, _ = quantize(_mlp([4, 3]))
+    export.layers[0] = replace(export.layers[0], vth=export.layers[0].vth + 1)
+    with pytest.raises(IncompatibleError, match=r"layer 0: the fixed-point spec says .* but the integer layer has"):
+        export.check()
 
 
 def test_save_load_and_nir_graph_carry_the_same_network(tmp_path):

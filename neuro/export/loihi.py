@@ -178,7 +178,19 @@ class LoihiExport:
         return cls(spec, layers)
 
     def check(self) -> None:
-        """Raise IncompatibleError when any layer does not fit Loihi (weights, decays, threshold, bias)."""
+        """Raise IncompatibleError when any layer does not fit Loihi (weights, decays, threshold, bias),
+        or the spec (what the Lava runner reads) disagrees with the integer layers (what the twin runs)."""
+        if len(self.spec.layers) != len(self.layers):
+            raise IncompatibleError(f"the fixed-point spec lists {len(self.spec.layers)} layers, the network has {len(self.layers)}")
+        for k, (lay, p) in enumerate(zip(self.spec.layers, self.layers)):
+            spec_vals = (lay.n_in, lay.n_out, lay.weight_exp, lay.du, lay.dv, lay.vth, lay.bias_exp)
+            be = torch.as_tensor(p.bias_exp)
+            if be.numel() != 1:
+                raise IncompatibleError(f"layer {k}: one bias exponent per layer is supported, got {be.numel()}")
+            layer_vals = (p.n_in, p.n_out, p.weight_exp, p.du, p.dv, p.vth, int(be))
+            if spec_vals != layer_vals:
+                raise IncompatibleError(f"layer {k}: the fixed-point spec says (n_in, n_out, weight_exp, du, dv, vth, bias_exp) = "
+                                        f"{spec_vals} but the integer layer has {layer_vals}; rebuild the export")
         for k, p in enumerate(self.layers):
             problems = p.problems()
             if problems:
@@ -310,7 +322,7 @@ def quantize(
         du = min(max(round(fx.DECAY_UNITY * (1 - alpha)) - fx.DU_OFFSET, 0), fx.DECAY_UNITY - 1)
         dv = min(max(round(fx.DECAY_UNITY * (1 - beta)) - fx.DV_OFFSET, 0), fx.DECAY_UNITY - 1)
         absw = W.abs().flatten()
-        w_clip = float(torch.quantile(absw.float(), clip_percentile / 100.0)) if clip_percentile < 100 else float(absw.max())
+        w_clip = float(np.percentile(absw.numpy(), clip_percentile)) if clip_percentile < 100 else float(absw.max())
         q = w_clip / fx.WEIGHT_MANT_MAX if w_clip > 0 else 1.0
         ratio = W / q
         m = ratio.round().clamp(fx.WEIGHT_MANT_MIN, fx.WEIGHT_MANT_MAX)

@@ -183,7 +183,7 @@ def _write_report(out: Path, r: dict, export: LoihiExport, float_layers, twin, l
     report.write_report(out, "Loihi deployment", summary, figures, tables)
 
 
-def demo_config(out_dir: str | Path, epochs: int = 6) -> dict:
+def demo_config(out_dir: str | Path, epochs: int = 5) -> dict:
     """The demo's BPTT digits network made deployable: 64 hidden neurons, reset to zero (as Loihi's LIF)."""
     from neuro.demo import BPTT_DIGITS
 
