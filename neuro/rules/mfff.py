@@ -55,7 +55,7 @@ class MFFFSpec:
     name: str = "mfff"
     variant: str = "supervised"
     goodness: str = "mean_squares"
-    theta: float = 1.0
+    theta: float = 2.0
     margin: float = 0.5
     tau: float = 0.1
     spsa_every: int = 1
