@@ -59,6 +59,14 @@ def _weights(sizes, gen, torch):
     return ws
 
 
+def _linears(ws, torch):
+    """Bias-free ``nn.Linear`` layers holding the weights ``ws`` (for the peers' networks)."""
+    fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
+    for fc, w in zip(fcs, ws):
+        fc.weight.data.copy_(w)
+    return fcs
+
+
 def run_one(cfg: dict) -> dict:
     import torch
 
@@ -95,9 +103,7 @@ def run_one(cfg: dict) -> dict:
     elif engine == "snntorch":
         import snntorch
 
-        fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
-        for fc, w in zip(fcs, ws):
-            fc.weight.data.copy_(w)
+        fcs = _linears(ws, torch)
         cells = [snntorch.Synaptic(alpha=p.alpha, beta=p.beta) for _ in ws]
         params = [fc.weight for fc in fcs]
 
@@ -118,9 +124,7 @@ def run_one(cfg: dict) -> dict:
     elif engine == "norse":
         import norse.torch as norse
 
-        fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
-        for fc, w in zip(fcs, ws):
-            fc.weight.data.copy_(w)
+        fcs = _linears(ws, torch)
         np_ = norse.LIFParameters(tau_syn_inv=torch.as_tensor(1 / p.tau_syn), tau_mem_inv=torch.as_tensor(1 / p.tau_mem))
         cells = [norse.LIF(np_, dt=p.dt) for _ in ws]
         params = [fc.weight for fc in fcs]
