@@ -59,6 +59,14 @@ def _weights(sizes, gen, torch):
     return ws
 
 
+def _linears(ws, torch):
+    """Bias-free ``nn.Linear`` layers holding the weights ``ws`` (for the peers' networks)."""
+    fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
+    for fc, w in zip(fcs, ws):
+        fc.weight.data.copy_(w)
+    return fcs
+
+
 def run_one(cfg: dict) -> dict:
     import torch
 
@@ -95,9 +103,7 @@ def run_one(cfg: dict) -> dict:
     elif engine == "snntorch":
         import snntorch
 
-        fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
-        for fc, w in zip(fcs, ws):
-            fc.weight.data.copy_(w)
+        fcs = _linears(ws, torch)
         cells = [snntorch.Synaptic(alpha=p.alpha, beta=p.beta) for _ in ws]
         params = [fc.weight for fc in fcs]
 
@@ -118,9 +124,7 @@ def run_one(cfg: dict) -> dict:
     elif engine == "norse":
         import norse.torch as norse
 
-        fcs = [torch.nn.Linear(w.shape[1], w.shape[0], bias=False) for w in ws]
-        for fc, w in zip(fcs, ws):
-            fc.weight.data.copy_(w)
+        fcs = _linears(ws, torch)
         np_ = norse.LIFParameters(tau_syn_inv=torch.as_tensor(1 / p.tau_syn), tau_mem_inv=torch.as_tensor(1 / p.tau_mem))
         cells = [norse.LIF(np_, dt=p.dt) for _ in ws]
         params = [fc.weight for fc in fcs]
@@ -190,20 +194,21 @@ def run_one(cfg: dict) -> dict:
 def plan(quick: bool) -> list[dict]:
     """Configurations in priority order (the driver stops launching new ones at --until)."""
     cfgs = []
-    for net, T in (("784", 25), ("784", 100), ("4096", 25), ("4096", 100)):
+    for net, T in (("784", 25), ("4096", 25), ("784", 100), ("4096", 100)):
         if quick and (net, T) != ("784", 25):
             continue
         small = net == "784" and T == 25
         iters = 3 if net == "784" else 1
+        procs = {} if net == "784" else {"procs": 1}  # the 4096-wide runs: one process each
         for mode in ("fwd", "fwdbwd"):
             engines = ["matmul_folded", "native"]
             if net == "784" or mode == "fwdbwd":
                 engines += ["roofline", "snntorch", "norse"]
             for engine in engines:
-                cfgs.append(dict(net=net, T=T, mode=mode, engine=engine, activity=0.2, iters=iters))
+                cfgs.append(dict(net=net, T=T, mode=mode, engine=engine, activity=0.2, iters=iters, **procs))
             for act in ((0.01, 0.05, 0.2, 0.5) if small else (0.05,)):
                 if mode == "fwd" or small:
-                    cfgs.append(dict(net=net, T=T, mode=mode, engine="event", activity=act, iters=iters))
+                    cfgs.append(dict(net=net, T=T, mode=mode, engine="event", activity=act, iters=iters, **procs))
     return cfgs
 
 
@@ -220,7 +225,7 @@ def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None 
     groups: dict[tuple, list[dict]] = {}
     for c in cfgs:  # interleave repeats within each (net, T) group, smallest group first
         groups.setdefault((c["net"], c["T"]), []).append(c)
-    order = [(r, c) for g in groups.values() for r in range(repeats) for c in g]
+    order = [(r, c) for g in groups.values() for r in range(repeats) for c in g if r < c.get("procs", repeats)]
     for r, c in order:
         if until is not None and time.time() > until:
             log(f"stopping at the --until deadline; {key(c)} and later configurations not run")

@@ -83,7 +83,8 @@ RESET_TIMINGS = ("immediate", "next_step")
 class LIFParameters:
     """Parameters of a population of CUBA LIF neurons (see the module docstring).
 
-    tau_mem, tau_syn, dt: seconds (``tau_syn=None``: delta synapse, no current state).
+    tau_mem, tau_syn, dt: seconds (``tau_syn=None``: delta synapse, no current state;
+    ``tau_mem=inf``: no leak, an integrate-and-fire neuron, with ``input_gain="unit"``).
     v_th, v_reset, v_leak: volts (normalized: threshold 1 by default).
     """
 
@@ -108,8 +109,10 @@ class LIFParameters:
 
         if not (self.dt > 0 and math.isfinite(self.dt)):
             bad(f"dt must be a positive number of seconds, got {self.dt}")
-        if not (self.tau_mem > 0 and math.isfinite(self.tau_mem)):
+        if not (self.tau_mem > 0 and not math.isnan(self.tau_mem)):
             bad(f"tau_mem must be a positive number of seconds, got {self.tau_mem}")
+        if math.isinf(self.tau_mem) and self.input_gain == "leak":
+            bad("tau_mem = inf (integrate-and-fire, no leak) needs input_gain='unit': the leak gain 1 - beta is 0")
         if self.tau_syn is not None and not (self.tau_syn > 0 and math.isfinite(self.tau_syn)):
             bad(f"tau_syn must be a positive number of seconds (or none), got {self.tau_syn}")
         if self.reset not in RESET_MODES:

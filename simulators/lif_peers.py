@@ -162,6 +162,8 @@ def norse_mapping(p: LIFParameters, dtype: torch.dtype = torch.float32):
 
     if not p.spiking:
         _refuse("norse", "a non-spiking leaky integrator runs on engine 'native'")
+    if p.beta == 1.0:
+        _refuse("norse", "tau_mem = inf (no leak) has no LIF cell in Norse; use engine 'native'")
     if p.current_delay:
         _refuse("norse", "Norse 1.1 integrates the same step's current; set current_delay = false")
     if p.detach_reset:

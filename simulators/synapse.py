@@ -15,12 +15,16 @@ Backward (both paths give the same gradients, to float rounding of the summation
   gradients from an earlier layer; skipped when ``x`` needs no gradient);
 - ``dL/db = sum_r dL/dy[r]``.
 
-:func:`synaptic_input` with ``path="auto"`` measures the activity of every call
-(``count_nonzero``, one pass) and takes the event path when the input is binary and the
-activity is below :data:`EVENT_MAX_ACTIVITY`.  That threshold comes from the activity
-sweep of ``bench/snn_engines.py`` (see ``bench/RESULTS.md``, issue 3): on the 2-core
-benchmark machine the event forward beat the dense matmul at 1 % and 5 % activity and lost
-at 20 %; the crossover lies between, so the threshold is set to 10 %.
+:func:`synaptic_input` with ``path="auto"`` takes the event path only for a forward pass
+that needs no gradient (inference, or ``torch.no_grad()``), when the input is binary and
+its measured activity (``count_nonzero``, one pass per call) is below
+:data:`EVENT_MAX_ACTIVITY`.  Both rules come from the activity sweep of
+``bench/snn_engines.py`` (``bench/RESULTS.md``, issue 3; 2 shared cores, fp32): the event
+forward beat our dense forward at 1 % and 5 % input activity (784-1000-10, T = 25, min
+times 156 and 174 ms against 219 ms; 4096-4096-10 at 5 %: 4.8 s against 5.3 s) and lost at
+20 % (400 ms), so the threshold sits between, at 10 %; the event forward+backward lost to
+the dense one at every activity measured (848 ms at 1 % against 561 ms), so training
+stays dense unless ``path="event"`` is asked for.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ def choose_path(x: torch.Tensor, path: str = "auto") -> str:
 def synaptic_input(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                    path: str = "auto") -> torch.Tensor:
     """``x W^T + b`` for ``x [T, batch, n_in]`` on the dense or event path (``path``)."""
+    if path == "auto" and torch.is_grad_enabled() and (
+            weight.requires_grad or x.requires_grad or (bias is not None and bias.requires_grad)):
+        path = "dense"  # the event backward measured slower than the dense one (module docstring)
     if choose_path(x, path) == "event":
         return event_linear(x, weight, bias)
     return F.linear(x, weight, bias)

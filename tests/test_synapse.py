@@ -69,3 +69,16 @@ def test_auto_path_follows_measured_activity_and_binarity():
         synaptic_input(y.reshape(1, 1, n), torch.zeros(2, n), path="event")
     with pytest.raises(ValueError, match="synapse path must be one of"):
         choose_path(y, "sparse")
+
+
+def test_auto_uses_the_event_path_only_when_no_gradient_is_needed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(synapse, "event_linear", lambda *a: calls.append(1) or torch.nn.functional.linear(*a))
+    x = torch.zeros(4, 2, 50)
+    x[0, 0, :2] = 1.0
+    w = torch.randn(3, 50, requires_grad=True)
+    synaptic_input(x, w)
+    assert calls == []  # training: dense
+    with torch.no_grad():
+        synaptic_input(x, w)
+    assert calls == [1]  # inference at 1% activity: event
