@@ -14,6 +14,7 @@ from devices.emulator import Emulator, Faults, emulators_for_model
 from neuro import workflow
 from neuro.build import build_experiment
 from neuro.cli.main import main
+from neuro.errors import ConfigError
 from neuro.runs import Run
 
 PHYSICAL, HIDDEN, N_CONTROL = 24, [16, 16], 4  # two physical blocks
@@ -23,7 +24,8 @@ def config(rule: dict, out, name: str, substrates: list[str] | None = None, epoc
     model = {"kind": "physical_mlp", "physical": [PHYSICAL], "hidden": HIDDEN,
              "substrate_options": {"noise": 0.0, "n_control": N_CONTROL}}
     if substrates:
-        model.update(substrates=substrates, substrate_options={"timeout": 0.1, "retries": 12, "reconnect_timeout": 5.0})
+        model["substrates"] = substrates  # the physics options stay: they are checked against the devices
+        model["substrate_options"]["serial"] = {"timeout": 0.1, "retries": 12, "reconnect_timeout": 5.0}
     return {"run": {"name": name, "seed": 1, "progress": False, "out_dir": str(out)},
             "data": {"dataset": "digits", "limit": 96},
             "model": model, "rule": rule, "optim": {"name": "adam", "lr": 0.01},
@@ -146,3 +148,17 @@ def test_training_on_a_dead_port_is_one_clear_line(tmp_path, capsys):
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: cannot open serial port {tmp_path / 'ttyUSB7'}: No such file or directory")
+
+
+def test_physics_options_are_checked_against_the_device(tmp_path):
+    emus = block_emulators(tmp_path)
+    try:
+        cfg = config(RULES["mfff"], tmp_path, "mismatch", [f"serial:{e.port}" for e in emus])
+        cfg["model"]["substrate_options"]["n_control"] = 5
+        with pytest.raises(ConfigError, match=r"model.substrate_options.n_control = 5, but the device on .*block0 reports 4"):
+            build_experiment(cfg)
+        cfg["model"]["substrate_options"].update(n_control=N_CONTROL, serial={"timeout": 0.1, "retrys": 3})
+        with pytest.raises(ConfigError, match="unknown serial driver option 'retrys'"):
+            build_experiment(cfg)
+    finally:
+        stop_all(emus)
