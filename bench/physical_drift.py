@@ -47,10 +47,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tick", type=int, default=256)
     ap.add_argument("--out", default="runs")
     ap.add_argument("--name", default="physical-drift")
+    ap.add_argument("--mfff", default="mfff (supervised FF)", help="label of the mfff entry of bench/physical_table.py RULES")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    ins_rule, ins_lr = RULES["insilico (backprop through exact simulator)"]
-    ff_rule, ff_lr = RULES["mfff (supervised FF)"]
+    ins_rule, ins_lr, _ = RULES["insilico (backprop through exact simulator)"]
+    ff_rule, ff_lr, _ = RULES[args.mfff]
 
     offline = build_experiment(config(args.dataset, ins_rule, ins_lr, args.epochs))
     offline.trainer(None, progress=False).fit()
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     test = workflow.finish(exp, trainer, run)
     hook.sync_clocks(exp.model)
     deployed_test = hook.accuracy(exp.data.test)
-    result = {"dataset": args.dataset, "epochs": args.epochs, "drift": args.drift, "tick": args.tick,
+    result = {"dataset": args.dataset, "mfff": args.mfff, "epochs": args.epochs, "drift": args.drift, "tick": args.tick,
               "offline_test_drift_free": offline_test, "mfff_test_drift_free": still_test,
               "mfff_test_drift": test["accuracy"], "deployed_test_drift": deployed_test,
               "device_time_end": exp.model.blocks[0].physical.substrate.clock, "report": str(run.path / "report.html")}

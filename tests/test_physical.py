@@ -200,3 +200,36 @@ def test_mfff_resume_is_bit_identical(tmp_path):
     for (name, p), q in zip(full.model.named_parameters(), second.model.parameters()):
         assert torch.equal(p, q), name
     assert full.model.blocks[2].physical.substrate.clock == second.model.blocks[2].physical.substrate.clock
+
+
+def test_config_errors_are_one_line():
+    from neuro.errors import ConfigError
+
+    with pytest.raises(IncompatibleError, match=r"rule `bptt` needs gradients through layer 0"):
+        build_experiment(config({"name": "bptt"}))
+    bad = config({"name": "mfff"})
+    bad["model"]["substrate"] = "wave:scatter"
+    with pytest.raises(ConfigError, match=r"unknown substrate 'wave:scatter' \(did you mean 'wave:scattering'\?\)"):
+        build_experiment(bad)
+    with pytest.raises(ConfigError, match=r"rule.variant = 'hinton' is not one of supervised, contrastive"):
+        build_experiment(config({"name": "mfff", "variant": "hinton"}))
+
+
+def test_deployed_copy_sees_the_same_drifting_device():
+    from neuro.deployment import DeployedBaseline
+
+    cfg = config({"name": "mfff"}, noise=0.0)
+    cfg["model"]["substrate_options"].update({"drift": 0.05, "drift_tick": 8})
+    live, frozen = build_experiment(cfg), build_experiment(cfg)
+    live.rule.step(live.model, batch_of(live))  # device time passes on the live device only
+    hook = DeployedBaseline(frozen.model, frozen.rule)
+    record = {}
+    hook(live.trainer(None, progress=False), record)
+    assert 0.0 <= record["deployed_val_accuracy"] <= 1.0
+    e = torch.rand(4, 74) * 2 - 1
+    a, b = live.model.blocks[0].physical.substrate, frozen.model.blocks[0].physical.substrate
+    # caught up with the live device, then one measured pass per class over the validation split
+    assert b.clock == a.clock + 10 * len(live.data.val)
+    a.advance_time(b.clock - a.clock)
+    c = {"control": torch.zeros(3)}  # (SPSA left a perturbed control written on the live device)
+    assert torch.equal(a.exact_forward(e, c), b.exact_forward(e, c))

@@ -12,7 +12,8 @@ followed by length normalization before the next block:
   clear error (:func:`~neuro.layers.hardware.measured_output`).  Its hardware parameters
   (``control``) are a torch Parameter of the layer, written to the substrate with
   ``set_params`` whenever they change, so checkpoints hold them and a resumed run re-writes them.
-- :class:`DigitalLayer`: the trainable digital part, ``relu(W y + b)`` (or linear), counting MACs.
+- :class:`DigitalLayer`: the trainable digital part, ``relu(W s(y) + b)`` (or linear), counting MACs;
+  ``s`` standardizes the measured intensities per sample (:func:`standardize`).
 - :func:`length_normalize`: ``h / (||h||_2 / sqrt(n) + eps)``, which removes the goodness
   (squared length) of one block from the input of the next (Hinton 2022).
 """
@@ -142,11 +143,20 @@ class PhysicalLayer(nn.Module):
         return f"{self.n_in} -> {self.n_out} on {self.where}, hardware parameters: {', '.join(self.hardware) or 'none'}"
 
 
-class DigitalLayer(nn.Module):
-    """Trainable digital part ``act(W y + b)``; ``n_macs`` counts forward multiply-accumulates."""
+def standardize(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per sample: ``(y - mean_j y_j) / (std_j y_j + eps)`` (measured intensities are all positive;
+    centring them keeps the ReLUs after them from dying together)."""
+    mu = y.mean(dim=-1, keepdim=True)
+    return (y - mu) / ((y - mu).pow(2).mean(dim=-1, keepdim=True).sqrt() + eps)
 
-    def __init__(self, n_in: int, n_out: int, activation: str = "relu", seed: int = 0) -> None:
+
+class DigitalLayer(nn.Module):
+    """Trainable digital part ``act(W s(y) + b)``, ``s`` = :func:`standardize` (``standardize_input``)
+    or identity; ``n_macs`` counts forward multiply-accumulates."""
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "relu", seed: int = 0, standardize_input: bool = False) -> None:
         super().__init__()
+        self.standardize_input = standardize_input
         if activation not in ("relu", "linear"):
             raise ValueError(f"activation '{activation}' is not relu or linear")
         self.linear = nn.Linear(n_in, n_out)
@@ -160,5 +170,5 @@ class DigitalLayer(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         self.n_macs += y.shape[0] * self.linear.in_features * self.linear.out_features
-        z = self.linear(y)
+        z = self.linear(standardize(y) if self.standardize_input else y)
         return torch.relu(z) if self.activation == "relu" else z

@@ -6,7 +6,7 @@ forward-forward embeds it, see :func:`neuro.rules.goodness.embed_label`) or the 
 
     e_l = encode(h_{l-1})            bounded into the device range
     y_l = physical_l(e_l; c_l)       measured (c_l: control inputs, hardware parameters)
-    h_l = relu(W_l y_l + b_l)        trainable digital part
+    h_l = relu(W_l s(y_l) + b_l)     trainable digital part (s: per-sample standardization)
     h_l <- length_normalize(h_l)     before it enters block l+1 (the raw h_l carries goodness)
 
 Scores: ``readout(concat_l length_normalize(h_l))`` (a linear layer).  How the physical part is
@@ -40,7 +40,7 @@ class PhysicalBlock(nn.Module):
         super().__init__()
         self.encoder = InputEncoder(physical.input_range, encoding, gain)
         self.physical = physical
-        self.digital = DigitalLayer(physical.n_out, n_hidden, "relu", seed=seed)
+        self.digital = DigitalLayer(physical.n_out, n_hidden, "relu", seed=seed, standardize_input=True)
 
     def forward(self, h: torch.Tensor, index: int = 0, physics: Physics = measured) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, h')``: the physical output and the digital activity (before normalization)."""

@@ -12,7 +12,9 @@ Variants (``variant``):
   true label, negative ones a uniformly drawn wrong label; per block
   ``L_l = mean softplus(theta - G(a_pos)) + mean softplus(G(a_neg) - theta)`` with goodness
   ``G`` (:mod:`neuro.rules.goodness`).  Prediction: the label whose embedding gives the largest
-  goodness summed over the blocks (one measured pass per class).
+  goodness summed over the blocks (one measured pass per class), or with ``predict = "readout"``
+  a linear readout trained with cross-entropy on the detached, normalized block outputs of an
+  extra measured pass with the neutral label code (one pass to predict).
 - ``contrastive``: pairwise contrastive, no label in the input.  With ``s_ij`` the cosine
   similarity of ``a_i`` and ``a_j`` (``i < j`` in the batch), same-class pairs are positive:
   ``L_l = mean_pos softplus(-(s - margin)/tau) + mean_neg softplus((s - margin)/tau)``.  A linear
@@ -55,9 +57,10 @@ class MFFFSpec:
     name: str = "mfff"
     variant: str = "supervised"
     goodness: str = "mean_squares"
-    theta: float = 1.0
+    theta: float = 2.0
     margin: float = 0.5
     tau: float = 0.1
+    predict: str = "goodness"
     spsa_every: int = 1
     spsa_eps: float = 0.05
     spsa_directions: int = 1
@@ -65,6 +68,8 @@ class MFFFSpec:
     def check(self) -> None:
         if self.variant not in VARIANTS:
             raise ConfigError(f"rule.variant = '{self.variant}' is not one of {', '.join(VARIANTS)}")
+        if self.predict not in ("goodness", "readout"):
+            raise ConfigError(f"rule.predict = '{self.predict}' is not goodness or readout")
         if self.goodness not in GOODNESS_KINDS:
             raise ConfigError(f"rule.goodness = '{self.goodness}' is not one of {', '.join(GOODNESS_KINDS)}")
         if self.spsa_every < 0 or self.spsa_eps <= 0 or self.spsa_directions < 1 or self.tau <= 0:
@@ -87,6 +92,10 @@ class MFFF(Rule):
     def check_compatible(self, model: nn.Module) -> None:
         super().check_compatible(model)
         require_physical_mlp(self.name, model)
+
+    @property
+    def uses_readout(self) -> bool:
+        return self.spec.variant == "contrastive" or self.spec.predict == "readout"
 
     # ---------------------------------------------------------------- losses
     def block_loss(self, a: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -152,7 +161,10 @@ class MFFF(Rule):
             features.append(h)
         total = torch.stack(losses).sum()
         metrics = {"loss": float(total.detach())}
-        if s.variant == "contrastive":
+        if s.variant == "supervised" and s.predict == "readout":
+            with torch.no_grad():  # one extra measured pass with the neutral label code
+                features = [length_normalize(a) for _, a in model.block_outputs(x, None, measured_constant)]
+        if self.uses_readout:
             scores = model.readout(torch.cat(features, dim=1))
             ce = F.cross_entropy(scores, y)
             total = total + ce
@@ -167,7 +179,7 @@ class MFFF(Rule):
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         model = require_physical_mlp(self.name, model)
-        if self.spec.variant == "contrastive":
+        if self.uses_readout:
             return model(x)
         scores = torch.zeros(x.shape[0], model.n_classes)
         for c in range(model.n_classes):
