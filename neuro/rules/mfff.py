@@ -37,7 +37,7 @@ from torch import nn
 
 from neuro.errors import ConfigError
 from neuro.layers.physical import length_normalize
-from neuro.layers.physical_mlp import PhysicalBlock, PhysicalMLP
+from neuro.layers.physical_mlp import PhysicalBlock
 from neuro.rules.base import Batch, Rule
 from neuro.rules.goodness import GOODNESS_KINDS, ff_loss, goodness
 from neuro.rules.physical_common import StepAccount, require_physical_mlp
@@ -146,7 +146,6 @@ class MFFF(Rule):
         else:
             h, labels = model.embed(x), y
         do_spsa = s.spsa_every > 0 and self.steps % s.spsa_every == 0
-        total = 0.0
         features = []
         losses = []
         for k, block in enumerate(model.blocks):
@@ -201,4 +200,4 @@ def build_mfff(spec: MFFFSpec, data) -> Rule:
     return MFFF(spec)
 
 
-__all__ = ["MFFF", "MFFFSpec", "build_mfff", "PhysicalMLP"]
+__all__ = ["MFFF", "MFFFSpec", "build_mfff"]
