@@ -27,7 +27,8 @@ def config(rule: dict, out, name: str, substrates: list[str] | None = None, epoc
              "substrate_options": {"noise": 0.0, "n_control": N_CONTROL}}
     if substrates:
         model["substrates"] = substrates  # the physics options stay: they are checked against the devices
-        model["substrate_options"]["serial"] = {"timeout": 0.1, "retries": 12, "reconnect_timeout": 5.0}
+        # generous limits: on a loaded shared machine the emulator threads may not run for a while
+        model["substrate_options"]["serial"] = {"timeout": 0.25, "retries": 40, "reconnect_timeout": 20.0}
     return {"run": {"name": name, "seed": 1, "progress": False, "out_dir": str(out)},
             "data": {"dataset": "digits", "limit": 96},
             "model": model, "rule": rule, "optim": {"name": "adam", "lr": 0.01},
