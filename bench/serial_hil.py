@@ -8,7 +8,7 @@ per call and samples per second, per batch size.
     .venv/bin/python bench/serial_hil.py [--substrate affine] [--n-in 32] [--n-out 16]
         [--batches 1,16,256] [--calls 200] [--faults]
 
-``--faults`` adds runs with 1% dropped and 1% corrupted frames (driver timeout 50 ms).
+``--faults`` adds runs with 1% dropped and 1% corrupted frames (driver timeout 250 ms).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
             link = Path(tmp) / "ttyNH0"
             proc = _emulator(args, link, faults)
             try:
-                with SerialDevice(str(link), timeout=0.05 if faults else 0.5, retries=20) as dev:
+                with SerialDevice(str(link), timeout=0.25 if faults else 0.5, retries=20) as dev:
                     for b in batches:
                         rows.append(_row("pty, 1% drop + 1% corrupt" if faults else "pty", b,
                                          _time_calls(dev.forward, xs[b], args.calls)))

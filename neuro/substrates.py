@@ -6,8 +6,8 @@
   :mod:`simulators.wave`; ``options`` are fields of :class:`simulators.wave.WaveOptions`
   (``n_control``, ``noise``, ``drift``, ``perturb_at``, ...).
 - ``serial:<port>``: a device (or ``neuro devices emulate``) behind the NeuroHIL serial
-  protocol, opened with :class:`devices.SerialDevice`; ``options`` are the driver's
-  (``timeout``, ``retries``, ``reconnect_timeout``, ``sample_format``, ``baudrate``).
+  protocol, opened with :class:`devices.SerialDevice`; driver settings in ``options["serial"]``,
+  other options are checked against what the device reports (see :mod:`devices.serial.substrate`).
 
 Everything returned implements :class:`simulators.substrate.Substrate`.  Unknown names or
 options are a one-line :class:`~neuro.errors.ConfigError`.

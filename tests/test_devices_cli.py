@@ -7,6 +7,7 @@ in-process (same parser and error handling as the console, without another torch
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -63,3 +64,19 @@ def test_emulate_rejects_unknown_substrates_and_bad_fault_rates(capsys):
     assert "Substrates available now: affine" in " ".join(capsys.readouterr().out.split())
     rc, out, _ = _neuro(capsys, "devices", "list")
     assert rc == 0 and out.strip()
+
+
+def test_emulate_for_config_serves_one_device_per_block(tmp_path, capsys):
+    cfg = tmp_path / "phys.toml"
+    cfg.write_text('[data]\ndataset = "digits"\nlimit = 32\n[model]\nkind = "physical_mlp"\nphysical = [8]\n'
+                   'hidden = [6, 6, 6]\nsubstrate_options = { noise = 0.0, n_control = 2 }\n[rule]\nname = "mfff"\n')
+    rc, out, err = _neuro(capsys, "devices", "emulate", "--for-config", str(cfg), "--link-dir", str(tmp_path / "nh"),
+                          "--duration", "0.2")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert json.loads(lines[0]) == [f"serial:{tmp_path / 'nh' / f'block{k}'}" for k in range(3)]
+    assert "block 0: wave:scattering (74 -> 8)" in lines[1] and "block 2: wave:scattering (6 -> 8)" in lines[3]
+    assert lines[-1] == "served 0 requests, measured 0 samples; faults injected: none"
+    assert not list((tmp_path / "nh").iterdir())  # links removed when it stops
+    rc, _, err = _neuro(capsys, "devices", "emulate", "--for-config", str(cfg))
+    assert rc == 2 and "--for-config needs --link-dir" in err

@@ -3,8 +3,10 @@ numbers as in-process, exactly-once delivery under faults, checkpoints that rewr
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 
 import pytest
 import tomli_w
@@ -14,6 +16,7 @@ from devices.emulator import Emulator, Faults, emulators_for_model
 from neuro import workflow
 from neuro.build import build_experiment
 from neuro.cli.main import main
+from neuro.errors import ConfigError
 from neuro.runs import Run
 
 PHYSICAL, HIDDEN, N_CONTROL = 24, [16, 16], 4  # two physical blocks
@@ -23,7 +26,9 @@ def config(rule: dict, out, name: str, substrates: list[str] | None = None, epoc
     model = {"kind": "physical_mlp", "physical": [PHYSICAL], "hidden": HIDDEN,
              "substrate_options": {"noise": 0.0, "n_control": N_CONTROL}}
     if substrates:
-        model.update(substrates=substrates, substrate_options={"timeout": 0.1, "retries": 12, "reconnect_timeout": 5.0})
+        model["substrates"] = substrates  # the physics options stay: they are checked against the devices
+        # generous limits: on a loaded shared machine the emulator threads may not run for a while
+        model["substrate_options"]["serial"] = {"timeout": 0.25, "retries": 40, "reconnect_timeout": 20.0}
     return {"run": {"name": name, "seed": 1, "progress": False, "out_dir": str(out)},
             "data": {"dataset": "digits", "limit": 96},
             "model": model, "rule": rule, "optim": {"name": "adam", "lr": 0.01},
@@ -45,6 +50,22 @@ def reference(tmp_path_factory):
         return cache[rule]
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def no_pty_left_behind():
+    """Runs drop their drivers when they end (pyserial ports are io objects, closed when
+    collected); no pty descriptor may outlive the test."""
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    gc.collect()
+    left = []
+    for fd in set(os.listdir("/proc/self/fd")) - before:
+        try:
+            left.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    assert not [p for p in left if "/dev/pts" in p or "ptmx" in p], left
 
 
 def block_emulators(tmp_path, faults: Faults | None = None) -> list[Emulator]:
@@ -146,3 +167,17 @@ def test_training_on_a_dead_port_is_one_clear_line(tmp_path, capsys):
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: cannot open serial port {tmp_path / 'ttyUSB7'}: No such file or directory")
+
+
+def test_physics_options_are_checked_against_the_device(tmp_path):
+    emus = block_emulators(tmp_path)
+    try:
+        cfg = config(RULES["mfff"], tmp_path, "mismatch", [f"serial:{e.port}" for e in emus])
+        cfg["model"]["substrate_options"]["n_control"] = 5
+        with pytest.raises(ConfigError, match=r"model.substrate_options.n_control = 5, but the device on .*block0 reports 4"):
+            build_experiment(cfg)
+        cfg["model"]["substrate_options"].update(n_control=N_CONTROL, serial={"timeout": 0.1, "retrys": 3})
+        with pytest.raises(ConfigError, match="unknown serial driver option 'retrys'"):
+            build_experiment(cfg)
+    finally:
+        stop_all(emus)

@@ -286,7 +286,8 @@ class SerialDevice:
             errno = getattr(exc, "errno", None)
             cause = os.strerror(errno) if isinstance(errno, int) else _one_line(exc)
             raise DeviceError(f"cannot open serial port {self.port}: {cause}; check the path (`neuro devices list`) and that the device is plugged in") from None
-        self._parser = P.FrameParser() if not self._parser.pending else self._parser
+        stats, self._parser = self._parser.stats, P.FrameParser()  # bytes of a vanished connection are void
+        self._parser.stats = stats
 
     def _close_port(self) -> None:
         if self._serial is not None:

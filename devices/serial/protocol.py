@@ -60,8 +60,19 @@ ndim x u32 dims, prod(dims) x f32`` (row-major).
 Capabilities bits (HELLO reply): bit 0 = int16 sample format, bit 1 = READ_STATE,
 bit 2 = reply replay by sequence number.
 
-Error codes: see :class:`ErrorCode`; ``retryable`` codes mean no measurement was made and
-the host may resend the same request (same seq).
+Error codes (:class:`ErrorCode`): 1 VERSION_MISMATCH, 2 BAD_REQUEST (payload does not
+follow its layout, wrong width or shape), 3 UNKNOWN_TYPE, 4 BATCH_TOO_LARGE, 5
+INPUT_OUT_OF_RANGE, 6 UNKNOWN_PARAMETER, 7 DEVICE_FAULT (transient: nothing was measured;
+the host resends the same request, same seq), 8 SUBSTRATE_FAULT (the physical system
+refused; the text says why).  Only DEVICE_FAULT is retryable.
+
+Delivery rules
+--------------
+A device answers every valid request exactly once per distinct (seq, request bytes): a
+repeated request is answered with the cached reply bytes (at least the last 32 are kept;
+a DEVICE_FAULT is not cached, since nothing was measured).  The cache belongs to the HELLO
+session id and survives a reconnect.  A host accepts only the reply whose seq it awaits
+and discards every other frame.
 """
 
 from __future__ import annotations

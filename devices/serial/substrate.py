@@ -2,16 +2,34 @@
 
 ``open_serial(spec, n_in, n_out, options)`` opens ``spec = "serial:<port>"`` (port: a device
 path, an emulator link, ``socket://host:port``), identifies the device and checks that its
-sizes are the ones the model needs.  ``options``: the driver's keyword arguments
-(``timeout``, ``retries``, ``reconnect_timeout``, ``sample_format``, ``baudrate``).
+sizes are the ones the model needs.
+
+``options`` are the layer's ``model.substrate_options``.  The driver's settings go in the
+sub-table ``serial`` (``timeout``, ``retries``, ``reconnect_timeout``, ``sample_format``,
+``baudrate``).  Every other key describes the physics, which on a device is the device's
+business: each one the device reports in its HELLO (``describe``; ``n_control`` is the
+length of its ``control`` parameter) must agree with it, so a config written for the
+in-process simulator is checked against the hardware it now runs on; keys the device does
+not report are logged as unchecked.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
 from neuro.errors import ConfigError
 
 PREFIX = "serial:"
-OPTIONS = ("timeout", "retries", "reconnect_timeout", "sample_format", "baudrate")
+DRIVER_OPTIONS = ("timeout", "retries", "reconnect_timeout", "sample_format", "baudrate")
+log = logging.getLogger("devices.serial")
+
+
+def _device_value(device, key: str):
+    ident = device.identity
+    if key == "n_control" and "control" in ident.params:
+        return int(math.prod(ident.params["control"]))
+    return ident.describe.get(key)
 
 
 def open_serial(spec: str, n_in: int, n_out: int, options: dict | None = None):
@@ -21,14 +39,29 @@ def open_serial(spec: str, n_in: int, n_out: int, options: dict | None = None):
     if not port:
         raise ConfigError("substrate 'serial:' needs a port, e.g. serial:/dev/ttyUSB0 or serial:/tmp/ttyNH0")
     options = dict(options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
+    driver = options.pop("serial", {}) or {}
+    if not isinstance(driver, dict):
+        raise ConfigError(f"model.substrate_options.serial must be a table of driver settings ({', '.join(DRIVER_OPTIONS)})")
+    unknown = sorted(set(driver) - set(DRIVER_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown option '{unknown[0]}' for substrate {spec}; valid: {', '.join(OPTIONS)}")
-    device = SerialDevice(port, **options)
+        raise ConfigError(f"unknown serial driver option '{unknown[0]}' for {spec}; valid: {', '.join(DRIVER_OPTIONS)}")
+    device = SerialDevice(port, **driver)
     device.open()
-    if (device.n_in, device.n_out) != (int(n_in), int(n_out)):
-        got = (device.n_in, device.n_out)
+    try:
+        if (device.n_in, device.n_out) != (int(n_in), int(n_out)):
+            raise ConfigError(f"device on {port} has {device.n_in} inputs and {device.n_out} outputs, the model needs {n_in} and {n_out}; "
+                              f"start it with matching sizes (e.g. `neuro devices emulate --n-in {n_in} --n-out {n_out}`) or change the model")
+        unchecked = []
+        for key, want in options.items():
+            have = _device_value(device, key)
+            if have is None:
+                unchecked.append(key)
+            elif have != want and not (isinstance(have, (int, float)) and isinstance(want, (int, float)) and math.isclose(have, want)):
+                raise ConfigError(f"model.substrate_options.{key} = {want!r}, but the device on {port} reports {have!r}; "
+                                  "set the device up to match or change the config")
+        if unchecked:
+            log.warning("serial %s: the device does not report %s; not checked", port, ", ".join(sorted(unchecked)))
+    except BaseException:
         device.close()
-        raise ConfigError(f"device on {port} has {got[0]} inputs and {got[1]} outputs, the model needs {n_in} and {n_out}; "
-                          f"start it with matching sizes (e.g. `neuro devices emulate --n-in {n_in} --n-out {n_out}`) or change the model")
+        raise
     return device
