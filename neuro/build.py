@@ -21,10 +21,12 @@ from neuro import config as cfg
 from neuro.errors import ConfigError
 from neuro.layers.encoders import ENCODERS
 from neuro.layers.lif import ENGINES
+from neuro.layers.mlp import MLPSpec, build_mlp
 from neuro.layers.readouts import READOUTS
 from neuro.layers.spiking_mlp import SpikingMLP
 from neuro.rules.base import Rule
 from neuro.rules.bptt import BPTT
+from neuro.rules.ff import FFSpec, build_ff
 from neuro.runs import Run
 from neuro.trainer import Trainer, seed_everything
 from simulators.lif import LIFParameters
@@ -144,10 +146,12 @@ def build_bptt(spec: BPTTSpec, data) -> Rule:
 
 MODEL_KINDS: dict[str, tuple[type, Callable[[Any, Any], nn.Module]]] = {
     "spiking_mlp": (SpikingMLPSpec, build_spiking_mlp),
+    "mlp": (MLPSpec, build_mlp),
 }
 
 RULES: dict[str, tuple[type, Callable[[Any, Any], Rule]]] = {
     "bptt": (BPTTSpec, build_bptt),
+    "ff": (FFSpec, build_ff),
 }
 
 

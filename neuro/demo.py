@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from neuro import workflow
+from neuro.ff_demo import ff_digits
 
 #: Spiking MLP on scikit-learn digits with surrogate-gradient BPTT (about 15 s on 2 cores).
 BPTT_DIGITS = {
@@ -31,6 +32,7 @@ def bptt_digits(out_dir: Path, echo=print) -> str:
 
 DEMO_PARTS = (
     ("spiking MLP trained with surrogate-gradient BPTT on digits", bptt_digits),
+    ("ReLU MLP trained with forward-forward on digits", ff_digits),
 )
 
 
