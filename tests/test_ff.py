@@ -241,3 +241,34 @@ def test_ff_errors_are_one_line():
         rule.check_compatible(SpikingMLP(20, [12], 4, time_steps=4))
     with pytest.raises(IncompatibleError, match="model kinds mlp or spiking_mlp"):
         FF(FFSpec(), 4).check_compatible(torch.nn.Sequential(torch.nn.Linear(3, 3)))
+
+
+# ------------------------------------------------------------------------ CLI
+LABEL_PIXELS = "rule.label_features=[0,8,16,24,32,40,48,56,7,15]"
+
+
+def test_cli_train_rule_ff_works_on_the_default_spiking_mlp(cli, tmp_path):
+    out = cli("train", "--rule", "ff", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path), "--no-progress",
+              "--set", "data.limit=64", "--set", LABEL_PIXELS, "--set", "model.hidden=[16]", "--set", "model.time_steps=4")
+    assert out.returncode == 0, out.stderr
+    assert "spiking_mlp" in out.stdout and "rule ff" in out.stdout and "test accuracy" in out.stdout
+
+
+def test_ff_run_on_mlp_writes_its_report_and_bad_combinations_fail_early(tmp_path):
+    from neuro import config as cfg
+    from neuro import workflow
+    from neuro.build import build_experiment
+
+    config = cfg.apply_overrides({}, [
+        "run.name=d", f"run.out_dir={tmp_path}", "run.progress=false", "data.limit=64", "train.epochs=1",
+        "model.kind=mlp", "model.hidden=[16,16]", "rule.name=ff", "rule.readout=true", "rule.negatives=readout", LABEL_PIXELS,
+    ])
+    run, test = workflow.train(config, echo=lambda *_: None)
+    assert 0.0 <= test["accuracy"] <= 1.0 and test["count"] == 64
+    assert (run.path / "report.html").is_file() and (run.path / "ff_goodness.png").is_file()
+    assert "FF layers (last epoch)" in (run.path / "report.html").read_text()
+    bad = cfg.apply_overrides(config, ["model.kind=spiking_mlp", "model.hidden=[16]"])
+    with pytest.raises(IncompatibleError, match="readout = false"):
+        build_experiment(bad)
+    with pytest.raises(ConfigError, match="label_features"):
+        build_experiment(cfg.apply_overrides(config, ["rule.label_features=[1,2,3]"]))
