@@ -229,6 +229,29 @@ def test_goodness_prediction_sums_layers_and_can_skip_the_first():
             torch.testing.assert_close(scores[:, c], total.detach())
 
 
+@pytest.mark.parametrize("activity,spike_norm", [("rate", False), ("membrane", False), ("rate", True)])
+def test_spiking_goodness_prediction_matches_a_manual_trace(activity, spike_norm):
+    """Rates are spikes per step over the window; membrane is the window-mean potential; same encoder noise per label."""
+    model, batch = _spiking_batch()
+    rule = FF(FFSpec(goodness="sum_squares", activity=activity, spike_norm=spike_norm), n_classes=4)
+    torch.manual_seed(5)
+    scores = rule.predict(model, batch.x)
+    torch.manual_seed(5)
+    seed = int(torch.randint(0, 2**31 - 1, (1,)))
+    for c in range(4):
+        x = rule.embed(batch.x, torch.full((8,), c))
+        u = model.encoder(x, generator=torch.Generator().manual_seed(seed))
+        total = torch.zeros(8)
+        for layer in model.layers:
+            tr = layer.forward_trace(u)
+            a = tr.membrane.mean(0) if activity == "membrane" else tr.spikes.sum(0) / tr.spikes.shape[0]
+            total += (a * a).sum(1)
+            u = tr.spikes
+            if spike_norm:
+                u = u / torch.sqrt((u * u).mean(-1, keepdim=True) + 1e-8)
+        torch.testing.assert_close(scores[:, c], total.detach())
+
+
 def test_ff_errors_are_one_line():
     with pytest.raises(ConfigError, match="readout = true"):
         FFSpec(predict="readout").check()
