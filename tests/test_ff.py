@@ -165,13 +165,13 @@ def test_ff_gradients_equal_each_layers_own_loss_gradient(spec):
             assert max(float(t.abs().max()) for t in leak) > 1e-6
 
 
-@pytest.mark.parametrize("kind", ["mlp", "spiking"])
+@pytest.mark.parametrize("kind", ["mlp", "mlp-hard", "spiking"])
 def test_no_layer_input_carries_a_graph(kind):
     """Autograd check on every layer input during a step: nothing upstream is reachable from it."""
     torch.manual_seed(0)
-    if kind == "mlp":
+    if kind.startswith("mlp"):
         model, batch = _mlp_batch()
-        spec = FFSpec(readout=True, negatives="readout")
+        spec = FFSpec(readout=True, negatives="readout") if kind == "mlp" else FFSpec(negatives="hard", collaborative=True)
     else:
         model, batch = _spiking_batch()
         spec = FFSpec(goodness="sum_squares")

@@ -323,6 +323,8 @@ class FF(Rule):
 
     def _train_readout(self, view, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy step of the readout on detached neutral-pass features; returns its scores (detached)."""
+        if view.readout is None:
+            raise IncompatibleError(f"rule.readout = true but {type(view.model).__name__} has no readout; set rule.readout = false")
         with torch.no_grad():
             feats = self._readout_features(view, x)
         scores = view.readout(feats)
