@@ -36,6 +36,11 @@ that sum (its negative in the negative form).  With ``readout = true`` a linear 
 readout (the model's ``readout``) is trained on the detached, normalized activities of a
 neutral-label pass (cross-entropy), and ``predict = "readout"`` classifies with one pass.
 
+Metrics per batch: ``ff_loss`` (sum of the layers' local losses), ``layer{k}_loss``,
+``layer{k}_g_pos`` / ``layer{k}_g_neg`` (mean goodness of positive / negative data) and,
+with the readout, ``readout_loss`` / ``readout_accuracy`` (on the training batch).  The
+evaluation loss is the cross-entropy of the prediction scores used as logits.
+
 Requirements, honestly: FF needs the gradient of each layer's own goodness with respect to
 its own parameters, so every layer must be differentiable on its own
 (``needs_gradients_through``); it never needs gradients *across* layers.  For
@@ -312,7 +317,7 @@ class FF(Rule):
             metrics[f"layer{k}_g_neg"] = float(gd[B:].mean())
             u = nxt.detach()
             del a, g, judged, loss
-        metrics["loss"] = total
+        metrics["ff_loss"] = total  # not "loss": the evaluation loss (cross-entropy of the scores) is another quantity
         return metrics
 
     def _readout_features(self, view, x: torch.Tensor) -> torch.Tensor:
@@ -331,7 +336,7 @@ class FF(Rule):
         loss = F.cross_entropy(scores, y)
         loss.backward()
         scores = scores.detach()
-        return scores, {"readout_loss": float(loss.detach()), "accuracy": float((scores.argmax(1) == y).float().mean())}
+        return scores, {"readout_loss": float(loss.detach()), "readout_accuracy": float((scores.argmax(1) == y).float().mean())}
 
     # -- report
     def report_extras(self, run_dir, records) -> tuple[list, list]:
