@@ -21,6 +21,7 @@ from neuro import config as cfg
 from neuro.errors import ConfigError
 from neuro.layers.encoders import ENCODERS
 from neuro.layers.lif import ENGINES
+from neuro.layers.mlp import MLPSpec, build_mlp
 from neuro.layers.readouts import READOUTS
 from neuro.layers.spiking_mlp import SpikingMLP
 from neuro.rules.base import Rule
@@ -28,6 +29,7 @@ from neuro.rules.bptt import BPTT
 from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
 from neuro.rules.mfff import MFFFSpec, build_mfff
 from neuro.rules.physical_backprop import InSilicoSpec, PATSpec, build_insilico, build_pat
+from neuro.rules.ff import FFSpec, build_ff
 from neuro.runs import Run
 from neuro.trainer import Trainer, seed_everything
 from simulators.lif import LIFParameters
@@ -150,6 +152,7 @@ def build_bptt(spec: BPTTSpec, data) -> Rule:
 MODEL_KINDS: dict[str, tuple[type, Callable[[Any, Any], nn.Module]]] = {
     "spiking_mlp": (SpikingMLPSpec, build_spiking_mlp),
     "physical_mlp": (PhysicalMLPSpec, build_physical_mlp),
+    "mlp": (MLPSpec, build_mlp),
 }
 
 RULES: dict[str, tuple[type, Callable[[Any, Any], Rule]]] = {
@@ -157,6 +160,7 @@ RULES: dict[str, tuple[type, Callable[[Any, Any], Rule]]] = {
     "mfff": (MFFFSpec, build_mfff),
     "pat": (PATSpec, build_pat),
     "insilico": (InSilicoSpec, build_insilico),
+    "ff": (FFSpec, build_ff),
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from neuro import workflow
 from neuro.physical_demo import physical_mfff_vowels
 from neuro.export import loihi_deploy
+from neuro.ff_demo import ff_digits
 
 #: Spiking MLP on scikit-learn digits with surrogate-gradient BPTT (about 15 s on 2 cores).
 BPTT_DIGITS = {
@@ -33,6 +34,7 @@ def bptt_digits(out_dir: Path, echo=print) -> str:
 
 DEMO_PARTS = (
     ("spiking MLP trained with surrogate-gradient BPTT on digits", bptt_digits),
+    ("ReLU MLP trained with forward-forward on digits", ff_digits),
     ("3-block physical network (wave scattering) trained model-free (mfff) on vowels", physical_mfff_vowels),
     ("deployment to Loihi 2: fixed-point twin and Lava fixed_pt simulation", loihi_deploy.demo_part),
 )

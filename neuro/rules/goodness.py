@@ -1,4 +1,7 @@
-"""Forward-forward goodness and its logistic loss (Hinton 2022), shared by FF-family rules.
+"""Forward-forward goodness and its losses (Hinton 2022), shared by FF-family rules.
+
+Pure functions (no state, no parameters), reused by the FF rule (:mod:`neuro.rules.ff`) and
+model-free FF on physical layers.
 
 For a layer's activity ``h [batch, n]``:
 
@@ -8,6 +11,14 @@ For a layer's activity ``h [batch, n]``:
 - the per-layer loss over a positive batch and a negative batch is
   ``L = mean(softplus(theta - G_pos)) + mean(softplus(G_neg - theta))``
   (``softplus(-u) = -log sigmoid(u)``, the logistic loss); the negative form swaps the signs.
+- SymBa (Lee & Song 2023) pairs each positive with a negative sample and needs no threshold:
+  ``L = mean(softplus(alpha (G_neg - G_pos)))``.
+- collaborative FF (Lorberbom et al. 2023): layer ``k`` is judged on
+  ``G_k + gamma * sum_{j != k} sg(G_j)`` (``sg``: stop-gradient) against the threshold
+  ``theta (1 + gamma (L - 1))``, so ``gamma = 0`` is plain FF exactly.
+
+Between layers the activity is length-normalized (:func:`length_normalize`) so the next
+layer cannot read the goodness off the vector's length and must use its direction.
 """
 
 from __future__ import annotations
@@ -35,16 +46,98 @@ def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, negative_for
     return F.softplus(theta - g_pos).mean() + F.softplus(g_neg - theta).mean()
 
 
-def embed_label(x: torch.Tensor, label: torch.Tensor, n_classes: int, scale: float = 1.0) -> torch.Tensor:
-    """Hinton's label embedding: overwrite the first ``n_classes`` features with ``scale * one_hot(label)``.
+def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float = 4.0, negative_form: bool = False) -> torch.Tensor:
+    """SymBa loss ``mean(softplus(alpha (G_neg - G_pos)))`` over paired samples (signs swapped in the negative form)."""
+    if g_pos.shape != g_neg.shape:
+        raise ValueError(f"SymBa pairs positives with negatives: shapes {tuple(g_pos.shape)} and {tuple(g_neg.shape)} differ")
+    gap = g_pos - g_neg if negative_form else g_neg - g_pos
+    return F.softplus(alpha * gap).mean()
 
-    ``label = -1`` gives the neutral embedding (all ``scale / n_classes``), used for
-    label-free passes such as a softmax readout.
+
+def positive_probability(g: torch.Tensor, theta: float, negative_form: bool = False) -> torch.Tensor:
+    """``p(positive) = sigmoid(G - theta)`` (``sigmoid(theta - G)`` in the negative form)."""
+    return torch.sigmoid(theta - g) if negative_form else torch.sigmoid(g - theta)
+
+
+def collaborative_goodness(g_layers: torch.Tensor, k: int, g_own: torch.Tensor, weight: float) -> torch.Tensor:
+    """Goodness layer ``k`` is judged on in collaborative FF: ``g_own + weight * sum_{j != k} sg(G_j)``.
+
+    ``g_layers [L, batch]`` holds every layer's goodness (it is detached here); ``g_own
+    [batch]`` is layer ``k``'s own goodness, which keeps its gradient.  ``weight = 0``
+    returns ``g_own`` itself.
     """
+    if weight == 0.0:
+        return g_own
+    g_layers = g_layers.detach()
+    others = g_layers.sum(0) - g_layers[k]
+    return g_own + weight * others
+
+
+def collaborative_threshold(theta: float, n_layers: int, weight: float) -> float:
+    """Threshold of collaborative FF, ``theta (1 + weight (L - 1))`` (``theta`` for ``weight = 0``)."""
+    return theta * (1.0 + weight * (n_layers - 1))
+
+
+def length_normalize(h: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Hinton's layer normalization between FF layers: ``h / sqrt(mean_j h_j^2 + eps)``.
+
+    Divides each sample's activity vector by its root-mean-square, so the output has unit
+    mean square (length ``sqrt(n)``) whatever the goodness was; no learned gain or bias, no
+    mean subtraction.  An all-zero vector stays zero.
+    """
+    return h / torch.sqrt(h.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+def label_feature_indices(n_features: int, n_classes: int, offset: int = 0, features=None) -> list[int]:
+    """Indices of the input features that carry the label: ``features`` if given, else
+    ``offset .. offset + n_classes - 1``; a ValueError if they do not fit or repeat."""
+    idx = list(features) if features else list(range(offset, offset + n_classes))
+    if len(idx) != n_classes:
+        raise ValueError(f"the label embedding needs {n_classes} feature indices, got {len(idx)}")
+    if len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= n_features:
+        raise ValueError(f"label feature indices {idx} must be distinct and within 0..{n_features - 1}")
+    return idx
+
+
+def embed_label(x: torch.Tensor, label: torch.Tensor, n_classes: int, scale: float = 1.0, offset: int = 0,
+                features=None) -> torch.Tensor:
+    """Hinton's label embedding: overwrite ``n_classes`` input features with ``scale * one_hot(label)``.
+
+    The features are ``offset .. offset + n_classes - 1`` (Hinton: the first 10 pixels of
+    MNIST, which are always blank), or the explicit indices ``features`` (e.g. blank border
+    pixels of a small image).  ``label = -1`` gives the neutral embedding (all
+    ``scale / n_classes``), used for label-free passes such as a softmax readout.
+    """
+    idx = label_feature_indices(x.shape[-1], n_classes, offset, features)
     out = x.clone()
     onehot = torch.zeros(x.shape[0], n_classes, dtype=x.dtype, device=x.device)
     neutral = label < 0
     onehot[~neutral] = F.one_hot(label[~neutral], n_classes).to(x.dtype)
     onehot[neutral] = 1.0 / n_classes
-    out[:, :n_classes] = scale * onehot
+    if features:
+        out[:, idx] = scale * onehot
+    else:
+        out[:, offset : offset + n_classes] = scale * onehot
     return out
+
+
+def random_wrong_labels(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """A label different from ``y``, uniform over the other ``n_classes - 1`` classes, per sample
+    (drawn from torch's global generator, which the trainer checkpoints)."""
+    shift = torch.randint(1, n_classes, y.shape, device=y.device)
+    return (y + shift) % n_classes
+
+
+def hardest_wrong_labels(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The wrong label the network likes best: ``argmax_{c != y} scores[:, c]`` (scores: higher = more positive)."""
+    masked = scores.clone()
+    masked[torch.arange(y.numel(), device=y.device), y] = float("-inf")
+    return masked.argmax(dim=1)
+
+
+def sampled_wrong_labels(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A wrong label drawn with probability ``softmax(scores)`` renormalized over the wrong classes
+    (Hinton's hard negatives from a neutral-label pass; global torch generator)."""
+    masked = scores.detach().clone()
+    masked[torch.arange(y.numel(), device=y.device), y] = float("-inf")
+    return torch.multinomial(torch.softmax(masked, dim=1), 1).squeeze(1)
