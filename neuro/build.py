@@ -22,14 +22,14 @@ from neuro.errors import ConfigError
 from neuro.layers.encoders import ENCODERS
 from neuro.layers.lif import ENGINES
 from neuro.layers.mlp import MLPSpec, build_mlp
+from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
 from neuro.layers.readouts import READOUTS
 from neuro.layers.spiking_mlp import SpikingMLP
 from neuro.rules.base import Rule
 from neuro.rules.bptt import BPTT
-from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
+from neuro.rules.ff import FFSpec, build_ff
 from neuro.rules.mfff import MFFFSpec, build_mfff
 from neuro.rules.physical_backprop import InSilicoSpec, PATSpec, build_insilico, build_pat
-from neuro.rules.ff import FFSpec, build_ff
 from neuro.runs import Run
 from neuro.trainer import Trainer, seed_everything
 from simulators.lif import LIFParameters
