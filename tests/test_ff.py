@@ -181,10 +181,27 @@ def test_no_layer_input_carries_a_graph(kind):
         (inp,) = args
         seen.append((inp.requires_grad, inp.grad_fn))
 
-    handles = [layer.linear.register_forward_pre_hook(hook) for layer in model.layers]  # the layer input
-    FF(spec, n_classes=4).step(model, batch)
-    for h in handles:
-        h.remove()
+    if kind.startswith("mlp"):
+        handles = [layer.linear.register_forward_pre_hook(hook) for layer in model.layers]  # the layer input
+        FF(spec, n_classes=4).step(model, batch)
+        for h in handles:
+            h.remove()
+    else:
+        # A LIF layer's input reaches its weights through simulators.synapse.synaptic_input (dense
+        # matmul or event gather), not through nn.Linear.__call__: observe it there.
+        import neuro.layers.lif as lif_layer
+
+        real = lif_layer.synaptic_input
+
+        def observed(x, *rest, **kw):
+            hook(None, (x,))
+            return real(x, *rest, **kw)
+
+        lif_layer.synaptic_input = observed
+        try:
+            FF(spec, n_classes=4).step(model, batch)
+        finally:
+            lif_layer.synaptic_input = real
     assert len(seen) >= len(model.layers)
     assert all(not rg and fn is None for rg, fn in seen), seen
     # and every layer's parameters got a pseudo-gradient (the first one certainly nonzero)
