@@ -27,8 +27,7 @@ BPTT_DIGITS = {
 
 
 def bptt_digits(out_dir: Path, echo=print) -> str:
-    config = {**BPTT_DIGITS, "run": {**BPTT_DIGITS["run"], "out_dir": str(out_dir)}}
-    run, test = workflow.train(config, overwrite=True, echo=echo)
+    run, test = workflow.train_demo_part(BPTT_DIGITS, out_dir, echo=echo)
     return f"spiking MLP, BPTT, digits: test accuracy {100 * test['accuracy']:.2f}%  ->  {run.path / 'report.html'}"
 
 

@@ -41,6 +41,5 @@ FF_DIGITS_SPIKING = {
 
 def ff_digits(out_dir: Path, echo=print) -> str:
     """Demo part: the FF MLP on digits (about 15 s on 2 cores)."""
-    config = {**FF_DIGITS_MLP, "run": {**FF_DIGITS_MLP["run"], "out_dir": str(out_dir)}}
-    run, test = workflow.train(config, overwrite=True, echo=echo)
+    run, test = workflow.train_demo_part(FF_DIGITS_MLP, out_dir, echo=echo)
     return f"ReLU MLP, forward-forward, digits: test accuracy {100 * test['accuracy']:.2f}%  ->  {run.path / 'report.html'}"

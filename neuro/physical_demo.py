@@ -22,11 +22,10 @@ MFFF_VOWELS = {
 
 
 def physical_mfff_vowels(out_dir: Path, echo=print) -> str:
-    config = {**MFFF_VOWELS, "run": {**MFFF_VOWELS["run"], "out_dir": str(out_dir)}}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is faster than two that contend
     try:
-        run, test = workflow.train(config, overwrite=True, echo=echo)
+        run, test = workflow.train_demo_part(MFFF_VOWELS, out_dir, echo=echo)
     finally:
         torch.set_num_threads(threads)
     evals = sum(r.get("n_physical_evals", 0) for r in run.records() if r.get("event") == "epoch")

@@ -31,6 +31,12 @@ def train(config: dict, *, overwrite: bool = False, progress: bool | None = None
     return run, test
 
 
+def train_demo_part(config: dict, out_dir: str | os.PathLike, *, echo=print) -> tuple[Run, dict]:
+    """Train a demo part's ``config`` into ``out_dir/<run.name>`` (replacing an earlier demo run there)."""
+    config = {**config, "run": {**config.get("run", {}), "out_dir": str(out_dir)}}
+    return train(config, overwrite=True, echo=echo)
+
+
 def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: bool | None = None, echo=print) -> tuple[Run, dict]:
     """Continue an interrupted (or finished, with more ``epochs``) run from its checkpoint."""
     run = Run.open(run_path)
