@@ -286,3 +286,16 @@ def test_vowels_bad_file(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("vowels", tmp_path)
     _assert_one_line(e, str(path), "line 2", "16")
+
+
+def test_val_fraction_zero_gives_an_empty_validation_split_and_trains():
+    """val_fraction = 0: no validation samples (not a crash), every sample in train or test."""
+    from neuro.build import build_experiment
+
+    data = load_dataset("digits", val_fraction=0.0, seed=0)
+    assert len(data.val) == 0 and tuple(data.val.x.shape) == (0, 64)
+    assert len(data.train) + len(data.test) == 1797
+    exp = build_experiment({"data": {"dataset": "digits", "val_fraction": 0.0, "limit": 64},
+                            "model": {"hidden": [8], "time_steps": 4}, "train": {"epochs": 1, "batch_size": 32}})
+    (record,) = exp.trainer(None, progress=False).fit()
+    assert "val_accuracy" not in record and record["batches"] == 2

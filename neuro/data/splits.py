@@ -74,7 +74,7 @@ def make_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, limit: int | None,
     """Build a Split from rows ``idx`` (first ``limit`` of them), x as float32 [N, F] divided by ``divide_by``."""
     if limit is not None:
         idx = idx[:limit]
-    xs = x[idx].reshape(len(idx), -1).astype(np.float32)
+    xs = x[idx].reshape(len(idx), int(np.prod(x.shape[1:]))).astype(np.float32)  # also for an empty split
     if divide_by != 1.0:
         xs /= np.float32(divide_by)
     return Split(torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(np.asarray(y[idx], dtype=np.int64)))
