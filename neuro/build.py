@@ -222,6 +222,7 @@ class Experiment:
             eval_batch_size=self.train.eval_batch_size,
             device=self.run.device,
             hooks=hooks,
+            precision=self.train.precision,
         )
 
 

@@ -67,6 +67,8 @@ class Trainer:
     run: where metrics and checkpoints go (``None``: nowhere, e.g. in tests).
     hooks: callables ``hook(trainer, record)`` run at each epoch end before the record is
         logged; they may add entries to ``record``.
+    precision: "float32", or "bfloat16": ``rule.step`` and ``rule.evaluate`` run under
+        ``torch.autocast`` (bf16 matrix products, float32 parameters, gradients and optimizer).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Trainer:
         eval_batch_size: int = 1000,
         device: str | torch.device = "cpu",
         hooks: tuple[EpochHook, ...] = (),
+        precision: str = "float32",
     ) -> None:
         if epochs < 0 or batch_size < 1:
             raise NeuroError(f"epochs must be >= 0 and batch_size >= 1 (got {epochs}, {batch_size})")
@@ -96,9 +99,16 @@ class Trainer:
         self.progress, self.eval_batch_size = progress, int(eval_batch_size)
         self.device = torch.device(device)
         self.hooks = tuple(hooks)
+        if precision not in ("float32", "bfloat16"):
+            raise NeuroError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        self.precision = precision
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         check_compatible(rule, model)
+
+    def autocast(self):
+        """The mixed-precision context of training steps and evaluation (off for float32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
     # ------------------------------------------------------------------ training
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -120,7 +130,8 @@ class Trainer:
             for batch in batches(split.x, split.y, self.batch_size, order):
                 batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
                 self.optimizer.zero_grad(set_to_none=True)
-                metrics = self.rule.step(self.model, batch)
+                with self.autocast():
+                    metrics = self.rule.step(self.model, batch)
                 if self.grad_clip:
                     params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -172,7 +183,9 @@ class Trainer:
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
         for batch in batches(data.x, data.y, self.eval_batch_size):
             batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
-            for k, v in self.rule.evaluate(self.model, batch).items():
+            with self.autocast():
+                scores = self.rule.evaluate(self.model, batch)
+            for k, v in scores.items():
                 totals[k] = totals.get(k, 0.0) + v
         self.model.train()
         n = max(totals["count"], 1.0)

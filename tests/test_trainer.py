@@ -126,3 +126,35 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         exp.trainer(None, progress=False).resume(bad)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         exp.trainer(None, progress=False).resume(tmp_path / "missing.pt")
+
+
+def test_bfloat16_precision_runs_matmuls_in_bf16_and_keeps_float32_state():
+    """Mixed precision: gradients near the float32 ones (bf16 rounding, not zero, not garbage)."""
+    from neuro.layers.mlp import MLP
+    from neuro.rules.ff import FF, FFSpec
+    from neuro.trainer import Trainer
+
+    grads = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = MLP(64, [128, 128], 10)
+        x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
+        rule = FF(FFSpec(loss="symba", readout=True, negatives="readout"), n_classes=10)
+        trainer = Trainer(model, rule, torch.optim.SGD(model.parameters(), lr=0.1), None, epochs=1,
+                          batch_size=64, progress=False, precision=precision)
+        torch.manual_seed(1)
+        with trainer.autocast():
+            activity = model.layers[0](x)
+            rule.step(model, Batch(x, y))
+        assert activity.dtype == torch.float32  # goodness and normalization never see bf16
+        grads[precision] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    rel = float((grads["bfloat16"] - grads["float32"]).norm() / grads["float32"].norm())
+    assert 1e-4 < rel < 5e-2, rel  # above zero: autocast did change the matmuls; bf16 has 8 mantissa bits
+
+
+def test_unknown_precision_is_a_config_error():
+    from neuro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.precision = 'fp8' is not one of float32, bfloat16"):
+        build_experiment({**SMALL, "train": {"epochs": 1, "precision": "fp8"}})

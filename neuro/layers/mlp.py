@@ -24,7 +24,10 @@ from neuro.rules.goodness import length_normalize
 
 
 class DenseReLU(nn.Module):
-    """``x [batch, in] -> relu(W x + b) [batch, out]``, a differentiable software layer."""
+    """``x [batch, in] -> relu(W x + b) [batch, out]``, a differentiable software layer.
+
+    The output is float32 (or the input's wider type) even when the matmul ran in bfloat16.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
@@ -35,7 +38,10 @@ class DenseReLU(nn.Module):
         return Capabilities(differentiable=True, time_stepped=False, substrate="simulator:dense")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.linear(x))
+        z = self.linear(x)
+        # Under bfloat16 autocast (train.precision) the matmul runs in bf16; the activity, and
+        # so goodness, normalization and losses computed from it, stay at least float32.
+        return torch.relu(z.to(torch.promote_types(z.dtype, torch.float32)))
 
 
 class MLP(nn.Module):
