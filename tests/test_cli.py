@@ -124,3 +124,16 @@ def test_info_lists_backends(cli):
     proc = cli("info")
     assert proc.returncode == 0, proc.stderr
     assert "lif-native" in proc.stdout and "torch 2.13" in proc.stdout
+
+
+def test_library_warnings_reach_stderr_as_named_lines():
+    import subprocess
+    import sys
+
+    code = ("import logging; from neuro.cli.main import configure_logging; configure_logging(); "
+            "logging.getLogger('devices.serial').info('not shown'); "
+            "logging.getLogger('devices.serial').warning('reconnected after port loss')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "devices.serial: reconnected after port loss"
+    assert "not shown" not in out.stderr

@@ -204,7 +204,7 @@ def run_emulate(args) -> int:
     from devices.emulator import Emulator, make_substrate
 
     if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logging.getLogger().setLevel(logging.INFO)
     if args.for_config:
         return run_emulate_config(args)
     options = _options(args.option)

@@ -7,6 +7,7 @@ status 2; Ctrl-C exits with 130 after the last checkpoint, which ``--resume`` co
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from neuro import __version__
@@ -29,9 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """Warnings of the library (e.g. a serial link that recovered from a fault) go to stderr as
+    ``devices.serial: ...`` lines; ``neuro devices emulate -v`` lowers the level to INFO."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         return int(args.func(args) or 0)
     except NeuroError as exc:
