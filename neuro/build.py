@@ -223,6 +223,7 @@ class Experiment:
             device=self.run.device,
             hooks=hooks,
             precision=self.train.precision,
+            flush_denormals=self.train.flush_denormals,
         )
 
 

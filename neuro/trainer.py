@@ -69,6 +69,12 @@ class Trainer:
         logged; they may add entries to ``record``.
     precision: "float32", or "bfloat16": ``rule.step`` and ``rule.evaluate`` run under
         ``torch.autocast`` (bf16 matrix products, float32 parameters, gradients and optimizer).
+    flush_denormals: during :meth:`fit`, CPU float arithmetic flushes subnormal numbers
+        (magnitude below 1.2e-38 in float32) to zero, and the mode is switched off again after.
+        Adam's moment estimates of parameters that get no gradient (dead ReLUs) decay
+        geometrically into the subnormal range after about 800 steps, and on x86 every
+        operation on a subnormal takes a slow path: on the 13.7 M-parameter 4 x 2000 MLP the
+        optimizer step went from 25 ms to 300 ms.  Only values that small are changed.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         hooks: tuple[EpochHook, ...] = (),
         precision: str = "float32",
+        flush_denormals: bool = True,
     ) -> None:
         if epochs < 0 or batch_size < 1:
             raise NeuroError(f"epochs must be >= 0 and batch_size >= 1 (got {epochs}, {batch_size})")
@@ -102,6 +109,7 @@ class Trainer:
         if precision not in ("float32", "bfloat16"):
             raise NeuroError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.precision = precision
+        self.flush_denormals = bool(flush_denormals)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         check_compatible(rule, model)
@@ -159,6 +167,15 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Train from the current epoch up to ``epochs``; return the epoch records."""
+        if self.flush_denormals:
+            torch.set_flush_denormal(True)
+        try:
+            return self._fit()
+        finally:
+            if self.flush_denormals:
+                torch.set_flush_denormal(False)
+
+    def _fit(self) -> list[dict]:
         out = []
         while self.epoch < self.epochs:
             record = self.train_epoch()

@@ -158,3 +158,16 @@ def test_unknown_precision_is_a_config_error():
 
     with pytest.raises(ConfigError, match="train.precision = 'fp8' is not one of float32, bfloat16"):
         build_experiment({**SMALL, "train": {"epochs": 1, "precision": "fp8"}})
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormals_holds_during_fit_only(flush):
+    seen = []
+
+    def hook(trainer, record):  # runs inside fit
+        seen.append(float(torch.tensor([1e-39]) * 1.0))
+
+    exp = build_experiment({**SMALL, "train": {"epochs": 1, "batch_size": 50, "flush_denormals": flush}})
+    exp.trainer(None, progress=False, hooks=(hook,)).fit()
+    assert (seen[0] == 0.0) is flush  # 1e-39 is subnormal in float32
+    assert float(torch.tensor([1e-39]) * 1.0) > 0.0  # switched off again after fit
