@@ -164,6 +164,10 @@ RULES: dict[str, tuple[type, Callable[[Any, Any], Rule]]] = {
 }
 
 
+# Model kinds whose layers keep float32 state under bfloat16 autocast (train.precision).
+BF16_MODEL_KINDS = ("mlp", "spiking_mlp")
+
+
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
              and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != "Optimizer"}
@@ -270,6 +274,12 @@ def build_experiment(config: dict) -> Experiment:
     resolved, run, data_spec, (model_spec, model_builder), (rule_spec, rule_builder), optim, train = _parse_all(config)
     if run.device != "cpu" and not torch.cuda.is_available() and run.device.startswith("cuda"):
         raise ConfigError(f"run.device = '{run.device}' but no CUDA device is available here; use device = \"cpu\"")
+    if train.precision != "float32" and model_spec.kind not in BF16_MODEL_KINDS:
+        raise ConfigError(
+            f"train.precision = '{train.precision}' is for software models ({', '.join(BF16_MODEL_KINDS)}); "
+            f"model kind {model_spec.kind} simulates or drives physical layers whose numerics it would change: "
+            f"use precision = \"float32\""
+        )
     seed_everything(run.seed)
     data = load_dataset(
         data_spec.dataset,

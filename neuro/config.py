@@ -64,7 +64,8 @@ class TrainSpec:
     precision: "float32", or "bfloat16" for mixed precision: training steps and evaluation
         run under ``torch.autocast`` with bf16, so matrix products use bf16 operands (on CPUs
         with AMX or AVX512-BF16 several times faster) while parameters, gradients, optimizer
-        state and elementwise dynamics stay float32.
+        state, layer activities and LIF state stay float32.  Only for the software model
+        kinds mlp and spiking_mlp (a simulated physical layer's numerics would change).
     flush_denormals: flush subnormal floats to zero while training (see
         :class:`neuro.trainer.Trainer`; keeps a long CPU run from slowing down several-fold).
     """

@@ -171,3 +171,26 @@ def test_flush_denormals_holds_during_fit_only(flush):
     exp.trainer(None, progress=False, hooks=(hook,)).fit()
     assert (seen[0] == 0.0) is flush  # 1e-39 is subnormal in float32
     assert float(torch.tensor([1e-39]) * 1.0) > 0.0  # switched off again after fit
+
+
+def test_lif_state_stays_float32_under_bfloat16_autocast():
+    from neuro.layers.spiking_mlp import SpikingMLP
+
+    torch.manual_seed(0)
+    layer = SpikingMLP(64, [128], 10, time_steps=8).layers[0]
+    u = (torch.rand(8, 32, 64) < 0.3).float()
+    with torch.no_grad():
+        ref = layer.forward_trace(u)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer.forward_trace(u)
+    assert got.membrane.dtype == torch.float32
+    err = float((got.membrane - ref.membrane).abs().max() / ref.membrane.abs().max())
+    assert 0 < err < 1e-2, err  # bf16 rounding of the synaptic current only, not of the integrated state
+
+
+def test_bfloat16_is_refused_for_physical_models():
+    from neuro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model kind physical_mlp simulates or drives physical layers"):
+        build_experiment({**SMALL, "model": {"kind": "physical_mlp"}, "rule": {"name": "mfff"},
+                          "train": {"epochs": 1, "precision": "bfloat16"}})

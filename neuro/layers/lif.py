@@ -83,6 +83,9 @@ class LIFLayer(nn.Module):
                 f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
             )
         currents = synaptic_input(x, self.linear.weight, self.linear.bias, self.synapse)
+        # Under bfloat16 autocast (train.precision) only the synapse's matmul runs in bf16:
+        # membrane and synaptic state integrate in float32 (or the input's wider type).
+        currents = currents.to(torch.promote_types(currents.dtype, torch.float32))
         return run_engine(self.engine, currents, self.params, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
