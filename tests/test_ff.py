@@ -312,3 +312,37 @@ def test_ff_run_on_mlp_writes_its_report_and_bad_combinations_fail_early(tmp_pat
         build_experiment(bad)
     with pytest.raises(ConfigError, match="label_features"):
         build_experiment(cfg.apply_overrides(config, ["rule.label_features=[1,2,3]"]))
+
+
+def test_paired_dropout_shares_the_mask_between_a_samples_copies():
+    from neuro.rules.ff import paired_dropout
+
+    torch.manual_seed(0)
+    u = torch.rand(2 * 500, 40) + 0.5
+    out = paired_dropout(u, 0.25, batch_dim=0)
+    kept = out != 0
+    assert torch.equal(kept[:500], kept[500:])  # positive and negative copy: same units dropped
+    assert abs(float(kept.float().mean()) - 0.75) < 0.01
+    torch.testing.assert_close(out[kept], u[kept] / 0.75)
+    spikes = torch.rand(6, 2 * 8, 5)  # [T, 2B, F]: batch on dim 1
+    ks = paired_dropout(spikes + 1, 0.5, batch_dim=1) != 0
+    assert torch.equal(ks[:, :8], ks[:, 8:])
+
+
+def test_ff_dropout_zero_is_ff_exactly_and_dropout_changes_only_layers_after_the_first():
+    grads = {}
+    for p in (0.0, 0.3):
+        model, batch = _mlp_batch()
+        rule = FF(FFSpec(dropout=p), n_classes=4)
+        torch.manual_seed(1)
+        rule.step(model, batch)
+        grads[p] = [layer.linear.weight.grad.clone() for layer in model.layers]
+    model, batch = _mlp_batch()
+    torch.manual_seed(1)
+    FF(FFSpec(), n_classes=4).step(model, batch)
+    for got, want in zip(grads[0.0], [layer.linear.weight.grad for layer in model.layers]):
+        assert torch.equal(got, want)
+    assert torch.equal(grads[0.3][0], grads[0.0][0])  # the first layer sees pixels and label, never dropped
+    assert not torch.allclose(grads[0.3][1], grads[0.0][1])
+    with pytest.raises(ConfigError, match=r"rule.dropout must be in \[0, 1\), got 1.0"):
+        FF(FFSpec(dropout=1.0))

@@ -103,6 +103,10 @@ class FFSpec:
     predict: "goodness" (accumulated over layers) or "readout" (needs readout = true).
     activity: for LIF layers, goodness of firing rates ("rate") or mean membrane ("membrane").
     spike_norm: for LIF layers, feed the next layer spikes scaled to unit mean square.
+    dropout: probability p of zeroing each unit of a layer's input in training steps, for
+        layers 2..L (the pixels and the label are never dropped); kept units are scaled by
+        1 / (1 - p).  A sample's positive and negative copy share the mask, so they still
+        differ only in the label.  Prediction and the readout's pass use no dropout.
     """
 
     name: str = "ff"
@@ -122,6 +126,7 @@ class FFSpec:
     predict: str = "goodness"
     activity: str = "rate"
     spike_norm: bool = False
+    dropout: float = 0.0
 
     def check(self) -> None:
         for key, value, choices in (
@@ -141,6 +146,8 @@ class FFSpec:
             raise ConfigError(f"rule.label_offset must be >= 0, got {self.label_offset}")
         if self.collaboration < 0:
             raise ConfigError(f"rule.collaboration must be >= 0, got {self.collaboration}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"rule.dropout must be in [0, 1), got {self.dropout}")
 
 
 def build_ff(spec: FFSpec, data) -> Rule:
@@ -149,6 +156,19 @@ def build_ff(spec: FFSpec, data) -> Rule:
     except ValueError as exc:
         raise ConfigError(f"rule.label_offset/label_features: {exc} ({data.name})") from None
     return FF(spec, data.n_classes)
+
+
+def paired_dropout(u: torch.Tensor, p: float, batch_dim: int) -> torch.Tensor:
+    """Inverted dropout on ``u`` whose batch holds positive copies then negative copies.
+
+    One Bernoulli(1 - p) mask per positive sample (and per time step for time-stepped
+    inputs) is applied to the sample's positive and negative copy alike, scaled by 1/(1-p).
+    """
+    half = u.shape[batch_dim] // 2
+    shape = list(u.shape)
+    shape[batch_dim] = half
+    keep = (torch.rand(shape, device=u.device) >= p).to(u.dtype) / (1.0 - p)
+    return u * torch.cat([keep, keep], dim=batch_dim)
 
 
 # ---------------------------------------------------------------- model views
@@ -305,6 +325,8 @@ class FF(Rule):
             theta = collaborative_threshold(s.threshold, L, s.collaboration)
         total = 0.0
         for k in range(L):
+            if k > 0 and s.dropout > 0:
+                u = paired_dropout(u, s.dropout, batch_dim=1 if view.time_stepped else 0)
             a, nxt = view.layer(k, u.detach())
             g = goodness(a, s.goodness)
             judged = collaborative_goodness(g_all, k, g, s.collaboration) if g_all is not None else g
