@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuro.config import PRECISIONS
 from neuro.errors import CheckpointError, NeuroError
 from neuro.progress import progress_bar
 from neuro.rules.base import Batch, Rule, check_compatible
@@ -106,8 +107,8 @@ class Trainer:
         self.progress, self.eval_batch_size = progress, int(eval_batch_size)
         self.device = torch.device(device)
         self.hooks = tuple(hooks)
-        if precision not in ("float32", "bfloat16"):
-            raise NeuroError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise NeuroError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.flush_denormals = bool(flush_denormals)
         self.epoch = 0  # epochs completed
