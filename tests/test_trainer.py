@@ -156,6 +156,11 @@ def test_bfloat16_precision_runs_matmuls_in_bf16_and_keeps_float32_state():
 def test_unknown_precision_is_a_config_error():
     from neuro.errors import ConfigError
 
+    trainer = build_experiment({**SMALL, "train": {"epochs": 1, "precision": "bfloat16"}}).trainer(None, progress=False)
+    assert trainer.precision == "bfloat16" and torch.is_autocast_enabled('cpu') is False
+    with trainer.autocast():
+        assert torch.is_autocast_enabled('cpu')
+
     with pytest.raises(ConfigError, match="train.precision = 'fp8' is not one of float32, bfloat16"):
         build_experiment({**SMALL, "train": {"epochs": 1, "precision": "fp8"}})
 
