@@ -36,13 +36,16 @@ import tty
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from devices.serial import protocol as P
 from devices.serial.firmware import Firmware
-from neuro.errors import ConfigError, DeviceError
+from devices.errors import DeviceError
+from simulators.affine import AffineTanhSubstrate  # noqa: F401 - re-exported for users of the emulator
+from simulators.errors import SettingError
+from simulators.substrate import open_substrate_spec
+from simulators.substrate import substrate_names as _substrate_names
 
 log = logging.getLogger("devices.emulator")
 
@@ -76,9 +79,9 @@ class Faults:
         for name in ("drop", "corrupt", "garbage", "delay", "error"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"fault rate {name} must be a probability in [0, 1], got {value}")
+                raise SettingError(f"fault rate {name} must be a probability in [0, 1], got {value}")
         if self.delay_s < 0 or self.down_s < 0:
-            raise ConfigError("fault delay_s and down_s must be >= 0 seconds")
+            raise SettingError("fault delay_s and down_s must be >= 0 seconds")
 
 
 @dataclass
@@ -327,7 +330,7 @@ def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | 
     link_dir.mkdir(parents=True, exist_ok=True)
     subs = model_substrates(model)
     if not subs:
-        raise ConfigError("this model has no layer substrates to emulate (use a model such as physical_mlp)")
+        raise SettingError("this model has no layer substrates to emulate (use a model such as physical_mlp)")
     emus: list[Emulator] = []
     try:
         for k, sub in enumerate(subs):
@@ -341,91 +344,12 @@ def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | 
 
 
 # --------------------------------------------------------------- substrates
-class AffineTanhSubstrate:
-    """A small substrate for testing the link itself: ``y = tanh(x W^T + b) + noise (+ drift k)``.
-
-    ``W [n_out, n_in]`` and ``b [n_out]`` are its hardware parameters (seeded at
-    construction); ``k`` counts the batches measured since ``reset()`` (a stand-in for a
-    device that drifts with use, which makes any recomputation of a retried request
-    visible); ``noise`` is the std of Gaussian measurement noise from its own seeded
-    generator.  Inputs in ``[-1, 1]`` (dimensionless).  With ``drift == 0`` the outputs
-    are clipped to ``[-1, 1]`` and that output range is advertised (int16 samples work);
-    with drift the outputs are unbounded and no output range is advertised.
-    """
-
-    def __init__(self, n_in: int = 8, n_out: int = 4, *, seed: int = 0, drift: float = 0.0, noise: float = 0.0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.n_in, self.n_out = n_in, n_out
-        self.input_range = (-1.0, 1.0)
-        self.drift, self.noise = drift, noise
-        self.W = torch.randn(n_out, n_in, generator=g) / n_in ** 0.5
-        self.b = 0.1 * torch.randn(n_out, generator=g)
-        self._noise_gen = torch.Generator().manual_seed(seed + 1)
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(x.float() @ self.W.T + self.b)
-        if self.noise:
-            y = y + self.noise * torch.randn(y.shape, generator=self._noise_gen)
-        if self.drift:
-            y = y + self.drift * self.calls
-        else:
-            y = y.clamp(-1.0, 1.0)
-        self.calls += 1
-        return y
-
-    def set_params(self, params: dict[str, torch.Tensor]) -> None:
-        for name, value in params.items():
-            if name not in ("W", "b"):
-                raise KeyError(name)
-            setattr(self, name, value.detach().float().clone())
-
-    def get_params(self) -> dict[str, torch.Tensor]:
-        return {"W": self.W.clone(), "b": self.b.clone()}
-
-    def reset(self) -> None:
-        self.calls = 0
-
-    def describe(self) -> dict:
-        out = 1.0 if self.drift == 0 else None
-        d = {"kind": "affine-tanh", "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range)}
-        if out is not None:
-            d["output_range"] = [-out, out]
-        return d
-
-
-def _affine(kind: str, n_in: int, n_out: int, seed: int, options: dict) -> AffineTanhSubstrate:
-    if kind:
-        raise ConfigError(f"substrate 'affine' has no variants, got 'affine:{kind}'")
-    unknown = sorted(set(options) - {"noise", "drift"})
-    if unknown:
-        raise ConfigError(f"unknown option '{unknown[0]}' for emulator substrate affine; valid: noise, drift")
-    return AffineTanhSubstrate(n_in, n_out, seed=seed, **{k: float(v) for k, v in options.items()})
-
-
-def _wave(kind: str, n_in: int, n_out: int, seed: int, options: dict):
-    from neuro.substrates import open_substrate
-
-    return open_substrate(f"wave:{kind}", n_in, n_out, seed=seed, options=options)
-
-
-SUBSTRATES: dict[str, Callable[[str, int, int, int, dict], object]] = {
-    "affine": _affine,
-    "wave": _wave,
-}
-"""``--substrate FAMILY[:KIND]`` -> ``factory(kind, n_in, n_out, seed, options)``; a family joins with one line."""
-
-
 def substrate_names() -> list[str]:
-    from simulators.wave import KINDS as WAVE_KINDS
-
-    return ["affine", *(f"wave:{k}" for k in WAVE_KINDS)]
+    """The substrate specs the emulator can serve (every emulatable family of the one registry)."""
+    return _substrate_names(emulatable_only=True)
 
 
 def make_substrate(spec: str, n_in: int, n_out: int, seed: int = 0, options: dict | None = None):
     """The substrate the emulator serves, e.g. ``affine`` or ``wave:scattering`` with its ``options``
     (built exactly as :func:`neuro.substrates.open_substrate` builds it in-process for the same seed)."""
-    family, _, kind = str(spec).partition(":")
-    if family not in SUBSTRATES:
-        raise ConfigError(f"unknown emulator substrate '{spec}'; available now: {', '.join(substrate_names())}")
-    return SUBSTRATES[family](kind, n_in, n_out, seed, dict(options or {}))
+    return open_substrate_spec(spec, n_in, n_out, seed=seed, options=options, emulatable_only=True)

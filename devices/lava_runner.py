@@ -1,8 +1,8 @@
 """Run an exported network on Lava.  Executed inside ``.venv-lava`` (Python 3.10): imports no torch.
 
-Usage: ``python -I devices/lava_runner.py JOB_DIR`` (``-I``: this file sits next to ``devices/lava.py``,
+Usage: ``python -I devices/lava_runner.py JOB_DIR`` (``-I``: this file sits next to ``devices/lava_backend.py``,
 which must not shadow the ``lava`` package).  The job directory holds (written by
-:mod:`devices.lava`)::
+:mod:`devices.lava_backend`)::
 
     network.nir          NIR graph: Input -> (Affine|Linear -> CubaLIF|LIF)* -> Output (topology, float params)
     fixed_point.json     the explicit fixed-point spec (bit widths, per-layer weight_exp, du, dv, vth, bias_exp)

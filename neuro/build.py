@@ -20,7 +20,7 @@ from torch import nn
 from neuro import config as cfg
 from neuro.errors import ConfigError
 from neuro.layers.encoders import ENCODERS
-from neuro.layers.lif import ENGINES
+from neuro.layers.lif import engine_names
 from neuro.layers.mlp import MLPSpec, build_mlp
 from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
 from neuro.layers.readouts import READOUTS
@@ -93,7 +93,7 @@ class SpikingMLPSpec:
     def check(self) -> None:
         _one_of("model.encoder", self.encoder, ENCODERS)
         _one_of("model.readout", self.readout, READOUTS)
-        _one_of("model.engine", self.engine, ENGINES)
+        _one_of("model.engine", self.engine, engine_names())
         if self.time_steps < 1:
             raise ConfigError(f"model.time_steps must be >= 1, got {self.time_steps}")
         if any(h < 1 for h in self.hidden):

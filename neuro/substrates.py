@@ -1,52 +1,31 @@
-"""From a config string to a substrate object: the one place that maps names to substrates.
+"""From a config string to a substrate object, for the layers of :mod:`neuro`.
 
-``open_substrate(spec, n_in, n_out, seed=..., options=...)`` with ``spec``:
-
-- ``wave:scattering``, ``wave:saturable``, ``wave:oscillators``: the simulators in
-  :mod:`simulators.wave`; ``options`` are fields of :class:`simulators.wave.WaveOptions`
-  (``n_control``, ``noise``, ``drift``, ``perturb_at``, ...).
-- ``serial:<port>``: a device (or ``neuro devices emulate``) behind the NeuroHIL serial
-  protocol, opened with :class:`devices.SerialDevice`; driver settings in ``options["serial"]``,
-  other options are checked against what the device reports (see :mod:`devices.serial.substrate`).
-
-Everything returned implements :class:`simulators.substrate.Substrate`.  Unknown names or
-options are a one-line :class:`~neuro.errors.ConfigError`.
+``open_substrate(spec, n_in, n_out, seed=..., options=...)`` opens ``FAMILY[:VARIANT]``
+through the one table of substrate families,
+:data:`simulators.substrate.SUBSTRATE_FAMILIES`, where each family registers beside its
+code (``wave:*`` in :mod:`simulators.wave`, ``affine`` in :mod:`simulators.affine`,
+``serial:<port>`` in :mod:`devices.serial.substrate`, ...).  The lower packages raise their
+own one-line errors; here they become :class:`~neuro.errors.ConfigError` (bad names and
+options) so a config mistake reads the same whatever family it names.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from devices.serial.substrate import open_serial
 from neuro.errors import ConfigError
-from simulators.substrate import Substrate
-from simulators.wave import KINDS as WAVE_KINDS
-from simulators.wave import WaveOptions, WaveSubstrate
+from simulators.errors import SettingError
+from simulators.substrate import SUBSTRATE_FAMILIES, Substrate, open_substrate_spec, substrate_names
 
-SUBSTRATE_NAMES: tuple[str, ...] = (*(f"wave:{k}" for k in WAVE_KINDS), "serial:<port>")
+__all__ = ["SUBSTRATE_FAMILIES", "open_substrate", "substrate_names", "substrate_family"]
+
+
+def substrate_family(spec: str) -> str:
+    """The family part of a spec (``wave`` for ``wave:scattering``)."""
+    return str(spec).partition(":")[0]
 
 
 def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None) -> Substrate:
     """Open the substrate named ``spec`` with ``n_in`` inputs and ``n_out`` outputs."""
-    import difflib
-
-    options = dict(options or {})
-    family, _, name = str(spec).partition(":")
-    if family == "wave" and name in WAVE_KINDS:
-        fields = {f.name for f in dataclasses.fields(WaveOptions)} - {"kind", "n_in", "n_out", "seed"}
-        for key in options:
-            if key not in fields:
-                close = difflib.get_close_matches(key, sorted(fields), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown option '{key}' for substrate {spec}{hint}; valid: {', '.join(sorted(fields))}")
-        if "perturb_at" in options:
-            options["perturb_at"] = tuple(options["perturb_at"])
-        try:
-            return WaveSubstrate(WaveOptions(kind=name, n_in=int(n_in), n_out=int(n_out), seed=int(seed), **options))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"substrate {spec}: {exc}") from None
-    if family == "serial":  # hardware (or the emulator) behind the NeuroHIL serial protocol
-        return open_serial(spec, n_in, n_out, options)
-    close = difflib.get_close_matches(str(spec), SUBSTRATE_NAMES, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(f"unknown substrate '{spec}'{hint}; valid: {', '.join(SUBSTRATE_NAMES)}")
+    try:
+        return open_substrate_spec(spec, n_in, n_out, seed=seed, options=options)
+    except SettingError as exc:
+        raise ConfigError(str(exc)) from None

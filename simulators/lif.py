@@ -71,7 +71,12 @@ from typing import NamedTuple
 
 import torch
 
+from simulators.registry import make_registry
 from simulators.surrogate import Surrogate
+
+LIF_ENGINES = make_registry("LIF_ENGINES", "LIF engine", discover=("simulators",))
+"""Engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``; an entry's
+``check`` metadata (``check(params)``) raises IncompatibleSettingError for parameters it cannot run exactly."""
 
 RESET_MODES = ("subtract", "zero")
 INTEGRATORS = ("exact", "euler")
@@ -206,6 +211,7 @@ def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.
     return z, LIFState(v, i_new)
 
 
+@LIF_ENGINES.register("reference")
 def lif_sequence_reference(
     currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None
 ) -> LIFTrace:
@@ -435,6 +441,7 @@ def _adjoint_recursion(p: LIFParameters, A, M, spikes, v0, g_i_final):
     return d_cur, d_v0, d_i0
 
 
+@LIF_ENGINES.register("native")
 def lif_sequence_fused(
     currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None
 ) -> LIFTrace:

@@ -6,7 +6,7 @@ Each engine takes the same inputs as :func:`simulators.lif.lif_sequence_fused`
 conventions, so that a layer can swap engines without any other change.  The peer's own
 cell does the dynamics and its own autograd graph gives the gradients; the adapters only
 map parameters and states in and out.  Where a peer cannot express a parameter set
-exactly, the engine refuses it with an :class:`~neuro.errors.IncompatibleError` that says
+exactly, the engine refuses it with an :class:`~simulators.errors.IncompatibleSettingError` that says
 which setting to change (never an approximate mapping).
 
 Voltage scaling.  LIF dynamics are linear in (input, voltages) between threshold
@@ -65,12 +65,12 @@ from __future__ import annotations
 
 import torch
 
-from neuro.errors import IncompatibleError
-from simulators.lif import LIFParameters, LIFState, LIFTrace, initial_state
+from simulators.errors import IncompatibleSettingError
+from simulators.lif import LIF_ENGINES, LIFParameters, LIFState, LIFTrace, initial_state
 
 
 def _refuse(engine: str, what: str) -> None:
-    raise IncompatibleError(f"LIF engine '{engine}' cannot run these parameters exactly: {what}")
+    raise IncompatibleSettingError(f"LIF engine '{engine}' cannot run these parameters exactly: {what}")
 
 
 # ------------------------------------------------------------------------ snnTorch
@@ -119,6 +119,7 @@ def snntorch_mapping(p: LIFParameters) -> tuple[dict, float]:
     return kwargs, c
 
 
+@LIF_ENGINES.register("snntorch", check=lambda p: snntorch_mapping(p))
 def lif_sequence_snntorch(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
     """Run ``currents`` [T, batch, n] through a real ``snntorch.Leaky``/``Synaptic`` cell."""
     import snntorch
@@ -199,6 +200,7 @@ def norse_mapping(p: LIFParameters, dtype: torch.dtype = torch.float32):
     return cell, c
 
 
+@LIF_ENGINES.register("norse", check=lambda p: norse_mapping(p))
 def lif_sequence_norse(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
     """Run ``currents`` [T, batch, n] through a real ``norse.torch.LIFCell``/``LIFBoxCell``."""
     from norse.torch.functional.lif import LIFFeedForwardState

@@ -36,3 +36,64 @@ class Substrate(Protocol):
     def reset(self) -> None: ...
 
     def describe(self) -> dict: ...
+
+
+# ------------------------------------------------------------ substrate families
+from typing import Callable  # noqa: E402
+
+from simulators.errors import SettingError, UnknownNameError  # noqa: E402
+from simulators.registry import did_you_mean, make_registry  # noqa: E402
+
+SubstrateOpener = Callable[..., Substrate]
+"""``opener(variant, n_in, n_out, *, seed, options) -> Substrate``; ``variant`` is what follows the colon."""
+
+SUBSTRATE_FAMILIES = make_registry("SUBSTRATE_FAMILIES", "substrate family", discover=("simulators", "devices"))
+"""The one table of substrate families (``wave``, ``affine``, ``serial``, ...), used by
+:func:`neuro.substrates.open_substrate`, the device emulator and the CLI.  An entry's metadata:
+
+variants: the names allowed after the colon (``()``: none; ``None``: free text such as a port).
+variant_hint: how to write a free-text variant in listings (``<port>``).
+emulatable: whether ``neuro devices emulate`` can serve it (a simulator, not a device itself).
+"""
+
+
+def substrate_names(*, emulatable_only: bool = False) -> list[str]:
+    """Every valid substrate spec, e.g. ``["affine", "wave:scattering", ..., "serial:<port>"]``."""
+    out = []
+    for entry in sorted(SUBSTRATE_FAMILIES.entries(), key=lambda e: e.name):
+        if emulatable_only and not entry.meta.get("emulatable", True):
+            continue
+        variants = entry.meta.get("variants", ())
+        if variants is None:
+            out.append(f"{entry.name}:{entry.meta.get('variant_hint', '<name>')}")
+        elif not variants:
+            out.append(entry.name)
+        else:
+            out.extend(f"{entry.name}:{v}" for v in variants)
+    return out
+
+
+def open_substrate_spec(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None,
+                        emulatable_only: bool = False) -> Substrate:
+    """Open ``FAMILY[:VARIANT]`` through :data:`SUBSTRATE_FAMILIES`; unknown names are one-line errors."""
+    family, _, variant = str(spec).partition(":")
+    names = substrate_names(emulatable_only=emulatable_only)
+    if family not in SUBSTRATE_FAMILIES:
+        raise UnknownNameError(f"unknown substrate '{spec}'{did_you_mean(spec, names)}; valid: {', '.join(names)}")
+    entry = SUBSTRATE_FAMILIES.get(family)
+    if emulatable_only and not entry.meta.get("emulatable", True):
+        raise UnknownNameError(f"substrate family '{family}' cannot be emulated; valid: {', '.join(names)}")
+    variants = entry.meta.get("variants", ())
+    if variants is not None and (variant or variants) and variant not in variants:
+        if not variants:
+            raise SettingError(f"substrate '{family}' has no variants, got '{spec}'; use '{family}'")
+        raise UnknownNameError(f"unknown substrate '{spec}'{did_you_mean(spec, names)}; valid: {', '.join(names)}")
+    return entry.obj(variant, int(n_in), int(n_out), seed=int(seed), options=dict(options or {}))
+
+
+def check_options(spec: str, options: dict, valid) -> None:
+    """Refuse option keys not in ``valid`` with a did-you-mean hint (one line)."""
+    valid = sorted(valid)
+    for key in options:
+        if key not in valid:
+            raise SettingError(f"unknown option '{key}' for substrate {spec}{did_you_mean(key, valid)}; valid: {', '.join(valid)}")

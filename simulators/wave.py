@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuro.errors import DeviceError
+from simulators.errors import SettingError, SubstrateFault
+from simulators.substrate import SUBSTRATE_FAMILIES, check_options
 
 KINDS = ("scattering", "saturable", "oscillators")
 MODULATIONS = {"scattering": ("amplitude", "phase"), "saturable": ("amplitude", "phase"),
@@ -291,10 +292,10 @@ class WaveSubstrate:
     def _inputs(self, x: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.n_in:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise DeviceError(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
+            raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
         lo, hi = self.input_range
         if x.numel() and (float(x.min()) < lo - _RANGE_TOLERANCE or float(x.max()) > hi + _RANGE_TOLERANCE):
-            raise DeviceError(
+            raise SubstrateFault(
                 f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); encode them into the device range first"
             )
         x = x.to(torch.float32)
@@ -315,13 +316,13 @@ class WaveSubstrate:
     def set_params(self, params: dict[str, torch.Tensor]) -> None:
         for name, value in params.items():
             if name != "control":
-                raise DeviceError(f"{self.kind} has no hardware parameter '{name}'; it has: control")
+                raise SubstrateFault(f"{self.kind} has no hardware parameter '{name}'; it has: control")
             value = torch.as_tensor(value, dtype=torch.float32).detach().reshape(-1)
             if value.numel() != self.options.n_control:
-                raise DeviceError(f"{self.kind} control needs {self.options.n_control} values, got {value.numel()}")
+                raise SubstrateFault(f"{self.kind} control needs {self.options.n_control} values, got {value.numel()}")
             lo, hi = self.input_range
             if value.numel() and (float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE):
-                raise DeviceError(f"{self.kind} control values must lie in [{lo}, {hi}]")
+                raise SubstrateFault(f"{self.kind} control values must lie in [{lo}, {hi}]")
             self._control = value.clone()
 
     def get_params(self) -> dict[str, torch.Tensor]:
@@ -362,7 +363,7 @@ class WaveSubstrate:
         self.exact_calls += 1
         control = (params or {}).get("control", self._control)
         if x.dim() != 2 or x.shape[1] != self.n_in:
-            raise DeviceError(f"{self.kind} expects inputs [batch, {self.n_in}], got {tuple(x.shape)}")
+            raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {tuple(x.shape)}")
         e = torch.cat([x, control.to(x).expand(x.shape[0], -1)], dim=1)
         hidden = {k: v.to(x.dtype) for k, v in self._state.hidden.items()}
         return transfer(e, hidden, self.options)
@@ -390,3 +391,16 @@ class WaveSubstrate:
 def wave_substrate(kind: str, n_in: int, n_out: int, *, seed: int = 0, **options) -> WaveSubstrate:
     """Convenience constructor: ``WaveSubstrate(WaveOptions(kind, n_in, n_out, seed=seed, **options))``."""
     return WaveSubstrate(WaveOptions(kind=kind, n_in=n_in, n_out=n_out, seed=seed, **options))
+
+
+@SUBSTRATE_FAMILIES.register("wave", variants=KINDS, emulatable=True)
+def open_wave(variant: str, n_in: int, n_out: int, *, seed: int = 0, options: dict) -> WaveSubstrate:
+    """``wave:<kind>``: options are fields of :class:`WaveOptions` (``n_control``, ``noise``, ``drift``, ...)."""
+    options = dict(options)
+    check_options(f"wave:{variant}", options, {f.name for f in dataclasses.fields(WaveOptions)} - {"kind", "n_in", "n_out", "seed"})
+    if "perturb_at" in options:
+        options["perturb_at"] = tuple(options["perturb_at"])
+    try:
+        return WaveSubstrate(WaveOptions(kind=variant, n_in=n_in, n_out=n_out, seed=seed, **options))
+    except (TypeError, ValueError) as exc:
+        raise SettingError(f"substrate wave:{variant}: {exc}") from None

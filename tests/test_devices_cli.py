@@ -56,7 +56,10 @@ def test_probe_errors_are_one_line(tmp_path, capsys):
 
 def test_emulate_rejects_unknown_substrates_and_bad_fault_rates(capsys):
     rc, _, err = _neuro(capsys, "devices", "emulate", "--substrate", "nonsense", "--duration", "1")
-    assert rc == 2 and "unknown emulator substrate 'nonsense'; available now: affine" in err
+    assert rc == 2 and err.startswith("error: unknown substrate 'nonsense'; valid: ") and err.count("\n") == 1
+    assert "affine" in err and "wave:scattering" in err and "serial" not in err  # a serial port cannot be emulated
+    rc, _, err = _neuro(capsys, "devices", "emulate", "--substrate", "wave:foo", "--duration", "1")
+    assert rc == 2 and "unknown substrate 'wave:foo'" in err and "affine" in err
     rc, _, err = _neuro(capsys, "devices", "emulate", "--drop", "1.5", "--duration", "1")
     assert rc == 2 and "fault rate drop must be a probability in [0, 1], got 1.5" in err
     with pytest.raises(SystemExit):

@@ -1,6 +1,6 @@
 """Against the real Lava: the twin is bit-exact with Loihi2SimCfg(select_tag="fixed_pt"); deployment; errors.
 
-These run Lava in ``.venv-lava`` through devices/lava.py.  They skip, with the reason, only
+These run Lava in ``.venv-lava`` through devices/lava_backend.py.  They skip, with the reason, only
 when that environment is absent.  Each test batches its cases into one or two Lava runs.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from devices.base import Device
-from devices.lava import LavaLoihi, live_group_members, run_lava
+from devices.lava_backend import LavaLoihi, live_group_members, run_lava
 from devices.lava_env import lava_python
 from neuro.errors import DeviceError, IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, LoihiLayerSpec

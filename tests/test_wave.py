@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from neuro.errors import ConfigError, DeviceError
+from neuro.errors import ConfigError
+from simulators.errors import SubstrateFault
 from neuro.substrates import open_substrate
 from simulators.substrate import Substrate
 from simulators.wave import WaveOptions, WaveSubstrate, oscillator_step, transfer
@@ -115,13 +116,13 @@ def test_state_dict_continues_identically():
 
 def test_bad_inputs_are_one_line_errors():
     sub = open_substrate("wave:scattering", 3, 4)
-    with pytest.raises(DeviceError, match=r"inputs must lie in \[-1.0, 1.0\]"):
+    with pytest.raises(SubstrateFault, match=r"inputs must lie in \[-1.0, 1.0\]"):
         sub.forward(torch.full((2, 3), 1.5))
-    with pytest.raises(DeviceError, match=r"expects inputs \[batch, 3\]"):
+    with pytest.raises(SubstrateFault, match=r"expects inputs \[batch, 3\]"):
         sub.forward(torch.zeros(2, 4))
-    with pytest.raises(DeviceError, match="no hardware parameter 'gain'"):
+    with pytest.raises(SubstrateFault, match="no hardware parameter 'gain'"):
         sub.set_params({"gain": torch.zeros(1)})
-    with pytest.raises(DeviceError, match="control needs 8 values"):
+    with pytest.raises(SubstrateFault, match="control needs 8 values"):
         sub.set_params({"control": torch.zeros(3)})
     with pytest.raises(ConfigError, match="did you mean 'wave:scattering'"):
         open_substrate("wave:scatering", 3, 4)

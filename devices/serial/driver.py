@@ -40,7 +40,7 @@ import serial
 import torch
 
 from devices.serial import protocol as P
-from neuro.errors import DeviceError
+from devices.errors import DeviceError
 
 log = logging.getLogger("devices.serial")
 

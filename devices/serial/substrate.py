@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 
-from neuro.errors import ConfigError
+from simulators.errors import SettingError
+from simulators.substrate import SUBSTRATE_FAMILIES
 
 PREFIX = "serial:"
 DRIVER_OPTIONS = ("timeout", "retries", "reconnect_timeout", "sample_format", "baudrate")
@@ -37,19 +38,19 @@ def open_serial(spec: str, n_in: int, n_out: int, options: dict | None = None):
 
     port = str(spec)[len(PREFIX):] if str(spec).startswith(PREFIX) else str(spec)
     if not port:
-        raise ConfigError("substrate 'serial:' needs a port, e.g. serial:/dev/ttyUSB0 or serial:/tmp/ttyNH0")
+        raise SettingError("substrate 'serial:' needs a port, e.g. serial:/dev/ttyUSB0 or serial:/tmp/ttyNH0")
     options = dict(options or {})
     driver = options.pop("serial", {}) or {}
     if not isinstance(driver, dict):
-        raise ConfigError(f"model.substrate_options.serial must be a table of driver settings ({', '.join(DRIVER_OPTIONS)})")
+        raise SettingError(f"model.substrate_options.serial must be a table of driver settings ({', '.join(DRIVER_OPTIONS)})")
     unknown = sorted(set(driver) - set(DRIVER_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown serial driver option '{unknown[0]}' for {spec}; valid: {', '.join(DRIVER_OPTIONS)}")
+        raise SettingError(f"unknown serial driver option '{unknown[0]}' for {spec}; valid: {', '.join(DRIVER_OPTIONS)}")
     device = SerialDevice(port, **driver)
     device.open()
     try:
         if (device.n_in, device.n_out) != (int(n_in), int(n_out)):
-            raise ConfigError(f"device on {port} has {device.n_in} inputs and {device.n_out} outputs, the model needs {n_in} and {n_out}; "
+            raise SettingError(f"device on {port} has {device.n_in} inputs and {device.n_out} outputs, the model needs {n_in} and {n_out}; "
                               f"start it with matching sizes (e.g. `neuro devices emulate --n-in {n_in} --n-out {n_out}`) or change the model")
         unchecked = []
         for key, want in options.items():
@@ -57,7 +58,7 @@ def open_serial(spec: str, n_in: int, n_out: int, options: dict | None = None):
             if have is None:
                 unchecked.append(key)
             elif have != want and not (isinstance(have, (int, float)) and isinstance(want, (int, float)) and math.isclose(have, want)):
-                raise ConfigError(f"model.substrate_options.{key} = {want!r}, but the device on {port} reports {have!r}; "
+                raise SettingError(f"model.substrate_options.{key} = {want!r}, but the device on {port} reports {have!r}; "
                                   "set the device up to match or change the config")
         if unchecked:
             log.warning("serial %s: the device does not report %s; not checked", port, ", ".join(sorted(unchecked)))
@@ -65,3 +66,9 @@ def open_serial(spec: str, n_in: int, n_out: int, options: dict | None = None):
         device.close()
         raise
     return device
+
+
+@SUBSTRATE_FAMILIES.register("serial", variants=None, variant_hint="<port>", emulatable=False)
+def open_serial_family(variant: str, n_in: int, n_out: int, *, seed: int = 0, options: dict):
+    """``serial:<port>``: hardware (or ``neuro devices emulate``) behind the NeuroHIL serial protocol."""
+    return open_serial(PREFIX + variant, n_in, n_out, options)

@@ -1,6 +1,6 @@
 """``neuro``: entry point.  Each sub-command lives in its own module with ``add_parser(subparsers)``.
 
-Every :class:`~neuro.errors.NeuroError` is printed as one line ``error: ...`` with exit
+Every :class:`~simulators.errors.UserFacingError` (``neuro.errors`` and the lower packages' errors) is printed as one line ``error: ...`` with exit
 status 2; Ctrl-C exits with 130 after the last checkpoint, which ``--resume`` continues.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 from neuro import __version__
 from neuro.cli import demo, deploy, devices, evaluate, info, report, train
-from neuro.errors import NeuroError
+from neuro.errors import UserFacingError
 
 COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy)
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         return int(args.func(args) or 0)
-    except NeuroError as exc:
+    except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

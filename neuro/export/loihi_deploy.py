@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from devices.lava import require_lava_python, run_lava_batch
+from devices.lava_backend import require_lava_python, run_lava_batch
 from neuro.errors import ConfigError
 from neuro.export.loihi import LoihiExport, quantize
 from neuro.layers.readouts import first_spike, spike_count

@@ -5,38 +5,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuro.errors import ConfigError
+from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.capabilities import Capabilities
-from simulators.lif import LIFParameters, LIFState, LIFTrace, lif_sequence_fused, lif_sequence_reference
+from simulators.errors import IncompatibleSettingError, UnknownNameError
+from simulators.lif import LIF_ENGINES, LIFParameters, LIFState, LIFTrace
 from simulators.synapse import SYNAPSE_PATHS, synaptic_input
-from simulators.lif_peers import lif_sequence_norse, lif_sequence_snntorch, norse_mapping, snntorch_mapping
 
-#: engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``.
-#: ``native``: the fused engine; ``reference``: plain autograd, one step at a time;
-#: ``snntorch`` / ``norse``: the peers' own cells (see :mod:`simulators.lif_peers` for the
-#: exact parameter mapping and what each peer cannot express).
-ENGINE_FUNCTIONS = {
-    "native": lif_sequence_fused,
-    "reference": lif_sequence_reference,
-    "snntorch": lif_sequence_snntorch,
-    "norse": lif_sequence_norse,
-}
-ENGINES = tuple(ENGINE_FUNCTIONS)
+
+def engine_names() -> tuple[str, ...]:
+    """The registered LIF engines (``native``, ``reference``, ``snntorch``, ``norse``, ...)."""
+    return LIF_ENGINES.names()
+
+
+def _engine(engine: str):
+    try:
+        return LIF_ENGINES.get(engine)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIFState | None) -> LIFTrace:
     """Simulate LIF dynamics for ``currents`` [T, batch, n] on the named engine."""
-    if engine not in ENGINE_FUNCTIONS:
-        raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
-    return ENGINE_FUNCTIONS[engine](currents, p, state)
+    fn = _engine(engine).obj
+    try:
+        return fn(currents, p, state)
+    except IncompatibleSettingError as exc:
+        raise IncompatibleError(str(exc)) from None
 
 
 def check_engine(engine: str, p: LIFParameters) -> None:
     """Fail now (IncompatibleError, one line) if ``engine`` cannot run ``p`` exactly."""
-    if engine == "snntorch":
-        snntorch_mapping(p)
-    elif engine == "norse":
-        norse_mapping(p)
+    check = _engine(engine).meta.get("check")
+    if check is not None:
+        try:
+            check(p)
+        except IncompatibleSettingError as exc:
+            raise IncompatibleError(str(exc)) from None
 
 
 class LIFLayer(nn.Module):
@@ -65,8 +69,7 @@ class LIFLayer(nn.Module):
         if synapse not in SYNAPSE_PATHS:
             raise ConfigError(f"unknown synapse path '{synapse}'; choose one of {', '.join(SYNAPSE_PATHS)}")
         self.synapse = synapse
-        if engine not in ENGINES:
-            raise ConfigError(f"unknown LIF engine '{engine}'; choose one of {', '.join(ENGINES)}")
+        _engine(engine)
         self.params = params or LIFParameters()
         self.engine = engine
         check_engine(engine, self.params)

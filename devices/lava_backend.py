@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from devices.lava_env import lava_python
-from neuro.errors import DeviceError
+from devices.errors import DeviceError
 from simulators.loihi import local_to_pipelined_steps
 
 RUNNER = Path(__file__).resolve().with_name("lava_runner.py")
