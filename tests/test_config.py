@@ -38,7 +38,7 @@ def test_errors_name_the_key(config, message):
 
         _parse_all(config)
         # LIF parameters are checked when they are turned into simulator parameters
-        from neuro.build import LIFSpec
+        from neuro.layers.spiking_mlp import LIFSpec
         from neuro.config import parse_spec
 
         parse_spec(LIFSpec, config.get("model", {}).get("lif", {}), "model.lif").to_parameters()

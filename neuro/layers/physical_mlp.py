@@ -1,7 +1,7 @@
 """``physical_mlp``: a deep physical network of N blocks and a digital readout.
 
 Input: ``[x; scale * label_code]`` where ``label_code`` is the one-hot label (supervised
-forward-forward embeds it, see :func:`neuro.rules.goodness.embed_label`) or the neutral code
+forward-forward embeds it, see :func:`neuro.functional.forward_forward.embed_label`) or the neutral code
 ``1/n_classes`` everywhere (prediction, backprop rules).  Block ``l`` (``l = 1..N``):
 
     e_l = encode(h_{l-1})            bounded into the device range
@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 from neuro.errors import ConfigError
-from neuro.layers.physical import ENCODINGS, DigitalLayer, InputEncoder, PhysicalLayer, length_normalize
-from neuro.rules.goodness import embed_label
-from neuro.substrates import open_substrate
+from neuro.functional.forward_forward import length_normalize
+from neuro.layers.physical import ENCODINGS, DigitalLayer, InputEncoder, PhysicalLayer
+from neuro.functional.forward_forward import embed_label
+from neuro.registry import MODEL_KINDS
+from neuro.substrates import open_substrate, substrate_label
 
 Physics = Callable[[int, PhysicalLayer, torch.Tensor], torch.Tensor]
 
@@ -144,6 +146,7 @@ class PhysicalMLPSpec:
             raise ConfigError(f"model.encoding = '{self.encoding}' is not one of {', '.join(ENCODINGS)}")
 
 
+@MODEL_KINDS.register("physical_mlp", spec=PhysicalMLPSpec, bf16=False)
 def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = None) -> PhysicalMLP:
     """Open one substrate per block from ``spec`` (or use the given substrate objects) and build the model."""
     n = len(spec.hidden)
@@ -153,6 +156,6 @@ def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = No
         widths = [data.n_features + data.n_classes, *spec.hidden[:-1]]
         substrates = [open_substrate(names[k], widths[k], sizes[k], seed=spec.seed + 1000 * k, options=spec.substrate_options)
                       for k in range(n)]
-    labels = [f"simulator:{nm.replace(':', '-')}" if nm.startswith("wave:") else nm for nm in names]
+    labels = [substrate_label(nm) for nm in names]
     return PhysicalMLP(data.n_features, data.n_classes, substrates, list(spec.hidden), labels,
                        label_scale=spec.label_scale, encoding=spec.encoding, gain=spec.gain, seed=spec.seed)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import dataclass
+
+from neuro.registry import RULES
 from neuro.rules.base import Batch, Requirements, Rule
 
 
@@ -23,3 +26,15 @@ class BPTT(Rule):
         loss.backward()
         accuracy = (scores.detach().argmax(1) == batch.y).float().mean()
         return {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+
+
+@dataclass
+class BPTTSpec:
+    """``[rule]`` with ``name = "bptt"``: surrogate-gradient backpropagation through time."""
+
+    name: str = "bptt"
+
+
+@RULES.register("bptt", spec=BPTTSpec)
+def build_bptt(spec: BPTTSpec, data) -> Rule:
+    return BPTT()

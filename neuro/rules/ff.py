@@ -1,6 +1,6 @@
 """Forward-forward learning (Hinton 2022), collaborative FF (Lorberbom et al. 2023) and spiking FF.
 
-Each layer ``k`` has its own objective: high goodness ``G_k`` (:mod:`neuro.rules.goodness`)
+Each layer ``k`` has its own objective: high goodness ``G_k`` (:mod:`neuro.functional.forward_forward`)
 for positive data (an input with its true label embedded, :func:`embed_label`) and low
 goodness for negative data (the same input with a wrong label: random, or the wrong label
 the network currently likes best).  Per batch:
@@ -50,7 +50,7 @@ non-differentiable (physical) layers use the model-free rule ``mfff``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +59,10 @@ from torch import nn
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.lif import LIFLayer
 from neuro.layers.mlp import MLP
+from neuro.registry import RULES
 from neuro.rules.base import Batch, Requirements, Rule
-from neuro.rules.goodness import (
-    GOODNESS_KINDS,
+from neuro.functional.forward_forward import (
+    GoodnessKind,
     collaborative_goodness,
     collaborative_threshold,
     embed_label,
@@ -75,10 +76,11 @@ from neuro.rules.goodness import (
     symba_loss,
 )
 
-LOSSES = ("logistic", "symba")
-NEGATIVES = ("random", "hard", "readout")
-ACTIVITIES = ("rate", "membrane")
-PREDICTIONS = ("goodness", "readout")
+Loss = Literal["logistic", "symba"]
+Negatives = Literal["random", "hard", "readout"]
+Activity = Literal["rate", "membrane"]
+Prediction = Literal["goodness", "readout"]
+LOSSES, NEGATIVES, ACTIVITIES, PREDICTIONS = (get_args(t) for t in (Loss, Negatives, Activity, Prediction))
 
 
 # ------------------------------------------------------------------------ spec
@@ -110,12 +112,12 @@ class FFSpec:
     """
 
     name: str = "ff"
-    goodness: str = "mean_squares"
+    goodness: GoodnessKind = "mean_squares"
     threshold: float = 2.0
-    loss: str = "logistic"
+    loss: Loss = "logistic"
     symba_alpha: float = 4.0
     negative_form: bool = False
-    negatives: str = "random"
+    negatives: Negatives = "random"
     label_scale: float = 1.0
     label_offset: int = 0
     label_features: list[int] = field(default_factory=list)
@@ -123,21 +125,12 @@ class FFSpec:
     collaboration: float = 1.0
     skip_first: bool = False
     readout: bool = False
-    predict: str = "goodness"
-    activity: str = "rate"
+    predict: Prediction = "goodness"
+    activity: Activity = "rate"
     spike_norm: bool = False
     dropout: float = 0.0
 
     def check(self) -> None:
-        for key, value, choices in (
-            ("goodness", self.goodness, GOODNESS_KINDS),
-            ("loss", self.loss, LOSSES),
-            ("negatives", self.negatives, NEGATIVES),
-            ("predict", self.predict, PREDICTIONS),
-            ("activity", self.activity, ACTIVITIES),
-        ):
-            if value not in choices:
-                raise ConfigError(f"rule.{key} = '{value}' is not one of {', '.join(choices)}")
         if self.negatives == "readout" and not self.readout:
             raise ConfigError("rule.negatives = 'readout' needs rule.readout = true (negatives come from the readout)")
         if self.predict == "readout" and not self.readout:
@@ -150,6 +143,7 @@ class FFSpec:
             raise ConfigError(f"rule.dropout must be in [0, 1), got {self.dropout}")
 
 
+@RULES.register("ff", spec=FFSpec)
 def build_ff(spec: FFSpec, data) -> Rule:
     try:
         label_feature_indices(data.n_features, data.n_classes, spec.label_offset, spec.label_features)
