@@ -106,10 +106,9 @@ class PhysicalMLP(nn.Module):
         macs = sum(m.n_macs for m in self.modules() if isinstance(m, DigitalLayer))
         return evals, macs
 
-    def report_extras(self, run_dir, records):
-        from neuro.report.physical import accuracy_vs_time
-
-        return accuracy_vs_time(run_dir, records)
+    def report_data(self, records=None) -> dict:
+        """Report section ``accuracy_vs_time`` (drawn by :mod:`neuro.report.physical` from the epoch records)."""
+        return {"accuracy_vs_time": {}}
 
 
 # ---------------------------------------------------------------------- config

@@ -5,6 +5,7 @@ Every training run writes ``runs/<name>/`` with ``config.toml``, ``metrics.jsonl
 """
 
 from neuro.report.html import format_value, write_report
+from neuro.report.sections import Figure, Section, Table, as_legacy, collect_sections
 from neuro.report.plots import (
     DPI,
     plot_learning_curves,
@@ -16,6 +17,11 @@ from neuro.report.plots import (
 
 __all__ = [
     "DPI",
+    "Figure",
+    "Section",
+    "Table",
+    "as_legacy",
+    "collect_sections",
     "format_value",
     "plot_learning_curves",
     "plot_rate_histograms",

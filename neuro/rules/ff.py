@@ -355,30 +355,9 @@ class FF(Rule):
         return scores, {"readout_loss": float(loss.detach()), "readout_accuracy": float((scores.argmax(1) == y).float().mean())}
 
     # -- report
-    def report_extras(self, run_dir, records) -> tuple[list, list]:
-        """Per-layer mean goodness of positive and negative data over epochs (PNG) and the last epoch's table."""
-        from neuro.report import plots
-
-        epochs = [r for r in records if r.get("event") == "epoch"]
-        layers = sorted({int(k[len("train_layer"):].split("_")[0]) for r in epochs for k in r
-                         if k.startswith("train_layer") and k.endswith("_g_pos")})
-        if not epochs or not layers:
-            return [], []
-        x = [r["epoch"] for r in epochs]
-        series = {}
-        for k in layers:
-            series[f"layer {k} positive"] = [r.get(f"train_layer{k}_g_pos", float("nan")) for r in epochs]
-            series[f"layer {k} negative"] = [r.get(f"train_layer{k}_g_neg", float("nan")) for r in epochs]
-        plots.plot_series(x, series, run_dir / "ff_goodness.png", "epoch", f"mean goodness ({self.spec.goodness})",
-                          title="FF goodness per layer (training batches)")
-        figure = ("FF goodness", "ff_goodness.png",
-                  "Mean goodness of positive (true label) and negative (wrong label) data, each layer, averaged over "
-                  "the epoch's training batches; the gap is what each layer's local loss widens.")
-        last = epochs[-1]
-        rows = [[k, last.get(f"train_layer{k}_loss"), last.get(f"train_layer{k}_g_pos"), last.get(f"train_layer{k}_g_neg")]
-                for k in layers]
-        table = ("FF layers (last epoch)", ["layer", "local loss", "goodness pos", "goodness neg"], rows)
-        return [figure], [table]
+    def report_data(self, records=None) -> dict:
+        """Report section ``ff_goodness`` (drawn by :mod:`neuro.report.ff` from the epoch records)."""
+        return {"ff_goodness": {"goodness": self.spec.goodness}}
 
     # -- prediction
     @torch.no_grad()
