@@ -45,7 +45,7 @@ RULES = _registry("RULES", "rule", "neuro.rules")
 ENCODERS = _registry("ENCODERS", "encoder", "neuro.layers")
 READOUTS = _registry("READOUTS", "readout", "neuro.layers")
 DATASETS = _registry("DATASETS", "dataset", "neuro.data")
-DEPLOY_TARGETS = _registry("DEPLOY_TARGETS", "deploy target", "neuro")
+DEPLOY_TARGETS = _registry("DEPLOY_TARGETS", "deploy target", "neuro.deploy")
 REPORT_SECTIONS = _registry("REPORT_SECTIONS", "report section", "neuro.report")
 
 __all__ = ["DATASETS", "DEPLOY_TARGETS", "ENCODERS", "Entry", "MODEL_KINDS", "READOUTS", "REPORT_SECTIONS", "RULES",

@@ -183,7 +183,7 @@ def test_qat_wrapper_computes_the_twin_and_passes_gradients_straight_through():
 
 def test_finetune_on_twin_runs_the_ordinary_trainer_and_returns_a_fitting_export():
     from neuro.data import load_dataset
-    from neuro.layers.loihi import finetune_on_twin
+    from neuro.deploy.qat import finetune_on_twin
 
     data = load_dataset("digits", limit=48)
     model = _mlp([64, 8, 10])
