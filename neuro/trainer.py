@@ -18,8 +18,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch

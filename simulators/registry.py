@@ -28,8 +28,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import pkgutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from simulators.errors import UnknownNameError
 
@@ -158,7 +159,7 @@ class Registry:
     def _needles(self) -> tuple[str, ...]:
         return tuple(n for n in (self._attr,) if n)
 
-    def bind(self, attr: str) -> "Registry":
+    def bind(self, attr: str) -> Registry:
         """Record the module-level name of this registry (what registering modules mention)."""
         self._attr = attr
         return self

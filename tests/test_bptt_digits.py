@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from neuro.build import build_experiment
 from neuro.demo import example_config
+
+pytestmark = pytest.mark.slow  # end-to-end training (still part of make test)
 
 
 def test_spiking_mlp_on_digits_reaches_95_percent():

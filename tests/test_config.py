@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuro.build import build_optimizer, OptimSpec, resolve
+from neuro.build import OptimSpec, build_optimizer, resolve
 from neuro.config import apply_overrides, parse_value
 from neuro.errors import ConfigError
 
@@ -38,8 +38,8 @@ def test_errors_name_the_key(config, message):
 
         _parse_all(config)
         # LIF parameters are checked when they are turned into simulator parameters
-        from neuro.layers.spiking_mlp import LIFSpec
         from neuro.config import parse_spec
+        from neuro.layers.spiking_mlp import LIFSpec
 
         parse_spec(LIFSpec, config.get("model", {}).get("lif", {}), "model.lif").to_parameters()
     assert message in str(info.value)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.data import Dataset, dataset_names, Split, data_root, load_dataset
+from neuro.data import Dataset, Split, data_root, dataset_names, load_dataset
 from neuro.data import paths as data_paths
 from neuro.data.vowels import load_vowels_with_talkers
 from neuro.errors import ConfigError, DataError

@@ -9,10 +9,6 @@ import torch
 
 from neuro.config import parse_spec
 from neuro.errors import ConfigError, IncompatibleError
-from neuro.layers.mlp import MLP
-from neuro.layers.spiking_mlp import SpikingMLP
-from neuro.rules.base import Batch
-from neuro.rules.ff import FF, FFSpec
 from neuro.functional.forward_forward import (
     collaborative_goodness,
     collaborative_threshold,
@@ -25,6 +21,10 @@ from neuro.functional.forward_forward import (
     sampled_wrong_labels,
     symba_loss,
 )
+from neuro.layers.mlp import MLP
+from neuro.layers.spiking_mlp import SpikingMLP
+from neuro.rules.base import Batch
+from neuro.rules.ff import FF, FFSpec
 
 
 def softplus(u: float) -> float:

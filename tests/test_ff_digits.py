@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from neuro.build import build_experiment
 from neuro.demo import example_config
+
+pytestmark = pytest.mark.slow  # end-to-end training (still part of make test)
 
 
 def _fit_and_test(config):

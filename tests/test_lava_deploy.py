@@ -107,6 +107,7 @@ def test_batched_samples_with_lifreset_equal_the_local_time_twin(sizes, bias, se
 
 
 # ------------------------------------------------------------------ trained network
+@pytest.mark.slow
 def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_most_one_point(tmp_path, capsys):
     """Train the demo's digits network, then `neuro deploy RUN --target loihi-sim --samples 100`."""
     from neuro import workflow

@@ -13,7 +13,6 @@ from torch import nn
 from neuro.errors import IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, quantize
 from neuro.layers.spiking_mlp import SpikingMLP
-from simulators import loihi as fx
 from simulators.lif import LIFParameters
 
 DT = 1e-3

@@ -26,21 +26,19 @@ records.  Failures retries cannot fix raise a one-line :class:`~neuro.errors.Dev
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import zlib
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import serial
 import torch
 
-from devices.serial import protocol as P
 from devices.errors import DeviceError
+from devices.serial import protocol as P
 
 log = logging.getLogger("devices.serial")
 
@@ -126,7 +124,7 @@ class SerialDevice:
         self._opened = False
         self._close_port()
 
-    def __enter__(self) -> "SerialDevice":
+    def __enter__(self) -> SerialDevice:
         self.open()
         return self
 

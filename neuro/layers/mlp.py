@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from neuro.errors import ConfigError
+from neuro.functional.forward_forward import length_normalize
 from neuro.layers.capabilities import Capabilities
 from neuro.registry import MODEL_KINDS
-from neuro.functional.forward_forward import length_normalize
 
 
 class DenseReLU(nn.Module):

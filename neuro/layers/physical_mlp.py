@@ -16,16 +16,15 @@ simulator (in-silico backprop), or measured forward with a twin's backward (PAT)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
 from neuro.errors import ConfigError
-from neuro.functional.forward_forward import length_normalize
+from neuro.functional.forward_forward import embed_label, length_normalize
 from neuro.layers.physical import ENCODINGS, DigitalLayer, InputEncoder, PhysicalLayer
-from neuro.functional.forward_forward import embed_label
 from neuro.registry import MODEL_KINDS
 from neuro.substrates import open_substrate, substrate_label
 

@@ -5,7 +5,6 @@ Every training run writes ``runs/<name>/`` with ``config.toml``, ``metrics.jsonl
 """
 
 from neuro.report.html import format_value, write_report
-from neuro.report.sections import Figure, Section, Table, as_legacy, collect_sections
 from neuro.report.plots import (
     DPI,
     plot_learning_curves,
@@ -14,6 +13,7 @@ from neuro.report.plots import (
     plot_spike_raster,
     read_metrics,
 )
+from neuro.report.sections import Figure, Section, Table, as_legacy, collect_sections
 
 __all__ = [
     "DPI",

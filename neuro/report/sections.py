@@ -18,9 +18,10 @@ an error (a source promised a section nobody draws), an empty section is skipped
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from neuro.registry import REPORT_SECTIONS
 

@@ -49,18 +49,15 @@ non-differentiable (physical) layers use the model-free rule ``mfff``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError, IncompatibleError
-from neuro.layers.lif import LIFLayer
-from neuro.layers.mlp import MLP
-from neuro.registry import RULES
-from neuro.rules.base import Batch, Requirements, Rule
 from neuro.functional.forward_forward import (
     GoodnessKind,
     collaborative_goodness,
@@ -75,6 +72,10 @@ from neuro.functional.forward_forward import (
     sampled_wrong_labels,
     symba_loss,
 )
+from neuro.layers.lif import LIFLayer
+from neuro.layers.mlp import MLP
+from neuro.registry import RULES
+from neuro.rules.base import Batch, Requirements, Rule
 
 Loss = Literal["logistic", "symba"]
 Negatives = Literal["random", "hard", "readout"]
@@ -231,7 +232,7 @@ def ff_view(model: nn.Module, spec: FFSpec):
     if isinstance(model, MLP):
         return DenseView(model)
     layers = getattr(model, "layers", None)
-    if hasattr(model, "encoder") and isinstance(layers, nn.ModuleList) and len(layers) and all(isinstance(l, LIFLayer) for l in layers):
+    if hasattr(model, "encoder") and isinstance(layers, nn.ModuleList) and len(layers) and all(isinstance(layer, LIFLayer) for layer in layers):
         return SpikingView(model, spec.activity, spec.spike_norm)
     raise IncompatibleError(
         f"rule `ff` trains layer by layer and needs a model whose layers it can run one at a time "

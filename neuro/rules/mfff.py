@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError
+from neuro.functional.forward_forward import GoodnessKind, ff_loss, goodness, length_normalize, random_wrong_labels
 from neuro.layers.physical_mlp import PhysicalBlock
 from neuro.registry import RULES
 from neuro.rules.base import Batch, Rule
-from neuro.functional.forward_forward import GoodnessKind, ff_loss, goodness, length_normalize, random_wrong_labels
 from neuro.rules.physical_common import StepAccount, require_physical_mlp
 from neuro.rules.spsa import spsa_gradient
 
@@ -116,10 +116,10 @@ class MFFF(Rule):
     def _spsa(self, block: PhysicalBlock, e: torch.Tensor, labels: torch.Tensor) -> None:
         """Write the SPSA estimate of d L_block / d control into the control's ``.grad``."""
         layer = block.physical
-        for key, p in layer.hardware.items():
+        for p in layer.hardware.values():
             original = p.detach().clone()
 
-            def loss_at(c: torch.Tensor) -> float:
+            def loss_at(c: torch.Tensor, p=p) -> float:
                 with torch.no_grad():
                     p.copy_(c)
                     return float(self.block_loss(block.digital(layer(e)), labels))
