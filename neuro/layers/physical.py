@@ -21,6 +21,7 @@ followed by length normalization before the next block:
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ from neuro.errors import IncompatibleError
 from neuro.layers.capabilities import Capabilities
 from neuro.layers.hardware import measured_output
 
-ENCODINGS = ("tanh", "clip")
+Encoding = Literal["tanh", "clip"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 class InputEncoder(nn.Module):
