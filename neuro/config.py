@@ -127,6 +127,22 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
     return out
 
 
+def apply_unsets(config: dict, keys: list[str]) -> dict:
+    """A copy of ``config`` without the ``section.key`` entries in ``keys`` (their defaults then apply)."""
+    out = _deep_copy(config)
+    for key in keys:
+        parts = [p for p in key.strip().split(".") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"--unset '{key}' needs a section and a key, e.g. --unset rule.variant")
+        node = out
+        for p in parts[:-1]:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(f"--unset '{key}': the config has no such setting")
+        del node[parts[-1]]
+    return out
+
+
 def _deep_copy(d: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 

@@ -3,6 +3,8 @@
 Layout::
 
     runs/<name>/config.toml      resolved configuration (every default filled in)
+    runs/<name>/provenance.json  command, versions, git commit, machine (see neuro.provenance)
+    runs/<name>/console.log      what the command printed
     runs/<name>/metrics.jsonl    one JSON record per line ("event": "epoch" | "step" | "test" | ...)
     runs/<name>/checkpoint.pt    latest checkpoint (written atomically)
     runs/<name>/*.png            plots
@@ -64,6 +66,35 @@ class Run:
         if not (path / "config.toml").is_file():
             raise ConfigError(f"{path} is not a run directory (no config.toml); pass runs/<name> of a finished or interrupted run")
         return cls(path)
+
+    @classmethod
+    def find(cls, name_or_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Run:
+        """A run given as a path (``runs/digits-bptt``) or a name looked up in ``out_dir`` (default ``runs``)."""
+        given = Path(name_or_path)
+        candidates = [given] if out_dir is None else []
+        if len(given.parts) == 1:
+            candidates.append(Path(out_dir or "runs") / given)
+        for path in candidates:
+            if (path / "config.toml").is_file():
+                return cls(path)
+        where = " or ".join(str(p) for p in candidates)
+        raise ConfigError(f"no run at {where} (no config.toml); pass a run directory or the name of a run under --out")
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.path / "provenance.json"
+
+    def write_provenance(self, prov: dict) -> Path:
+        tmp = self.provenance_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_clean(prov), indent=1), encoding="utf-8")
+        os.replace(tmp, self.provenance_path)
+        return self.provenance_path
+
+    def provenance(self) -> dict:
+        try:
+            return json.loads(self.provenance_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
 
     @property
     def name(self) -> str:

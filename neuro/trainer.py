@@ -100,8 +100,10 @@ class Trainer:
     ) -> None:
         if epochs < 0 or batch_size < 1:
             raise NeuroError(f"epochs must be >= 0 and batch_size >= 1 (got {epochs}, {batch_size})")
+        from neuro.data.torch_data import as_dataset
+
         self.model, self.rule, self.optimizer = model, rule, optimizer
-        self.data = data
+        self.data = as_dataset(data)  # a neuro Dataset, or torch Dataset/DataLoader as the train split
         self.epochs, self.batch_size, self.seed = int(epochs), int(batch_size), int(seed)
         self.scheduler, self.grad_clip, self.run = scheduler, grad_clip, run
         self.progress, self.eval_batch_size = progress, int(eval_batch_size)
@@ -193,18 +195,39 @@ class Trainer:
         return out
 
     # ---------------------------------------------------------------- evaluation
+    def evaluation_seed(self, split: str) -> int:
+        """The seed of the random draws (e.g. rate-coded input spikes) while evaluating ``split``:
+        a function of the run's seed and the split only, so every evaluation of the same weights
+        (during training, ``neuro eval``, after a resume) sees the same inputs."""
+        return (self.seed * 1_000_003 + 7_919 * (1 + ("train", "val", "test").index(split))) % 2**63
+
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict:
-        """Mean cross-entropy loss and accuracy of ``rule.predict`` on a split."""
+        """Mean cross-entropy loss and accuracy of ``rule.predict`` on a split.
+
+        Deterministic: the global random generators are forked and seeded with
+        :meth:`evaluation_seed` for the evaluation and restored after it, so evaluating neither
+        depends on nor disturbs the training's random stream.
+        """
+        if split not in ("train", "val", "test"):
+            raise NeuroError(f"split must be train, val or test, got {split!r}")
         data = getattr(self.data, split)
         self.model.eval()
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for batch in batches(data.x, data.y, self.eval_batch_size):
-            batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
-            with self.autocast():
-                scores = self.rule.evaluate(self.model, batch)
-            for k, v in scores.items():
-                totals[k] = totals.get(k, 0.0) + v
+        devices = [self.device] if self.device.type == "cuda" else []
+        bar = progress_bar(total=len(data), desc=f"evaluating {split}", unit="sample", enabled=self.progress)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.evaluation_seed(split))
+            try:
+                for batch in batches(data.x, data.y, self.eval_batch_size):
+                    batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
+                    with self.autocast():
+                        scores = self.rule.evaluate(self.model, batch)
+                    for k, v in scores.items():
+                        totals[k] = totals.get(k, 0.0) + v
+                    bar.update(batch.y.numel())
+            finally:
+                bar.close()
         self.model.train()
         n = max(totals["count"], 1.0)
         return {"loss": totals["loss_sum"] / n, "accuracy": totals["correct"] / n, "count": int(totals["count"])}

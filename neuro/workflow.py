@@ -15,44 +15,98 @@ from neuro.runs import Run
 from neuro.trainer import load_checkpoint
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``args[0]`` is the command that continues it (the CLI prints it)."""
+
+
+def _teed(echo, run: Run):
+    """``echo`` that also appends each line to the run's ``console.log``."""
+
+    def out(line: str = "") -> None:
+        echo(line)
+        with open(run.path / "console.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{line}\n")
+
+    return out
+
+
+def _fit(trainer, run: Run) -> None:
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        done = f"after epoch {trainer.epoch}" if trainer.epoch else "before its first checkpoint"
+        raise RunInterrupted(f"interrupted {done}; continue with `neuro train --resume {run.path}`") from None
+
+
 def train(config: dict, *, overwrite: bool = False, progress: bool | None = None, echo=print) -> tuple[Run, dict]:
     """Train ``config`` into a new run directory; evaluate on the test split; write the report."""
+    from neuro import provenance
+
     exp = build_experiment(config)
     run = Run.create(exp.run.out_dir, exp.run.name, overwrite=overwrite)
+    (run.path / "console.log").unlink(missing_ok=True)
+    echo = _teed(echo, run)
     run.write_config(exp.config)
+    run.write_provenance(provenance.collect(exp.run.seed))
     echo(
         f"run {run.path}: {exp.config['model']['kind']} ({count_parameters(exp.model)} parameters) "
         f"on {exp.data.name}, rule {exp.rule.name}, {exp.train.epochs} epochs"
     )
     trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
-    trainer.fit()
+    _fit(trainer, run)
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
     return run, test
 
 
-def train_demo_part(config: dict, out_dir: str | os.PathLike, *, echo=print) -> tuple[Run, dict]:
-    """Train a demo part's ``config`` into ``out_dir/<run.name>`` (replacing an earlier demo run there)."""
-    config = {**config, "run": {**config.get("run", {}), "out_dir": str(out_dir)}}
-    return train(config, overwrite=True, echo=echo)
+def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: bool | None = None, echo=print,
+           out_dir: str | os.PathLike | None = None) -> tuple[Run, dict]:
+    """Continue an interrupted (or finished, with more ``epochs``) run from its checkpoint.
 
-
-def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: bool | None = None, echo=print) -> tuple[Run, dict]:
-    """Continue an interrupted (or finished, with more ``epochs``) run from its checkpoint."""
-    run = Run.open(run_path)
+    ``run_path`` is a run directory or a run name looked up under ``out_dir`` (default ``runs``).
+    """
+    run = Run.find(run_path, out_dir)
+    echo = _teed(echo, run)
     config = cfg.load_toml(run.config_path)
     if epochs is not None:
         config.setdefault("train", {})["epochs"] = epochs
     exp = build_experiment(config)
     trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
     trainer.resume(run.checkpoint_path)
+    if trainer.epoch >= exp.train.epochs:
+        echo(f"{run.path} already finished its {exp.train.epochs} epochs; to train further pass a larger total, "
+             f"e.g. `neuro train --resume {run.path} --epochs {exp.train.epochs + 10}`; re-testing the final network")
     run.truncate_records_after(trainer.epoch)
     run.write_config(exp.config)
-    echo(f"resuming {run.path} after epoch {trainer.epoch} of {exp.train.epochs}")
-    trainer.fit()
+    if trainer.epoch < exp.train.epochs:
+        echo(f"resuming {run.path} after epoch {trainer.epoch} of {exp.train.epochs}")
+    _fit(trainer, run)
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
     return run, test
+
+
+def retarget(before: dict, after: dict) -> tuple[dict, list[str]]:
+    """When overrides switch ``rule.name`` or ``model.kind``, drop the settings of the old rule (kind) that the
+    new one does not have; return the new config and one note per dropped key."""
+    import dataclasses
+
+    from neuro.registry import MODEL_KINDS, RULES
+
+    notes = []
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in after.items()}
+    for section, key, registry, default in (("rule", "name", RULES, "bptt"), ("model", "kind", MODEL_KINDS, "spiking_mlp")):
+        old = (before.get(section) or {}).get(key, default)
+        new = (out.get(section) or {}).get(key, default)
+        if old == new or not isinstance(out.get(section), dict) or new not in registry:
+            continue
+        fields = {f.name for f in dataclasses.fields(registry.get(new).spec)}
+        for name in sorted(set(out[section]) - fields):
+            if name in (before.get(section) or {}):
+                del out[section][name]
+                notes.append(f"{section}.{key} is now '{new}' (was '{old}'): dropped {section}.{name}, which '{new}' "
+                             "does not have")
+    return out, notes
 
 
 def finish(exp: Experiment, trainer, run: Run) -> dict:
@@ -64,7 +118,7 @@ def finish(exp: Experiment, trainer, run: Run) -> dict:
 
 def load_run(run_path: str | os.PathLike) -> tuple[Run, Experiment]:
     """Rebuild a run's experiment from its config and load its checkpoint weights."""
-    run = Run.open(run_path)
+    run = Run.find(run_path)  # a run directory or a run name under runs/
     exp = build_experiment(cfg.load_toml(run.config_path))
     state = load_checkpoint(run.checkpoint_path)
     trainer = exp.trainer(None, progress=False)
@@ -72,11 +126,20 @@ def load_run(run_path: str | os.PathLike) -> tuple[Run, Experiment]:
     return run, exp
 
 
-def evaluate(run_path: str | os.PathLike, split: str = "test") -> dict:
+def evaluate(run_path: str | os.PathLike, split: str = "test", *, progress: bool = False) -> dict:
+    """Accuracy and loss of a run's checkpoint on ``split``: the same numbers the trainer logged (seeded inputs)."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got '{split}'")
     run, exp = load_run(run_path)
-    return exp.trainer(None, progress=False).evaluate(split)
+    return exp.trainer(None, progress=progress).evaluate(split)  # load_run loaded the weights into exp.model
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _echo_epochs(echo, epochs: int):
@@ -90,7 +153,10 @@ def _echo_epochs(echo, epochs: int):
 
 def _epoch_line(r: dict, epochs: int) -> str:
     parts = [f"epoch {r['epoch']}/{epochs}"]
-    for key, label in (("train_loss", "loss"), ("train_accuracy", "acc"), ("val_accuracy", "val acc")):
+    # rules name their training loss differently (bptt: loss; ff: ff_loss); show the one logged
+    loss_key = next((k for k in ("train_loss", "train_ff_loss") if r.get(k) is not None), "train_loss")
+    label_of = {"train_ff_loss": "ff loss"}
+    for key, label in ((loss_key, label_of.get(loss_key, "loss")), ("train_accuracy", "acc"), ("val_accuracy", "val acc")):
         if r.get(key) is not None:
             v = r[key]
             parts.append(f"{label} {100 * v:.2f}%" if "acc" in key else f"{label} {v:.4f}")
@@ -146,6 +212,16 @@ def write_report(run: Run, exp: Experiment) -> Path:
         summary["test accuracy (%)"] = 100 * tests[-1]["accuracy"]
     if epochs:
         summary["train time (s)"] = float(np.sum([r.get("time_s") or 0.0 for r in epochs]))
-    rows = [[r.get("epoch"), r.get("train_loss"), r.get("train_accuracy"), r.get("val_accuracy"), r.get("time_s")] for r in epochs]
-    tables = [("Epochs", ["epoch", "train loss", "train acc", "val acc", "time (s)"], rows), *extra_tables]
+    from neuro.provenance import summary_rows
+
+    summary.update(summary_rows(run.provenance()))
+
+    def pct(v):
+        return None if v is None else 100 * v
+
+    rows = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_accuracy")), r.get("val_loss"), pct(r.get("val_accuracy")),
+             r.get("time_s")] for r in epochs]
+    config_rows = [[key, value] for key, value in _flatten(exp.config)]
+    tables = [("Epochs", ["epoch", "train loss", "train acc (%)", "val loss", "val acc (%)", "time (s)"], rows),
+              *extra_tables, ("Configuration (resolved; config.toml)", ["key", "value"], config_rows)]
     return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables)

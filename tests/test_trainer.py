@@ -215,3 +215,22 @@ def test_trainer_runs_the_rules_own_compatibility_check():
     model = MLP(data.n_features, [8], data.n_classes)
     with pytest.raises(IncompatibleError, match="picky"):
         Trainer(model, Picky(), torch.optim.SGD(model.parameters(), lr=0.1), data, epochs=1, batch_size=8)
+
+
+def test_evaluation_is_deterministic_and_leaves_the_training_stream_alone(tmp_path):
+    """Rate-coded evaluation draws its spikes from a seed of (run seed, split): the same weights give the same
+    accuracy every time (trainer, `neuro eval`), and evaluating does not move the global generator."""
+    from neuro import workflow
+
+    config = {**SMALL, "run": {"name": "det", "seed": 3, "out_dir": str(tmp_path)}, "train": {"epochs": 1, "batch_size": 32}}
+    run, _ = workflow.train(config, progress=False, echo=lambda *a: None)
+    logged = [r for r in run.records() if r.get("event") == "epoch"][-1]["val_accuracy"]
+    _, exp = workflow.load_run(run.path)
+    trainer = exp.trainer(None, progress=False)
+    trainer.load_state_dict(torch.load(run.checkpoint_path, weights_only=False))
+    state = torch.get_rng_state()
+    first, second = trainer.evaluate("val"), trainer.evaluate("val")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert first == second
+    assert first["accuracy"] == logged == workflow.evaluate(run.path, "val")["accuracy"]
+    assert trainer.evaluation_seed("val") != trainer.evaluation_seed("test")

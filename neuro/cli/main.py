@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with `neuro train --resume runs/<name>`", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # workflow.RunInterrupted carries the command that continues the run; other work just stops
+        print(exc.args[0] if exc.args else "interrupted", file=sys.stderr)
         return 130

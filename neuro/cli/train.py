@@ -2,51 +2,59 @@
 
 from __future__ import annotations
 
-import argparse
-
 from neuro import config as cfg
 from neuro import workflow
 
 
 def add_parser(sub) -> None:
+    from neuro.data import dataset_names
+    from neuro.registry import MODEL_KINDS, RULES
+
     p = sub.add_parser(
         "train",
         help="train a network from a config file and/or flags",
         description=(
-            "Train a network. Settings come from CONFIG (TOML), then the shortcut flags, then --set. "
-            "Writes runs/<name>/ with config.toml, metrics.jsonl, checkpoint.pt, plots and report.html."
+            "Train a network. Settings come from CONFIG (TOML), then the shortcut flags, then --set and --unset. "
+            "Writes runs/<name>/ with config.toml, provenance.json, metrics.jsonl, checkpoint.pt, console.log, "
+            "plots and report.html. Switching rule.name (or model.kind) drops the old rule's (kind's) settings "
+            "that the new one does not have, with a note."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("config", nargs="?", help="TOML config file (see examples/); optional")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set model.hidden=[256] --set optim.lr=0.002 (repeatable)")
-    p.add_argument("--name", help="run name (directory under run.out_dir)")
-    p.add_argument("--dataset", help="digits, mnist, vowels or yinyang")
-    p.add_argument("--rule", help="learning rule, e.g. bptt")
-    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--unset", dest="unsets", action="append", default=[], metavar="KEY",
+                   help="remove a setting so its default applies, e.g. --unset rule.variant (repeatable)")
+    p.add_argument("--name", help="run name: the directory under the output folder")
+    p.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}")
+    p.add_argument("--rule", help=f"learning rule: {', '.join(RULES.names())}")
+    p.add_argument("--model", dest="model_kind", help=f"model kind: {', '.join(MODEL_KINDS.names())}")
+    p.add_argument("--epochs", type=int, help="number of epochs (with --resume: the new total)")
     p.add_argument("--seed", type=int, help="global seed")
-    p.add_argument("--out", help="output folder for runs (default runs)")
-    p.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its checkpoint (other settings come from the run)")
+    p.add_argument("--out", help="output folder for runs (default: run.out_dir of the config, else runs); "
+                                 "with --resume, where to look for a run given by name")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its checkpoint: a run directory, or a run name "
+                                                    "under --out (other settings come from the run)")
     p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     progress = False if args.no_progress else None
     if args.resume:
-        workflow.resume(args.resume, epochs=args.epochs, progress=progress)
+        workflow.resume(args.resume, epochs=args.epochs, progress=progress, out_dir=args.out)
         return 0
     config = cfg.load_toml(args.config) if args.config else {}
     shortcuts = {
-        "run.name": args.name, "data.dataset": args.dataset, "rule.name": args.rule,
+        "run.name": args.name, "data.dataset": args.dataset, "rule.name": args.rule, "model.kind": args.model_kind,
         "train.epochs": args.epochs, "run.seed": args.seed, "run.out_dir": args.out,
     }
-    for key, value in shortcuts.items():
-        if value is not None:
-            section, name = key.split(".")
-            config.setdefault(section, {})[name] = value
-    config = cfg.apply_overrides(config, args.overrides)
-    workflow.train(config, overwrite=args.overwrite, progress=progress)
+    overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    before = cfg.apply_unsets(config, args.unsets)
+    after = cfg.apply_overrides(before, overrides + list(args.overrides))
+    after, notes = workflow.retarget(before, after)
+    for note in notes:
+        print(f"note: {note}")
+    workflow.train(after, overwrite=args.overwrite, progress=progress)
     return 0

@@ -18,8 +18,9 @@ from neuro.registry import DATASETS
 from .dataset import Dataset, Split
 from .paths import data_root
 from .splits import check_split_args
+from .torch_data import as_dataset, from_torch
 
-__all__ = ["DATASETS", "Dataset", "Split", "data_root", "dataset_names", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "Split", "as_dataset", "data_root", "dataset_names", "from_torch", "load_dataset"]
 
 
 def dataset_names() -> tuple[str, ...]:
