@@ -93,8 +93,13 @@ def test_train_eval_report_resume_round_trip(cli, tmp_path):
     proc = cli("train", "--name", "a", "--epochs", "2", "--out", str(out), *common)
     assert proc.returncode == 0, proc.stderr
     run = out / "a"
-    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "curves.png", "raster.png", "rates.png", "report.html"):
+    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "curves.png", "raster.png", "rates.png", "report.html",
+                 "provenance.json", "console.log"):
         assert (run / name).is_file(), name
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["seed"] == 0 and prov["versions"]["torch"] and prov["versions"]["neurohil"] == "0.1.0"
+    assert set(prov["git"]) == {"commit", "dirty"} and prov["machine"]["logical_cores"] >= 1
+    assert "test accuracy" in (run / "console.log").read_text()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["epoch", "epoch", "test"]
     html = (run / "report.html").read_text()
@@ -107,7 +112,7 @@ def test_train_eval_report_resume_round_trip(cli, tmp_path):
 
     # train 1 epoch, then resume to 2: same weights as the 2-epoch run above
     assert cli("train", "--name", "b", "--epochs", "1", "--out", str(out), *common).returncode == 0
-    res = cli("train", "--resume", str(out / "b"), "--epochs", "2", "--no-progress")
+    res = cli("train", "--resume", "b", "--out", str(out), "--epochs", "2", "--no-progress")  # by name under --out
     assert res.returncode == 0, res.stderr
     wa = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(out / "b" / "checkpoint.pt", weights_only=False)["model"]
@@ -115,9 +120,28 @@ def test_train_eval_report_resume_round_trip(cli, tmp_path):
     records_b = [json.loads(line) for line in (out / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records_b if r["event"] == "epoch"] == [1, 2]
 
+    # resuming a finished run says how to train further
+    fin = cli("train", "--resume", str(out / "b"), "--no-progress")
+    assert fin.returncode == 0 and "already finished its 2 epochs" in fin.stdout and "--epochs 12" in fin.stdout
+
     rep = cli("report", str(run))
     assert rep.returncode == 0 and "report.html" in rep.stdout
-    _assert_one_line_error(cli("eval", str(tmp_path)), "is not a run directory")
+    html = (run / "report.html").read_text()
+    assert "Configuration (resolved; config.toml)" in html and "torch" in html and "seed" in html
+    _assert_one_line_error(cli("eval", str(tmp_path)), "no run at", "no config.toml")
+
+
+def test_switching_the_rule_drops_the_old_rules_settings_and_unset_removes_one(cli, tmp_path):
+    cfg = tmp_path / "phys.toml"
+    cfg.write_text('[data]\ndataset = "digits"\nlimit = 100\n[model]\nkind = "physical_mlp"\nphysical = [16]\n'
+                   'hidden = [16]\n[rule]\nname = "mfff"\nvariant = "contrastive"\n[train]\nepochs = 1\n')
+    common = ["--out", str(tmp_path / "runs"), "--no-progress"]
+    proc = cli("train", str(cfg), "--rule", "insilico", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: rule.name is now 'insilico' (was 'mfff'): dropped rule.variant" in proc.stdout
+    proc = cli("train", str(cfg), "--unset", "rule.variant", *common)
+    assert proc.returncode == 0, proc.stderr
+    _assert_one_line_error(cli("train", str(cfg), "--unset", "rule.nothing", *common), "--unset 'rule.nothing'")
 
 
 def test_info_lists_backends(cli):
