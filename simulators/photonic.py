@@ -620,13 +620,14 @@ def detect(e: torch.Tensor, opt: PhotonicOptions) -> torch.Tensor:
 def measure(y: torch.Tensor, opt: PhotonicOptions, g: torch.Generator) -> torch.Tensor:
     """Photodetector noise on the detected ``y`` (draws from ``g``): ``y + noise |y| n1 + shot_noise sqrt(|y|) n2
     + noise_floor n3``."""
+    clean, out = y, y
     if opt.noise > 0:
-        y = y + opt.noise * y.abs() * torch.randn(y.shape, generator=g, dtype=y.dtype)
+        out = out + opt.noise * clean.abs() * torch.randn(y.shape, generator=g, dtype=y.dtype)
     if opt.shot_noise > 0:
-        y = y + opt.shot_noise * y.abs().sqrt() * torch.randn(y.shape, generator=g, dtype=y.dtype)
+        out = out + opt.shot_noise * clean.abs().sqrt() * torch.randn(y.shape, generator=g, dtype=y.dtype)
     if opt.noise_floor > 0:
-        y = y + opt.noise_floor * torch.randn(y.shape, generator=g, dtype=y.dtype)
-    return y
+        out = out + opt.noise_floor * torch.randn(y.shape, generator=g, dtype=y.dtype)
+    return out
 
 
 def layer_macs(opt: PhotonicOptions) -> int:

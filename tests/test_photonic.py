@@ -510,7 +510,7 @@ def _spsa_loss(forward, settings, x, target):
 
 def test_phases_can_be_trained_through_the_link_with_spsa(tmp_path):
     """Model-free training on the emulated device: SPSA on the written phases lowers the error to a
-    target response by more than half (the device only measures; nothing differentiable crosses)."""
+    target response to under 30 % (the device only measures; nothing differentiable crosses)."""
     from devices import SerialDevice
     from devices.emulator import Emulator
 
@@ -536,7 +536,7 @@ def test_phases_can_be_trained_through_the_link_with_spsa(tmp_path):
             slope = (plus - minus) / (2 * c)
             params = {**params, **{k: params[k] - lr * slope * delta[k] for k in names}}
         last = loss(params)
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.3 * first, (first, last)  # 0.116 -> 0.015 here
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="needs ptys")
