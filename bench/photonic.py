@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench_size(n, kind, args.batch, args.iters, args.repeat) for n in args.sizes for kind in args.kinds]
     env["load_after"] = os.getloadavg()[0]
     env["valid"] = max(env["load_before"], env["load_after"]) <= LOAD_LIMIT and not args.quick
-    print(f"# {env['cpu']}, torch {env['torch']}, {env['threads']} threads; load average {env['load_before']:.2f} before, "
+    print(f"# {env['cpu']}, torch {env['torch']}, {env['threads']} threads; "
+          f"load average {env['load_before']:.2f} before, "
           f"{env['load_after']:.2f} after -> {'valid' if env['valid'] else 'INVALID (load > 1.5 or --quick)'}")
     print("| N | mesh | MZIs | cols | mesh fwd [samples/s] | + shot noise | mesh train | dense fwd | dense train "
           "| fwd mesh/dense time | train mesh/dense time |")

@@ -113,7 +113,8 @@ class MeshSpec:
     n: modes.  kind: ``clements`` | ``reck``.
     modes: ``[K]`` top mode ``m`` of each MZI (it acts on ``m, m+1``), MZIs ordered by ``(column, mode)``.
     cols: ``[K]`` column of each MZI; n_cols: number of columns.
-    flat_top / flat_bottom: ``[K]`` indices ``col * n + m`` and ``col * n + m + 1`` into a ``[n_cols * n]`` array.
+    d_index / up_index / lo_index: ``[n_cols * n]`` gather indices that lay the MZI elements out per column
+        (:func:`column_coefficients`): into ``[T00 (K), T11 (K), 1]``, ``[T01 (K), 0]`` and ``[T10 (K), 0]``.
     neighbours: ``[Q, 2]`` (receiver, source) heater pairs that are physically adjacent (both directions),
         indexing the heater vector ``[theta (K), phi (K), out (n)]``.
     """
@@ -123,8 +124,9 @@ class MeshSpec:
     modes: torch.Tensor
     cols: torch.Tensor
     n_cols: int
-    flat_top: torch.Tensor
-    flat_bottom: torch.Tensor
+    d_index: torch.Tensor
+    up_index: torch.Tensor
+    lo_index: torch.Tensor
     neighbours: torch.Tensor
 
     @property
@@ -180,7 +182,15 @@ def mesh_spec(n: int, kind: str = "clements") -> MeshSpec:
     for m in range(n - 1):
         pairs += [(2 * k + m, 2 * k + m + 1), (2 * k + m + 1, 2 * k + m)]
     neighbours = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
-    return MeshSpec(n, kind, modes, colt, n_cols, colt * n + modes, colt * n + modes + 1, neighbours)
+    size = n_cols * n
+    d_index = torch.full((size,), 2 * k, dtype=torch.long)
+    up_index = torch.full((size,), k, dtype=torch.long)
+    lo_index = torch.full((size,), k, dtype=torch.long)
+    top = colt * n + modes
+    ids = torch.arange(k)
+    d_index[top], d_index[top + 1] = ids, k + ids
+    up_index[top], lo_index[top + 1] = ids, ids
+    return MeshSpec(n, kind, modes, colt, n_cols, d_index, up_index, lo_index, neighbours)
 
 
 # ------------------------------------------------------------------ MZIs and meshes
@@ -242,13 +252,10 @@ def column_coefficients(spec: MeshSpec, theta, phi, alpha1=None, alpha2=None, am
     Up_j x_{j+1} + Lo_j x_{j-1}``; leading dims of ``theta [..., K]`` (e.g. per-sample phases) are kept."""
     t00, t01, t10, t11 = _mzi_elements(theta, phi, alpha1, alpha2, amp)
     lead = t00.shape[:-1]
-    size = spec.n_cols * spec.n
-    cd = t00.dtype
-    ones = torch.ones(*lead, size, dtype=cd)
-    zeros = torch.zeros(*lead, size, dtype=cd)
-    d = ones.index_copy(-1, spec.flat_top, t00).index_copy(-1, spec.flat_bottom, t11)
-    up = zeros.index_copy(-1, spec.flat_top, t01)
-    lo = zeros.index_copy(-1, spec.flat_bottom, t10)
+    one = torch.ones(*lead, 1, dtype=t00.dtype)
+    d = torch.cat([t00, t11, one], -1).index_select(-1, spec.d_index)  # one gather per array
+    up = torch.cat([t01, one * 0], -1).index_select(-1, spec.up_index)
+    lo = torch.cat([t10, one * 0], -1).index_select(-1, spec.lo_index)
     shape = (*lead, spec.n_cols, spec.n)
     return d.reshape(shape), up.reshape(shape), lo.reshape(shape)
 
@@ -303,7 +310,8 @@ def _null_left(u: np.ndarray, r: int, c: int) -> tuple[float, float]:
     return theta, phi
 
 
-def decompose(unitary, kind: str = "clements", *, check: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decompose(unitary, kind: str = "clements", *,
+              check: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Phases ``(theta [K], phi [K], out [n])`` (float64, rad) with ``mesh_matrix(spec, ...) == unitary``.
 
     ``unitary``: ``[n, n]`` complex; refused (one line) if ``||U^dagger U - I||_max > check``.
@@ -444,7 +452,8 @@ class PhotonicOptions:
             raise ValueError(f"nonlinearity '{self.nonlinearity}' is not one of {', '.join(NONLINEARITIES)}")
         if int(self.n_in) < 1 or int(self.n_out) < 1:
             raise ValueError(f"need n_in >= 1 and n_out >= 1 (got {self.n_in}, {self.n_out})")
-        for name in ("loss_db", "loss_db_std", "bs_error", "phase_error", "phase_noise", "crosstalk", "crosstalk_spread",
+        for name in ("loss_db", "loss_db_std", "bs_error", "phase_error", "phase_noise", "crosstalk",
+                     "crosstalk_spread",
                      "noise", "shot_noise", "noise_floor", "drift", "sa_depth", "heater_gamma"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -485,8 +494,8 @@ def init_hidden(opt: PhotonicOptions) -> dict[str, torch.Tensor]:
     does not change the others."""
     hidden = {}
     for i, (name, spec) in enumerate(opt.specs().items()):
-        def draw(tag: int, shape) -> torch.Tensor:
-            return torch.randn(shape, generator=_generator(opt.seed, 10 + i, tag), dtype=torch.float64)
+        def draw(tag: int, shape, mesh_id: int = i) -> torch.Tensor:
+            return torch.randn(shape, generator=_generator(opt.seed, 10 + mesh_id, tag), dtype=torch.float64)
 
         k = spec.n_mzi
         hidden[f"{name}_dphase"] = opt.phase_error * draw(1, (spec.n_heaters,))
@@ -729,7 +738,8 @@ class PhotonicSubstrate:
         new = {}
         for name, value in params.items():
             if name not in self._settings:
-                raise SubstrateFault(f"{self.kind} has no hardware parameter '{name}'; it has: {', '.join(PARAM_NAMES)}")
+                raise SubstrateFault(f"{self.kind} has no hardware parameter '{name}'; "
+                                     f"it has: {', '.join(PARAM_NAMES)}")
             value = torch.as_tensor(value).detach().to(torch.float32).reshape(-1)
             want = self._settings[name].numel()
             if value.numel() != want:
@@ -819,7 +829,8 @@ class PhotonicSubstrate:
                 "noise_rng": self._noise.get_state(), "settings": self.get_params(), "n_evals": self.n_evals}
 
     def load_state_dict(self, state: dict) -> None:
-        self._state = PhotonicState(hidden={k: v.clone() for k, v in state["hidden"].items()}, clock=int(state["clock"]),
+        self._state = PhotonicState(hidden={k: v.clone() for k, v in state["hidden"].items()},
+                                    clock=int(state["clock"]),
                                     ticks=int(state["ticks"]), noise_rng=state["noise_rng"])
         self._noise.set_state(state["noise_rng"])
         self._settings = {k: v.clone() for k, v in state["settings"].items()}

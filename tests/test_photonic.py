@@ -126,8 +126,8 @@ def test_per_sample_phases_and_errors_match_the_slow_reference():
     x = torch.randn(batch, 6, dtype=torch.complex128, generator=g)
     y = ph.mesh_field(x, spec, theta, phi, out, alpha1=a1, alpha2=a2, amp=amp).numpy()
     for b in range(batch):
-        ref = slow_mesh(6, spec.modes.tolist(), theta[b].numpy(), phi[b].numpy(), out[b].numpy(), a1.numpy(), a2.numpy(),
-                        amp.numpy())
+        ref = slow_mesh(6, spec.modes.tolist(), theta[b].numpy(), phi[b].numpy(), out[b].numpy(), a1.numpy(),
+                        a2.numpy(), amp.numpy())
         assert np.abs(y[b] - ref @ x[b].numpy()).max() < 1e-12
 
 
@@ -147,7 +147,8 @@ def test_decomposition_of_haar_unitaries_reconstructs_them(kind, n):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_decomposition_handles_permutations_and_identity(kind):
-    for target in (np.eye(5), np.eye(5)[[4, 2, 0, 1, 3]] * np.exp(1j * np.arange(5)), np.diag(np.exp(1j * np.arange(5.0)))):
+    perm = np.eye(5)[[4, 2, 0, 1, 3]] * np.exp(1j * np.arange(5))
+    for target in (np.eye(5), perm, np.diag(np.exp(1j * np.arange(5.0)))):
         spec = ph.mesh_spec(5, kind)
         assert np.abs(ph.mesh_matrix(spec, *ph.decompose(target, kind)).numpy() - target).max() < 1e-12
 
@@ -202,8 +203,8 @@ def test_every_non_ideality_off_gives_the_ideal_matrix_product(kind):
     assert (sub.exact_forward(x) - want).abs().max() < 1e-6  # settings held in float32 (as on the wire)
     assert (sub.forward(x.float()).double() - want).abs().max() < 1e-5
     # the same with every switch explicitly at zero, and with the settings given in float64
-    zero = dict(loss_db=0.0, bs_error=0.0, phase_error=0.0, phase_noise=0.0, crosstalk=0.0, dac_bits=0, noise=0.0,
-                shot_noise=0.0, noise_floor=0.0, drift=0.0)
+    zero = {"loss_db": 0.0, "bs_error": 0.0, "phase_error": 0.0, "phase_noise": 0.0, "crosstalk": 0.0, "dac_bits": 0, "noise": 0.0,
+                "shot_noise": 0.0, "noise_floor": 0.0, "drift": 0.0}
     sub0 = substrate(kind, 4, 5, seed=9, **zero)
     params, scale = ph.svd_decompose(m, kind)
     units = {k: (v if k == "sigma" else v / math.pi) for k, v in params.items()}
@@ -240,7 +241,8 @@ def test_exact_forward_gradients_match_finite_differences_with_static_errors(kin
 # ------------------------------------------------------------------ non-idealities, each against its equation
 def _bar_state(sub) -> dict:
     p = sub.get_params()
-    return {k: (torch.ones_like(v) if k.endswith("theta") or k == "sigma" else torch.zeros_like(v)) for k, v in p.items()}
+    return {k: (torch.ones_like(v) if k.endswith("theta") or k == "sigma" else torch.zeros_like(v))
+            for k, v in p.items()}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -383,13 +385,14 @@ def test_photodetector_noise_has_the_stated_std(which, value):
     y = sub.forward(x).double()
     mean = sub.exact_forward(x[:1].double())[0]
     std = (y - mean).std(0)
-    want = {"noise_floor": torch.full_like(mean, value), "shot_noise": value * mean.sqrt(), "noise": value * mean}[which]
+    want = {"noise_floor": torch.full_like(mean, value), "shot_noise": value * mean.sqrt(),
+            "noise": value * mean}[which]
     assert torch.allclose(std, want, rtol=0.06)
     assert torch.allclose((y - mean).mean(0), torch.zeros(4, dtype=torch.float64), atol=4 * float(want.max()) / 70)
 
 
 def test_drift_is_a_seeded_random_walk_in_device_time_whatever_the_batch_sizes():
-    opts = dict(drift=0.01, drift_tick=50)
+    opts = {"drift": 0.01, "drift_tick": 50}
     a, b = substrate("clements", 4, 4, seed=8, **opts), substrate("clements", 4, 4, seed=8, **opts)
     start = a._state.hidden["u_dphase"].clone()
     a.forward(torch.zeros(170, 4))
@@ -397,7 +400,8 @@ def test_drift_is_a_seeded_random_walk_in_device_time_whatever_the_batch_sizes()
         b.forward(torch.zeros(10, 4))
     assert a.clock == b.clock == 170 and a._state.ticks == 3
     assert torch.equal(a._state.hidden["u_dphase"], b._state.hidden["u_dphase"])
-    steps = sum(0.01 * torch.randn(start.shape, generator=ph._generator(8, 2, t, 1), dtype=torch.float64) for t in range(3))
+    steps = sum(0.01 * torch.randn(start.shape, generator=ph._generator(8, 2, t, 1), dtype=torch.float64)
+                for t in range(3))
     assert torch.allclose(a._state.hidden["u_dphase"], start + steps, atol=1e-15)
     still = substrate("clements", 4, 4, seed=8)
     x = torch.full((3, 4), 0.3)
@@ -411,8 +415,8 @@ def test_drift_is_a_seeded_random_walk_in_device_time_whatever_the_batch_sizes()
 
 
 def test_seeds_are_reproducible_and_distinct():
-    noisy = dict(loss_db=0.1, bs_error=0.02, phase_error=0.05, phase_noise=0.02, crosstalk=0.01, dac_bits=8,
-                 noise=0.01, shot_noise=0.01, noise_floor=0.001, drift=0.01, drift_tick=16)
+    noisy = {"loss_db": 0.1, "bs_error": 0.02, "phase_error": 0.05, "phase_noise": 0.02, "crosstalk": 0.01, "dac_bits": 8,
+                 "noise": 0.01, "shot_noise": 0.01, "noise_floor": 0.001, "drift": 0.01, "drift_tick": 16}
     x = 2 * torch.rand(40, 5, generator=torch.Generator().manual_seed(0)) - 1
     a, b, c = (substrate("reck", 5, 3, seed=s, **noisy) for s in (11, 11, 12))
     ya, yb, yc = a.forward(x), b.forward(x), c.forward(x)
@@ -425,7 +429,7 @@ def test_seeds_are_reproducible_and_distinct():
 
 
 def test_checkpointed_state_continues_the_same_noise_and_drift():
-    opts = dict(phase_noise=0.05, noise_floor=0.01, drift=0.02, drift_tick=8)
+    opts = {"phase_noise": 0.05, "noise_floor": 0.01, "drift": 0.02, "drift_tick": 8}
     a = substrate("clements", 3, 3, seed=2, **opts)
     x = torch.full((5, 3), 0.4)
     a.forward(x)
@@ -441,7 +445,8 @@ def test_registered_family_options_and_one_line_errors():
     assert "photonic:clements" in substrate_names(emulatable_only=True) and "photonic:reck" in substrate_names()
     sub = open_substrate_spec("photonic:reck", 3, 5, seed=1, options={"loss_db": 0.1, "dac_bits": 8})
     assert isinstance(sub, ph.PhotonicSubstrate) and sub.options.kind == "reck" and sub.options.dac_bits == 8
-    with pytest.raises(SettingError, match=r"unknown option 'los_db' for substrate photonic:reck \(did you mean 'loss_db'\?\)"):
+    with pytest.raises(SettingError,
+                       match=r"unknown option 'los_db' for substrate photonic:reck \(did you mean 'loss_db'\?\)"):
         open_substrate_spec("photonic:reck", 3, 5, options={"los_db": 0.1})
     with pytest.raises(SettingError, match=r"photonic:clements: detection 'power' is not one of intensity, homodyne"):
         open_substrate_spec("photonic:clements", 3, 5, options={"detection": "power"})
@@ -457,8 +462,10 @@ def test_set_params_round_trip_wraps_phases_and_refuses_bad_values():
     sub = substrate("clements", 3, 3)
     sub.set_params({"u_phi": torch.tensor([0.5, 1.5, -2.5]), "sigma": torch.tensor([1.0, -0.5, 0.0])})
     got = sub.get_params()
-    assert torch.allclose(got["u_phi"], torch.tensor([0.5, -0.5, -0.5])) and torch.equal(got["sigma"], torch.tensor([1.0, -0.5, 0.0]))
-    for bad, pattern in (({"w": torch.zeros(1)}, "no hardware parameter 'w'"), ({"u_phi": torch.zeros(2)}, "u_phi needs 3 values"),
+    assert torch.allclose(got["u_phi"], torch.tensor([0.5, -0.5, -0.5]))
+    assert torch.equal(got["sigma"], torch.tensor([1.0, -0.5, 0.0]))
+    for bad, pattern in (({"w": torch.zeros(1)}, "no hardware parameter 'w'"),
+                         ({"u_phi": torch.zeros(2)}, "u_phi needs 3 values"),
                          ({"sigma": torch.tensor([1.5, 0, 0])}, r"sigma must lie in \[-1, 1\] .*amplifier = true"),
                          ({"v_out": torch.tensor([0.0, float("nan"), 0.0])}, "non-finite")):
         with pytest.raises(SubstrateFault, match=pattern) as err:
@@ -476,7 +483,7 @@ def test_round_trip_through_the_emulated_serial_link(tmp_path):
     from devices import SerialDevice
     from devices.emulator import Emulator
 
-    opts = dict(loss_db=0.1, phase_error=0.05, phase_noise=0.01, noise_floor=0.001)
+    opts = {"loss_db": 0.1, "phase_error": 0.05, "phase_noise": 0.01, "noise_floor": 0.001}
     reference = substrate("clements", 5, 4, seed=3, **opts)
     threads = threading.active_count()
     with Emulator(substrate("clements", 5, 4, seed=3, **opts), link=tmp_path / "ttyPH0", max_batch=16) as emu, \
@@ -545,8 +552,9 @@ def test_neuro_devices_emulate_serves_the_photonic_substrate(tmp_path):
 
     link = tmp_path / "ttyPH2"
     proc = subprocess.Popen([sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", "photonic:reck",
-                             "--n-in", "4", "--n-out", "3", "--seed", "5", "--option", "loss_db=0.2", "--link", str(link),
-                             "--duration", "120"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--n-in", "4", "--n-out", "3", "--seed", "5", "--option", "loss_db=0.2",
+                             "--link", str(link), "--duration", "120"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
         port = proc.stdout.readline().strip()
@@ -559,3 +567,22 @@ def test_neuro_devices_emulate_serves_the_photonic_substrate(tmp_path):
         proc.terminate()
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_issues_a_few_torch_calls_per_column_not_per_mzi(kind):
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    spec = ph.mesh_spec(64, kind)
+    theta, phi, out = random_phases(spec, 0)
+    x = torch.randn(8, 64, dtype=torch.complex128)
+    with Count():
+        ph.mesh_field(x, spec, theta, phi, out)
+    assert Count.calls <= 10 * spec.n_cols + 60 < spec.n_mzi  # 2016 MZIs, 64 (Clements) or 125 (Reck) columns
