@@ -252,10 +252,11 @@ def column_coefficients(spec: MeshSpec, theta, phi, alpha1=None, alpha2=None, am
     Up_j x_{j+1} + Lo_j x_{j-1}``; leading dims of ``theta [..., K]`` (e.g. per-sample phases) are kept."""
     t00, t01, t10, t11 = _mzi_elements(theta, phi, alpha1, alpha2, amp)
     lead = t00.shape[:-1]
-    one = torch.ones(*lead, 1, dtype=t00.dtype)
-    d = torch.cat([t00, t11, one], -1).index_select(-1, spec.d_index)  # one gather per array
-    up = torch.cat([t01, one * 0], -1).index_select(-1, spec.up_index)
-    lo = torch.cat([t10, one * 0], -1).index_select(-1, spec.lo_index)
+    dev = t00.device
+    one = torch.ones(*lead, 1, dtype=t00.dtype, device=dev)
+    d = torch.cat([t00, t11, one], -1).index_select(-1, spec.d_index.to(dev))  # one gather per array
+    up = torch.cat([t01, one * 0], -1).index_select(-1, spec.up_index.to(dev))
+    lo = torch.cat([t10, one * 0], -1).index_select(-1, spec.lo_index.to(dev))
     shape = (*lead, spec.n_cols, spec.n)
     return d.reshape(shape), up.reshape(shape), lo.reshape(shape)
 
@@ -282,7 +283,7 @@ def mesh_matrix(spec: MeshSpec, theta, phi, out, **errors) -> torch.Tensor:
     """The ``[n, n]`` transfer matrix ``U`` of the mesh (``y = U x``), differentiable in the phases."""
     theta = torch.as_tensor(theta)
     real = theta.dtype if theta.is_floating_point() else torch.float64
-    eye = torch.eye(spec.n, dtype=_cdtype(real))
+    eye = torch.eye(spec.n, dtype=_cdtype(real), device=theta.device)
     return mesh_field(eye, spec, theta, phi, out, **errors).transpose(-1, -2)
 
 
@@ -568,7 +569,8 @@ def realized_phases(setting: torch.Tensor, hidden: dict, mesh: str, spec: MeshSp
     kappa = hidden.get(f"{mesh}_kappa")
     if opt.crosstalk > 0 and kappa is not None and kappa.numel():
         heat = torch.remainder(phase, TWO_PI)
-        recv, src = spec.neighbours[:, 0], spec.neighbours[:, 1]
+        nb = spec.neighbours.to(phase.device)
+        recv, src = nb[:, 0], nb[:, 1]
         phase = phase.index_add(-1, recv, kappa.to(phase.dtype) * heat.index_select(-1, src))
     phase = phase + hidden[f"{mesh}_dphase"].to(phase.dtype)
     if shot is not None:
