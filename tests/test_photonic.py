@@ -536,7 +536,7 @@ def test_phases_can_be_trained_through_the_link_with_spsa(tmp_path):
 
         first = loss(params)
         lr, c = 0.3, 0.05
-        for step in range(60):
+        for _step in range(60):
             delta = {k: torch.randint(0, 2, params[k].shape, generator=g).float() * 2 - 1 for k in names}
             plus = loss({**params, **{k: params[k] + c * delta[k] for k in names}})
             minus = loss({**params, **{k: params[k] - c * delta[k] for k in names}})
