@@ -27,24 +27,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in COMMAND_MODULES:
         module.add_parser(sub)
+    _add_verbosity(sub)
     return parser
 
 
-def configure_logging() -> None:
-    """Warnings of the library (e.g. a serial link that recovered from a fault) go to stderr as
-    ``devices.serial: ...`` lines; ``neuro devices emulate -v`` lowers the level to INFO."""
+def _add_verbosity(sub) -> None:
+    """``-v`` (INFO, ``-vv`` DEBUG) and ``-q`` (errors only) on every command and sub-command."""
+    for p in set(sub.choices.values()):
+        if "-q" not in p._option_string_actions:
+            p.add_argument("-q", "--quiet", dest="quiet", action="count", default=0,
+                           help="log errors only (library warnings, e.g. recovered device faults, are hidden)")
+        if "-v" not in p._option_string_actions:
+            option = ["-v"] + (["--verbose"] if "--verbose" not in p._option_string_actions else [])
+            p.add_argument(*option, dest="verbosity", action="count", default=0,
+                           help="log more: -v info (e.g. every recovered device fault), -vv debug")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbosity(action)
+
+
+def configure_logging(verbosity: int = 0, quiet: int = 0) -> None:
+    """Library log records go to stderr as ``logger: message`` lines (e.g. ``devices.serial: ...``), at WARNING,
+    or INFO / DEBUG with ``-v`` / ``-vv``, or ERROR with ``-q``."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root.addHandler(handler)
-        root.setLevel(logging.WARNING)
+    level = logging.WARNING - 10 * int(verbosity) + 10 * int(quiet)
+    root.setLevel(min(max(level, logging.DEBUG), logging.ERROR))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging(getattr(args, "verbosity", 0), getattr(args, "quiet", 0))
     try:
         return int(args.func(args) or 0)
     except UserFacingError as exc:
