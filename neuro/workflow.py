@@ -180,12 +180,13 @@ def write_report(run: Run, exp: Experiment) -> Path:
     if hasattr(model, "forward_trace"):
         x = exp.data.test.x[:256].to(exp.run.device)
         trace = model.forward_trace(x)
-        spikes = {k: v[:, 0].cpu().numpy() for k, v in trace.spikes.items()}
+        names = model.display_names() if hasattr(model, "display_names") else {}
+        spikes = {names.get(k, k): v[:, 0].cpu().numpy() for k, v in trace.spikes.items()}
         dt = getattr(getattr(model, "layers", [None])[0], "params", None)
         dt = getattr(dt, "dt", None)
         report.plot_spike_raster(spikes, run.path / "raster.png", dt=dt, title=f"test sample 0 (label {int(exp.data.test.y[0])})")
         figures.append(("Spike raster", "raster.png", "Spikes of every layer for the first test sample."))
-        rates = {k: v.float().mean(dim=(0, 1)).cpu().numpy() for k, v in trace.spikes.items() if k != "input"}
+        rates = {names.get(k, k): v.float().mean(dim=(0, 1)).cpu().numpy() for k, v in trace.spikes.items() if k != "input"}
         if rates:
             report.plot_rate_histograms(rates, run.path / "rates.png", unit="spikes/step", title="firing rates over 256 test samples")
             figures.append(("Firing rates", "rates.png", "Per-neuron mean spikes per time step, each layer."))

@@ -61,6 +61,16 @@ class SpikingMLP(nn.Module):
             layers.append(LIFLayer(a, b, params, bias=bias, engine=engine))
         self.layers = nn.ModuleList(layers)
 
+    def display_names(self) -> dict[str, str]:
+        """Readable names of the trace keys, for reports: ``layers.0`` -> ``hidden layer 1 (256 LIF)``."""
+        names = {"input": f"input spikes ({self.layers[0].linear.in_features})"}
+        last = len(self.layers) - 1
+        for k, layer in enumerate(self.layers):
+            kind = "LIF" if layer.params.spiking else "leaky integrators"
+            where = "output layer" if k == last else f"hidden layer {k + 1}"
+            names[f"layers.{k}"] = f"{where} ({layer.linear.out_features} {kind})"
+        return names
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 

@@ -173,15 +173,31 @@ def plot_learning_curves(records: list[dict], path, title: str = "") -> Path:
         ax_loss, ax_acc = fig.subplots(1, 2)
 
         plotted = False
-        for key, label, style in (("train_loss", "train", "-o"), ("val_loss", "val", "-s")):
-            y = column(key)
-            if np.isfinite(y).any():
-                ax_loss.plot(x, y, style, markersize=3.5, linewidth=1.5, label=label)
-                plotted = True
+        # The training loss is the rule's own (cross-entropy for backprop, the FF loss for forward-forward);
+        # validation is always the cross-entropy of the predicted scores.  Different quantities get
+        # different axes and labels.
+        train_key = "train_ff_loss" if np.isfinite(column("train_ff_loss")).any() and not np.isfinite(
+            column("train_loss")).any() else "train_loss"
+        same_quantity = train_key == "train_loss"
+        y = column(train_key)
+        if np.isfinite(y).any():
+            ax_loss.plot(x, y, "-o", markersize=3.5, linewidth=1.5,
+                         label="train (cross-entropy)" if same_quantity else "train (FF loss, left axis)")
+            plotted = True
+        ax_val = ax_loss if same_quantity else ax_loss.twinx()
+        y = column("val_loss")
+        if np.isfinite(y).any():
+            ax_val.plot(x, y, "-s", markersize=3.5, linewidth=1.5, color="C1",
+                        label="val (cross-entropy)" if same_quantity else "val (cross-entropy, right axis)")
+            plotted = True
         if not plotted:
             _no_data(ax_loss)
         ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("loss")
+        ax_loss.set_ylabel("cross-entropy" if same_quantity else "FF loss (train)")
+        if not same_quantity:
+            ax_val.set_ylabel("cross-entropy (val)")
+            handles = [h for a in (ax_loss, ax_val) for h in a.get_legend_handles_labels()[0]]
+            ax_loss.legend(handles, [h.get_label() for h in handles], frameon=False)
         ax_loss.set_title("Loss")
 
         plotted = False
@@ -210,11 +226,13 @@ def plot_learning_curves(records: list[dict], path, title: str = "") -> Path:
 
         for ax in (ax_loss, ax_acc):
             _style(ax)
-            if ax.get_legend_handles_labels()[0]:
+            if ax.get_legend_handles_labels()[0] and ax.get_legend() is None:
                 ax.legend(frameon=False)
             if len(x):
-                # Integer epochs on the x axis.
+                # Integer epochs on the x axis (every epoch labelled when there are few).
                 ax.xaxis.get_major_locator().set_params(integer=True)
+                if len(x) <= 12:
+                    ax.set_xticks(x)
         if title:
             fig.suptitle(title)
         return _save(fig, path)
@@ -242,9 +260,13 @@ def plot_spike_raster(
             t_steps, n_neurons = arr.shape
             t_idx, n_idx = np.nonzero(arr)
             count = t_idx.size
-            # Smaller dots for busier rasters so they stay readable.
-            size = float(np.clip(4000.0 / max(count, 1), 0.5, 6.0))
-            if count:
+            if count and t_steps * n_neurons <= 20_000:
+                # small rasters (e.g. 10 output neurons x 20 steps): one filled cell per spike, readable at any size
+                ax.imshow((arr != 0).T, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
+                          origin="lower", extent=(-0.5 * scale, (t_steps - 0.5) * scale, -0.5, n_neurons - 0.5))
+            elif count:
+                # Smaller dots for busier rasters so they stay readable.
+                size = float(np.clip(4000.0 / max(count, 1), 0.5, 6.0))
                 ax.scatter(t_idx * scale, n_idx, s=size, marker="|" if size > 3 else ".",
                            color="k", linewidths=0.6 if size > 3 else 0, rasterized=True)
             else:
@@ -331,14 +353,18 @@ def plot_series(
     with _rc():
         fig = _new_figure(*series_size())
         ax = fig.subplots()
-        for name, y in series.items():
+        # Series that coincide (e.g. a bit-exact twin and device) must stay visible: later series are
+        # drawn thinner and dashed, with hollow markers, over the earlier ones.
+        styles = [("-", 2.6, "o", 5.0), ("--", 1.6, "s", 3.5), (":", 1.2, "x", 5.5), ("-.", 1.0, "^", 3.0)]
+        for k, (name, y) in enumerate(series.items()):
             ys = np.asarray(y, dtype=float).ravel()
             if ys.shape != xs.shape:
                 raise ValueError(
                     f"series {name!r} has {ys.size} points but x has {xs.size}"
                 )
-            ax.plot(xs, ys, "-", marker="o" if xs.size <= 50 else None, markersize=3.5,
-                    linewidth=1.5, label=str(name))
+            line, width, marker, size = styles[k % len(styles)]
+            ax.plot(xs, ys, line, marker=marker if xs.size <= 50 else None, markersize=size, linewidth=width,
+                    markerfacecolor="none", label=str(name), zorder=2 + k)
         if not series:
             _no_data(ax)
         ax.set_xlabel(xlabel)
