@@ -25,10 +25,11 @@ flipped, duplicated, truncated or delayed, with back-pressure) come from a
 :class:`devices.serial.relay.Relay` placed between the host and the emulator.
 
 The receive side is the firmware's: a :class:`~devices.serial.protocol.FrameParser` with an
-inter-byte timeout (``frame_timeout``, default 0.1 s) and look-ahead, so a truncated request
+inter-byte timeout (``frame_timeout``, default 0.5 s) and look-ahead, so a truncated request
 or a stray header is dropped and the next valid request is answered.  The loop is full
 duplex and never blocks in a write; replies for a host that does not read are held up to
-``max_buffered`` bytes, then discarded.
+``max_buffered`` bytes, then discarded.  A request whose header is valid but whose CRC fails
+is answered with a REQUEST_CORRUPTED error (a NAK, ``nak=True``), so the host resends at once.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class Emulator:
 
     def __init__(self, substrate, *, faults: Faults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
                  protocol_versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256,
-                 kind: str | None = None, max_buffered: int = 8 << 20, frame_timeout: float = 0.1) -> None:
+                 kind: str | None = None, max_buffered: int = 8 << 20, frame_timeout: float = 0.5,
+                 nak: bool = True) -> None:
         self.faults = faults or Faults()
         self.faults.check()
         self.rng = random.Random(seed)
@@ -130,6 +132,7 @@ class Emulator:
         if frame_timeout <= 0:
             raise SettingError(f"frame_timeout must be > 0 seconds, got {frame_timeout}")
         self.frame_timeout = float(frame_timeout)  # inter-byte timeout: an incomplete request is dropped after it
+        self.nak = nak  # answer a request that fails its CRC (valid header) with REQUEST_CORRUPTED
         self._out = bytearray()  # bytes being sent
         self._queue: deque[tuple[float, bytes]] = deque()  # (send time, reply) not yet sent
         self.fault_log: list[FaultRecord] = []
@@ -284,6 +287,10 @@ class Emulator:
                 self._serve(frame)
                 if self._pty is None or self._stop.is_set():
                     break
+            for msg_type, seq in self._parser.take_crc_failures():  # NAK corrupted requests: the host resends at once
+                nak = self.firmware.nak(msg_type, seq) if self.nak else None
+                if nak is not None and self._pty is not None:
+                    self._queue.append((time.monotonic(), nak))
 
     def _serve(self, frame: P.Frame) -> None:
         f = self.faults

@@ -10,7 +10,8 @@ Delivery guarantees (each sample's measurement is returned exactly once, in orde
 * every request gets a fresh sequence number; the same frame (same seq) is resent after
   ``timeout`` seconds without progress (no byte of the request written and no byte of the
   awaited reply received), when its reply arrives corrupted (valid header with this seq,
-  wrong CRC) or on a retryable device error, up to ``retries`` times; the device replays its
+  wrong CRC), when the device says the request arrived corrupted (REQUEST_CORRUPTED) or on
+  a retryable device error, up to ``retries`` times; the device replays its
   cached reply for a seq it has answered, so a retry never measures twice;
 * full duplex, never blocked: the port is driven with non-blocking reads and writes from
   one loop, so replies (late ones, replays) are drained while a request is still being
@@ -115,6 +116,9 @@ class SerialDevice:
         self.reconnect_timeout = float(reconnect_timeout)
         self.request_timeout = (float(request_timeout) if request_timeout is not None
                                 else 4 * (self.retries + 1) * self.timeout + self.reconnect_timeout)
+        # inter-byte timeout of the receive side: an incomplete frame is dropped after this much silence
+        # (look-ahead already skips a truncated frame as soon as a complete one follows it)
+        self.frame_timeout = max(4 * self.timeout, 0.5)
         self.baudrate = baudrate
         self.sample_format = sample_format
         self.max_events = max_events
@@ -133,7 +137,7 @@ class SerialDevice:
         self._fd: int | None = None  # the port's descriptor when it has one (posix ports, sockets)
         self._out = bytearray()  # bytes of frames not yet taken by the port
         self._opened = False
-        self._parser = P.FrameParser(gap_timeout=self.timeout)
+        self._parser = P.FrameParser(gap_timeout=self.frame_timeout)
         self._seq = 0
         self._session = int.from_bytes(os.urandom(4), "little")
         self._t0 = time.monotonic()
@@ -369,7 +373,7 @@ class SerialDevice:
         except (AttributeError, NotImplementedError, OSError, ValueError, serial.SerialException):
             self._fd = None  # e.g. loop://: pyserial's own calls, which do not block there
         self._out.clear()  # bytes of a vanished connection are void
-        stats, self._parser = self._parser.stats, P.FrameParser(gap_timeout=self.timeout)
+        stats, self._parser = self._parser.stats, P.FrameParser(gap_timeout=self.frame_timeout)
         self._parser.stats = stats
 
     def _close_port(self) -> None:
@@ -462,6 +466,7 @@ class SerialDevice:
         start = time.monotonic()
         self._out += frame
         progress = time.monotonic()  # last time a byte of the request went out or a byte of its reply came in
+        stalled_since = progress  # last write-stall event (or write progress)
 
         def give_up(why: str) -> DeviceError:
             return self._fail(f"no reply from serial device {self.port} to {name} {why}; is it powered, connected and "
@@ -484,6 +489,10 @@ class SerialDevice:
         while True:
             now = time.monotonic()
             if now >= bound:
+                if self._out and now - progress >= self.timeout:
+                    raise self._fail(f"serial port {self.port} took no byte of {name} for {now - progress:.3g} s (the "
+                                     f"request's time limit, request_timeout {self.request_timeout:g} s): the device is "
+                                     "not reading; check flow control and that its firmware runs", name, seq)
                 raise give_up(f"within its time limit of {bound - start:.3g} s (request_timeout {self.request_timeout:g} s) "
                               f"after {attempt + 1} tries")
             try:
@@ -499,7 +508,7 @@ class SerialDevice:
                 continue
             now = time.monotonic()
             if wrote:
-                progress = now
+                progress = stalled_since = now
             frames = self._parser.feed(data, now) if data else []
             frames += self._parser.expire(now)
             pending = self._parser.pending_header
@@ -511,6 +520,9 @@ class SerialDevice:
                     continue
                 if reply.type == P.MsgType.ERROR:
                     code, text = self._decode_error(reply, name)
+                    if code == P.ErrorCode.REQUEST_CORRUPTED:
+                        resend("request corrupted", text)
+                        continue
                     if code in P.ErrorCode._value2member_map_ and P.ErrorCode(code).retryable:
                         resend("device error", text)
                         continue
@@ -537,10 +549,11 @@ class SerialDevice:
                     continue
                 self._event("bad frame", msg_type, seq, f"{n} rejected by CRC/header check or truncated; resynchronized")
             if now - progress >= self.timeout:
-                if self._out:
-                    resend("write stalled", f"the port took no byte for {self.timeout:g} s")
-                else:
-                    self._parser.drop_partial()  # a partial reply will not complete: rescan after its magic
+                if self._out:  # back-pressure: the port takes nothing; no frame was lost, so no retry is spent
+                    if now - stalled_since >= self.timeout:
+                        self._event("write stalled", msg_type, seq, f"the port took no byte for {now - progress:.3g} s")
+                        stalled_since = now
+                else:  # a partial reply stays in the parser: its rest may still come, and look-ahead finds a replay
                     resend("timeout", f"no reply for {self.timeout:g} s")
 
     def _pump(self, wait: float) -> tuple[int, bytes]:
@@ -617,3 +630,34 @@ class SerialDevice:
             log.warning("serial %s: device rebooted; rewriting %d hardware parameters", self.port, len(self.written_params))
             self.counts["rewrites_after_reboot"] += 1
             self.set_params(dict(self.written_params))
+
+
+def write_failure_evidence(substrates, run_dir, error: BaseException | str | None = None) -> Path:
+    """Save what the serial links saw when a run failed or was interrupted.
+
+    For every :class:`SerialDevice` among ``substrates`` (other objects are skipped), write
+    its ``serial_link_<port>.json/.jsonl`` (:meth:`SerialDevice.save_link_stats`), then
+    ``serial_failure.json`` in ``run_dir``: ``{"error", "error_type", "devices": [link_stats, ...]}``,
+    where each device's ``state``, ``last_error`` and ``stopped_because`` say which link
+    stopped and why.  Never raises for a device (the run's own error is what matters);
+    returns the path of ``serial_failure.json``.  Meant for the run writer's failure path::
+
+        except BaseException as exc:
+            write_failure_evidence(model_substrates, run.path, exc); raise
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    devices = []
+    for sub in substrates:
+        if not isinstance(sub, SerialDevice):
+            continue
+        try:
+            sub.save_link_stats(run_dir)
+            devices.append(sub.link_stats())
+        except Exception as exc:  # noqa: BLE001 - evidence is best effort
+            devices.append({"port": getattr(sub, "port", "?"), "evidence_error": clean_text(exc)})
+    text = None if error is None else clean_text(error, limit=2000)
+    kind = None if error is None or isinstance(error, str) else type(error).__name__
+    path = run_dir / "serial_failure.json"
+    path.write_text(json.dumps({"error": text, "error_type": kind, "devices": devices}, indent=1), encoding="utf-8")
+    return path

@@ -92,6 +92,15 @@ class Firmware:
                 self._cache.popitem(last=False)
         return reply
 
+    def nak(self, msg_type: int, seq: int) -> bytes | None:
+        """The REQUEST_CORRUPTED error for a request frame whose header was valid and CRC wrong
+        (``(type, seq)`` from :meth:`FrameParser.take_crc_failures`); None for a non-request."""
+        if msg_type & P.REPLY_BIT or msg_type == P.MsgType.ERROR:
+            return None
+        self.counts["naks"] = self.counts.get("naks", 0) + 1
+        return P.encode_frame(P.MsgType.ERROR, seq, P.encode_error(P.ErrorCode.REQUEST_CORRUPTED,
+                                                                   "request failed its CRC; resend"), version=self.version)
+
     def _reply(self, frame: P.Frame, payload: bytes = b"") -> bytes:
         return P.encode_frame(P.reply_type(frame.type), frame.seq, payload, version=self.version)
 
@@ -188,4 +197,4 @@ def _is_transient_error(reply: bytes) -> bool:
     if reply[3] != P.MsgType.ERROR:
         return False
     code, _ = P.decode_error(reply[P.HEADER_SIZE:-P.CRC.size])
-    return code == P.ErrorCode.DEVICE_FAULT
+    return code in (P.ErrorCode.DEVICE_FAULT, P.ErrorCode.REQUEST_CORRUPTED)

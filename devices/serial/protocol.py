@@ -65,10 +65,14 @@ bit 2 = reply replay by sequence number.
 
 Error codes (:class:`ErrorCode`): 1 VERSION_MISMATCH, 2 BAD_REQUEST (payload does not
 follow its layout, wrong width or shape), 3 UNKNOWN_TYPE, 4 BATCH_TOO_LARGE, 5
-INPUT_OUT_OF_RANGE, 6 UNKNOWN_PARAMETER, 7 DEVICE_FAULT (transient: nothing was delivered, e.g. an ADC overrun
-or a measurement that was not finite; the host resends the same request, same seq), 8
-SUBSTRATE_FAULT (the physical system refused; the text says why).  Only DEVICE_FAULT is
-retryable.  An ERROR payload shorter than 2 bytes is malformed (the host stops with an error).
+INPUT_OUT_OF_RANGE, 6 UNKNOWN_PARAMETER, 7 DEVICE_FAULT (transient: nothing was delivered,
+e.g. an ADC overrun or a measurement that was not finite; the host resends the same
+request, same seq), 8 SUBSTRATE_FAULT (the physical system refused; the text says why),
+9 REQUEST_CORRUPTED (a negative acknowledgement: a request frame arrived with a valid header
+and a wrong CRC; the ERROR carries the seq and the version from that header, and the host
+resends at once instead of waiting for its timeout; nothing was executed).  DEVICE_FAULT
+and REQUEST_CORRUPTED are retryable.  An ERROR payload shorter than 2 bytes is malformed
+(the host stops with an error).
 
 Delivery rules
 --------------
@@ -148,10 +152,11 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_PARAMETER = 6
     DEVICE_FAULT = 7  # transient: nothing was measured; resend the same request
     SUBSTRATE_FAULT = 8  # the physical system refused the request (text says why)
+    REQUEST_CORRUPTED = 9  # NAK: a request with a valid header failed its CRC; resend at once
 
     @property
     def retryable(self) -> bool:
-        return self is ErrorCode.DEVICE_FAULT
+        return self in (ErrorCode.DEVICE_FAULT, ErrorCode.REQUEST_CORRUPTED)
 
 
 class ProtocolError(ValueError):
