@@ -8,7 +8,7 @@ injects faults into the byte *chunks* it moves:
 * each read takes ``1..max_chunk`` bytes (a random size), so chunk boundaries fall anywhere
   in a frame: inside a header, a payload, a CRC, or across two frames;
 * per chunk and per direction, with the probabilities of :class:`ByteFaults`: the chunk is
-  dropped; 1-3 random bits of it are flipped; it is written twice; only a random prefix of
+  dropped; 1-3 distinct random bits of it are flipped; it is written twice; only a random prefix of
   it is written (truncated); or the relay stalls ``delay_s`` seconds before writing it;
 * back-pressure: writes block until the other side has taken every byte.  While blocked
   (or stalled) the relay reads nothing from either side, like a serial adapter or a USB hub
@@ -52,7 +52,7 @@ TO_HOST = "to_host"
 class ByteFaults:
     """Per-chunk fault probabilities of one direction, and the chunk size.
 
-    drop: the chunk is discarded.  flip: 1-3 random bits of it are flipped.  duplicate: it is
+    drop: the chunk is discarded.  flip: 1-3 distinct random bits of it are flipped.  duplicate: it is
     written twice.  truncate: only a random prefix (possibly empty) is written.  delay: the
     relay stalls ``delay_s`` seconds (reading and writing nothing) before writing it.
     At most one of drop/flip/duplicate/truncate hits a chunk (drawn in that order); a delay
@@ -261,8 +261,7 @@ class Relay:
             out = []
         elif rng.random() < f.flip:
             buf = bytearray(data)
-            for _ in range(rng.randint(1, 3)):
-                bit = rng.randrange(len(buf) * 8)
+            for bit in rng.sample(range(len(buf) * 8), min(rng.randint(1, 3), len(buf) * 8)):  # distinct bits
                 buf[bit // 8] ^= 1 << (bit % 8)
             out = [bytes(buf)]
             self._record(direction, "flip", len(data))
