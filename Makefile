@@ -11,7 +11,7 @@ LAVA_STAMP := $(LAVA_VENV)/.neurohil-setup
 
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: setup setup-main setup-lava demo test clean info
+.PHONY: setup setup-main setup-lava demo test lint clean info
 
 setup: setup-main setup-lava
 
@@ -40,7 +40,11 @@ demo: setup
 	@MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 $(VENV)/bin/neuro demo
 
 test: setup
+	@$(VENV)/bin/ruff check . && echo "ruff: clean"
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup-main
+	@$(VENV)/bin/ruff check .
 
 info: setup
 	@$(VENV)/bin/neuro info

@@ -44,7 +44,6 @@ def maxrss_mib() -> float:
 
 
 def run_one(family: str, rule_name: str, depth: int, steps: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     torch.set_num_threads(1)
@@ -96,7 +95,7 @@ def main() -> None:
         for rule_name in RULES:
             for depth in DEPTHS:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--one", family, rule_name, str(depth), "--steps", str(args.steps)],
+                    [sys.executable, "-m", "bench.ff_memory", "--one", family, rule_name, str(depth), "--steps", str(args.steps)],
                     capture_output=True, text=True, check=True, env=CHILD_ENV,
                 )
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))

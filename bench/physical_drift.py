@@ -18,19 +18,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
+import torch
+
+from bench.physical_table import RULES, config
+from neuro import workflow
+from neuro.build import build_experiment
+from neuro.deployment import DeployedBaseline
+from neuro.runs import Run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.physical_table import RULES, config  # noqa: E402
-from neuro import workflow  # noqa: E402
-from neuro.build import build_experiment  # noqa: E402
-from neuro.deployment import DeployedBaseline  # noqa: E402
-from neuro.runs import Run  # noqa: E402
 
 
 def drifting(cfg: dict, drift: float, tick: int) -> dict:

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from neuro.build import build_experiment
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from neuro.build import build_experiment  # noqa: E402
 
 MODEL = {"kind": "physical_mlp", "substrate": "wave:scattering", "physical": [200], "hidden": [100, 100, 100],
          "substrate_options": {"noise": 0.01, "n_control": 8}}

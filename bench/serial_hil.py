@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from devices import SerialDevice
+from devices.emulator import make_substrate
 
-from devices import SerialDevice  # noqa: E402
-from devices.emulator import make_substrate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _time_calls(fn, x, calls: int) -> list[float]:

@@ -35,7 +35,6 @@ def run_one(method: str, T: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(ROOT))
     from neuro.layers.lif import LIFLayer
     from simulators.lif import LIFParameters
     from simulators.sltt import SLTTLayer, sltt_backward
@@ -83,7 +82,7 @@ def main() -> None:
     rows = {}
     for method in ("bptt", "sltt", "sltt_stored"):
         for T in (25, 100):
-            out = subprocess.run([sys.executable, __file__, method, str(T)], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "bench.sltt_memory", method, str(T)], capture_output=True, text=True, check=True)
             rows[(method, T)] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 784-1000-10, batch {B}, input activity {ACTIVITY:.0%}; "
           "glibc malloc env not set")

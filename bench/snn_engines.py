@@ -71,7 +71,6 @@ def run_one(cfg: dict) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    sys.path.insert(0, str(ROOT))
     from neuro.layers.lif import LIFLayer
     from simulators.lif import LIFParameters
 
@@ -90,7 +89,7 @@ def run_one(cfg: dict) -> dict:
             layer = LIFLayer(w.shape[1], w.shape[0], p, synapse="dense" if engine == "native" else "event")
             layer.linear.weight.data.copy_(w)
             layers.append(layer)
-        params = [l.linear.weight for l in layers]
+        params = [layer.linear.weight for layer in layers]
 
         def net():
             nonlocal hidden_activity
@@ -233,7 +232,7 @@ def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None 
         if True:
             if skip and skip.get(key(c), 0) > r:  # already measured (resumed run)
                 continue
-            out = subprocess.run([sys.executable, __file__, "--one", json.dumps(c)], env=env,
+            out = subprocess.run([sys.executable, "-m", "bench.snn_engines", "--one", json.dumps(c)], env=env,
                                  capture_output=True, text=True, timeout=3600)
             if out.returncode != 0:
                 raise SystemExit(f"config {c} failed:\n{out.stderr[-2000:]}")

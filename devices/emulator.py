@@ -44,14 +44,12 @@ import threading
 import time
 import tty
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from devices.errors import DeviceError
 from devices.serial import protocol as P
 from devices.serial.firmware import Firmware
-from devices.errors import DeviceError
 from simulators.affine import AffineTanhSubstrate  # noqa: F401 - re-exported for users of the emulator
 from simulators.errors import SettingError
 from simulators.substrate import open_substrate_spec
@@ -180,13 +178,13 @@ class Emulator:
                     pass
             self._pty = None
 
-    def open(self) -> "Emulator":
+    def open(self) -> Emulator:
         """Open the pty (and link) without serving yet, so ``port`` can be announced first."""
         if self._pty is None:
             self._plug()
         return self
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         """Open the pty and serve in a daemon thread; returns self (``port`` is ready)."""
         if self._thread is not None:
             return self
@@ -229,7 +227,7 @@ class Emulator:
             counts[rec.kind] = counts.get(rec.kind, 0) + 1
         return counts
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from devices.lava_env import lava_python
 from devices.errors import DeviceError
+from devices.lava_env import lava_python
 from simulators.loihi import local_to_pipelined_steps
 
 RUNNER = Path(__file__).resolve().with_name("lava_runner.py")
@@ -236,7 +236,7 @@ class LavaLoihi:
         info = self.last_result.info if self.last_result else {}
         return {"runs": self.runs, "run_config": info.get("run_config"), "steps_per_s": info.get("steps_per_s")}
 
-    def __enter__(self) -> "LavaLoihi":
+    def __enter__(self) -> LavaLoihi:
         self.open()
         return self
 

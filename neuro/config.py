@@ -12,7 +12,6 @@ TOML has no null: optional numbers use ``0`` for "none" where the spec says so.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tomllib
 import types
@@ -21,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from neuro.errors import ConfigError
+from simulators.registry import did_you_mean
 
-PRECISIONS = ("float32", "bfloat16")
+Precision = typing.Literal["float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 T = TypeVar("T")
 
@@ -74,7 +75,7 @@ class TrainSpec:
     batch_size: int = 64
     grad_clip: float = 0.0
     eval_batch_size: int = 1000
-    precision: str = "float32"
+    precision: Precision = "float32"
     flush_denormals: bool = True
 
     def check(self) -> None:
@@ -84,8 +85,6 @@ class TrainSpec:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.grad_clip < 0:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision = '{self.precision}' is not one of {', '.join(PRECISIONS)}")
 
 
 def load_toml(path: str | os.PathLike) -> dict:
@@ -140,17 +139,27 @@ def check_sections(config: dict) -> None:
             raise ConfigError(f"config key '{key}' must be a table [{key}], got a {type(config[key]).__name__}")
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def _suggest(word: str, options) -> str:
+    return did_you_mean(word, options)
 
 
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+def choices(tp) -> tuple:
+    """The allowed values of a ``typing.Literal`` type (e.g. a spec field's annotation)."""
+    return tuple(typing.get_args(tp))
+
+
 def _coerce(value: Any, tp, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            shown = ", ".join(str(a) for a in allowed)
+            raise ConfigError(f"{where} = {value!r} is not one of {shown}{_suggest(str(value), [str(a) for a in allowed])}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         errors = []

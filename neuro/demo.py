@@ -1,51 +1,116 @@
 """``neuro demo``: the main job on embedded defaults, nothing to download or configure.
 
-Each demo part is a function ``part(out_dir, echo) -> str`` that trains/evaluates
-something small, writes its run under ``out_dir`` and returns a one-line summary.  The
-parts run in the order of :data:`DEMO_PARTS`; together they stay under 3 minutes on 2 cores.
+The demo is data: ``examples/demo.toml`` lists its parts in order, each naming an example config
+(``examples/*.toml``, the same files users train with and the tests load), the run name to use,
+optionally the number of torch threads and a ``[part.deploy]`` table (target, samples) that deploys
+the trained run.  Every part writes ``<out>/<name>/`` and returns a one-line summary.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from neuro import config as cfg
 from neuro import workflow
-from neuro.physical_demo import physical_mfff_vowels
-from neuro.export import loihi_deploy
-from neuro.ff_demo import ff_digits
+from neuro.errors import ConfigError
 
-#: Spiking MLP on scikit-learn digits with surrogate-gradient BPTT (about 15 s on 2 cores).
-BPTT_DIGITS = {
-    "run": {"name": "demo-bptt", "seed": 0},
-    "data": {"dataset": "digits"},
-    "model": {"kind": "spiking_mlp", "hidden": [256], "time_steps": 20, "encoder": "rate", "readout": "spike_count"},
-    "rule": {"name": "bptt"},
-    "optim": {"name": "adam", "lr": 5e-3, "schedule": "cosine"},
-    "train": {"epochs": 20, "batch_size": 32},
-}
+MANIFEST = "demo.toml"
 
 
-def bptt_digits(out_dir: Path, echo=print) -> str:
-    run, test = workflow.train_demo_part(BPTT_DIGITS, out_dir, echo=echo)
-    return f"spiking MLP, BPTT, digits: test accuracy {100 * test['accuracy']:.2f}%  ->  {run.path / 'report.html'}"
+def examples_dir() -> Path:
+    """The repository's ``examples/`` folder (beside the ``neuro`` package)."""
+    path = Path(__file__).resolve().parents[1] / "examples"
+    if not path.is_dir():
+        raise ConfigError(f"examples folder {path} not found; run the demo from a clone of the NeuroHIL repository")
+    return path
 
 
-DEMO_PARTS = (
-    ("spiking MLP trained with surrogate-gradient BPTT on digits", bptt_digits),
-    ("ReLU MLP trained with forward-forward on digits", ff_digits),
-    ("3-block physical network (wave scattering) trained model-free (mfff) on vowels", physical_mfff_vowels),
-    ("deployment to Loihi 2: fixed-point twin and Lava fixed_pt simulation", loihi_deploy.demo_part),
-)
+def example_config(name: str) -> dict:
+    """The example config ``examples/<name>`` as a dict (what ``neuro train examples/<name>`` reads)."""
+    return cfg.load_toml(examples_dir() / name)
+
+
+@dataclass
+class DemoPart:
+    """One part of the demo: train ``config`` as run ``name`` (with ``threads`` torch threads), then maybe deploy."""
+
+    title: str
+    config: str
+    name: str
+    threads: int = 0
+    deploy: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"demo part '{self.name}': threads must be >= 0 (0: leave torch's default)")
+        unknown = set(self.deploy) - {"target", "samples"}
+        if unknown:
+            raise ConfigError(f"demo part '{self.name}': unknown deploy key '{sorted(unknown)[0]}'; valid: target, samples")
+
+
+def demo_parts(manifest: str | Path | None = None) -> list[DemoPart]:
+    """The parts listed in ``examples/demo.toml`` (or ``manifest``), checked."""
+    path = Path(manifest) if manifest else examples_dir() / MANIFEST
+    data = cfg.load_toml(path)
+    parts = data.get("part")
+    if not isinstance(parts, list) or not parts:
+        raise ConfigError(f"{path} lists no [[part]] tables")
+    return [cfg.parse_spec(DemoPart, p, f"part[{k}]") for k, p in enumerate(parts)]
+
+
+def part_config(part: DemoPart, out_dir: str | Path) -> dict:
+    """The part's example config with ``run.name`` and ``run.out_dir`` set for the demo."""
+    config = example_config(part.config)
+    config["run"] = {**config.get("run", {}), "name": part.name, "out_dir": str(out_dir)}
+    return config
+
+
+def run_part(part: DemoPart, out_dir: Path, echo=print) -> str:
+    threads = torch.get_num_threads()
+    if part.threads:
+        torch.set_num_threads(part.threads)
+    try:
+        run, test = workflow.train(part_config(part, out_dir), overwrite=True, echo=echo)
+    finally:
+        torch.set_num_threads(threads)
+    line = f"{part.title}: test accuracy {100 * test['accuracy']:.2f}%"
+    evals = sum(r.get("n_physical_evals", 0) for r in run.records() if r.get("event") == "epoch")
+    if evals:
+        line += f" after {evals:.0f} physical evaluations"
+    if part.deploy:
+        line += "; " + _deploy(part, run.path, echo)
+        return line
+    return f"{line}  ->  {run.path / 'report.html'}"
+
+
+def _deploy(part: DemoPart, run_path: Path, echo) -> str:
+    from devices.lava_env import lava_status
+    from neuro.deploy import deploy_loihi
+
+    ok, detail = lava_status()
+    if not ok:
+        echo(f"Lava is not available ({detail}); deploying to the fixed-point twin only")
+    r = deploy_loihi(run_path, target=part.deploy.get("target", "loihi-sim"), samples=int(part.deploy.get("samples", 50)),
+                     lava=ok, echo=echo)
+    line = f"deployed {r['samples']} samples: float {100 * r['float_accuracy']:.1f}%, twin {100 * r['twin_accuracy']:.1f}%"
+    if ok:
+        exact = r["twin_lava_spikes_equal"] and r["twin_lava_voltages_equal"]
+        return line + f", Lava {100 * r['lava_accuracy']:.1f}% (bit-exact with the twin: {exact})"
+    return line + f"; Lava skipped: {detail}"
 
 
 def run_demo(out_dir: str | Path = "runs", echo=print) -> list[str]:
     out_dir = Path(out_dir)
+    parts = demo_parts()
     lines = []
     start = time.perf_counter()
-    for k, (title, part) in enumerate(DEMO_PARTS, 1):
-        echo(f"[{k}/{len(DEMO_PARTS)}] {title}")
-        lines.append(part(out_dir, echo))
+    for k, part in enumerate(parts, 1):
+        echo(f"[{k}/{len(parts)}] {part.title}")
+        lines.append(run_part(part, out_dir, echo))
     echo(f"\ndemo finished in {time.perf_counter() - start:.0f} s:")
     for line in lines:
         echo(f"  {line}")

@@ -41,7 +41,7 @@ class Run:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out_dir: str | os.PathLike, name: str, *, overwrite: bool = False) -> "Run":
+    def create(cls, out_dir: str | os.PathLike, name: str, *, overwrite: bool = False) -> Run:
         """Make ``out_dir/name``; if it exists and ``overwrite`` is false, use ``name-2``, ``name-3``..."""
         if not name or "/" in name or name in (".", ".."):
             raise ConfigError(f"run name '{name}' is not a plain directory name; use letters, digits, '-' or '_'")
@@ -59,7 +59,7 @@ class Run:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Run":
+    def open(cls, path: str | os.PathLike) -> Run:
         path = Path(path)
         if not (path / "config.toml").is_file():
             raise ConfigError(f"{path} is not a run directory (no config.toml); pass runs/<name> of a finished or interrupted run")

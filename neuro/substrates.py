@@ -15,7 +15,7 @@ from neuro.errors import ConfigError
 from simulators.errors import SettingError
 from simulators.substrate import SUBSTRATE_FAMILIES, Substrate, open_substrate_spec, substrate_names
 
-__all__ = ["SUBSTRATE_FAMILIES", "open_substrate", "substrate_names", "substrate_family"]
+__all__ = ["SUBSTRATE_FAMILIES", "open_substrate", "substrate_family", "substrate_label", "substrate_names"]
 
 
 def substrate_family(spec: str) -> str:
@@ -29,3 +29,12 @@ def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: 
         return open_substrate_spec(spec, n_in, n_out, seed=seed, options=options)
     except SettingError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def substrate_label(spec: str) -> str:
+    """How layers name a substrate in errors and reports: ``simulator:wave-scattering`` for an
+    in-process simulator (an emulatable family), the spec itself (``serial:/dev/ttyUSB0``) for a device."""
+    family = substrate_family(spec)
+    if family in SUBSTRATE_FAMILIES and SUBSTRATE_FAMILIES.get(family).meta.get("emulatable", True):
+        return f"simulator:{str(spec).replace(':', '-')}"
+    return str(spec)

@@ -18,8 +18,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from neuro.config import PRECISIONS
 from neuro.errors import CheckpointError, NeuroError
 from neuro.progress import progress_bar
-from neuro.rules.base import Batch, Rule, check_compatible
+from neuro.rules.base import Batch, Rule
 from neuro.runs import Run
 
 CHECKPOINT_FORMAT = "neurohil-checkpoint-1"
@@ -113,7 +113,7 @@ class Trainer:
         self.flush_denormals = bool(flush_denormals)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
-        check_compatible(rule, model)
+        rule.check_compatible(model)  # the rule's own checks (FF, mfff, pat override it), not only the base ones
 
     def autocast(self):
         """The mixed-precision context of training steps and evaluation (off for float32)."""

@@ -124,17 +124,12 @@ def write_report(run: Run, exp: Experiment) -> Path:
             report.plot_rate_histograms(rates, run.path / "rates.png", unit="spikes/step", title="firing rates over 256 test samples")
             figures.append(("Firing rates", "rates.png", "Per-neuron mean spikes per time step, each layer."))
     model.train()
-    extra_tables = []
+    # Models, rules and substrates (e.g. serial links) expose report data; neuro.report draws it
+    # (the section contract: neuro/report/sections.py).
     substrates = {id(s): s for m in model.modules() if (s := getattr(m, "substrate", None)) is not None}
-    for part in (exp.model, exp.rule, *substrates.values()):  # a layer's substrate may report too (serial links)
-        # Optional hook for model kinds and rules with figures of their own (e.g. accuracy vs
-        # time under drift, device throughput): ``report_extras(run_dir, records) -> (figures, tables)``
-        # with figures ``(title, png_name, caption)`` and tables ``(title, header, rows)``.
-        extras = getattr(part, "report_extras", None)
-        if callable(extras):
-            more_figures, more_tables = extras(run.path, records)
-            figures.extend(more_figures)
-            extra_tables.extend(more_tables)
+    sections = report.collect_sections((exp.model, exp.rule, *substrates.values()), records, run.path)
+    more_figures, extra_tables = report.as_legacy(sections)
+    figures.extend(more_figures)
     epochs = [r for r in records if r.get("event") == "epoch"]
     tests = [r for r in records if r.get("event") == "test"]
     summary = {

@@ -67,7 +67,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 
@@ -78,10 +78,11 @@ LIF_ENGINES = make_registry("LIF_ENGINES", "LIF engine", discover=("simulators",
 """Engine name -> sequence function ``(currents [T, B, n], params, state) -> LIFTrace``; an entry's
 ``check`` metadata (``check(params)``) raises IncompatibleSettingError for parameters it cannot run exactly."""
 
-RESET_MODES = ("subtract", "zero")
-INTEGRATORS = ("exact", "euler")
-INPUT_GAINS = ("unit", "leak")
-RESET_TIMINGS = ("immediate", "next_step")
+ResetMode = Literal["subtract", "zero"]
+Integrator = Literal["exact", "euler"]
+InputGain = Literal["unit", "leak"]
+ResetTiming = Literal["immediate", "next_step"]
+RESET_MODES, INTEGRATORS, INPUT_GAINS, RESET_TIMINGS = (get_args(t) for t in (ResetMode, Integrator, InputGain, ResetTiming))
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,11 @@ class LIFParameters:
     v_th: float = 1.0
     v_reset: float = 0.0
     v_leak: float = 0.0
-    reset: str = "subtract"
-    integrator: str = "exact"
-    input_gain: str = "leak"
+    reset: ResetMode = "subtract"
+    integrator: Integrator = "exact"
+    input_gain: InputGain = "leak"
     current_delay: bool = False
-    reset_timing: str = "immediate"
+    reset_timing: ResetTiming = "immediate"
     spiking: bool = True
     detach_reset: bool = True
     surrogate: Surrogate = field(default_factory=Surrogate)

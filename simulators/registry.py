@@ -28,8 +28,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import pkgutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from simulators.errors import UnknownNameError
 
@@ -42,9 +43,11 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 def unknown_name_message(kind: str, name: object, choices: Iterable[str], where: str = "") -> str:
     """The one wording of "unknown <kind>" used across the project."""
-    choices = list(choices)
-    prefix = f"{where} = {name!r} is not a known {kind}" if where else f"unknown {kind} {name!r}"
-    return f"{prefix}{did_you_mean(name, choices)}; valid: {', '.join(choices) or '(none registered)'}"
+    choices = [str(c) for c in choices]
+    listed = ", ".join(choices) or "(none registered)"
+    if where:
+        return f"{where} = {name!r} is not one of {listed}{did_you_mean(name, choices)}"
+    return f"unknown {kind} {name!r}{did_you_mean(name, choices)}; valid: {listed}"
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,13 @@ class Registry:
 
     kind: what the names name, in the singular ("rule", "substrate family"); used in errors.
     discover: dotted package names whose modules register into this table; imported lazily.
+    error: the exception class raised for unknown names (default :class:`UnknownNameError`).
     """
 
-    def __init__(self, kind: str, *, discover: tuple[str, ...] = (), entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, *, discover: tuple[str, ...] = (), entry_point_group: str | None = None,
+                 error: type[Exception] = UnknownNameError) -> None:
         self.kind = kind
+        self.error = error
         self.discover = tuple(discover)
         self.entry_point_group = entry_point_group or f"neurohil.{kind.replace(' ', '_')}s"
         self._entries: dict[str, Entry] = {}
@@ -103,7 +109,7 @@ class Registry:
         self.load()
         if isinstance(name, str) and name in self._entries:
             return self._entries[name]
-        raise UnknownNameError(unknown_name_message(self.kind, name, self.names(), where))
+        raise self.error(unknown_name_message(self.kind, name, self.names(), where))
 
     def __contains__(self, name: object) -> bool:
         self.load()
@@ -113,12 +119,13 @@ class Registry:
         return self.get(name).obj
 
     def names(self) -> tuple[str, ...]:
+        """Registered names, sorted (so listings and errors do not depend on import order)."""
         self.load()
-        return tuple(self._entries)
+        return tuple(sorted(self._entries))
 
     def entries(self) -> tuple[Entry, ...]:
         self.load()
-        return tuple(self._entries.values())
+        return tuple(self._entries[n] for n in sorted(self._entries))
 
     def __iter__(self):
         return iter(self.names())
@@ -152,7 +159,7 @@ class Registry:
     def _needles(self) -> tuple[str, ...]:
         return tuple(n for n in (self._attr,) if n)
 
-    def bind(self, attr: str) -> "Registry":
+    def bind(self, attr: str) -> Registry:
         """Record the module-level name of this registry (what registering modules mention)."""
         self._attr = attr
         return self
@@ -183,9 +190,9 @@ def _registering_modules(package: str, needles: tuple[str, ...]) -> list[str]:
     return out
 
 
-def make_registry(attr: str, kind: str, *, discover: tuple[str, ...]) -> Registry:
+def make_registry(attr: str, kind: str, *, discover: tuple[str, ...], error: type[Exception] = UnknownNameError) -> Registry:
     """A registry bound to the module-level name ``attr`` it will be stored under."""
-    return Registry(kind, discover=discover).bind(attr)
+    return Registry(kind, discover=discover, error=error).bind(attr)
 
 
 Factory = Callable[..., Any]

@@ -30,8 +30,8 @@ through the carried current: SLTT gives no gradient to it, so that option is ref
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

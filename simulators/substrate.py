@@ -39,7 +39,7 @@ class Substrate(Protocol):
 
 
 # ------------------------------------------------------------ substrate families
-from typing import Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from simulators.errors import SettingError, UnknownNameError  # noqa: E402
 from simulators.registry import did_you_mean, make_registry  # noqa: E402

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
-SURROGATE_NAMES = ("fast_sigmoid", "sigmoid", "atan", "triangle")
+SurrogateName = Literal["fast_sigmoid", "sigmoid", "atan", "triangle"]
+SURROGATE_NAMES: tuple[str, ...] = get_args(SurrogateName)
 
 
 @dataclass(frozen=True)

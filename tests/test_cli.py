@@ -53,7 +53,7 @@ def test_wrong_type_and_bad_toml(cli, tmp_path):
     cfg.write_text('[train\nepochs = 3\n')
     _assert_one_line_error(cli("train", str(cfg)), "is not valid TOML")
     _assert_one_line_error(cli("train", str(tmp_path / "nope.toml")), "nope.toml not found")
-    _assert_one_line_error(cli("train", "--set", "model.lif.reset=hard"), "reset must be one of")
+    _assert_one_line_error(cli("train", "--set", "model.lif.reset=hard"), "model.lif.reset = 'hard' is not one of subtract, zero")
     _assert_one_line_error(cli("train", "--rule", "backprop"), "rule.name = 'backprop' is not one of")
 
 

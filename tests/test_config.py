@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuro.build import build_optimizer, OptimSpec, resolve
+from neuro.build import OptimSpec, build_optimizer, resolve
 from neuro.config import apply_overrides, parse_value
 from neuro.errors import ConfigError
 
@@ -24,7 +24,7 @@ def test_defaults_resolve_completely():
         ({"train": {"epochs": 2.5}}, "train.epochs must be an integer, got 2.5"),
         ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1, got 0"),
         ({"model": {"hidden": [64, "x"]}}, "model.hidden[1] must be an integer, got 'x'"),
-        ({"model": {"encoder": "poisson"}}, "model.encoder = 'poisson' is not one of rate, latency, direct"),
+        ({"model": {"encoder": "poisson"}}, "model.encoder = 'poisson' is not one of direct, latency, rate"),
         ({"model": {"lif": {"tau_mem": -0.01}}}, "[model.lif] tau_mem must be a positive number of seconds, got -0.01"),
         ({"data": {"val_fraction": 1.5}}, "data.val_fraction must be in [0, 1), got 1.5"),
         ({"optim": {"schedule": "linear"}}, "optim.schedule = 'linear' is not one of constant, cosine"),
@@ -38,8 +38,8 @@ def test_errors_name_the_key(config, message):
 
         _parse_all(config)
         # LIF parameters are checked when they are turned into simulator parameters
-        from neuro.build import LIFSpec
         from neuro.config import parse_spec
+        from neuro.layers.spiking_mlp import LIFSpec
 
         parse_spec(LIFSpec, config.get("model", {}).get("lif", {}), "model.lif").to_parameters()
     assert message in str(info.value)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from neuro.errors import IncompatibleError
-from neuro.rules.base import Batch
 from neuro.layers.lif import engine_names, run_engine
+from neuro.rules.base import Batch
 from simulators.lif import LIFParameters, LIFState, lif_sequence_fused, lif_sequence_reference
 from simulators.surrogate import Surrogate
 

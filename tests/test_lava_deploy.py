@@ -107,14 +107,18 @@ def test_batched_samples_with_lifreset_equal_the_local_time_twin(sizes, bias, se
 
 
 # ------------------------------------------------------------------ trained network
+@pytest.mark.slow
 def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_most_one_point(tmp_path, capsys):
     """Train the demo's digits network, then `neuro deploy RUN --target loihi-sim --samples 100`."""
     from neuro import workflow
     from neuro.cli.main import main
-    from neuro.export.loihi_deploy import demo_config, encode_inputs, float_trace_from_spikes, scores_from_spikes
+    from neuro.demo import example_config
+    from neuro.deploy import encode_inputs, float_trace_from_spikes, scores_from_spikes
     from neuro.workflow import load_run
 
-    config = demo_config(tmp_path / "runs", epochs=8)  # the demo's network, trained a little longer
+    config = example_config("digits_loihi.toml")  # the demo's network, trained a little longer
+    config["run"]["out_dir"] = str(tmp_path / "runs")
+    config["train"]["epochs"] = 8
     run, test = workflow.train(config, overwrite=True, progress=False, echo=lambda *a: None)
     assert test["accuracy"] > 0.9
     capsys.readouterr()
@@ -122,7 +126,7 @@ def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_mo
     stdout = capsys.readouterr().out
     assert "accuracy on 100 test samples: float" in stdout
     assert "twin == Lava: spikes True, voltages True, currents True" in stdout
-    out = run.path / "deploy-loihi"
+    out = run.path / "deploy-loihi" / "loihi-sim"
     for name in ("network.nir", "fixed_point.json", "fixed_point.npz", "deploy.json", "report.html", "raster.png", "voltage.png"):
         assert (out / name).is_file(), name
     r = json.loads((out / "deploy.json").read_text())

@@ -13,7 +13,6 @@ from torch import nn
 from neuro.errors import IncompatibleError
 from neuro.export.loihi import LoihiExport, LoihiFixedPointSpec, quantize
 from neuro.layers.spiking_mlp import SpikingMLP
-from simulators import loihi as fx
 from simulators.lif import LIFParameters
 
 DT = 1e-3
@@ -183,7 +182,7 @@ def test_qat_wrapper_computes_the_twin_and_passes_gradients_straight_through():
 
 def test_finetune_on_twin_runs_the_ordinary_trainer_and_returns_a_fitting_export():
     from neuro.data import load_dataset
-    from neuro.layers.loihi import finetune_on_twin
+    from neuro.deploy.qat import finetune_on_twin
 
     data = load_dataset("digits", limit=48)
     model = _mlp([64, 8, 10])

@@ -199,3 +199,19 @@ def test_bfloat16_is_refused_for_physical_models():
     with pytest.raises(ConfigError, match="model kind physical_mlp simulates or drives physical layers"):
         build_experiment({**SMALL, "model": {"kind": "physical_mlp"}, "rule": {"name": "mfff"},
                           "train": {"epochs": 1, "precision": "bfloat16"}})
+
+
+def test_trainer_runs_the_rules_own_compatibility_check():
+    """A rule's check_compatible override (FF, mfff, pat have one) is what the trainer runs, not only the base check."""
+    from neuro.data import load_dataset
+    from neuro.layers.mlp import MLP
+    from neuro.trainer import Trainer
+
+    class Picky(BPTT):
+        def check_compatible(self, model):
+            raise IncompatibleError("rule `picky` refuses every model")
+
+    data = load_dataset("digits", limit=50)
+    model = MLP(data.n_features, [8], data.n_classes)
+    with pytest.raises(IncompatibleError, match="picky"):
+        Trainer(model, Picky(), torch.optim.SGD(model.parameters(), lr=0.1), data, epochs=1, batch_size=8)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from neuro.errors import ConfigError
-from simulators.errors import SubstrateFault
 from neuro.substrates import open_substrate
+from simulators.errors import SubstrateFault
 from simulators.substrate import Substrate
 from simulators.wave import WaveOptions, WaveSubstrate, oscillator_step, transfer
 

@@ -38,7 +38,6 @@ why the link stopped; :meth:`save_link_stats` writes them into a run directory).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -46,14 +45,13 @@ import time
 import zlib
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import serial
 import torch
 
-from devices.serial import protocol as P
 from devices.errors import DeviceError
+from devices.serial import protocol as P
 
 log = logging.getLogger("devices.serial")
 
@@ -167,7 +165,7 @@ class SerialDevice:
         if self.state == "open":
             self.state = "closed"
 
-    def __enter__(self) -> "SerialDevice":
+    def __enter__(self) -> SerialDevice:
         self.open()
         return self
 
@@ -277,46 +275,18 @@ class SerialDevice:
             log.info("serial %s: rewrote %d hardware parameters from the checkpoint", self.port, len(params))
 
     # ---------------------------------------------------------------- report
-    def report_extras(self, run_dir, records) -> tuple[list, list]:
-        """Run-report hook: device throughput/latency, faults recovered from, a latency histogram;
-        writes ``serial_link_<port>.jsonl`` (every link event) and ``serial_link_<port>.json``
-        (counts, throughput, ``delivered_crc``) into the run directory."""
-        run_dir = Path(run_dir)
-        stats = self.link_stats()
-        stem = "".join(c if c.isalnum() else "_" for c in self.port).strip("_")
-        with open(run_dir / f"serial_link_{stem}.jsonl", "w", encoding="utf-8") as fh:
-            for ev in self.events:
-                fh.write(json.dumps(asdict(ev)) + "\n")
-        summary = {"port": self.port, "delivered_crc": self.delivered_crc, **stats}
-        (run_dir / f"serial_link_{stem}.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    def report_data(self, records=None) -> dict:
+        """Run-report data (drawn by ``neuro.report.serial``): the link's statistics, every event and
+        every FORWARD round trip; JSON-able, so a failed run can still write it."""
         ident = self.identity
-        rows = [["port", self.port], ["device", f"{ident.kind} ({ident.firmware}), protocol v{ident.version}" if ident else "?"],
-                ["requests (all types)", stats.get("requests", 0)], ["samples measured", stats.get("samples", 0)],
-                ["throughput (samples/s)", _fmt(stats["samples_per_s"], ".0f")],
-                ["FORWARD round trip median / p95 (ms)", f"{_fmt(stats['forward_median_ms'], '.3f')} / {_fmt(stats['forward_p95_ms'], '.3f')}"],
-                ["bytes out / in", f"{stats.get('bytes_out', 0)} / {stats.get('bytes_in', 0)}"]]
-        kinds = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "rewrites_after_reboot")
-        faults = [[k, stats.get(k, 0)] for k in kinds]
-        tables = [(f"Serial device {self.port}", ["quantity", "value"], rows),
-                  (f"Link faults recovered from ({self.port}; events in serial_link_{stem}.jsonl)", ["fault", "count"], faults)]
-        figures = []
-        if self._latencies:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(6, 3.2))
-            ax.hist(1e3 * np.asarray(self._latencies), bins=50, log=True)
-            ax.set_xlabel("FORWARD round trip (ms), retries included")
-            ax.set_ylabel("requests")
-            ax.set_title(f"serial {self.port}: {_fmt(stats['samples_per_s'], '.0f')} samples/s")
-            fig.tight_layout()
-            fig.savefig(run_dir / f"serial_latency_{stem}.png", dpi=110)
-            plt.close(fig)
-            figures.append((f"Serial link latency ({self.port})", f"serial_latency_{stem}.png",
-                            "Round-trip time of every FORWARD request over the link (log count); the tail holds the retries."))
-        return figures, tables
+        return {"serial_link": {
+            "port": self.port,
+            "identity": f"{ident.kind} ({ident.firmware}), protocol v{ident.version}" if ident else None,
+            "stats": self.link_stats(),
+            "delivered_crc": self.delivered_crc,
+            "events": [asdict(ev) for ev in self.events],
+            "latencies_s": list(self._latencies),
+        }}
 
     # ------------------------------------------------------------- Substrate
     @property

@@ -18,7 +18,7 @@ import os
 import time
 import zlib
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -550,6 +550,6 @@ class DeviceHealth:
                                  self.uptime_s, self.temperature_c)
 
     @classmethod
-    def decode(cls, payload: bytes) -> "DeviceHealth":
+    def decode(cls, payload: bytes) -> DeviceHealth:
         _need(payload, HEALTH_REPLY.size, "HEALTH reply")
         return cls(*HEALTH_REPLY.unpack_from(payload))

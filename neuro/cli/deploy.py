@@ -8,10 +8,13 @@ def add_parser(sub) -> None:
         "deploy", help="deploy a trained run to Loihi (Lava fixed_pt simulation)",
         description="Quantize runs/<name> to Loihi 2 fixed point, run test samples on the bit-accurate twin and on "
                     "Lava (Loihi2SimCfg fixed_pt, or Loihi 2 hardware when lava-loihi is installed), and report float "
-                    "vs twin vs Lava accuracy and spike agreement (written to <run>/deploy-loihi/).",
+                    "vs twin vs Lava accuracy and spike agreement (written to <run>/deploy-loihi/<target>/, or "
+                    "<run>/deploy-loihi/twin/ with --twin-only, so earlier results are kept).",
     )
-    p.add_argument("run", help="run directory, e.g. runs/digits-loihi")
-    p.add_argument("--target", default="loihi-sim", choices=("loihi-sim",), help="deployment target (default loihi-sim)")
+    from neuro.registry import DEPLOY_TARGETS
+
+    p.add_argument("run", help="run directory, e.g. runs/digits-loihi (made by `neuro train examples/digits_loihi.toml`)")
+    p.add_argument("--target", default="loihi-sim", choices=DEPLOY_TARGETS.names(), help="deployment target (default loihi-sim)")
     p.add_argument("--samples", type=int, default=100, help="test samples to run (default 100; all in one Lava run)")
     p.add_argument("--clip-percentile", type=float, default=100.0, help="percentile of |W| that maps to the largest mantissa (default 100: max)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input spike encoding (default 0)")
@@ -23,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from neuro.export.loihi_deploy import deploy_loihi
+    from neuro.deploy import deploy_loihi
 
     deploy_loihi(args.run, target=args.target, samples=args.samples, clip_percentile=args.clip_percentile,
                  seed=args.seed, timeout_s=args.timeout, lava=not args.twin_only,

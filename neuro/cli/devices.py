@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import threading
 import time
 
@@ -173,9 +172,9 @@ def _wait(stop: threading.Event, duration: float | None) -> None:
 
 
 def run_emulate_config(args) -> int:
+    from devices.emulator import emulators_for_model
     from neuro import config as cfg
     from neuro.build import build_experiment
-    from devices.emulator import emulators_for_model
 
     if not args.link_dir:
         raise ConfigError("--for-config needs --link-dir DIR (where the links block0, block1, ... go)")

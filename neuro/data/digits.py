@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from neuro.errors import DataError
+from neuro.registry import DATASETS
 
 from .dataset import Dataset
 from .splits import check_split_args, make_split, stratified_holdout
@@ -42,3 +43,9 @@ def load_digits(*, val_fraction: float = 0.1, seed: int = 0, limit: int | None =
         class_names=tuple(str(i) for i in range(10)),
         source="sklearn.datasets.load_digits (UCI optdigits test part, 1797 images 8x8, /16)",
     )
+
+
+@DATASETS.register("digits")
+def _load_registered_digits(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
+    """Registry entry: digits ship with scikit-learn, so ``root`` is ignored."""
+    return load_digits(val_fraction=val_fraction, seed=seed, limit=limit)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from neuro.errors import DataError
+from neuro.registry import DATASETS
 
 from .dataset import Dataset
 from .paths import data_root, one_line, require_file
@@ -91,6 +92,7 @@ def _read_pair(folder: Path, root: Path, part: str) -> tuple[np.ndarray, np.ndar
     return x, y.astype(np.int64)
 
 
+@DATASETS.register("mnist")
 def load_mnist(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
     """Load MNIST from ``<data root>/mnist`` (see module docstring for files, splits, scaling)."""
     check_split_args(val_fraction, seed, limit)

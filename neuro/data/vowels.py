@@ -31,6 +31,7 @@ import re
 import numpy as np
 
 from neuro.errors import ConfigError, DataError
+from neuro.registry import DATASETS
 
 from .dataset import Dataset
 from .paths import data_root, one_line, require_file
@@ -128,6 +129,7 @@ def load_vowels_with_talkers(root=None, *, val_fraction: float = 0.1, seed: int 
     return ds, talker_ids
 
 
+@DATASETS.register("vowels")
 def load_vowels(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None,
                 features: tuple[str, ...] = DEFAULT_FEATURES) -> Dataset:
     """Load the Hillenbrand vowels (see module docstring: columns, dropped rows, talker split, z-scoring)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from neuro.errors import DataError
+from neuro.registry import DATASETS
 
 from .dataset import Dataset
 from .paths import data_root, one_line, require_file
@@ -52,6 +53,7 @@ def _read_part(base, part: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+@DATASETS.register("yinyang")
 def load_yinyang(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
     """Load the Yin-Yang publication splits (``val_fraction`` and ``seed`` are ignored)."""
     check_split_args(val_fraction, seed, limit)

@@ -89,7 +89,7 @@ class LoihiFixedPointSpec:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "LoihiFixedPointSpec":
+    def from_json(cls, text: str) -> LoihiFixedPointSpec:
         d = json.loads(text)
         d["layers"] = [LoihiLayerSpec(**lay) for lay in d["layers"]]
         return cls(**d)
@@ -162,7 +162,7 @@ class LoihiExport:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "LoihiExport":
+    def load(cls, folder: str | Path) -> LoihiExport:
         folder = Path(folder)
         spec = LoihiFixedPointSpec.from_json((folder / "fixed_point.json").read_text())
         arrays = np.load(folder / "fixed_point.npz")
@@ -232,7 +232,9 @@ def loihi_nir_graph(export: LoihiExport):
             nodes[lay.synapse] = nir.Affine(weight=w.astype(np.float32), bias=bias.astype(np.float32))
         else:
             nodes[lay.synapse] = nir.Linear(weight=w.astype(np.float32))
-        full = lambda val: np.full(n, val, dtype=np.float32)  # noqa: E731
+        def full(val, n=n):
+            return np.full(n, val, dtype=np.float32)
+
         if alpha > 0:
             nodes[lay.neuron] = nir.CubaLIF(tau_syn=full(-dt / math.log(alpha)), tau_mem=full(tau_mem), r=full(r),
                                             v_leak=full(0.0), v_threshold=full(v_th), v_reset=full(0.0))

@@ -51,6 +51,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -62,6 +63,9 @@ from neuro.layers.lif import LIFLayer
 from neuro.layers.spiking_mlp import SpikingMLP
 from simulators.lif import LIFParameters
 from simulators.surrogate import Surrogate
+
+if TYPE_CHECKING:  # nir is imported where it is used (it pulls in h5py)
+    import nir
 
 DIALECTS = ("nir", "snntorch", "norse")
 _META_KEY = "neurohil_lif"
@@ -111,7 +115,7 @@ def _neuron_node(p: LIFParameters, n: int):
     return nir.CubaLI(metadata=meta, **syn, **common)
 
 
-def to_nir(model: nn.Module) -> "nir.NIRGraph":
+def to_nir(model: nn.Module) -> nir.NIRGraph:
     """The NIR graph of ``model`` (a LIFLayer, SpikingChain or SpikingMLP); parameters in float64.
 
     Nodes ``input``, ``fc0``, ``lif0``, ``fc1``, ``lif1``, ..., ``output`` in a chain.  For a

@@ -6,6 +6,8 @@
   stronger features fire earlier, features ``<= threshold`` never fire.
 - :class:`DirectEncoder`: the value itself is injected as an input current at every step.
 
+Each encoder class is registered in :data:`neuro.registry.ENCODERS` (``cls(time_steps)``).
+
 Randomness (rate coding) comes from the torch generator passed in or the global one,
 whose state the trainer checkpoints, so resumed runs draw the same spikes.
 """
@@ -15,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ENCODERS = ("rate", "latency", "direct")
+from neuro.registry import ENCODERS
 
 
+@ENCODERS.register("rate")
 class RateEncoder(nn.Module):
     def __init__(self, time_steps: int, gain: float = 1.0) -> None:
         super().__init__()
@@ -29,6 +32,7 @@ class RateEncoder(nn.Module):
         return (u < prob).to(x.dtype)
 
 
+@ENCODERS.register("latency")
 class LatencyEncoder(nn.Module):
     def __init__(self, time_steps: int, threshold: float = 0.0) -> None:
         super().__init__()
@@ -42,6 +46,7 @@ class LatencyEncoder(nn.Module):
         return out
 
 
+@ENCODERS.register("direct")
 class DirectEncoder(nn.Module):
     def __init__(self, time_steps: int) -> None:
         super().__init__()
@@ -52,10 +57,5 @@ class DirectEncoder(nn.Module):
 
 
 def make_encoder(name: str, time_steps: int) -> nn.Module:
-    if name == "rate":
-        return RateEncoder(time_steps)
-    if name == "latency":
-        return LatencyEncoder(time_steps)
-    if name == "direct":
-        return DirectEncoder(time_steps)
-    raise ValueError(f"unknown encoder '{name}'; choose one of {', '.join(ENCODERS)}")
+    """The encoder registered as ``name`` (see :data:`neuro.registry.ENCODERS`) over ``time_steps`` steps."""
+    return ENCODERS.get(name, where="model.encoder").obj(time_steps)

@@ -17,7 +17,7 @@ def engine_names() -> tuple[str, ...]:
     return LIF_ENGINES.names()
 
 
-def _engine(engine: str):
+def lookup_engine(engine: str):
     try:
         return LIF_ENGINES.get(engine)
     except UnknownNameError as exc:
@@ -26,7 +26,7 @@ def _engine(engine: str):
 
 def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIFState | None) -> LIFTrace:
     """Simulate LIF dynamics for ``currents`` [T, batch, n] on the named engine."""
-    fn = _engine(engine).obj
+    fn = lookup_engine(engine).obj
     try:
         return fn(currents, p, state)
     except IncompatibleSettingError as exc:
@@ -35,7 +35,7 @@ def run_engine(engine: str, currents: torch.Tensor, p: LIFParameters, state: LIF
 
 def check_engine(engine: str, p: LIFParameters) -> None:
     """Fail now (IncompatibleError, one line) if ``engine`` cannot run ``p`` exactly."""
-    check = _engine(engine).meta.get("check")
+    check = lookup_engine(engine).meta.get("check")
     if check is not None:
         try:
             check(p)
@@ -69,7 +69,7 @@ class LIFLayer(nn.Module):
         if synapse not in SYNAPSE_PATHS:
             raise ConfigError(f"unknown synapse path '{synapse}'; choose one of {', '.join(SYNAPSE_PATHS)}")
         self.synapse = synapse
-        _engine(engine)
+        lookup_engine(engine)
         self.params = params or LIFParameters()
         self.engine = engine
         check_engine(engine, self.params)

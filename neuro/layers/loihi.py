@@ -24,7 +24,7 @@ from torch import nn
 
 from neuro.layers.capabilities import Capabilities
 from neuro.layers.lif import run_engine
-from neuro.layers.readouts import first_spike, spike_count
+from neuro.registry import READOUTS
 from simulators import loihi as fx
 
 
@@ -106,21 +106,4 @@ class LoihiTwinMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.spikes(self.encoder(x))[-1]
-        return first_spike(z) if self.readout == "first_spike" else spike_count(z)
-
-
-def finetune_on_twin(model, export, data, *, epochs: int, lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
-                     echo=print):
-    """Quantization-aware fine-tuning: ``epochs`` of BPTT through :class:`LoihiTwinMLP`; returns the new export."""
-    from neuro.rules.bptt import BPTT
-    from neuro.trainer import Trainer
-
-    wrapper = LoihiTwinMLP(model, export)
-    optimizer = torch.optim.Adam(wrapper.parameters(), lr=lr)
-    trainer = Trainer(wrapper, BPTT(), optimizer, data, epochs=epochs, batch_size=batch_size, seed=seed, progress=False)
-    for record in trainer.fit():
-        val = record.get("val_accuracy")
-        echo(f"  QAT epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f}"
-             + (f", val accuracy on the twin {100 * val:.2f}%" if val is not None else ""))
-    model.eval()
-    return wrapper.to_export()
+        return READOUTS.get(self.readout).obj(z, None)

@@ -4,7 +4,7 @@
 
 Each hidden layer is :class:`DenseReLU`, ``h_k = relu(W_k u_{k-1} + b_k)``, and the next
 layer sees ``u_k = h_k / sqrt(mean_j h_kj^2 + eps)`` (Hinton's FF layer normalization,
-:func:`neuro.rules.goodness.length_normalize`), so a layer's goodness (the length of
+:func:`neuro.functional.forward_forward.length_normalize`), so a layer's goodness (the length of
 ``h_k``) cannot leak into the next one.  The readout is a linear map from the concatenated
 normalized activities of all hidden layers to class scores, ``s = R [u_1; ...; u_L] + c``:
 backprop trains it with everything else; forward-forward trains it (optionally) as a
@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from neuro.errors import ConfigError
+from neuro.functional.forward_forward import length_normalize
 from neuro.layers.capabilities import Capabilities
-from neuro.rules.goodness import length_normalize
+from neuro.registry import MODEL_KINDS
 
 
 class DenseReLU(nn.Module):
@@ -92,5 +93,6 @@ class MLPSpec:
             raise ConfigError(f"model.hidden must be a non-empty list of sizes >= 1, got {self.hidden}")
 
 
+@MODEL_KINDS.register("mlp", spec=MLPSpec, bf16=True)
 def build_mlp(spec: MLPSpec, data) -> nn.Module:
     return MLP(data.n_features, list(spec.hidden), data.n_classes, bias=spec.bias, normalize=spec.normalize)

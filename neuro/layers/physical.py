@@ -14,13 +14,14 @@ followed by length normalization before the next block:
   ``set_params`` whenever they change, so checkpoints hold them and a resumed run re-writes them.
 - :class:`DigitalLayer`: the trainable digital part, ``relu(W s(y) + b)`` (or linear), counting MACs;
   ``s`` standardizes the measured intensities per sample (:func:`standardize`).
-- :func:`length_normalize`: ``h / (||h||_2 / sqrt(n) + eps)``, which removes the goodness
+- length normalization between blocks: :func:`neuro.functional.forward_forward.length_normalize`, which removes the goodness
   (squared length) of one block from the input of the next (Hinton 2022).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ from neuro.errors import IncompatibleError
 from neuro.layers.capabilities import Capabilities
 from neuro.layers.hardware import measured_output
 
-ENCODINGS = ("tanh", "clip")
+Encoding = Literal["tanh", "clip"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 class InputEncoder(nn.Module):
@@ -49,11 +51,6 @@ class InputEncoder(nn.Module):
         if self.kind == "tanh":
             return self.mid + self.half * torch.tanh(self.gain * h)
         return torch.clamp(self.mid + self.half * self.gain * h, self.lo, self.hi)
-
-
-def length_normalize(h: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``h / (RMS(h) + eps)`` per sample: unit mean square, so the next block cannot read goodness."""
-    return h / (h.pow(2).mean(dim=-1, keepdim=True).sqrt() + eps)
 
 
 class PhysicalLayer(nn.Module):

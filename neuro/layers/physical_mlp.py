@@ -1,7 +1,7 @@
 """``physical_mlp``: a deep physical network of N blocks and a digital readout.
 
 Input: ``[x; scale * label_code]`` where ``label_code`` is the one-hot label (supervised
-forward-forward embeds it, see :func:`neuro.rules.goodness.embed_label`) or the neutral code
+forward-forward embeds it, see :func:`neuro.functional.forward_forward.embed_label`) or the neutral code
 ``1/n_classes`` everywhere (prediction, backprop rules).  Block ``l`` (``l = 1..N``):
 
     e_l = encode(h_{l-1})            bounded into the device range
@@ -16,16 +16,17 @@ simulator (in-silico backprop), or measured forward with a twin's backward (PAT)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
 from neuro.errors import ConfigError
-from neuro.layers.physical import ENCODINGS, DigitalLayer, InputEncoder, PhysicalLayer, length_normalize
-from neuro.rules.goodness import embed_label
-from neuro.substrates import open_substrate
+from neuro.functional.forward_forward import embed_label, length_normalize
+from neuro.layers.physical import DigitalLayer, Encoding, InputEncoder, PhysicalLayer
+from neuro.registry import MODEL_KINDS
+from neuro.substrates import open_substrate, substrate_label
 
 Physics = Callable[[int, PhysicalLayer, torch.Tensor], torch.Tensor]
 
@@ -104,10 +105,9 @@ class PhysicalMLP(nn.Module):
         macs = sum(m.n_macs for m in self.modules() if isinstance(m, DigitalLayer))
         return evals, macs
 
-    def report_extras(self, run_dir, records):
-        from neuro.report.physical import accuracy_vs_time
-
-        return accuracy_vs_time(run_dir, records)
+    def report_data(self, records=None) -> dict:
+        """Report section ``accuracy_vs_time`` (drawn by :mod:`neuro.report.physical` from the epoch records)."""
+        return {"accuracy_vs_time": {}}
 
 
 # ---------------------------------------------------------------------- config
@@ -129,7 +129,7 @@ class PhysicalMLPSpec:
     hidden: list[int] = field(default_factory=lambda: [100, 100, 100])
     substrate_options: dict = field(default_factory=dict)
     label_scale: float = 1.0
-    encoding: str = "tanh"
+    encoding: Encoding = "tanh"
     gain: float = 1.0
     seed: int = 0
 
@@ -140,10 +140,9 @@ class PhysicalMLPSpec:
             raise ConfigError(f"model.physical must be one positive size or one per block ({len(self.hidden)}), got {self.physical}")
         if self.substrates and len(self.substrates) != len(self.hidden):
             raise ConfigError(f"model.substrates must name one substrate per block ({len(self.hidden)}), got {len(self.substrates)}")
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(f"model.encoding = '{self.encoding}' is not one of {', '.join(ENCODINGS)}")
 
 
+@MODEL_KINDS.register("physical_mlp", spec=PhysicalMLPSpec, bf16=False)
 def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = None) -> PhysicalMLP:
     """Open one substrate per block from ``spec`` (or use the given substrate objects) and build the model."""
     n = len(spec.hidden)
@@ -153,6 +152,6 @@ def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = No
         widths = [data.n_features + data.n_classes, *spec.hidden[:-1]]
         substrates = [open_substrate(names[k], widths[k], sizes[k], seed=spec.seed + 1000 * k, options=spec.substrate_options)
                       for k in range(n)]
-    labels = [f"simulator:{nm.replace(':', '-')}" if nm.startswith("wave:") else nm for nm in names]
+    labels = [substrate_label(nm) for nm in names]
     return PhysicalMLP(data.n_features, data.n_classes, substrates, list(spec.hidden), labels,
                        label_scale=spec.label_scale, encoding=spec.encoding, gain=spec.gain, seed=spec.seed)

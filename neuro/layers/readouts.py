@@ -1,5 +1,10 @@
 """Readouts: turn the output layer's sequence [T, batch, classes] into class scores [batch, classes].
 
+Each readout is registered in :data:`neuro.registry.READOUTS` as ``readout(spikes, membrane) ->
+scores`` with metadata ``output_spiking`` (whether the output layer spikes; a membrane readout
+makes it a leaky integrator) and ``loihi`` (whether a Loihi deployment can compute it from output
+spikes alone).
+
 - ``spike_count``: ``sum_t z[t]`` (spikes over the window); trained with cross-entropy.
 - ``membrane_max``: ``max_t v[t]`` of a non-spiking (leaky-integrator) output layer.
 - ``first_spike``: minus the first spike time in steps, ``-t*``, with
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-READOUTS = ("spike_count", "membrane_max", "first_spike")
+from neuro.registry import READOUTS
 
 
 def spike_count(spikes: torch.Tensor) -> torch.Tensor:
@@ -34,3 +39,22 @@ def first_spike_time(spikes: torch.Tensor) -> torch.Tensor:
 
 def first_spike(spikes: torch.Tensor) -> torch.Tensor:
     return -first_spike_time(spikes)
+
+
+@READOUTS.register("spike_count", output_spiking=True, loihi=True)
+def spike_count_readout(spikes: torch.Tensor, membrane: torch.Tensor | None) -> torch.Tensor:
+    return spike_count(spikes)
+
+
+@READOUTS.register("membrane_max", output_spiking=False, loihi=False)
+def membrane_max_readout(spikes: torch.Tensor | None, membrane: torch.Tensor) -> torch.Tensor:
+    return membrane_max(membrane)
+
+
+@READOUTS.register("first_spike", output_spiking=True, loihi=True)
+def first_spike_readout(spikes: torch.Tensor, membrane: torch.Tensor | None) -> torch.Tensor:
+    return first_spike(spikes)
+
+
+def readout_names() -> tuple[str, ...]:
+    return READOUTS.names()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
+import typing
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from neuro.errors import ConfigError
 from neuro.layers.encoders import make_encoder
-from neuro.layers.lif import LIFLayer
-from neuro.layers.readouts import READOUTS, first_spike, membrane_max, spike_count
+from neuro.layers.lif import LIFLayer, lookup_engine
+from neuro.registry import ENCODERS, MODEL_KINDS, READOUTS
 from simulators.lif import LIFParameters
+from simulators.surrogate import Surrogate, SurrogateName
 
 
 class ModelTrace(NamedTuple):
@@ -44,8 +48,7 @@ class SpikingMLP(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout '{readout}'; choose one of {', '.join(READOUTS)}")
+        self._readout = READOUTS.get(readout, where="model.readout")
         lif = lif or LIFParameters()
         self.time_steps = int(time_steps)
         self.readout = readout
@@ -54,7 +57,7 @@ class SpikingMLP(nn.Module):
         layers = []
         for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             is_out = k == len(sizes) - 2
-            params = replace(lif, spiking=False) if (is_out and readout == "membrane_max") else lif
+            params = replace(lif, spiking=False) if (is_out and not self._readout.meta["output_spiking"]) else lif
             layers.append(LIFLayer(a, b, params, bias=bias, engine=engine))
         self.layers = nn.ModuleList(layers)
 
@@ -72,13 +75,84 @@ class SpikingMLP(nn.Module):
             if layer.params.spiking:
                 spikes[name] = trace.spikes
             h = trace.spikes
-        if self.readout == "membrane_max":
-            scores = membrane_max(trace.membrane)
-        elif self.readout == "first_spike":
-            scores = first_spike(trace.spikes)
-        else:
-            scores = spike_count(trace.spikes)
+        scores = self._readout.obj(trace.spikes, trace.membrane)
         return ModelTrace(scores, spikes, membrane)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_trace(x).scores
+
+
+# ---------------------------------------------------------------------- config
+def _lif_spec_fields() -> list[tuple]:
+    """``[model.lif]`` keys: every :class:`LIFParameters` field with its type and default, except
+    ``spiking`` (set per layer by the readout) and ``surrogate`` (split into a name and a slope);
+    ``tau_syn = 0`` stands for "no synaptic current" (TOML has no null)."""
+    hints = typing.get_type_hints(LIFParameters)
+    out = []
+    for f in dataclasses.fields(LIFParameters):
+        if f.name in ("spiking", "surrogate"):
+            continue
+        tp = float if f.name == "tau_syn" else hints[f.name]
+        out.append((f.name, tp, field(default=f.default)))
+    default = Surrogate()
+    out += [("surrogate", SurrogateName, field(default=default.name)), ("surrogate_slope", float, field(default=default.slope))]
+    return out
+
+
+def _lif_to_parameters(self) -> LIFParameters:
+    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    surrogate = Surrogate(values.pop("surrogate"), values.pop("surrogate_slope"))
+    tau_syn = values.pop("tau_syn")
+    try:
+        return LIFParameters(tau_syn=tau_syn if tau_syn > 0 else None, surrogate=surrogate, **values)
+    except ValueError as exc:
+        raise ConfigError(f"[model.lif] {exc}") from None
+
+
+LIFSpec = dataclasses.make_dataclass(
+    "LIFSpec", _lif_spec_fields(), namespace={"to_parameters": _lif_to_parameters, "__module__": __name__},
+)
+LIFSpec.__doc__ = """``[model.lif]``: the fields of :class:`simulators.lif.LIFParameters` (seconds, volts), with
+``tau_syn = 0`` for a delta synapse and the surrogate gradient as ``surrogate`` (name) plus ``surrogate_slope`` (1/V)."""
+
+
+@dataclass
+class SpikingMLPSpec:
+    """``[model]`` with ``kind = "spiking_mlp"``: encoder -> LIF layers -> readout.
+
+    encoder, readout: names in :data:`neuro.registry.ENCODERS` / :data:`~neuro.registry.READOUTS`;
+    engine: a LIF engine of :data:`simulators.lif.LIF_ENGINES`.
+    """
+
+    kind: str = "spiking_mlp"
+    hidden: list[int] = field(default_factory=lambda: [128])
+    time_steps: int = 20
+    encoder: str = "rate"
+    readout: str = "spike_count"
+    engine: str = "native"
+    bias: bool = False
+    lif: LIFSpec = field(default_factory=LIFSpec)
+
+    def check(self) -> None:
+        ENCODERS.get(self.encoder, where="model.encoder")
+        READOUTS.get(self.readout, where="model.readout")
+        lookup_engine(self.engine)
+        if self.time_steps < 1:
+            raise ConfigError(f"model.time_steps must be >= 1, got {self.time_steps}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"model.hidden sizes must be >= 1, got {self.hidden}")
+
+
+@MODEL_KINDS.register("spiking_mlp", spec=SpikingMLPSpec, bf16=True)
+def build_spiking_mlp(spec: SpikingMLPSpec, data) -> nn.Module:
+    return SpikingMLP(
+        data.n_features,
+        list(spec.hidden),
+        data.n_classes,
+        time_steps=spec.time_steps,
+        lif=spec.lif.to_parameters(),
+        encoder=spec.encoder,
+        readout=spec.readout,
+        engine=spec.engine,
+        bias=spec.bias,
+    )

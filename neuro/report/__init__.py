@@ -13,9 +13,15 @@ from neuro.report.plots import (
     plot_spike_raster,
     read_metrics,
 )
+from neuro.report.sections import Figure, Section, Table, as_legacy, collect_sections
 
 __all__ = [
     "DPI",
+    "Figure",
+    "Section",
+    "Table",
+    "as_legacy",
+    "collect_sections",
     "format_value",
     "plot_learning_curves",
     "plot_rate_histograms",

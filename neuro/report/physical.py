@@ -13,10 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
+from neuro.registry import REPORT_SECTIONS
 from neuro.report.plots import plot_series
+from neuro.report.sections import Figure, Section, Table
+
+
+@REPORT_SECTIONS.register("accuracy_vs_time")
+def draw_accuracy_vs_time(data: dict, records: list[dict], run_dir: Path) -> Section:
+    figures, tables = accuracy_vs_time(run_dir, records)
+    return Section([Figure(*f) for f in figures], [Table(*t) for t in tables])
 
 
 def accuracy_vs_time(run_dir, records: list[dict]):
+    """Figures ``(title, png, caption)`` and tables ``(title, header, rows)`` of accuracy against device time."""
     epochs = [r for r in records if r.get("event") == "epoch"]
     if not epochs:
         return [], []

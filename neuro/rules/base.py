@@ -78,6 +78,18 @@ class Rule:
         return None
 
 
+def cross_entropy_backward(scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Backpropagate ``L = mean_i -log softmax(scores_i)_{y_i}`` into ``.grad``; return loss and accuracy.
+
+    The one supervised step of every backprop rule (``bptt``; ``insilico`` and ``pat`` through
+    their physics): the rule builds ``scores`` with whatever forward it differentiates.
+    """
+    loss = F.cross_entropy(scores, y)
+    loss.backward()
+    accuracy = (scores.detach().argmax(1) == y).float().mean()
+    return {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+
+
 def check_compatible(rule: Rule, model: nn.Module) -> None:
     """Raise :class:`IncompatibleError` if ``rule`` needs what a layer of ``model`` lacks."""
     req = rule.requirements

@@ -7,10 +7,12 @@ uses the surrogate derivative of each layer's :class:`~simulators.surrogate.Surr
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from dataclasses import dataclass
+
 from torch import nn
 
-from neuro.rules.base import Batch, Requirements, Rule
+from neuro.registry import RULES
+from neuro.rules.base import Batch, Requirements, Rule, cross_entropy_backward
 
 
 class BPTT(Rule):
@@ -18,8 +20,16 @@ class BPTT(Rule):
     requirements = Requirements(needs_gradients_through=True)
 
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
-        scores = model(batch.x)
-        loss = F.cross_entropy(scores, batch.y)
-        loss.backward()
-        accuracy = (scores.detach().argmax(1) == batch.y).float().mean()
-        return {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        return cross_entropy_backward(model(batch.x), batch.y)
+
+
+@dataclass
+class BPTTSpec:
+    """``[rule]`` with ``name = "bptt"``: surrogate-gradient backpropagation through time."""
+
+    name: str = "bptt"
+
+
+@RULES.register("bptt", spec=BPTTSpec)
+def build_bptt(spec: BPTTSpec, data) -> Rule:
+    return BPTT()

@@ -1,6 +1,6 @@
 """Forward-forward learning (Hinton 2022), collaborative FF (Lorberbom et al. 2023) and spiking FF.
 
-Each layer ``k`` has its own objective: high goodness ``G_k`` (:mod:`neuro.rules.goodness`)
+Each layer ``k`` has its own objective: high goodness ``G_k`` (:mod:`neuro.functional.forward_forward`)
 for positive data (an input with its true label embedded, :func:`embed_label`) and low
 goodness for negative data (the same input with a wrong label: random, or the wrong label
 the network currently likes best).  Per batch:
@@ -49,19 +49,17 @@ non-differentiable (physical) layers use the model-free rule ``mfff``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError, IncompatibleError
-from neuro.layers.lif import LIFLayer
-from neuro.layers.mlp import MLP
-from neuro.rules.base import Batch, Requirements, Rule
-from neuro.rules.goodness import (
-    GOODNESS_KINDS,
+from neuro.functional.forward_forward import (
+    GoodnessKind,
     collaborative_goodness,
     collaborative_threshold,
     embed_label,
@@ -74,11 +72,16 @@ from neuro.rules.goodness import (
     sampled_wrong_labels,
     symba_loss,
 )
+from neuro.layers.lif import LIFLayer
+from neuro.layers.mlp import MLP
+from neuro.registry import RULES
+from neuro.rules.base import Batch, Requirements, Rule
 
-LOSSES = ("logistic", "symba")
-NEGATIVES = ("random", "hard", "readout")
-ACTIVITIES = ("rate", "membrane")
-PREDICTIONS = ("goodness", "readout")
+Loss = Literal["logistic", "symba"]
+Negatives = Literal["random", "hard", "readout"]
+Activity = Literal["rate", "membrane"]
+Prediction = Literal["goodness", "readout"]
+LOSSES, NEGATIVES, ACTIVITIES, PREDICTIONS = (get_args(t) for t in (Loss, Negatives, Activity, Prediction))
 
 
 # ------------------------------------------------------------------------ spec
@@ -110,12 +113,12 @@ class FFSpec:
     """
 
     name: str = "ff"
-    goodness: str = "mean_squares"
+    goodness: GoodnessKind = "mean_squares"
     threshold: float = 2.0
-    loss: str = "logistic"
+    loss: Loss = "logistic"
     symba_alpha: float = 4.0
     negative_form: bool = False
-    negatives: str = "random"
+    negatives: Negatives = "random"
     label_scale: float = 1.0
     label_offset: int = 0
     label_features: list[int] = field(default_factory=list)
@@ -123,21 +126,12 @@ class FFSpec:
     collaboration: float = 1.0
     skip_first: bool = False
     readout: bool = False
-    predict: str = "goodness"
-    activity: str = "rate"
+    predict: Prediction = "goodness"
+    activity: Activity = "rate"
     spike_norm: bool = False
     dropout: float = 0.0
 
     def check(self) -> None:
-        for key, value, choices in (
-            ("goodness", self.goodness, GOODNESS_KINDS),
-            ("loss", self.loss, LOSSES),
-            ("negatives", self.negatives, NEGATIVES),
-            ("predict", self.predict, PREDICTIONS),
-            ("activity", self.activity, ACTIVITIES),
-        ):
-            if value not in choices:
-                raise ConfigError(f"rule.{key} = '{value}' is not one of {', '.join(choices)}")
         if self.negatives == "readout" and not self.readout:
             raise ConfigError("rule.negatives = 'readout' needs rule.readout = true (negatives come from the readout)")
         if self.predict == "readout" and not self.readout:
@@ -150,6 +144,7 @@ class FFSpec:
             raise ConfigError(f"rule.dropout must be in [0, 1), got {self.dropout}")
 
 
+@RULES.register("ff", spec=FFSpec)
 def build_ff(spec: FFSpec, data) -> Rule:
     try:
         label_feature_indices(data.n_features, data.n_classes, spec.label_offset, spec.label_features)
@@ -237,7 +232,7 @@ def ff_view(model: nn.Module, spec: FFSpec):
     if isinstance(model, MLP):
         return DenseView(model)
     layers = getattr(model, "layers", None)
-    if hasattr(model, "encoder") and isinstance(layers, nn.ModuleList) and len(layers) and all(isinstance(l, LIFLayer) for l in layers):
+    if hasattr(model, "encoder") and isinstance(layers, nn.ModuleList) and len(layers) and all(isinstance(layer, LIFLayer) for layer in layers):
         return SpikingView(model, spec.activity, spec.spike_norm)
     raise IncompatibleError(
         f"rule `ff` trains layer by layer and needs a model whose layers it can run one at a time "
@@ -361,30 +356,9 @@ class FF(Rule):
         return scores, {"readout_loss": float(loss.detach()), "readout_accuracy": float((scores.argmax(1) == y).float().mean())}
 
     # -- report
-    def report_extras(self, run_dir, records) -> tuple[list, list]:
-        """Per-layer mean goodness of positive and negative data over epochs (PNG) and the last epoch's table."""
-        from neuro.report import plots
-
-        epochs = [r for r in records if r.get("event") == "epoch"]
-        layers = sorted({int(k[len("train_layer"):].split("_")[0]) for r in epochs for k in r
-                         if k.startswith("train_layer") and k.endswith("_g_pos")})
-        if not epochs or not layers:
-            return [], []
-        x = [r["epoch"] for r in epochs]
-        series = {}
-        for k in layers:
-            series[f"layer {k} positive"] = [r.get(f"train_layer{k}_g_pos", float("nan")) for r in epochs]
-            series[f"layer {k} negative"] = [r.get(f"train_layer{k}_g_neg", float("nan")) for r in epochs]
-        plots.plot_series(x, series, run_dir / "ff_goodness.png", "epoch", f"mean goodness ({self.spec.goodness})",
-                          title="FF goodness per layer (training batches)")
-        figure = ("FF goodness", "ff_goodness.png",
-                  "Mean goodness of positive (true label) and negative (wrong label) data, each layer, averaged over "
-                  "the epoch's training batches; the gap is what each layer's local loss widens.")
-        last = epochs[-1]
-        rows = [[k, last.get(f"train_layer{k}_loss"), last.get(f"train_layer{k}_g_pos"), last.get(f"train_layer{k}_g_neg")]
-                for k in layers]
-        table = ("FF layers (last epoch)", ["layer", "local loss", "goodness pos", "goodness neg"], rows)
-        return [figure], [table]
+    def report_data(self, records=None) -> dict:
+        """Report section ``ff_goodness`` (drawn by :mod:`neuro.report.ff` from the epoch records)."""
+        return {"ff_goodness": {"goodness": self.spec.goodness}}
 
     # -- prediction
     @torch.no_grad()

@@ -11,7 +11,7 @@ Variants (``variant``):
 - ``supervised``: Hinton's FF with the label embedded in the input.  Positive samples carry the
   true label, negative ones a uniformly drawn wrong label; per block
   ``L_l = mean softplus(theta - G(a_pos)) + mean softplus(G(a_neg) - theta)`` with goodness
-  ``G`` (:mod:`neuro.rules.goodness`).  Prediction: the label whose embedding gives the largest
+  ``G`` (:mod:`neuro.functional.forward_forward`).  Prediction: the label whose embedding gives the largest
   goodness summed over the blocks (one measured pass per class), or with ``predict = "readout"``
   a linear readout trained with cross-entropy on the detached, normalized block outputs of an
   extra measured pass with the neutral label code (one pass to predict).
@@ -30,20 +30,22 @@ in ``n_physical_evals``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError
-from neuro.layers.physical import length_normalize
+from neuro.functional.forward_forward import GoodnessKind, ff_loss, goodness, length_normalize, random_wrong_labels
 from neuro.layers.physical_mlp import PhysicalBlock
+from neuro.registry import RULES
 from neuro.rules.base import Batch, Rule
-from neuro.rules.goodness import GOODNESS_KINDS, ff_loss, goodness
 from neuro.rules.physical_common import StepAccount, require_physical_mlp
 from neuro.rules.spsa import spsa_gradient
 
-VARIANTS = ("supervised", "contrastive")
+Variant = Literal["supervised", "contrastive"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
 @dataclass
@@ -55,23 +57,17 @@ class MFFFSpec:
     """
 
     name: str = "mfff"
-    variant: str = "supervised"
-    goodness: str = "mean_squares"
+    variant: Variant = "supervised"
+    goodness: GoodnessKind = "mean_squares"
     theta: float = 2.0
     margin: float = 0.5
     tau: float = 0.1
-    predict: str = "goodness"
+    predict: Literal["goodness", "readout"] = "goodness"
     spsa_every: int = 1
     spsa_eps: float = 0.05
     spsa_directions: int = 1
 
     def check(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"rule.variant = '{self.variant}' is not one of {', '.join(VARIANTS)}")
-        if self.predict not in ("goodness", "readout"):
-            raise ConfigError(f"rule.predict = '{self.predict}' is not goodness or readout")
-        if self.goodness not in GOODNESS_KINDS:
-            raise ConfigError(f"rule.goodness = '{self.goodness}' is not one of {', '.join(GOODNESS_KINDS)}")
         if self.spsa_every < 0 or self.spsa_eps <= 0 or self.spsa_directions < 1 or self.tau <= 0:
             raise ConfigError("rule needs spsa_every >= 0, spsa_eps > 0, spsa_directions >= 1 and tau > 0")
 
@@ -120,10 +116,10 @@ class MFFF(Rule):
     def _spsa(self, block: PhysicalBlock, e: torch.Tensor, labels: torch.Tensor) -> None:
         """Write the SPSA estimate of d L_block / d control into the control's ``.grad``."""
         layer = block.physical
-        for key, p in layer.hardware.items():
+        for p in layer.hardware.values():
             original = p.detach().clone()
 
-            def loss_at(c: torch.Tensor) -> float:
+            def loss_at(c: torch.Tensor, p=p) -> float:
                 with torch.no_grad():
                     p.copy_(c)
                     return float(self.block_loss(block.digital(layer(e)), labels))
@@ -140,7 +136,7 @@ class MFFF(Rule):
         s = self.spec
         x, y = batch
         if s.variant == "supervised":
-            wrong = (y + torch.randint(1, model.n_classes, y.shape, device=y.device)) % model.n_classes
+            wrong = random_wrong_labels(y, model.n_classes)
             h = torch.cat([model.embed(x, y), model.embed(x, wrong)])
             labels = torch.cat([y, wrong])
         else:
@@ -196,6 +192,7 @@ class MFFF(Rule):
             self.generator.set_state(state["generator"])
 
 
+@RULES.register("mfff", spec=MFFFSpec)
 def build_mfff(spec: MFFFSpec, data) -> Rule:
     return MFFF(spec)
 

@@ -20,6 +20,7 @@ Both minimise the readout's cross-entropy ``L = -log softmax(s)_y`` end to end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.physical import DigitalLayer, PhysicalLayer
 from neuro.layers.physical_mlp import PhysicalMLP
+from neuro.registry import RULES
 from neuro.rules.base import Batch, Rule
 from neuro.rules.physical_common import StepAccount, cross_entropy_step, require_physical_mlp
 
@@ -64,6 +66,7 @@ class InSilico(Rule):
         return {**metrics, **account.metrics(backward_factor=2)}
 
 
+@RULES.register("insilico", spec=InSilicoSpec)
 def build_insilico(spec: InSilicoSpec, data) -> Rule:
     return InSilico()
 
@@ -79,15 +82,13 @@ class PATSpec:
     """
 
     name: str = "pat"
-    twin: str = "fitted"
+    twin: Literal["exact", "fitted"] = "fitted"
     twin_hidden: int = 256
     twin_samples: int = 4096
     twin_epochs: int = 30
     twin_lr: float = 2e-3
 
     def check(self) -> None:
-        if self.twin not in ("exact", "fitted"):
-            raise ConfigError(f"rule.twin = '{self.twin}' is not exact or fitted")
         if self.twin_hidden < 1 or self.twin_samples < 1 or self.twin_epochs < 0 or self.twin_lr <= 0:
             raise ConfigError("rule needs twin_hidden >= 1, twin_samples >= 1, twin_epochs >= 0 and twin_lr > 0")
 
@@ -228,5 +229,6 @@ class PAT(Rule):
             self.twins = None
 
 
+@RULES.register("pat", spec=PATSpec)
 def build_pat(spec: PATSpec, data) -> Rule:
     return PAT(spec)

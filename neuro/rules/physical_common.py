@@ -11,11 +11,11 @@ Accounting per training step (summed per epoch by the trainer, since the keys st
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import IncompatibleError
 from neuro.layers.physical_mlp import PhysicalMLP
+from neuro.rules.base import cross_entropy_backward
 
 
 def require_physical_mlp(rule_name: str, model: nn.Module) -> PhysicalMLP:
@@ -44,8 +44,4 @@ class StepAccount:
 
 def cross_entropy_step(model: PhysicalMLP, batch, physics) -> dict[str, float]:
     """Backpropagate the readout's cross-entropy through ``physics``; return loss and accuracy."""
-    scores = model(batch.x, physics=physics)
-    loss = F.cross_entropy(scores, batch.y)
-    loss.backward()
-    accuracy = (scores.detach().argmax(1) == batch.y).float().mean()
-    return {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+    return cross_entropy_backward(model(batch.x, physics=physics), batch.y)

@@ -12,7 +12,7 @@ zero, and central differences cancel the even-order terms.  Cost: ``2 K`` evalua
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

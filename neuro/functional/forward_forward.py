@@ -23,10 +23,13 @@ layer cannot read the goodness off the vector's length and must use its directio
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
-GOODNESS_KINDS = ("sum_squares", "mean_squares")
+GoodnessKind = Literal["sum_squares", "mean_squares"]
+GOODNESS_KINDS: tuple[str, ...] = get_args(GoodnessKind)
 
 
 def goodness(h: torch.Tensor, kind: str = "sum_squares") -> torch.Tensor:
