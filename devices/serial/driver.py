@@ -38,6 +38,7 @@ why the link stopped; :meth:`save_link_stats` writes them into a run directory).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -45,6 +46,7 @@ import time
 import zlib
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import serial

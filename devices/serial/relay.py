@@ -137,7 +137,7 @@ class Relay:
             raise DeviceError("relay is not running; call start() first")
         return os.ttyname(self._slave)
 
-    def start(self) -> "Relay":
+    def start(self) -> Relay:
         if self._thread is not None:
             return self
         self._dev = _raw_fd(self.device_port)
@@ -157,7 +157,7 @@ class Relay:
         self._unplug_host()
         self._close_dev()
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         return self.start()
 
     def __exit__(self, *exc) -> None:
