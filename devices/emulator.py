@@ -354,7 +354,8 @@ def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | 
     try:
         for k, sub in enumerate(subs):
             f = dataclasses.replace(faults) if faults is not None else None
-            emus.append(Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch).start())
+            emu = Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch)
+            emus.append(emu.start())
     except BaseException:
         for e in emus:
             e.stop()

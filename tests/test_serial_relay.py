@@ -288,7 +288,8 @@ def test_a_request_ends_within_its_bound_and_the_link_stats_survive(tmp_path, no
     assert saved["error"] == msg and saved["error_type"] == "DeviceError" and saved["devices"][0]["state"] == "failed"
     link_file = json.loads(next((tmp_path / "run").glob("serial_link_*.json")).read_text())
     assert link_file["last_error"] == msg and link_file["delivered_crc"] == dev.delivered_crc
-    events = [json.loads(line) for line in next((tmp_path / "run").glob("serial_link_*.jsonl")).read_text().splitlines()]
+    lines = next((tmp_path / "run").glob("serial_link_*.jsonl")).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
     assert events[-1]["kind"] == "failed" and events[-1]["request"] == "FORWARD"
 
 
@@ -351,8 +352,8 @@ def test_nan_measurements_are_measured_again_then_a_clear_error(tmp_path, no_lea
         emu.firmware.refuse_nonfinite = False
         with pytest.raises(DeviceError) as err:
             dev.forward(x)
-    assert str(err.value) == (f"serial device {emu.port} returned NaN or infinite measurements in 3 FORWARD requests in a "
-                              "row; the device is faulty (check its supply, ADC and firmware)")
+    assert str(err.value) == (f"serial device {emu.port} returned NaN or infinite measurements in 3 FORWARD requests "
+                              "in a row; the device is faulty (check its supply, ADC and firmware)")
 
 
 def test_malformed_and_dirty_device_errors_are_one_clean_line(tmp_path, no_leaks):
@@ -364,7 +365,8 @@ def test_malformed_and_dirty_device_errors_are_one_clean_line(tmp_path, no_leaks
             return original(frame, stats)
         if frame.seq == 2:
             return P.encode_frame(P.MsgType.ERROR, frame.seq, b"\x08")
-        return P.encode_frame(P.MsgType.ERROR, frame.seq, struct.pack("<H", P.ErrorCode.SUBSTRATE_FAULT) + dirty.encode())
+        text = struct.pack("<H", P.ErrorCode.SUBSTRATE_FAULT) + dirty.encode()
+        return P.encode_frame(P.MsgType.ERROR, frame.seq, text)
 
     with _emulator(tmp_path) as emu, SerialDevice(emu.port, timeout=0.2) as dev:
         original = emu.firmware.handle
@@ -373,8 +375,8 @@ def test_malformed_and_dirty_device_errors_are_one_clean_line(tmp_path, no_leaks
             dev.forward(torch.zeros(1, 6))
         with pytest.raises(DeviceError) as long:
             dev.forward(torch.zeros(1, 6))
-    assert str(malformed.value) == (f"serial device {emu.port} sent a malformed ERROR reply to FORWARD (ERROR payload has 1 "
-                                    "bytes, needs at least 2); the firmware does not follow protocol v1")
+    assert str(malformed.value) == (f"serial device {emu.port} sent a malformed ERROR reply to FORWARD (ERROR payload "
+                                    "has 1 bytes, needs at least 2); the firmware does not follow protocol v1")
     msg = str(long.value)
     assert msg.startswith(f"serial device {emu.port} rejected FORWARD: SUBSTRATE_FAULT: ADC rail low xxx")
     assert msg.endswith("... (69813 more characters)") and len(msg) < 400 and msg.isprintable()

@@ -66,7 +66,8 @@ class Bench:
         self.relays: list[Relay] = []
         try:
             for k, e in enumerate(self.emus):
-                self.relays.append(Relay(e.port, faults=faults, seed=100 * seed + 2 * k, link=tmp_path / f"relay{k}").start())
+                relay = Relay(e.port, faults=faults, seed=100 * seed + 2 * k, link=tmp_path / f"relay{k}")
+                self.relays.append(relay.start())
         except BaseException:
             self.stop()
             raise

@@ -108,8 +108,10 @@ class SerialDevice:
                  max_events: int = 10_000) -> None:
         if sample_format not in P.SAMPLE_FORMATS:
             raise DeviceError(f"sample_format must be one of {', '.join(P.SAMPLE_FORMATS)}, got '{sample_format}'")
-        if timeout <= 0 or retries < 0 or reconnect_timeout < 0 or (request_timeout is not None and request_timeout <= 0):
-            raise DeviceError(f"serial {port}: timeout and request_timeout must be > 0 s and retries, reconnect_timeout >= 0")
+        if timeout <= 0 or retries < 0 or reconnect_timeout < 0 or (request_timeout is not None
+                                                                     and request_timeout <= 0):
+            raise DeviceError(f"serial {port}: timeout and request_timeout must be > 0 s and retries, "
+                              "reconnect_timeout >= 0")
         self.port = str(port)
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -209,7 +211,8 @@ class SerialDevice:
             try:
                 y = P.decode_samples(reply.payload, ident.output_range)
             except P.ProtocolError as exc:
-                raise self._fail(f"serial device {self.port}: malformed FORWARD reply ({exc})", "FORWARD", reply.seq) from None
+                raise self._fail(f"serial device {self.port}: malformed FORWARD reply ({exc})", "FORWARD",
+                                 reply.seq) from None
             if y.shape != (len(chunk), ident.n_out):
                 raise self._fail(f"serial device {self.port} answered {list(y.shape)} for a batch of {len(chunk)}; "
                                  f"expected [{len(chunk)}, {ident.n_out}]", "FORWARD", reply.seq)
@@ -219,8 +222,9 @@ class SerialDevice:
             self.counts["samples_refused"] += len(chunk)
             self._event("non-finite reply", P.MsgType.FORWARD, reply.seq,
                         f"{bad} of {y.size} values NaN/inf; measuring again ({attempt + 1}/{self.retries})")
-        raise self._fail(f"serial device {self.port} returned NaN or infinite measurements in {self.retries + 1} FORWARD "
-                         "requests in a row; the device is faulty (check its supply, ADC and firmware)", "FORWARD", reply.seq)
+        raise self._fail(f"serial device {self.port} returned NaN or infinite measurements in {self.retries + 1} "
+                         "FORWARD requests in a row; the device is faulty (check its supply, ADC and firmware)",
+                         "FORWARD", reply.seq)
 
     def health(self) -> dict:
         """Device counters (HEALTH) and this link's counters and throughput."""
@@ -338,7 +342,8 @@ class SerialDevice:
             self._serial = None
             errno = getattr(exc, "errno", None)
             cause = os.strerror(errno) if isinstance(errno, int) else _one_line(exc)
-            raise DeviceError(f"cannot open serial port {self.port}: {cause}; check the path (`neuro devices list`) and that the device is plugged in") from None
+            raise DeviceError(f"cannot open serial port {self.port}: {cause}; check the path (`neuro devices list`) "
+                              "and that the device is plugged in") from None
         try:
             self._fd = self._serial.fileno()  # posix ports (opened O_NONBLOCK by pyserial) and sockets
             os.set_blocking(self._fd, False)
@@ -380,18 +385,21 @@ class SerialDevice:
         if reply.type == P.MsgType.ERROR:
             code, text = self._decode_error(reply, "HELLO")
             if code == P.ErrorCode.VERSION_MISMATCH:
-                raise self._fail(f"protocol version mismatch on {self.port}: this driver speaks v{P.SUPPORTED_VERSIONS[0]}..v{P.SUPPORTED_VERSIONS[1]}, "
-                                 f"the device answered v{reply.version} ({text}); update the driver or the firmware", "HELLO", reply.seq)
+                lo, hi = P.SUPPORTED_VERSIONS
+                raise self._fail(f"protocol version mismatch on {self.port}: this driver speaks v{lo}..v{hi}, the "
+                                 f"device answered v{reply.version} ({text}); update the driver or the firmware",
+                                 "HELLO", reply.seq)
             raise self._fail(f"device on {self.port} refused HELLO: {text}", "HELLO", reply.seq)
         try:
             ident = P.decode_hello_reply(reply.payload)
         except P.ProtocolError as exc:
-            raise self._fail(f"device on {self.port} sent a malformed HELLO reply ({_one_line(exc)})", "HELLO", reply.seq) from None
+            raise self._fail(f"device on {self.port} sent a malformed HELLO reply ({_one_line(exc)})", "HELLO",
+                             reply.seq) from None
         ident.kind, ident.firmware = _one_line(ident.kind, 64), _one_line(ident.firmware, 64)
         lo, hi = P.SUPPORTED_VERSIONS
         if not lo <= ident.version <= hi:
-            raise self._fail(f"protocol version mismatch on {self.port}: this driver speaks v{lo}..v{hi}, the device chose "
-                             f"v{ident.version}; update the driver or the firmware", "HELLO", reply.seq)
+            raise self._fail(f"protocol version mismatch on {self.port}: this driver speaks v{lo}..v{hi}, the device "
+                             f"chose v{ident.version}; update the driver or the firmware", "HELLO", reply.seq)
         return ident
 
     def _decode_error(self, reply: P.Frame, request: str) -> tuple[int, str]:
@@ -403,8 +411,8 @@ class SerialDevice:
                              "the firmware does not follow protocol v1", request, reply.seq) from None
         return code, _one_line(text)
 
-    def _request(self, msg_type: int, payload: bytes = b"", *, accept_any_version: bool = False, what: str | None = None,
-                 deadline: float | None = None) -> P.Frame:
+    def _request(self, msg_type: int, payload: bytes = b"", *, accept_any_version: bool = False,
+                 what: str | None = None, deadline: float | None = None) -> P.Frame:
         """Send one request and return its reply frame (see the delivery guarantees above)."""
         is_hello = msg_type == P.MsgType.HELLO
         name = what or (P.MsgType(msg_type).name if msg_type in P.MsgType._value2member_map_ else f"0x{msg_type:02x}")
@@ -449,8 +457,8 @@ class SerialDevice:
             attempt += 1
             if attempt > self.retries:
                 if kind == "bad frame":
-                    raise self._fail(f"serial link to {self.port} keeps corrupting frames ({attempt} corrupted replies to "
-                                     f"{name}); check the cable, baud rate and grounding", name, seq)
+                    raise self._fail(f"serial link to {self.port} keeps corrupting frames ({attempt} corrupted "
+                                     f"replies to {name}); check the cable, baud rate and grounding", name, seq)
                 raise give_up(f"after {attempt} tries of {self.timeout:g} s")
             self._event(kind, msg_type, seq, f"{detail}; resend {attempt}/{self.retries}")
             recovered.append(kind)
@@ -462,11 +470,11 @@ class SerialDevice:
             now = time.monotonic()
             if now >= bound:
                 if self._out and now - progress >= self.timeout:
-                    raise self._fail(f"serial port {self.port} took no byte of {name} for {now - progress:.3g} s (the "
-                                     f"request's time limit, request_timeout {self.request_timeout:g} s): the device is "
-                                     "not reading; check flow control and that its firmware runs", name, seq)
-                raise give_up(f"within its time limit of {bound - start:.3g} s (request_timeout {self.request_timeout:g} s) "
-                              f"after {attempt + 1} tries")
+                    raise self._fail(f"serial port {self.port} took no byte of {name} for {now - progress:.3g} s "
+                                     f"(the request's time limit, request_timeout {self.request_timeout:g} s): the "
+                                     "device is not reading; check flow control and that its firmware runs", name, seq)
+                raise give_up(f"within its time limit of {bound - start:.3g} s (request_timeout "
+                              f"{self.request_timeout:g} s) after {attempt + 1} tries")
             try:
                 wrote, data = self._pump(min(0.02, max(bound - now, 0.0)))
             except _PortLost as exc:
@@ -512,14 +520,16 @@ class SerialDevice:
                     log.info("serial %s: %s seq %d delivered after recovering from %s", self.port, name, seq,
                              ", ".join(recovered))
                 return reply
-            mine = [t for t, s in self._parser.take_crc_failures() if s == seq and (t & P.REPLY_BIT or t == P.MsgType.ERROR)]
+            mine = [t for t, s in self._parser.take_crc_failures()
+                    if s == seq and (t & P.REPLY_BIT or t == P.MsgType.ERROR)]
             rejected = self._parser.stats.rejected
             if rejected > self._rejected_seen:
                 n, self._rejected_seen = rejected - self._rejected_seen, rejected
                 if mine:
                     resend("bad frame", f"{n} rejected by CRC/header check, the reply to seq {seq} among them")
                     continue
-                self._event("bad frame", msg_type, seq, f"{n} rejected by CRC/header check or truncated; resynchronized")
+                self._event("bad frame", msg_type, seq,
+                            f"{n} rejected by CRC/header check or truncated; resynchronized")
             if now - progress >= self.timeout:
                 if self._out:  # back-pressure: the port takes nothing; no frame was lost, so no retry is spent
                     if now - stalled_since >= self.timeout:
@@ -586,20 +596,24 @@ class SerialDevice:
                 self._close_port()
                 last = str(exc)
                 if time.monotonic() >= deadline:
-                    raise DeviceError(f"serial device {self.port} is gone ({_one_line(cause)}) and did not come back within "
+                    raise DeviceError(f"serial device {self.port} is gone ({_one_line(cause)}) and did not come back "
+                                      "within "
                                       f"{self.reconnect_timeout:g} s (last: {_one_line(last)})") from None
                 time.sleep(0.05)
         if old is not None and (ident.n_in, ident.n_out, ident.kind) != (old.n_in, old.n_out, old.kind):
             self._close_port()
-            raise DeviceError(f"a different device answered on {self.port} after reconnect ({ident.kind} {ident.n_in}->{ident.n_out}, was {old.kind} {old.n_in}->{old.n_out})")
+            raise DeviceError(f"a different device answered on {self.port} after reconnect ({ident.kind} "
+                              f"{ident.n_in}->{ident.n_out}, was {old.kind} {old.n_in}->{old.n_out})")
         self.identity = ident
         self.counts["reconnects"] += 1
         if self.state != "open" and self._opened:
             self.state = "open"
-        log.warning("serial %s: reconnected after port loss (%s) in %.2f s", self.port, _one_line(cause), time.monotonic() - t0)
+        log.warning("serial %s: reconnected after port loss (%s) in %.2f s", self.port, _one_line(cause),
+                    time.monotonic() - t0)
         rebooted = old is not None and ident.describe.get("boot_id") != old.describe.get("boot_id")
         if rebooted and self.written_params:
-            log.warning("serial %s: device rebooted; rewriting %d hardware parameters", self.port, len(self.written_params))
+            log.warning("serial %s: device rebooted; rewriting %d hardware parameters", self.port,
+                        len(self.written_params))
             self.counts["rewrites_after_reboot"] += 1
             self.set_params(dict(self.written_params))
 

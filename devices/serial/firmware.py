@@ -98,8 +98,8 @@ class Firmware:
         if msg_type & P.REPLY_BIT or msg_type == P.MsgType.ERROR:
             return None
         self.counts["naks"] = self.counts.get("naks", 0) + 1
-        return P.encode_frame(P.MsgType.ERROR, seq, P.encode_error(P.ErrorCode.REQUEST_CORRUPTED,
-                                                                   "request failed its CRC; resend"), version=self.version)
+        text = P.encode_error(P.ErrorCode.REQUEST_CORRUPTED, "request failed its CRC; resend")
+        return P.encode_frame(P.MsgType.ERROR, seq, text, version=self.version)
 
     def _reply(self, frame: P.Frame, payload: bytes = b"") -> bytes:
         return P.encode_frame(P.reply_type(frame.type), frame.seq, payload, version=self.version)
@@ -164,22 +164,27 @@ class Firmware:
         x = P.decode_samples(frame.payload, tuple(s.input_range))
         fmt = frame.payload[4]
         if x.shape[1] != s.n_in:
-            return self._error(frame, P.ErrorCode.BAD_REQUEST, f"FORWARD rows have {x.shape[1]} values, device takes {s.n_in}")
+            return self._error(frame, P.ErrorCode.BAD_REQUEST,
+                               f"FORWARD rows have {x.shape[1]} values, device takes {s.n_in}")
         if x.shape[0] > self.max_batch:
-            return self._error(frame, P.ErrorCode.BATCH_TOO_LARGE, f"batch {x.shape[0]} exceeds max_batch {self.max_batch}")
+            return self._error(frame, P.ErrorCode.BATCH_TOO_LARGE,
+                               f"batch {x.shape[0]} exceeds max_batch {self.max_batch}")
         low, high = s.input_range
         if x.size and (not np.isfinite(x).all() or x.min() < low or x.max() > high):
             return self._error(frame, P.ErrorCode.INPUT_OUT_OF_RANGE,
-                               f"inputs span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], device accepts [{low:.4g}, {high:.4g}]")
+                               f"inputs span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], "
+                               f"device accepts [{low:.4g}, {high:.4g}]")
         if fmt == P.FORMAT_I16 and not self.capabilities & P.CAP_INT16:
-            return self._error(frame, P.ErrorCode.BAD_REQUEST, "int16 samples need an output range; this device has none")
+            return self._error(frame, P.ErrorCode.BAD_REQUEST,
+                               "int16 samples need an output range; this device has none")
         if self.inject_error is not None and self.inject_error(frame):
             return self._error(frame, P.ErrorCode.DEVICE_FAULT, "ADC overrun, nothing measured; resend")
         with torch.no_grad():
             y = s.forward(torch.from_numpy(x)).detach().cpu().numpy()
         if self.refuse_nonfinite and not np.isfinite(y).all():
             self.counts["nonfinite_refused"] += 1
-            return self._error(frame, P.ErrorCode.DEVICE_FAULT, "measurement not finite (NaN/inf), nothing sent; resend")
+            return self._error(frame, P.ErrorCode.DEVICE_FAULT,
+                               "measurement not finite (NaN/inf), nothing sent; resend")
         self.counts["forward_requests"] += 1
         self.counts["samples_measured"] += x.shape[0]
         payload = P.encode_samples(y, fmt, self.output_range)

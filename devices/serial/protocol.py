@@ -442,7 +442,8 @@ def decode_hello_reply(payload: bytes) -> Identity:
         raise ProtocolError(f"HELLO reply info is not UTF-8 JSON ({exc})") from None
     if not isinstance(info, dict):
         raise ProtocolError("HELLO reply info is not a JSON object")
-    return Identity(version, n_in, n_out, (low, high), (out_low, out_high), max_batch, caps, str(info.get("kind", "unknown")),
+    return Identity(version, n_in, n_out, (low, high), (out_low, out_high), max_batch, caps,
+                    str(info.get("kind", "unknown")),
                     str(info.get("firmware", "unknown")), dict(info.get("params", {})), dict(info.get("describe", {})))
 
 
@@ -493,7 +494,8 @@ def decode_samples(payload: bytes, value_range: tuple[float, float] = (-1.0, 1.0
         raise ProtocolError(f"unknown sample format {fmt}")
     n = batch * width
     if len(payload) != SAMPLE_HEAD.size + n * itemsize:
-        raise ProtocolError(f"sample block {batch}x{width} needs {n * itemsize} data bytes, got {len(payload) - SAMPLE_HEAD.size}")
+        raise ProtocolError(f"sample block {batch}x{width} needs {n * itemsize} data bytes, "
+                            f"got {len(payload) - SAMPLE_HEAD.size}")
     raw = payload[SAMPLE_HEAD.size:]
     if fmt == FORMAT_F32:
         return np.frombuffer(raw, dtype="<f4").reshape(batch, width).astype(np.float32)
@@ -507,7 +509,8 @@ def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
         raw_name = name.encode()
         if not 0 < len(raw_name) < 256 or value.ndim > 255:
             raise ProtocolError(f"parameter '{name}' needs a 1..255-byte name and at most 255 dimensions")
-        parts.append(struct.pack("<B", len(raw_name)) + raw_name + struct.pack(f"<B{value.ndim}I", value.ndim, *value.shape))
+        dims = struct.pack(f"<B{value.ndim}I", value.ndim, *value.shape)
+        parts.append(struct.pack("<B", len(raw_name)) + raw_name + dims)
         parts.append(value.astype("<f4").tobytes())
     return b"".join(parts)
 
