@@ -349,11 +349,16 @@ def test_nan_measurements_are_measured_again_then_a_clear_error(tmp_path, no_lea
             assert link["non-finite reply"] == 2 and link["samples_refused"] == 8 and link["samples"] == 4
             assert emu.firmware.counts["samples_measured"] == 12  # 3 measurements, all crossed the link once
     with _emulator(tmp_path, NaNFor(10**9)) as emu, SerialDevice(emu.port, timeout=0.2, retries=2) as dev:
-        emu.firmware.refuse_nonfinite = False
+        emu.firmware.refuse_nonfinite = refuse
         with pytest.raises(DeviceError) as err:
             dev.forward(x)
-    assert str(err.value) == (f"serial device {emu.port} returned NaN or infinite measurements in 3 FORWARD requests "
-                              "in a row; the device is faulty (check its supply, ADC and firmware)")
+    if refuse:
+        assert str(err.value) == (f"serial device {emu.port} failed FORWARD 3 times in a row (measurement not finite "
+                                  "(NaN/inf), nothing sent; resend); check the device")
+    else:
+        assert str(err.value) == (f"serial device {emu.port} returned NaN or infinite measurements in 3 FORWARD "
+                                  "requests in a row; the device is faulty (check its supply, ADC and firmware)")
+    assert dev.link_stats()["state"] == "failed" and dev.link_stats()["last_error"] == str(err.value)
 
 
 def test_malformed_and_dirty_device_errors_are_one_clean_line(tmp_path, no_leaks):

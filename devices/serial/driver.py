@@ -456,9 +456,13 @@ class SerialDevice:
             nonlocal attempt, progress
             attempt += 1
             if attempt > self.retries:
-                if kind == "bad frame":
+                if kind in ("bad frame", "request corrupted"):
+                    what = "replies to" if kind == "bad frame" else "copies of"
                     raise self._fail(f"serial link to {self.port} keeps corrupting frames ({attempt} corrupted "
-                                     f"replies to {name}); check the cable, baud rate and grounding", name, seq)
+                                     f"{what} {name}); check the cable, baud rate and grounding", name, seq)
+                if kind == "device error":
+                    raise self._fail(f"serial device {self.port} failed {name} {attempt} times in a row ({detail}); "
+                                     "check the device", name, seq)
                 raise give_up(f"after {attempt} tries of {self.timeout:g} s")
             self._event(kind, msg_type, seq, f"{detail}; resend {attempt}/{self.retries}")
             recovered.append(kind)
