@@ -386,3 +386,15 @@ def test_malformed_and_dirty_device_errors_are_one_clean_line(tmp_path, no_leaks
     assert msg.startswith(f"serial device {emu.port} rejected FORWARD: SUBSTRATE_FAULT: ADC rail low xxx")
     assert msg.endswith("... (69813 more characters)") and len(msg) < 400 and msg.isprintable()
     assert clean_text("a\x00b\n\tc", limit=3) == "a b... (2 more characters)"
+
+
+def test_max_rows_splits_forward_frames(tmp_path, no_leaks):
+    """Smaller frames for a noisy link: 12 rows at max_rows=5 are three FORWARD frames (5, 5, 2)."""
+    reference = AffineTanhSubstrate(6, 3, seed=2)
+    x = torch.rand(12, 6) * 2 - 1
+    with _emulator(tmp_path) as emu, SerialDevice(emu.port, timeout=0.2, max_rows=5) as dev:
+        y = dev.forward(x)
+        assert emu.firmware.counts["forward_requests"] == 3 and emu.firmware.counts["samples_measured"] == 12
+    assert torch.equal(y, torch.cat([reference.forward(x[i:i + 5]) for i in (0, 5, 10)]))
+    with pytest.raises(DeviceError, match="max_rows must be >= 1, got 0"):
+        SerialDevice("loop://", max_rows=0)

@@ -6,13 +6,13 @@ sizes are the ones the model needs.
 
 ``options`` are the layer's ``model.substrate_options``.  The driver's settings go in the
 sub-table ``serial`` (``timeout``, ``retries``, ``reconnect_timeout``, ``request_timeout``,
-``sample_format``, ``baudrate``; see :class:`devices.serial.driver.SerialDevice`).  ``request_timeout``
-is the bound on one request in all (resends and a reconnect included): a run through a bad
-link ends with a clear error within it, never hangs.  Every other key describes the physics,
-which on a device is the device's business: each one the device reports in its HELLO (``describe``; ``n_control`` is the
-length of its ``control`` parameter) must agree with it, so a config written for the
-in-process simulator is checked against the hardware it now runs on; keys the device does
-not report are logged as unchecked.
+``sample_format``, ``baudrate``, ``max_rows``; see :class:`devices.serial.driver.SerialDevice`).
+``request_timeout`` is the bound on one request in all (resends and a reconnect included):
+a run through a bad link ends with a clear error within it, never hangs.  Every other key
+describes the physics, which on a device is the device's business: each one the device
+reports in its HELLO (``describe``; ``n_control`` is the length of its ``control``
+parameter) must agree with it, so a config written for the in-process simulator is checked
+against the hardware it now runs on; keys the device does not report are logged as unchecked.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from simulators.errors import SettingError
 from simulators.substrate import SUBSTRATE_FAMILIES
 
 PREFIX = "serial:"
-DRIVER_OPTIONS = ("timeout", "retries", "reconnect_timeout", "request_timeout", "sample_format", "baudrate")
+DRIVER_OPTIONS = ("timeout", "retries", "reconnect_timeout", "request_timeout", "sample_format", "baudrate",
+                  "max_rows")
 log = logging.getLogger("devices.serial")
 
 
