@@ -140,7 +140,10 @@ def test_training_through_heavy_byte_faults_and_stalls_ends_within_the_bound(tmp
     """5 % drop + 5 % flip + 2 % stalls (blocking the relay 0.3 s): the run completes, identical, or fails
     with one clear line, and no request ever takes longer than its configured bound."""
     request_timeout = 5.0
-    driver = {"timeout": 0.1, "retries": 30, "reconnect_timeout": 1.0, "request_timeout": request_timeout}
+    # frames of at most 8 rows (2.4 KiB for block 0): at 5 % loss per chunk, a 9.5 KiB frame cut into many
+    # chunks rarely arrives whole, and 31 tries in a row can fail (a clear error, as the other branch checks)
+    driver = {"timeout": 0.1, "retries": 30, "reconnect_timeout": 1.0, "request_timeout": request_timeout,
+              "max_rows": 8}
     ref_run, ref_test = reference(epochs=1, limit=64)
     bench = Bench(tmp_path, ByteFaults(drop=0.05, flip=0.05, delay=0.02, delay_s=0.3), seed=5,
                   cfg_kw={"epochs": 1, "limit": 64})
