@@ -78,7 +78,7 @@ Delivery rules
 --------------
 A device answers every valid request exactly once per distinct (seq, request bytes): a
 repeated request is answered with the cached reply bytes (at least the last 32 are kept;
-a DEVICE_FAULT is not cached, since nothing was measured).  The cache belongs to the HELLO
+a DEVICE_FAULT or REQUEST_CORRUPTED is not cached, since nothing was measured).  The cache belongs to the HELLO
 session id and survives a reconnect.  A host accepts only the reply whose seq it awaits
 and discards every other frame.  A FORWARD reply is never NaN or infinite: a device answers
 DEVICE_FAULT instead, and a host that receives one anyway measures again (new seq).
@@ -90,8 +90,8 @@ MAX_PAYLOAD rejects that magic only: the scan resumes at the next byte), waits f
 declared length, and checks the CRC (a failure again rejects only that magic).  While a
 frame is incomplete, the bytes behind it are searched for a complete valid frame; one found
 there means the first was truncated on the wire, which is then dropped.  An incomplete frame
-is also dropped after an inter-byte timeout of silence (the device's ``frame_timeout``; the
-host's ``timeout``).  So no truncated frame, stray header or garbage can stop a receiver
+is also dropped after an inter-byte timeout of silence (the emulator's ``frame_timeout``,
+0.5 s; the host's ``max(4 timeout, 0.5 s)``).  So no truncated frame, stray header or garbage can stop a receiver
 from answering the next valid request.
 
 Timing and back-pressure
@@ -99,8 +99,10 @@ Timing and back-pressure
 Both ends are full duplex: they keep reading while their own bytes wait to be written, and
 never block in a write.  A host resends a request (same seq) after ``timeout`` s without
 progress (no byte of the request written, no byte of its reply received), when the reply
-arrives with a valid header and a bad CRC, or on DEVICE_FAULT; every request ends within
-``request_timeout`` s.
+arrives with a valid header and a bad CRC, or on DEVICE_FAULT or REQUEST_CORRUPTED; stale
+bytes cost no retry; every request ends within ``request_timeout`` s.  A request the port
+does not take (back-pressure) spends no retry either: its bytes wait, and the request's
+time limit bounds the wait.
 """
 
 from __future__ import annotations
