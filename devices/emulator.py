@@ -20,6 +20,16 @@ dropped frames (either direction), one flipped bit in a frame (either direction)
 bytes before a reply, replies delayed beyond the host's timeout, transient device-side
 errors (DEVICE_FAULT: nothing measured), and disconnects at given request counts.  Every
 injected fault is appended to :attr:`Emulator.fault_log` and logged on ``devices.emulator``.
+These are frame-level faults; byte-level faults independent of the framing (chunks dropped,
+flipped, duplicated, truncated or delayed, with back-pressure) come from a
+:class:`devices.serial.relay.Relay` placed between the host and the emulator.
+
+The receive side is the firmware's: a :class:`~devices.serial.protocol.FrameParser` with an
+inter-byte timeout (``frame_timeout``, default 0.5 s) and look-ahead, so a truncated request
+or a stray header is dropped and the next valid request is answered.  The loop is full
+duplex and never blocks in a write; replies for a host that does not read are held up to
+``max_buffered`` bytes, then discarded.  A request whose header is valid but whose CRC fails
+is answered with a REQUEST_CORRUPTED error (a NAK, ``nak=True``), so the host resends at once.
 """
 
 from __future__ import annotations
@@ -108,7 +118,8 @@ class Emulator:
 
     def __init__(self, substrate, *, faults: Faults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
                  protocol_versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256,
-                 kind: str | None = None, max_buffered: int = 8 << 20) -> None:
+                 kind: str | None = None, max_buffered: int = 8 << 20, frame_timeout: float = 0.5,
+                 nak: bool = True) -> None:
         self.faults = faults or Faults()
         self.faults.check()
         self.rng = random.Random(seed)
@@ -116,12 +127,16 @@ class Emulator:
                                  versions=protocol_versions, max_batch=max_batch, inject_error=self._inject_error)
         self.link = Path(link) if link is not None else None
         self.max_buffered = max_buffered  # reply bytes held for a host that is not reading
+        if frame_timeout <= 0:
+            raise SettingError(f"frame_timeout must be > 0 seconds, got {frame_timeout}")
+        self.frame_timeout = float(frame_timeout)  # inter-byte timeout: an incomplete request is dropped after it
+        self.nak = nak  # answer a request that fails its CRC (valid header) with REQUEST_CORRUPTED
         self._out = bytearray()  # bytes being sent
         self._queue: deque[tuple[float, bytes]] = deque()  # (send time, reply) not yet sent
         self.fault_log: list[FaultRecord] = []
         self.requests = 0
         self.disconnects = 0
-        self._parser = P.FrameParser()
+        self._parser = P.FrameParser(gap_timeout=self.frame_timeout)
         self._pty: _Pty | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -143,7 +158,7 @@ class Emulator:
 
     def _plug(self) -> None:
         self._pty = _open_pty()
-        self._parser = P.FrameParser()
+        self._parser = P.FrameParser(gap_timeout=self.frame_timeout)
         self._out.clear()  # whatever was in flight was lost with the old port
         self._queue.clear()
         if self.link is not None:
@@ -259,15 +274,21 @@ class Emulator:
                 continue
             except OSError:
                 return  # the pty went away under us (stop())
-            if not data:
-                continue
-            if self._chance(self.faults.corrupt):
+            now = time.monotonic()
+            frames = self._parser.expire(now)  # an incomplete request older than frame_timeout is dropped
+            if data and self._chance(self.faults.corrupt):
                 self._record("corrupted request")
                 data = self._flip_bit(data)
-            for frame in self._parser.feed(data):
+            if data:
+                frames += self._parser.feed(data, now)
+            for frame in frames:
                 self._serve(frame)
                 if self._pty is None or self._stop.is_set():
                     break
+            for msg_type, seq in self._parser.take_crc_failures():  # NAK corrupted requests: the host resends at once
+                nak = self.firmware.nak(msg_type, seq) if self.nak else None
+                if nak is not None and self._pty is not None:
+                    self._queue.append((time.monotonic(), nak))
 
     def _serve(self, frame: P.Frame) -> None:
         f = self.faults
@@ -333,7 +354,8 @@ def emulators_for_model(model, link_dir: str | os.PathLike, *, faults: Faults | 
     try:
         for k, sub in enumerate(subs):
             f = dataclasses.replace(faults) if faults is not None else None
-            emus.append(Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch).start())
+            emu = Emulator(sub, faults=f, seed=seed + k, link=link_dir / f"block{k}", max_batch=max_batch)
+            emus.append(emu.start())
     except BaseException:
         for e in emus:
             e.stop()

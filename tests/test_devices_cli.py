@@ -26,7 +26,8 @@ def _neuro(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_emulate_in_a_process_then_probe_it_through_the_pty(tmp_path, capsys):
     link = tmp_path / "ttyNH0"
-    proc = subprocess.Popen([sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", "affine", "--n-in", "5",
+    proc = subprocess.Popen([sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", "affine",
+                             "--n-in", "5",
                              "--n-out", "2", "--link", str(link), "--duration", "120"],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -88,7 +88,8 @@ def test_firmware_errors_name_the_problem():
     fw = Firmware(AffineTanhSubstrate(3, 2), max_batch=4)
     _hello(fw)
     cases = [
-        (P.MsgType.FORWARD, P.encode_samples(np.full((1, 3), 2.0, np.float32)), P.ErrorCode.INPUT_OUT_OF_RANGE, "accepts [-1, 1]"),
+        (P.MsgType.FORWARD, P.encode_samples(np.full((1, 3), 2.0, np.float32)), P.ErrorCode.INPUT_OUT_OF_RANGE,
+         "accepts [-1, 1]"),
         (P.MsgType.FORWARD, P.encode_samples(np.zeros((5, 3), np.float32)), P.ErrorCode.BATCH_TOO_LARGE, "max_batch 4"),
         (P.MsgType.FORWARD, P.encode_samples(np.zeros((1, 2), np.float32)), P.ErrorCode.BAD_REQUEST, "takes 3"),
         (P.MsgType.SET_PARAMS, P.encode_tensors({"gain": np.ones(1)}), P.ErrorCode.UNKNOWN_PARAMETER, "has W, b"),

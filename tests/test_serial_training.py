@@ -46,7 +46,8 @@ def reference(tmp_path_factory):
 
     def get(rule: str):
         if rule not in cache:
-            cache[rule] = workflow.train(config(RULES[rule], tmp_path_factory.mktemp("ref"), "ref"), echo=lambda *a: None)
+            cfg = config(RULES[rule], tmp_path_factory.mktemp("ref"), "ref")
+            cache[rule] = workflow.train(cfg, echo=lambda *a: None)
         return cache[rule]
 
     return get
@@ -82,7 +83,8 @@ def stop_all(emus):
 
 def epochs_of(run: Run) -> list[dict]:
     """Epoch records without the wall-clock figures."""
-    return [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")} for r in run.records() if r.get("event") == "epoch"]
+    return [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")}
+            for r in run.records() if r.get("event") == "epoch"]
 
 
 def link_summaries(run: Run) -> dict[str, dict]:
@@ -130,7 +132,8 @@ def test_faults_during_training_every_result_exactly_once_and_in_order(tmp_path,
     assert [log.get("disconnect") for log in logs] == [2, 2]  # two disconnects on each device
     assert [links[e.port]["reconnects"] for e in emus] == [2, 2]
     # each lost or corrupted reply costs its attempt exactly once (a timeout or a bad frame, then a resend)
-    one_per_attempt = sum(log.get(f, 0) for log in logs for f in ("dropped request", "dropped reply", "corrupted reply"))
+    lost = ("dropped request", "dropped reply", "corrupted reply")
+    one_per_attempt = sum(log.get(f, 0) for log in logs for f in lost)
     recovered = sum(links[e.port].get(f, 0) for e in emus for f in ("timeout", "bad frame"))
     assert one_per_attempt > 0 and recovered >= one_per_attempt
     for phrase in ("reconnected after port loss", "port lost on ", "timeout on FORWARD seq"):
@@ -153,7 +156,8 @@ def test_checkpoint_records_the_written_parameters_and_resume_rewrites_them(tmp_
     writes = [[] for _ in fresh]
     for k, e in enumerate(fresh):
         original = e.firmware.substrate.set_params
-        e.firmware.substrate.set_params = lambda p, k=k, original=original: (writes[k].append(p["control"].clone()), original(p))
+        e.firmware.substrate.set_params = lambda p, k=k, original=original: (writes[k].append(p["control"].clone()),
+                                                                              original(p))
     try:
         resumed, test = workflow.resume(run.path, epochs=2, echo=lambda *a: None)
     finally:
@@ -169,7 +173,8 @@ def test_training_on_a_dead_port_is_one_clear_line(tmp_path, capsys):
     path.write_bytes(tomli_w.dumps(cfg).encode())
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: cannot open serial port {tmp_path / 'ttyUSB7'}: No such file or directory")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: cannot open serial port {tmp_path / 'ttyUSB7'}: No such file or directory")
 
 
 def test_physics_options_are_checked_against_the_device(tmp_path):
@@ -177,7 +182,8 @@ def test_physics_options_are_checked_against_the_device(tmp_path):
     try:
         cfg = config(RULES["mfff"], tmp_path, "mismatch", [f"serial:{e.port}" for e in emus])
         cfg["model"]["substrate_options"]["n_control"] = 5
-        with pytest.raises(ConfigError, match=r"model.substrate_options.n_control = 5, but the device on .*block0 reports 4"):
+        pattern = r"model.substrate_options.n_control = 5, but the device on .*block0 reports 4"
+        with pytest.raises(ConfigError, match=pattern):
             build_experiment(cfg)
         cfg["model"]["substrate_options"].update(n_control=N_CONTROL, serial={"timeout": 0.1, "retrys": 3})
         with pytest.raises(ConfigError, match="unknown serial driver option 'retrys'"):

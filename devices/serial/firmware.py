@@ -33,11 +33,14 @@ class Firmware:
     ``max_batch``: the largest FORWARD batch accepted (a bigger one gets BATCH_TOO_LARGE).
     ``inject_error(frame) -> bool``: optional fault hook; when it returns true a FORWARD is
     answered with a retryable DEVICE_FAULT error and nothing is measured.
+    ``refuse_nonfinite``: a measurement holding NaN or infinity is not sent; the FORWARD is
+    answered with DEVICE_FAULT (not cached, not counted in ``measured_crc``) so the host's
+    resend measures again.  Off only to test a host against a faulty board.
     """
 
     def __init__(self, substrate, *, kind: str = "emulator", firmware: str = "neurohil-emu 1.0",
                  versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256, cache_size: int = 32,
-                 inject_error: Callable[[P.Frame], bool] | None = None) -> None:
+                 inject_error: Callable[[P.Frame], bool] | None = None, refuse_nonfinite: bool = True) -> None:
         self.substrate = substrate
         self.kind = kind
         self.firmware = firmware
@@ -45,13 +48,15 @@ class Firmware:
         self.max_batch = max_batch
         self.cache_size = cache_size
         self.inject_error = inject_error
+        self.refuse_nonfinite = refuse_nonfinite
         self.boot_id = int.from_bytes(os.urandom(4), "little")
         self.session: int | None = None
         self.version = versions[1]
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # seq -> (request digest, reply)
         self._started = time.monotonic()
         self.measured_crc = 0  # CRC-32 over every measured FORWARD reply payload, in order (replays excluded)
-        self.counts = {"frames_ok": 0, "replays": 0, "errors": 0, "samples_measured": 0, "forward_requests": 0}
+        self.counts = {"frames_ok": 0, "replays": 0, "errors": 0, "samples_measured": 0, "forward_requests": 0,
+                       "nonfinite_refused": 0}
         desc = substrate.describe()
         out_range = desc.get("output_range")
         self.output_range = tuple(float(v) for v in out_range) if out_range else (0.0, 0.0)
@@ -86,6 +91,15 @@ class Firmware:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return reply
+
+    def nak(self, msg_type: int, seq: int) -> bytes | None:
+        """The REQUEST_CORRUPTED error for a request frame whose header was valid and CRC wrong
+        (``(type, seq)`` from :meth:`FrameParser.take_crc_failures`); None for a non-request."""
+        if msg_type & P.REPLY_BIT or msg_type == P.MsgType.ERROR:
+            return None
+        self.counts["naks"] = self.counts.get("naks", 0) + 1
+        text = P.encode_error(P.ErrorCode.REQUEST_CORRUPTED, "request failed its CRC; resend")
+        return P.encode_frame(P.MsgType.ERROR, seq, text, version=self.version)
 
     def _reply(self, frame: P.Frame, payload: bytes = b"") -> bytes:
         return P.encode_frame(P.reply_type(frame.type), frame.seq, payload, version=self.version)
@@ -128,7 +142,8 @@ class Firmware:
         except P.ProtocolError as exc:
             return self._error(frame, P.ErrorCode.BAD_REQUEST, str(exc))
         except Exception as exc:  # noqa: BLE001 - the substrate refused: report it, keep serving
-            return self._error(frame, P.ErrorCode.SUBSTRATE_FAULT, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            text = " ".join(str(exc).split())
+            return self._error(frame, P.ErrorCode.SUBSTRATE_FAULT, f"{type(exc).__name__}: {text[:400]}")
         return self._error(frame, P.ErrorCode.UNKNOWN_TYPE, f"unknown message type 0x{t:02x}")
 
     def _set_params(self, frame: P.Frame) -> bytes:
@@ -149,19 +164,27 @@ class Firmware:
         x = P.decode_samples(frame.payload, tuple(s.input_range))
         fmt = frame.payload[4]
         if x.shape[1] != s.n_in:
-            return self._error(frame, P.ErrorCode.BAD_REQUEST, f"FORWARD rows have {x.shape[1]} values, device takes {s.n_in}")
+            return self._error(frame, P.ErrorCode.BAD_REQUEST,
+                               f"FORWARD rows have {x.shape[1]} values, device takes {s.n_in}")
         if x.shape[0] > self.max_batch:
-            return self._error(frame, P.ErrorCode.BATCH_TOO_LARGE, f"batch {x.shape[0]} exceeds max_batch {self.max_batch}")
+            return self._error(frame, P.ErrorCode.BATCH_TOO_LARGE,
+                               f"batch {x.shape[0]} exceeds max_batch {self.max_batch}")
         low, high = s.input_range
         if x.size and (not np.isfinite(x).all() or x.min() < low or x.max() > high):
             return self._error(frame, P.ErrorCode.INPUT_OUT_OF_RANGE,
-                               f"inputs span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], device accepts [{low:.4g}, {high:.4g}]")
+                               f"inputs span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], "
+                               f"device accepts [{low:.4g}, {high:.4g}]")
         if fmt == P.FORMAT_I16 and not self.capabilities & P.CAP_INT16:
-            return self._error(frame, P.ErrorCode.BAD_REQUEST, "int16 samples need an output range; this device has none")
+            return self._error(frame, P.ErrorCode.BAD_REQUEST,
+                               "int16 samples need an output range; this device has none")
         if self.inject_error is not None and self.inject_error(frame):
             return self._error(frame, P.ErrorCode.DEVICE_FAULT, "ADC overrun, nothing measured; resend")
         with torch.no_grad():
             y = s.forward(torch.from_numpy(x)).detach().cpu().numpy()
+        if self.refuse_nonfinite and not np.isfinite(y).all():
+            self.counts["nonfinite_refused"] += 1
+            return self._error(frame, P.ErrorCode.DEVICE_FAULT,
+                               "measurement not finite (NaN/inf), nothing sent; resend")
         self.counts["forward_requests"] += 1
         self.counts["samples_measured"] += x.shape[0]
         payload = P.encode_samples(y, fmt, self.output_range)
@@ -171,7 +194,7 @@ class Firmware:
     def health(self, parser_stats: P.ParserStats | None = None) -> P.DeviceHealth:
         ps = parser_stats or P.ParserStats()
         temp = getattr(self.substrate, "temperature_c", float("nan"))
-        return P.DeviceHealth(self.counts["frames_ok"], ps.bad_header + ps.bad_crc, ps.bytes_skipped, self.counts["replays"],
+        return P.DeviceHealth(self.counts["frames_ok"], ps.rejected, ps.bytes_skipped, self.counts["replays"],
                               self.counts["errors"], time.monotonic() - self._started, float(temp))
 
 
@@ -179,4 +202,4 @@ def _is_transient_error(reply: bytes) -> bool:
     if reply[3] != P.MsgType.ERROR:
         return False
     code, _ = P.decode_error(reply[P.HEADER_SIZE:-P.CRC.size])
-    return code == P.ErrorCode.DEVICE_FAULT
+    return code in (P.ErrorCode.DEVICE_FAULT, P.ErrorCode.REQUEST_CORRUPTED)

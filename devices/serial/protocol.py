@@ -44,8 +44,11 @@ type  name         payload
 0x05  FORWARD      sample block (below) of ``batch x n_in`` inputs;
                    reply 0x85 sample block of ``batch x n_out`` measured outputs
 0x06  HEALTH       empty;  reply 0x86 ``u32 frames_ok, u32 bad_frames, u32 bytes_skipped,
-                   u32 replays, u32 errors, f32 uptime_s, f32 temperature_c``
-0x7F  ERROR        reply to any request: ``u16 code`` then UTF-8 text (rest of payload)
+                   u32 replays, u32 errors, f32 uptime_s, f32 temperature_c`` (bad_frames:
+                   rejected by header or CRC check, truncated, or dropped by the frame timeout)
+0x7F  ERROR        reply to any request: ``u16 code`` then UTF-8 text (rest of payload, at
+                   most MAX_ERROR_TEXT = 1024 bytes; a receiver treats it as untrusted:
+                   made printable and cut before it is shown)
 ====  ===========  =================================================================
 
 Sample block: ``u16 batch, u16 width, u8 format`` then ``batch*width`` values row-major.
@@ -62,17 +65,44 @@ bit 2 = reply replay by sequence number.
 
 Error codes (:class:`ErrorCode`): 1 VERSION_MISMATCH, 2 BAD_REQUEST (payload does not
 follow its layout, wrong width or shape), 3 UNKNOWN_TYPE, 4 BATCH_TOO_LARGE, 5
-INPUT_OUT_OF_RANGE, 6 UNKNOWN_PARAMETER, 7 DEVICE_FAULT (transient: nothing was measured;
-the host resends the same request, same seq), 8 SUBSTRATE_FAULT (the physical system
-refused; the text says why).  Only DEVICE_FAULT is retryable.
+INPUT_OUT_OF_RANGE, 6 UNKNOWN_PARAMETER, 7 DEVICE_FAULT (transient: nothing was delivered,
+e.g. an ADC overrun or a measurement that was not finite; the host resends the same
+request, same seq), 8 SUBSTRATE_FAULT (the physical system refused; the text says why),
+9 REQUEST_CORRUPTED (a negative acknowledgement: a request frame arrived with a valid header
+and a wrong CRC; the ERROR carries the seq and the version from that header, and the host
+resends at once instead of waiting for its timeout; nothing was executed).  DEVICE_FAULT
+and REQUEST_CORRUPTED are retryable.  An ERROR payload shorter than 2 bytes is malformed
+(the host stops with an error).
 
 Delivery rules
 --------------
 A device answers every valid request exactly once per distinct (seq, request bytes): a
 repeated request is answered with the cached reply bytes (at least the last 32 are kept;
-a DEVICE_FAULT is not cached, since nothing was measured).  The cache belongs to the HELLO
+a DEVICE_FAULT or REQUEST_CORRUPTED is not cached, since nothing was measured).  The cache belongs to the HELLO
 session id and survives a reconnect.  A host accepts only the reply whose seq it awaits
-and discards every other frame.
+and discards every other frame.  A FORWARD reply is never NaN or infinite: a device answers
+DEVICE_FAULT instead, and a host that receives one anyway measures again (new seq).
+
+Receiving (both ends, :class:`FrameParser`)
+-------------------------------------------
+A receiver scans for the magic, checks the header (a failed check or a length above
+MAX_PAYLOAD rejects that magic only: the scan resumes at the next byte), waits for the
+declared length, and checks the CRC (a failure again rejects only that magic).  While a
+frame is incomplete, the bytes behind it are searched for a complete valid frame; one found
+there means the first was truncated on the wire, which is then dropped.  An incomplete frame
+is also dropped after an inter-byte timeout of silence (the emulator's ``frame_timeout``,
+0.5 s; the host's ``max(4 timeout, 0.5 s)``).  So no truncated frame, stray header or garbage can stop a receiver
+from answering the next valid request.
+
+Timing and back-pressure
+------------------------
+Both ends are full duplex: they keep reading while their own bytes wait to be written, and
+never block in a write.  A host resends a request (same seq) after ``timeout`` s without
+progress (no byte of the request written, no byte of its reply received), when the reply
+arrives with a valid header and a bad CRC, or on DEVICE_FAULT or REQUEST_CORRUPTED; stale
+bytes cost no retry; every request ends within ``request_timeout`` s.  A request the port
+does not take (back-pressure) spends no retry either: its bytes wait, and the request's
+time limit bounds the wait.
 """
 
 from __future__ import annotations
@@ -124,10 +154,11 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_PARAMETER = 6
     DEVICE_FAULT = 7  # transient: nothing was measured; resend the same request
     SUBSTRATE_FAULT = 8  # the physical system refused the request (text says why)
+    REQUEST_CORRUPTED = 9  # NAK: a request with a valid header failed its CRC; resend at once
 
     @property
     def retryable(self) -> bool:
-        return self is ErrorCode.DEVICE_FAULT
+        return self in (ErrorCode.DEVICE_FAULT, ErrorCode.REQUEST_CORRUPTED)
 
 
 class ProtocolError(ValueError):
@@ -160,29 +191,101 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"", *, version: int 
 
 @dataclass
 class ParserStats:
+    """Counters of one :class:`FrameParser`.
+
+    frames: valid frames returned.  bad_header: magics whose header check (or length limit)
+    failed.  bad_crc: frames with a valid header and a wrong CRC-32.  superseded: partial
+    frames abandoned because a complete valid frame began inside them (the partial one was
+    truncated on the wire).  expired: partial frames dropped after ``gap_timeout`` of silence.
+    bytes_skipped: bytes discarded in all.
+    """
+
     frames: int = 0
     bad_header: int = 0
     bad_crc: int = 0
+    superseded: int = 0
+    expired: int = 0
     bytes_skipped: int = 0
+
+    @property
+    def rejected(self) -> int:
+        """Frames (or frame starts) that were discarded: header, CRC, truncation, timeout."""
+        return self.bad_header + self.bad_crc + self.superseded + self.expired
 
 
 class FrameParser:
-    """Incremental frame parser with resynchronization.
+    """Incremental frame parser with resynchronization, look-ahead and an inter-byte timeout.
 
-    ``feed(data)`` appends bytes and returns every complete, valid frame in order.  Bytes
-    before a magic are skipped; a frame whose header check or CRC fails is rejected and
-    the search restarts one byte after its magic (so a real frame hidden inside garbage
-    or inside a corrupted frame is still found).  Work per call is linear in the buffered
-    bytes; memory is bounded by ``OVERHEAD + MAX_PAYLOAD`` plus one ``feed``.
+    ``feed(data, now)`` appends bytes and returns every complete, valid frame in order.
+
+    * Bytes before a magic are skipped.  A frame whose header check or CRC fails is rejected
+      and the search restarts one byte after its magic (so a real frame hidden inside garbage
+      or inside a corrupted frame is still found).
+    * Look-ahead: while the frame at the front is incomplete (its header is valid and it
+      declares ``N`` payload bytes that have not all arrived), the bytes after it are searched
+      for a *complete* valid frame (header check and CRC-32 both pass).  If one is found, the
+      front frame was truncated on the wire: it is abandoned (``stats.superseded``) and the
+      later frame is returned at once.  So a truncated request, or a stray 14-byte header that
+      declares 1 MiB, never holds back the frames behind it.  (A complete valid frame inside
+      the payload of a frame still arriving would be taken early; for that, 48 bits of checks
+      would have to pass on data bytes.)
+    * Inter-byte timeout: :meth:`expire` drops whatever is buffered once ``gap_timeout``
+      seconds have passed since the last byte arrived (``stats.expired``), so an incomplete
+      frame never waits for bytes that will not come.  ``now`` is any monotonic clock in
+      seconds (the caller's, so tests can use a simulated one).
+
+    Work per call is linear in the new bytes (look-ahead remembers where it stopped);
+    memory is bounded by ``OVERHEAD + MAX_PAYLOAD`` plus one ``feed``.  Frames that fail
+    only their CRC are remembered as ``(type, seq)`` (header intact) for
+    :meth:`take_crc_failures`, so a receiver can tell "my reply arrived corrupted" from
+    stale noise.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gap_timeout: float | None = None) -> None:
         self._buf = bytearray()
         self.stats = ParserStats()
+        self.gap_timeout = gap_timeout
+        self.last_rx: float | None = None  # the ``now`` of the last feed that brought bytes
+        self._crc_failures: list[tuple[int, int]] = []
+        self._base = 0  # absolute stream offset of _buf[0]
+        self._scan = 0  # absolute offset before which look-ahead has examined every magic
+        self._cands: list[tuple[int, int]] = []  # (absolute start, total size) of valid headers behind the front
 
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    @property
+    def pending_header(self) -> tuple[int, int, int] | None:
+        """``(type, seq, length)`` of the incomplete frame at the front, if its header is valid."""
+        hdr = self._header_at(0) if len(self._buf) >= HEADER_SIZE else None
+        return None if hdr is None else hdr[1:]
+
+    def take_crc_failures(self) -> list[tuple[int, int]]:
+        """``(type, seq)`` of every frame rejected only by its CRC since the last call."""
+        out, self._crc_failures = self._crc_failures, []
+        return out
+
+    def _consume(self, n: int, skipped: bool = True) -> None:
+        if n <= 0:
+            return
+        if skipped:
+            self.stats.bytes_skipped += n
+        del self._buf[:n]
+        self._base += n
+
+    def _header_at(self, i: int) -> tuple[int, int, int, int] | None:
+        """``(version, type, seq, length)`` if a valid header starts at ``_buf[i]``."""
+        header = bytes(self._buf[i: i + HEADER.size])
+        magic, version, msg_type, seq, length = HEADER.unpack(header)
+        (check,) = HEADER_CHECK.unpack_from(self._buf, i + HEADER.size)
+        if magic != MAGIC or check != _header_check(header) or length > MAX_PAYLOAD:
+            return None
+        return version, msg_type, seq, length
+
+    def _crc_ok(self, i: int, total: int) -> bool:
+        (crc,) = CRC.unpack_from(self._buf, i + total - CRC.size)
+        return crc == zlib.crc32(memoryview(self._buf)[i: i + total - CRC.size])
 
     def drop_partial(self) -> int:
         """Forget a partial frame (after a read timeout): skip its magic and rescan.
@@ -192,7 +295,7 @@ class FrameParser:
         if not self._buf:
             return 0
         before = len(self._buf)
-        del self._buf[:1]
+        self._consume(1)
         self._skip_to_magic()
         return before - len(self._buf)
 
@@ -202,38 +305,85 @@ class FrameParser:
             # keep a trailing first magic byte: it may start a frame in the next feed
             keep = 1 if self._buf[-1:] == MAGIC[:1] else 0
             i = len(self._buf) - keep
-        if i:
-            self.stats.bytes_skipped += i
-            del self._buf[:i]
+        self._consume(i)
 
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+    def _lookahead(self) -> int | None:
+        """Offset (> 0) of the earliest complete valid frame behind the incomplete front frame."""
+        end = len(self._buf) - HEADER_SIZE + 1  # a header needs HEADER_SIZE bytes from its start
+        i = max(self._scan, self._base + 1) - self._base
+        while i < end:
+            i = self._buf.find(MAGIC, i, end + len(MAGIC) - 1)
+            if i < 0:
+                break
+            hdr = self._header_at(i)
+            if hdr is not None:
+                self._cands.append((self._base + i, HEADER_SIZE + hdr[3] + CRC.size))
+            i += 1
+        self._scan = max(self._scan, self._base + max(end, 1))
+        keep = []
+        found = None
+        for start, total in self._cands:
+            rel = start - self._base
+            if rel <= 0:
+                continue  # at or before the front: not behind it any more
+            if found is None and rel + total <= len(self._buf):
+                if self._crc_ok(rel, total):
+                    found = rel
+                    keep.append((start, total))
+                continue  # complete but invalid: forget it
+            keep.append((start, total))
+        self._cands = keep
+        return found
+
+    def feed(self, data: bytes, now: float | None = None) -> list[Frame]:
+        if data:
+            self._buf += data
+            if now is not None:
+                self.last_rx = now
         out: list[Frame] = []
         while True:
             self._skip_to_magic()
             if len(self._buf) < HEADER_SIZE:
                 return out
-            header = bytes(self._buf[: HEADER.size])
-            _, version, msg_type, seq, length = HEADER.unpack(header)
-            (check,) = HEADER_CHECK.unpack_from(self._buf, HEADER.size)
-            if check != _header_check(header) or length > MAX_PAYLOAD:
+            hdr = self._header_at(0)
+            if hdr is None:
                 self.stats.bad_header += 1
-                self.stats.bytes_skipped += 1
-                del self._buf[:1]
+                self._consume(1)
                 continue
+            version, msg_type, seq, length = hdr
             total = HEADER_SIZE + length + CRC.size
             if len(self._buf) < total:
-                return out
-            body = bytes(self._buf[: HEADER_SIZE + length])
-            (crc,) = CRC.unpack_from(self._buf, HEADER_SIZE + length)
-            if crc != zlib.crc32(body):
-                self.stats.bad_crc += 1
-                self.stats.bytes_skipped += 1
-                del self._buf[:1]
+                j = self._lookahead()
+                if j is None:
+                    return out
+                self.stats.superseded += 1  # the front frame was truncated: a whole frame began inside it
+                self._consume(j)
                 continue
-            del self._buf[:total]
+            if not self._crc_ok(0, total):
+                self.stats.bad_crc += 1
+                if len(self._crc_failures) < 1024:
+                    self._crc_failures.append((msg_type, seq))
+                self._consume(1)
+                continue
+            payload = bytes(self._buf[HEADER_SIZE: HEADER_SIZE + length])
+            self._consume(total, skipped=False)
             self.stats.frames += 1
-            out.append(Frame(version, msg_type, seq, body[HEADER_SIZE:]))
+            out.append(Frame(version, msg_type, seq, payload))
+
+    def expire(self, now: float) -> list[Frame]:
+        """Drop buffered bytes once ``gap_timeout`` s passed since the last byte; frames found meanwhile.
+
+        Returns the valid frames that dropping a partial one uncovered (rare: look-ahead
+        finds them first).  Does nothing without a ``gap_timeout`` or before the gap.
+        """
+        if not self._buf or self.gap_timeout is None or self.last_rx is None or now - self.last_rx < self.gap_timeout:
+            return []
+        out: list[Frame] = []
+        self.stats.expired += 1
+        while self._buf:
+            self.drop_partial()
+            out += self.feed(b"")
+        return out
 
 
 # ------------------------------------------------------------------------- payloads
@@ -294,12 +444,16 @@ def decode_hello_reply(payload: bytes) -> Identity:
         raise ProtocolError(f"HELLO reply info is not UTF-8 JSON ({exc})") from None
     if not isinstance(info, dict):
         raise ProtocolError("HELLO reply info is not a JSON object")
-    return Identity(version, n_in, n_out, (low, high), (out_low, out_high), max_batch, caps, str(info.get("kind", "unknown")),
+    return Identity(version, n_in, n_out, (low, high), (out_low, out_high), max_batch, caps,
+                    str(info.get("kind", "unknown")),
                     str(info.get("firmware", "unknown")), dict(info.get("params", {})), dict(info.get("describe", {})))
 
 
+MAX_ERROR_TEXT = 1024  # bytes of UTF-8 text a sender puts in an ERROR payload (longer text is cut)
+
+
 def encode_error(code: int, text: str) -> bytes:
-    return ERROR_HEAD.pack(int(code)) + text.encode()[: MAX_PAYLOAD - ERROR_HEAD.size]
+    return ERROR_HEAD.pack(int(code)) + text.encode()[:MAX_ERROR_TEXT]
 
 
 def decode_error(payload: bytes) -> tuple[int, str]:
@@ -342,7 +496,8 @@ def decode_samples(payload: bytes, value_range: tuple[float, float] = (-1.0, 1.0
         raise ProtocolError(f"unknown sample format {fmt}")
     n = batch * width
     if len(payload) != SAMPLE_HEAD.size + n * itemsize:
-        raise ProtocolError(f"sample block {batch}x{width} needs {n * itemsize} data bytes, got {len(payload) - SAMPLE_HEAD.size}")
+        raise ProtocolError(f"sample block {batch}x{width} needs {n * itemsize} data bytes, "
+                            f"got {len(payload) - SAMPLE_HEAD.size}")
     raw = payload[SAMPLE_HEAD.size:]
     if fmt == FORMAT_F32:
         return np.frombuffer(raw, dtype="<f4").reshape(batch, width).astype(np.float32)
@@ -356,7 +511,8 @@ def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
         raw_name = name.encode()
         if not 0 < len(raw_name) < 256 or value.ndim > 255:
             raise ProtocolError(f"parameter '{name}' needs a 1..255-byte name and at most 255 dimensions")
-        parts.append(struct.pack("<B", len(raw_name)) + raw_name + struct.pack(f"<B{value.ndim}I", value.ndim, *value.shape))
+        dims = struct.pack(f"<B{value.ndim}I", value.ndim, *value.shape)
+        parts.append(struct.pack("<B", len(raw_name)) + raw_name + dims)
         parts.append(value.astype("<f4").tobytes())
     return b"".join(parts)
 
