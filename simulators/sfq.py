@@ -667,6 +667,22 @@ class SFQSubstrate:
                      "delay_ps": res.delay_ps}
         return torch.from_numpy(res.rates.astype(np.float32))
 
+    def rate_forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Differentiable *model* of the expected output rates (:mod:`simulators.sfq_rate`) at the nominal
+        cell parameters: it does not know the chip's process variation, and it assumes Poisson pulse
+        statistics, so it is a twin, not the measurement.  ``params`` may hold bias tensors to
+        differentiate with respect to (default: the written currents)."""
+        from simulators.sfq_rate import RateLayer, network_rate, transmission
+
+        params = params or {}
+        layers = []
+        for i, layer in enumerate(self.layers):
+            syn = params.get(f"bias_syn_{i}", torch.from_numpy(layer.bias_syn))
+            neu = params.get(f"bias_neu_{i}", torch.from_numpy(layer.bias_neu))
+            signs = torch.from_numpy(layer.signs.astype(np.float64)).to(syn.dtype)
+            layers.append(RateLayer(signs * transmission(syn, self.cells), neu, (signs != 0).to(syn.dtype)))
+        return network_rate(x.to(layers[0].w.dtype), layers, self.cells, input_mode=self.options.input_mode)
+
     def param_names(self) -> list[str]:
         return [f"bias_{kind}_{i}" for i in range(len(self.layers)) for kind in ("syn", "neu")]
 

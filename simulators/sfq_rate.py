@@ -17,7 +17,17 @@ circuit's behaviour depends on timing:
   arrival is ``f = sum_k pi_k q P(min(k+1, n_max))`` and, as every firing restarts the chain at 0
   (a renewal), the firing rate without reset time is ``r0 = (lam+ + lam-) f``.  A reset of
   ``tau_r = 1 / clock`` during which arrivals are lost adds ``tau_r`` to each renewal cycle:
-  ``r = r0 / (1 + r0 tau_r)``; exact for Poisson inputs, and ``r < clock`` always.
+  ``r = r0 / (1 + r0 tau_r)``; exact for Poisson inputs, and ``r < clock`` always.  Only the part
+  of the reset beyond the shortest excitatory gap loses arrivals (see :func:`neuron_rate`).
+
+Validity: the merger and neuron formulas are exact for Poisson trains and the neuron's is exact
+for any excitatory-only input (only the order of arrivals matters).  With inhibition, regular
+trains (periodic converters, neuron outputs) fluctuate less than Poisson ones, so the model
+over-predicts the fluctuation-driven firing of a neuron whose excitation and inhibition balance
+(e.g. the XOR hidden neurons for two active inputs: model 3.3-4.2 GHz, pulses ~0 GHz at 10 GHz
+input), and it ignores correlations between trains that share a source (the emulator's input
+stagger keeps copies of one pulse from colliding in mergers).  ``tests/test_sfq.py`` checks the
+5 % agreement on Poisson-driven networks; training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
