@@ -284,3 +284,22 @@ def test_substrate_rate_twin_is_differentiable_and_close():
     measured = sub.forward(x.float().repeat(40, 1)).double().mean(0)
     model = sub.rate_forward(x)[0].detach()
     assert torch.all((measured - model).abs() <= 0.05 * model + 0.15), (measured, model)
+
+
+def test_sfq_network_behind_the_serial_emulator(tmp_path):
+    from devices import SerialDevice
+    from devices.emulator import Emulator
+
+    opts = {"hidden": [2], "window_ns": 5.0}
+    reference = open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts)
+    with Emulator(open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts), link=tmp_path / "ttySFQ") as emu, \
+            SerialDevice(emu.port, timeout=2.0) as dev:
+        assert dev.describe()["kind"] == "serial:sfq-rsfq"
+        assert dev.input_range == (0.0, 100.0)
+        biases = {"bias_syn_0": torch.full((2, 2), 115.0), "bias_neu_0": torch.full((2,), 72.0),
+                  "bias_syn_1": torch.full((1, 2), 120.0), "bias_neu_1": torch.full((1,), 92.0)}
+        dev.set_params(biases)
+        reference.set_params(biases)
+        x = torch.tensor([[10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [0.0, 0.0]])
+        assert torch.equal(dev.forward(x), reference.forward(x))  # same seed, same measurement stream
+        assert torch.equal(dev.get_params()["bias_neu_0"], biases["bias_neu_0"])
