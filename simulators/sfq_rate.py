@@ -263,31 +263,41 @@ class SPSAResult:
 
 def spsa(measure_loss: Callable[[dict], float], params: dict, ranges: dict, *, steps: int = 100, a_uA: float = 2.0,
          c_uA: float = 2.0, seed: int = 0, alpha: float = 0.602, gamma: float = 0.101,
-         stability: float = 10.0) -> SPSAResult:
+         stability: float = 10.0, calibration: int = 4, max_step_uA: float | None = None) -> SPSAResult:
     """In-situ SPSA on bias currents: only forward measurements of a loss (from output rates).
 
     ``measure_loss(params) -> float`` writes the currents to the chip, measures and returns the
     loss; ``params``: name -> array (uA); ``ranges``: name -> (low, high).  Each step draws
     Rademacher ``delta``, measures at ``theta +/- c_k delta`` and steps
-    ``theta -= a_k (L+ - L-) / (2 c_k) delta`` with the gain normalised so the first step moves
-    each current by about ``a_uA`` (``a_k = a_0 / (k + 1 + A)^alpha``, ``c_k = c_uA / (k + 1)^gamma``).
+    ``theta -= a_k g_k delta`` with ``g_k = (L+ - L-) / (2 c_k)``, ``a_k = a_0 / (k + 1 + A)^alpha``,
+    ``c_k = c_uA / (k + 1)^gamma``.  The gain ``a_0`` is set so that a step with the mean ``|g|`` of
+    ``calibration`` extra perturbation pairs at the start moves each current by ``a_uA``; every
+    step is clipped to ``max_step_uA`` per current (default ``2 a_uA``), so one lucky or noisy
+    difference cannot throw the currents to the rails.
     """
     rng = np.random.default_rng(seed)
     theta = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params.items()}
     clip = lambda d: {k: np.clip(v, *ranges[k]) for k, v in d.items()}  # noqa: E731
-    losses, n_meas, a0 = [], 0, None
-    for k in range(int(steps)):
-        ck = c_uA / (k + 1) ** gamma
+    max_step = 2.0 * a_uA if max_step_uA is None else float(max_step_uA)
+    losses, n_meas = [], 0
+
+    def gradient(ck):
         delta = {n: rng.choice([-1.0, 1.0], size=v.shape) for n, v in theta.items()}
         lp = measure_loss(clip({n: v + ck * delta[n] for n, v in theta.items()}))
         lm = measure_loss(clip({n: v - ck * delta[n] for n, v in theta.items()}))
+        return (lp - lm) / (2 * ck), delta, 0.5 * (lp + lm)
+
+    mags = []
+    for _ in range(max(int(calibration), 1)):
+        g, _, _ = gradient(c_uA)
         n_meas += 2
-        ghat = (lp - lm) / (2 * ck)
-        losses.append(0.5 * (lp + lm))
-        if a0 is None and ghat == 0:
-            continue  # no signal yet: nothing to normalise the gain with
-        if a0 is None:
-            a0 = a_uA * (1 + stability) ** alpha / max(abs(ghat), 1e-12)
+        mags.append(abs(g))
+    a0 = a_uA * (1 + stability) ** alpha / max(float(np.mean(mags)), 1e-12)
+    for k in range(int(steps)):
+        ck = c_uA / (k + 1) ** gamma
+        g, delta, loss = gradient(ck)
+        n_meas += 2
+        losses.append(loss)
         ak = a0 / (k + 1 + stability) ** alpha
-        theta = clip({n: v - ak * ghat * delta[n] for n, v in theta.items()})
+        theta = clip({n: v - np.clip(ak * g * delta[n], -max_step, max_step) for n, v in theta.items()})
     return SPSAResult(theta, losses, n_meas)

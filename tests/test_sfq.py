@@ -192,7 +192,7 @@ def test_spsa_descends_a_noisy_quadratic():
     measure = lambda p: float(((p["b"] - goal) ** 2).sum() + rng.normal(0, 1.0))  # noqa: E731
     res = spsa(measure, {"b": np.array([80.0, 80.0, 80.0])}, {"b": (75.0, 125.0)}, steps=200, a_uA=3.0, c_uA=2.0)
     assert np.abs(res.params["b"] - goal).max() < 3.0
-    assert res.n_measurements == 400
+    assert res.n_measurements == 2 * (200 + 4)  # 4 calibration pairs
 
 
 # ------------------------------------------------------------------------- accounting, misc
