@@ -44,8 +44,10 @@ def cpu_model() -> str:
 
 def network(widths, seed=0):
     rng = np.random.default_rng(seed)
-    return [Layer(rng.choice([-1, 1], size=(b, a)), rng.uniform(98, 112, (b, a)), rng.uniform(60, 90, b))
-            for a, b in zip(widths, widths[1:])]
+    return [
+        Layer(rng.choice([-1, 1], size=(b, a)), rng.uniform(98, 112, (b, a)), rng.uniform(60, 90, b))
+        for a, b in zip(widths, widths[1:])
+    ]
 
 
 def run(widths, batch, *, rate=10.0, window_ns=5.0, dt_ps=0.1, repeats=3) -> dict:
@@ -59,8 +61,17 @@ def run(widths, batch, *, rate=10.0, window_ns=5.0, dt_ps=0.1, repeats=3) -> dic
         best = min(best, time.perf_counter() - t0)
     pulses = sum(res.pulses.values())
     grid_steps = int(round((window_ns * 1000 + res.delay_ps) / dt_ps)) * batch
-    return {"widths": list(widths), "batch": batch, "rate_GHz": rate, "dt_ps": dt_ps, "window_ns": window_ns,
-            "pulses": int(pulses), "wall_s": best, "pulses_per_s": pulses / best, "grid_steps": grid_steps}
+    return {
+        "widths": list(widths),
+        "batch": batch,
+        "rate_GHz": rate,
+        "dt_ps": dt_ps,
+        "window_ns": window_ns,
+        "pulses": int(pulses),
+        "wall_s": best,
+        "pulses_per_s": pulses / best,
+        "grid_steps": grid_steps,
+    }
 
 
 def main(argv=None) -> None:
@@ -71,12 +82,16 @@ def main(argv=None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
+
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
     load0 = os.getloadavg()
-    print(f"# SFQ pulse emulator throughput; CPU: {cpu_model()}; load average at start "
-          f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
+    print(
+        f"# SFQ pulse emulator throughput; CPU: {cpu_model()}; load average at start "
+        f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}",
+        flush=True,
+    )
     sizes = [(2, 2, 1), (16, 16, 4), (64, 32, 10), (64, 128, 10)] if not args.quick else [(2, 2, 1), (16, 16, 4)]
     batches = [1, 8, 64] if not args.quick else [1, 8]
     rows = []
@@ -85,8 +100,12 @@ def main(argv=None) -> None:
 
     def show(part, row):
         rows.append({"part": part, **row})
-        print(f"| {part} | {'-'.join(map(str, row['widths']))} | {row['batch']} | {row['rate_GHz']:g} | {row['dt_ps']:g} | "
-              f"{row['pulses']} | {row['grid_steps']} | {row['wall_s']:.3f} | {row['pulses_per_s']:.3g} |", flush=True)
+        print(
+            f"| {part} | {'-'.join(map(str, row['widths']))} | {row['batch']} | {row['rate_GHz']:g} | "
+            f"{row['dt_ps']:g} | "
+            f"{row['pulses']} | {row['grid_steps']} | {row['wall_s']:.3f} | {row['pulses_per_s']:.3g} |",
+            flush=True,
+        )
 
     for w in sizes:
         for b in batches:

@@ -30,6 +30,7 @@ from simulators.sfq_rate import float_to_sfq, network_rate, sfq_to_rate, train_f
 
 def load(seed: int, quick: bool):
     from sklearn.datasets import load_digits
+
     d = load_digits()
     x, y = d.data / 16.0, d.target
     perm = np.random.default_rng(seed).permutation(len(y))
@@ -58,32 +59,78 @@ def main(argv=None) -> dict:
     xt = torch.tensor(xtr * args.rate)
     yt = torch.tensor(ytr)
     loss_fn = lambda out: torch.nn.functional.cross_entropy(args.gain * out, yt)  # noqa: E731
-    fl = train_float(xt, loss_fn, [64, args.hidden, 10], cells, steps=args.epochs, lr=0.05, seed=args.seed,
-                     input_mode=args.input_mode)
+    fl = train_float(
+        xt,
+        loss_fn,
+        [64, args.hidden, 10],
+        cells,
+        steps=args.epochs,
+        lr=0.05,
+        seed=args.seed,
+        input_mode=args.input_mode,
+    )
     with torch.no_grad():
         float_train = float((network_rate(xt, fl, cells, input_mode=args.input_mode).argmax(1) == yt).float().mean())
-        float_test = float((network_rate(torch.tensor(xte * args.rate), fl, cells, input_mode=args.input_mode)
-                            .argmax(1).numpy() == yte).mean())
+        float_test = float(
+            (
+                network_rate(torch.tensor(xte * args.rate), fl, cells, input_mode=args.input_mode).argmax(1).numpy()
+                == yte
+            ).mean()
+        )
     layers = float_to_sfq(fl, cells)
     with torch.no_grad():
-        conv_test = float((network_rate(torch.tensor(xte * args.rate), sfq_to_rate(layers, cells), cells,
-                                        input_mode=args.input_mode).argmax(1).numpy() == yte).mean())
+        conv_test = float(
+            (
+                network_rate(
+                    torch.tensor(xte * args.rate), sfq_to_rate(layers, cells), cells, input_mode=args.input_mode
+                )
+                .argmax(1)
+                .numpy()
+                == yte
+            ).mean()
+        )
     t1 = time.time()
-    res = emulate(xte * args.rate, layers, cells, window_ns=args.window_ns, seed=args.seed + 1,
-                  input_mode=args.input_mode, chunk=8)
+    res = emulate(
+        xte * args.rate,
+        layers,
+        cells,
+        window_ns=args.window_ns,
+        seed=args.seed + 1,
+        input_mode=args.input_mode,
+        chunk=8,
+    )
     sfq_test = float((res.rates.argmax(1) == yte).mean())
     lat = decision_latency_ps(res.out_times, cells.ticks(res.delay_ps), cells)
     e_r = energy(res, layers, cells, "rsfq")
     e_e = energy(res, layers, cells, "ersfq")
-    report = {"seed": args.seed, "hidden": args.hidden, "rate_GHz": args.rate, "window_ns": args.window_ns,
-              "input_mode": args.input_mode, "n_train": len(ytr), "n_test": len(yte),
-              "float_train_acc": float_train, "float_test_acc": float_test, "converted_model_test_acc": conv_test,
-              "sfq_pulse_test_acc": sfq_test, "gap_points": 100 * (float_test - sfq_test),
-              "energy_per_inference_J": {"rsfq": e_r["total_J"], "ersfq": e_e["total_J"], "dynamic": e_r["dynamic_J"],
-                                         "rsfq_static_W": e_r["static_W"], "n_jj": e_r["n_jj"]},
-              "inference_time_ps": e_r["inference_ps"], "path_delay_ps": res.delay_ps,
-              "decision_latency_ps_mean": float(np.nanmean(lat)), "decision_latency_ps_median": float(np.nanmedian(lat)),
-              "undecided": int(np.isnan(lat).sum()), "train_s": t1 - t0, "emulate_s": time.time() - t1}
+    report = {
+        "seed": args.seed,
+        "hidden": args.hidden,
+        "rate_GHz": args.rate,
+        "window_ns": args.window_ns,
+        "input_mode": args.input_mode,
+        "n_train": len(ytr),
+        "n_test": len(yte),
+        "float_train_acc": float_train,
+        "float_test_acc": float_test,
+        "converted_model_test_acc": conv_test,
+        "sfq_pulse_test_acc": sfq_test,
+        "gap_points": 100 * (float_test - sfq_test),
+        "energy_per_inference_J": {
+            "rsfq": e_r["total_J"],
+            "ersfq": e_e["total_J"],
+            "dynamic": e_r["dynamic_J"],
+            "rsfq_static_W": e_r["static_W"],
+            "n_jj": e_r["n_jj"],
+        },
+        "inference_time_ps": e_r["inference_ps"],
+        "path_delay_ps": res.delay_ps,
+        "decision_latency_ps_mean": float(np.nanmean(lat)),
+        "decision_latency_ps_median": float(np.nanmedian(lat)),
+        "undecided": int(np.isnan(lat).sum()),
+        "train_s": t1 - t0,
+        "emulate_s": time.time() - t1,
+    }
     print(json.dumps(report, indent=1))
     return report
 

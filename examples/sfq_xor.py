@@ -55,8 +55,13 @@ def margin_of(rates: np.ndarray, rate: float) -> float:
 def summary(rates: np.ndarray, rate: float) -> dict:
     """Per-seed correctness and margins of rates ``[seeds, 4]``: worst case over seeds, and of the mean rates."""
     correct = rates[:, TARGET].min(1) > rates[:, ~TARGET].max(1)
-    return {"seeds": int(rates.shape[0]), "all_correct_seeds": int(correct.sum()), "margin_worst_seed": margin_of(rates, rate),
-            "margin_of_mean_rates": margin_of(rates.mean(0), rate), "mean_rates_GHz": rates.mean(0).round(3).tolist()}
+    return {
+        "seeds": int(rates.shape[0]),
+        "all_correct_seeds": int(correct.sum()),
+        "margin_worst_seed": margin_of(rates, rate),
+        "margin_of_mean_rates": margin_of(rates.mean(0), rate),
+        "mean_rates_GHz": rates.mean(0).round(3).tolist(),
+    }
 
 
 def evaluate(layers, cells, rate, *, seeds, window_ns, variation=None):
@@ -72,8 +77,15 @@ def train(cells, rate, hidden, seed):
     x = torch.tensor(PATTERNS * rate)
     best = None
     for restart in range(4):
-        fl = train_float(x, lambda out: hinge_loss(out[:, 0] / rate), [2, hidden, 1], cells, steps=250, lr=0.05,
-                         seed=seed * 100 + restart)
+        fl = train_float(
+            x,
+            lambda out: hinge_loss(out[:, 0] / rate),
+            [2, hidden, 1],
+            cells,
+            steps=250,
+            lr=0.05,
+            seed=seed * 100 + restart,
+        )
         loss = float(hinge_loss(network_rate(x, fl, cells)[:, 0] / rate))
         if best is None or loss < best[0]:
             best = (loss, fl)
@@ -84,11 +96,20 @@ def train(cells, rate, hidden, seed):
 
 def in_situ(layers, cells, rate, *, chip_seed, spread, steps, window_ns, repeats=4):
     """SPSA on a chip with hidden variation: forward-only measurements of output rates."""
-    sub = sfq_substrate(2, 1, seed=chip_seed, hidden=(layers[0].n_out,), window_ns=window_ns, bias_spread=spread,
-                        cells={k: getattr(cells, k) for k in ("clock_GHz",)})
+    sub = sfq_substrate(
+        2,
+        1,
+        seed=chip_seed,
+        hidden=(layers[0].n_out,),
+        window_ns=window_ns,
+        bias_spread=spread,
+        cells={k: getattr(cells, k) for k in ("clock_GHz",)},
+    )
     sub.set_routing([l.signs for l in layers])
-    sub.set_params({f"bias_syn_{i}": torch.tensor(l.bias_syn) for i, l in enumerate(layers)}
-                   | {f"bias_neu_{i}": torch.tensor(l.bias_neu) for i, l in enumerate(layers)})
+    sub.set_params(
+        {f"bias_syn_{i}": torch.tensor(l.bias_syn) for i, l in enumerate(layers)}
+        | {f"bias_neu_{i}": torch.tensor(l.bias_neu) for i, l in enumerate(layers)}
+    )
     x = torch.tensor(np.tile(PATTERNS * rate, (repeats, 1)))
 
     def measure(params):
@@ -122,9 +143,15 @@ def main(argv=None) -> dict:
     cells = CellParams()
     rate = args.rate
     layers, model_loss = train(cells, rate, args.hidden, args.seed)
-    report = {"rate_GHz": rate, "hidden": args.hidden, "window_ns": args.window_ns, "model_loss": model_loss,
-              "bias_syn_uA": [l.bias_syn.round(2).tolist() for l in layers],
-              "bias_neu_uA": [l.bias_neu.round(2).tolist() for l in layers], "signs": [l.signs.tolist() for l in layers]}
+    report = {
+        "rate_GHz": rate,
+        "hidden": args.hidden,
+        "window_ns": args.window_ns,
+        "model_loss": model_loss,
+        "bias_syn_uA": [l.bias_syn.round(2).tolist() for l in layers],
+        "bias_neu_uA": [l.bias_neu.round(2).tolist() for l in layers],
+        "signs": [l.signs.tolist() for l in layers],
+    }
     y_model = network_rate(torch.tensor(PATTERNS * rate), sfq_to_rate(layers, cells), cells)
     report["model_rates_GHz"] = y_model[:, 0].numpy().round(3).tolist()
 
@@ -133,40 +160,62 @@ def main(argv=None) -> dict:
     tuned = [type(l)(l.signs, l.bias_syn.copy(), l.bias_neu.copy()) for l in layers]
     sub, sres = in_situ(tuned, cells, rate, chip_seed=999, spread=0.0, steps=args.spsa_steps, window_ns=args.window_ns)
     rates_is, _ = evaluate(sub.layers, cells, rate, seeds=range(args.seeds), window_ns=args.window_ns)
-    report["nominal_in_situ"] = summary(rates_is, rate) | {"spsa_measurements": sres.n_measurements,
-                                                          "bias_syn_uA": [l.bias_syn.round(2).tolist() for l in sub.layers],
-                                                          "bias_neu_uA": [l.bias_neu.round(2).tolist() for l in sub.layers]}
+    report["nominal_in_situ"] = summary(rates_is, rate) | {
+        "spsa_measurements": sres.n_measurements,
+        "bias_syn_uA": [l.bias_syn.round(2).tolist() for l in sub.layers],
+        "bias_neu_uA": [l.bias_neu.round(2).tolist() for l in sub.layers],
+    }
     e = energy(res, layers, cells, "rsfq")
     e2 = energy(res, layers, cells, "ersfq")
-    report["energy"] = {"dynamic_J": e["dynamic_J"], "rsfq_total_J": e["total_J"], "ersfq_total_J": e2["total_J"],
-                        "n_jj": e["n_jj"], "inference_ps": e["inference_ps"]}
+    report["energy"] = {
+        "dynamic_J": e["dynamic_J"],
+        "rsfq_total_J": e["total_J"],
+        "ersfq_total_J": e2["total_J"],
+        "n_jj": e["n_jj"],
+        "inference_ps": e["inference_ps"],
+    }
 
     chips = []
     for c in range(args.chips):
         var = Variation.draw([(l.n_out, l.n_in) for l in layers], bias_spread=0.05, seed=1000 + c)
         before, _ = evaluate(layers, cells, rate, seeds=range(20), window_ns=args.window_ns, variation=var)
         trained = [type(l)(l.signs, l.bias_syn.copy(), l.bias_neu.copy()) for l in layers]
-        sub, sres = in_situ(trained, cells, rate, chip_seed=1000 + c, spread=0.05, steps=args.spsa_steps,
-                            window_ns=args.window_ns)
+        sub, sres = in_situ(
+            trained, cells, rate, chip_seed=1000 + c, spread=0.05, steps=args.spsa_steps, window_ns=args.window_ns
+        )
         after, _ = evaluate(sub.layers, cells, rate, seeds=range(20), window_ns=args.window_ns, variation=sub.variation)
-        chips.append({"chip_seed": 1000 + c, "margin_before": margin_of(before, rate), "margin_after": margin_of(after, rate),
-                      "margin_of_mean_before": margin_of(before.mean(0), rate),
-                      "margin_of_mean_after": margin_of(after.mean(0), rate),
-                      "spsa_measurements": sres.n_measurements, "loss_first": sres.losses[0], "loss_last": sres.losses[-1]})
+        chips.append({
+            "chip_seed": 1000 + c,
+            "margin_before": margin_of(before, rate),
+            "margin_after": margin_of(after, rate),
+            "margin_of_mean_before": margin_of(before.mean(0), rate),
+            "margin_of_mean_after": margin_of(after.mean(0), rate),
+            "spsa_measurements": sres.n_measurements,
+            "loss_first": sres.losses[0],
+            "loss_last": sres.losses[-1],
+        })
     report["spread_5pct"] = chips
 
     rates_sweep = [2.0, 5.0, 10.0, 20.0, 40.0] if not args.quick else [5.0, 10.0]
     spreads = [0.0, 0.05, 0.1, 0.15, 0.2] if not args.quick else [0.0, 0.1]
     n_seeds_sweep = 10 if not args.quick else 3
-    vs_rate = [margin_of(evaluate(layers, cells, r, seeds=range(n_seeds_sweep), window_ns=args.window_ns)[0], r)
-               for r in rates_sweep]
+    vs_rate = [
+        margin_of(evaluate(layers, cells, r, seeds=range(n_seeds_sweep), window_ns=args.window_ns)[0], r)
+        for r in rates_sweep
+    ]
     vs_spread = []
     for s in spreads:
         ms = []
         for c in range(5 if not args.quick else 2):
             var = Variation.draw([(l.n_out, l.n_in) for l in layers], bias_spread=s, seed=2000 + c)
-            ms.append(margin_of(evaluate(layers, cells, rate, seeds=range(n_seeds_sweep), window_ns=args.window_ns,
-                                         variation=var)[0], rate))
+            ms.append(
+                margin_of(
+                    evaluate(layers, cells, rate, seeds=range(n_seeds_sweep), window_ns=args.window_ns, variation=var)[
+                        0
+                    ],
+                    rate,
+                )
+            )
         vs_spread.append(ms)
     report["margin_vs_rate"] = dict(zip(map(str, rates_sweep), vs_rate))
     report["margin_vs_spread"] = {str(s): m for s, m in zip(spreads, vs_spread)}
@@ -178,15 +227,19 @@ def main(argv=None) -> dict:
 
 def _plot(path, rates_sweep, vs_rate, spreads, vs_spread, rate):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].plot(rates_sweep, vs_rate, "o-")
     ax[0].set_xlabel("input rate (GHz)")
     ax[0].set_ylabel("worst-case margin / input rate")
     ax[0].axhline(0.3, color="grey", ls=":")
     arr = np.array(vs_spread)
-    ax[1].errorbar(np.array(spreads) * 100, arr.mean(1), yerr=[arr.mean(1) - arr.min(1), arr.max(1) - arr.mean(1)], fmt="o-")
+    ax[1].errorbar(
+        np.array(spreads) * 100, arr.mean(1), yerr=[arr.mean(1) - arr.min(1), arr.max(1) - arr.mean(1)], fmt="o-"
+    )
     ax[1].set_xlabel("per-cell bias spread (+/- %)")
     ax[1].set_ylabel(f"margin at {rate:g} GHz (mean, min-max over chips)")
     ax[1].axhline(0.3, color="grey", ls=":")

@@ -95,8 +95,16 @@ PYLSE_DELAYS_PS = {"jtl": 5.7, "merger": 8.2, "splitter": 4.3, "dro": 5.1}
 PYLSE_JJS = {"jtl": 2, "merger": 7, "splitter": 3, "dro": 6}
 """Junction counts of PyLSE's default cells."""
 
-JJ_PER_PULSE = {"dc_sfq": 3, "splitter": 3, "synapse_pass": 2, "synapse_block": 1, "merger": 3,
-                "neuron_fluxon": 1, "neuron_fire": 3, "jtl": 2}
+JJ_PER_PULSE = {
+    "dc_sfq": 3,
+    "splitter": 3,
+    "synapse_pass": 2,
+    "synapse_block": 1,
+    "merger": 3,
+    "neuron_fluxon": 1,
+    "neuron_fire": 3,
+    "jtl": 2,
+}
 """JJ switches per pulse through each cell (see the module docstring for which are assumptions)."""
 
 VARIANTS = ("rsfq", "ersfq")
@@ -110,9 +118,9 @@ class CellParams:
     dt_ps: grid of pulse times.  jtl_ps, splitter_ps, merger_ps, merger_dead_ps, synapse_ps,
     neuron_ps: delays (ps).  stagger_jtls: JTL stages per input index on each layer's input lines
     (input ``j`` is delayed by ``j * stagger_jtls * jtl_ps``), so that copies of one pulse that
-    reach a merger through different neurons do not arrive together and collide.  clock_GHz: clock rate; the neuron reset takes ``1000 / clock_GHz`` ps
-    and the input converters accept rates up to it.  i50_uA, sigma_syn_uA: synapse switching
-    curve (50 % point, width).  neuron_ic_uA, neuron_step_uA, sigma_neu_uA, n_max: neuron output
+    reach a merger through different neurons do not arrive together and collide.  clock_GHz: clock
+    rate; the neuron reset takes ``1000 / clock_GHz`` ps and the input converters accept rates up
+    to it.  i50_uA, sigma_syn_uA: synapse switching curve (50 % point, width).  neuron_ic_uA, neuron_step_uA, sigma_neu_uA, n_max: neuron output
     junction critical current, current added per stored fluxon (``Phi0 / L_loop``), thermal
     width, loop capacity (fluxons).  syn_range_uA, neu_range_uA: allowed bias currents.
     jitter_ps: std of the input converters' clock jitter.  jj_ic_uA: critical current used for
@@ -205,8 +213,9 @@ def delay(t: np.ndarray, ticks: int) -> np.ndarray:
     return np.where(t == NEVER, NEVER, t + int(ticks))
 
 
-def dc_to_sfq(rates_GHz: np.ndarray, window_ns: float, cells: CellParams, rng: np.random.Generator,
-              mode: str = "periodic") -> np.ndarray:
+def dc_to_sfq(
+    rates_GHz: np.ndarray, window_ns: float, cells: CellParams, rng: np.random.Generator, mode: str = "periodic"
+) -> np.ndarray:
     """Input converters: rates ``[..., n]`` (GHz) to pulse trains ``[..., n, K]`` in ``[0, W)``.
 
     periodic: ``t_k = phi + k / r`` with ``phi ~ U[0, 1/r)`` per train, plus clock jitter
@@ -217,8 +226,10 @@ def dc_to_sfq(rates_GHz: np.ndarray, window_ns: float, cells: CellParams, rng: n
     if mode not in INPUT_MODES:
         raise SettingError(f"input mode '{mode}' is not one of {', '.join(INPUT_MODES)}")
     if r.size and (not np.isfinite(r).all() or r.min() < 0 or r.max() > cells.clock_GHz * (1 + 1e-9)):
-        raise SubstrateFault(f"input rates must lie in [0, {cells.clock_GHz:g}] GHz (the clock rate), "
-                             f"got [{np.nanmin(r):.4g}, {np.nanmax(r):.4g}]")
+        raise SubstrateFault(
+            f"input rates must lie in [0, {cells.clock_GHz:g}] GHz (the clock rate), "
+            f"got [{np.nanmin(r):.4g}, {np.nanmax(r):.4g}]"
+        )
     w_ps = float(window_ns) * 1000.0
     rmax = float(r.max()) if r.size else 0.0
     if mode == "periodic":
@@ -261,8 +272,14 @@ def merge(t: np.ndarray, dead_ticks: int) -> np.ndarray:
     return compact(out)
 
 
-def neuron(exc: np.ndarray, inh: np.ndarray, bias_uA: np.ndarray, ic_uA: np.ndarray, cells: CellParams,
-           rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def neuron(
+    exc: np.ndarray,
+    inh: np.ndarray,
+    bias_uA: np.ndarray,
+    ic_uA: np.ndarray,
+    cells: CellParams,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict]:
     """Fluxon-integrating neurons: excitatory and inhibitory trains ``[..., K]`` -> firing times ``[..., K']``.
 
     ``bias_uA`` and ``ic_uA`` broadcast against the leading axes (per neuron).  Firing times are
@@ -281,7 +298,11 @@ def neuron(exc: np.ndarray, inh: np.ndarray, bias_uA: np.ndarray, ic_uA: np.ndar
     n_max = int(cells.n_max)
     # P(k) for k = 0..n_max per neuron: Phi((I_n + k dI - I_c) / sigma_n)
     ks = np.arange(n_max + 1)
-    z = (np.asarray(bias_uA, np.float64)[..., None] + ks * cells.neuron_step_uA - np.asarray(ic_uA, np.float64)[..., None])
+    z = (
+        np.asarray(bias_uA, np.float64)[..., None]
+        + ks * cells.neuron_step_uA
+        - np.asarray(ic_uA, np.float64)[..., None]
+    )
     p_fire = np.broadcast_to(switch_probability(z, 0.0, cells.sigma_neu_uA), lead + (n_max + 1,))
     out = np.full(times.shape, NEVER, dtype=np.int64)
     fluxons = np.zeros(lead, dtype=np.int64)
@@ -307,7 +328,9 @@ def neuron(exc: np.ndarray, inh: np.ndarray, bias_uA: np.ndarray, ic_uA: np.ndar
     return out, {"fluxons": fluxons, "fires": count(out)}
 
 
-def synapse(t_in: np.ndarray, p: np.ndarray, signs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+def synapse(
+    t_in: np.ndarray, p: np.ndarray, signs: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stochastic synapses of one layer: inputs ``[B, J, K]`` -> (excitatory, inhibitory) ``[B, I, J, K]``.
 
     Synapse ``(i, j)`` passes each pulse of input ``j`` with probability ``p[i, j]`` (independent
@@ -348,9 +371,15 @@ class Layer:
         self.signs = np.asarray(self.signs, dtype=np.int8)
         self.bias_syn = np.asarray(self.bias_syn, dtype=np.float64)
         self.bias_neu = np.asarray(self.bias_neu, dtype=np.float64)
-        if self.signs.ndim != 2 or self.bias_syn.shape != self.signs.shape or self.bias_neu.shape != self.signs.shape[:1]:
-            raise SettingError(f"sfq layer shapes disagree: signs {self.signs.shape}, bias_syn {self.bias_syn.shape}, "
-                               f"bias_neu {self.bias_neu.shape}; need [n_out, n_in], [n_out, n_in], [n_out]")
+        if (
+            self.signs.ndim != 2
+            or self.bias_syn.shape != self.signs.shape
+            or self.bias_neu.shape != self.signs.shape[:1]
+        ):
+            raise SettingError(
+                f"sfq layer shapes disagree: signs {self.signs.shape}, bias_syn {self.bias_syn.shape}, "
+                f"bias_neu {self.bias_neu.shape}; need [n_out, n_in], [n_out, n_in], [n_out]"
+            )
         if not np.isin(self.signs, (-1, 0, 1)).all():
             raise SettingError("sfq synapse signs must be -1 (inhibitory), 0 (absent) or +1 (excitatory)")
 
@@ -378,8 +407,15 @@ class Variation:
     neu_ic: list = field(default_factory=list)
 
     @classmethod
-    def draw(cls, shapes: list[tuple[int, int]], *, bias_spread: float = 0.0, global_spread: float = 0.0,
-             ic_spread: float = 0.0, seed: int = 0) -> "Variation":
+    def draw(
+        cls,
+        shapes: list[tuple[int, int]],
+        *,
+        bias_spread: float = 0.0,
+        global_spread: float = 0.0,
+        ic_spread: float = 0.0,
+        seed: int = 0,
+    ) -> "Variation":
         """Uniform errors in ``[-s, s]`` for each spread ``s`` (fractions, e.g. 0.05), from ``seed``."""
         for name, s in (("bias_spread", bias_spread), ("global_spread", global_spread), ("ic_spread", ic_spread)):
             if not 0 <= s < 1:
@@ -387,13 +423,17 @@ class Variation:
         g = np.random.default_rng([int(seed), 0x5F0])
         v = cls(global_bias=float(g.uniform(-global_spread, global_spread)) if global_spread else 0.0)
         for n_out, n_in in shapes:
-            v.syn_bias.append(g.uniform(-bias_spread, bias_spread, (n_out, n_in)) if bias_spread else np.zeros((n_out, n_in)))
+            v.syn_bias.append(
+                g.uniform(-bias_spread, bias_spread, (n_out, n_in)) if bias_spread else np.zeros((n_out, n_in))
+            )
             v.neu_bias.append(g.uniform(-bias_spread, bias_spread, n_out) if bias_spread else np.zeros(n_out))
             v.syn_ic.append(g.uniform(-ic_spread, ic_spread, (n_out, n_in)) if ic_spread else np.zeros((n_out, n_in)))
             v.neu_ic.append(g.uniform(-ic_spread, ic_spread, n_out) if ic_spread else np.zeros(n_out))
         return v
 
-    def apply(self, layers: list[Layer], cells: CellParams) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def apply(
+        self, layers: list[Layer], cells: CellParams
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Effective ``(bias_syn, i50, bias_neu, ic)`` per layer as the chip sees them."""
         out = []
         for li, layer in enumerate(layers):
@@ -402,8 +442,12 @@ class Variation:
             else:
                 sb, nb, sc, nc = 0.0, 0.0, 0.0, 0.0
             gb = 1.0 + self.global_bias
-            out.append((layer.bias_syn * gb * (1 + sb), cells.i50_uA * (1 + sc) * np.ones(layer.signs.shape),
-                        layer.bias_neu * gb * (1 + nb), cells.neuron_ic_uA * (1 + nc) * np.ones(layer.n_out)))
+            out.append((
+                layer.bias_syn * gb * (1 + sb),
+                cells.i50_uA * (1 + sc) * np.ones(layer.signs.shape),
+                layer.bias_neu * gb * (1 + nb),
+                cells.neuron_ic_uA * (1 + nc) * np.ones(layer.n_out),
+            ))
         return out
 
 
@@ -418,7 +462,12 @@ def path_delay_ps(layers: list[Layer], cells: CellParams) -> float:
     for layer in layers:
         fan_in = max(int((layer.signs != 0).sum(axis=1).max()), 1)
         d += (layer.n_in - 1) * cells.stagger_jtls * cells.jtl_ps
-        d += _depth(layer.n_out) * cells.splitter_ps + cells.synapse_ps + _depth(fan_in) * cells.merger_ps + cells.neuron_ps
+        d += (
+            _depth(layer.n_out) * cells.splitter_ps
+            + cells.synapse_ps
+            + _depth(fan_in) * cells.merger_ps
+            + cells.neuron_ps
+        )
     return d
 
 
@@ -457,8 +506,17 @@ class EmulationResult:
     batch: int
 
 
-def emulate(rates_GHz, layers: list[Layer], cells: CellParams, *, window_ns: float = 10.0, seed: int = 0,
-            variation: Variation | None = None, input_mode: str = "periodic", chunk: int = 64) -> EmulationResult:
+def emulate(
+    rates_GHz,
+    layers: list[Layer],
+    cells: CellParams,
+    *,
+    window_ns: float = 10.0,
+    seed: int = 0,
+    variation: Variation | None = None,
+    input_mode: str = "periodic",
+    chunk: int = 64,
+) -> EmulationResult:
     """Run a batch of input rate patterns ``[B, n_in]`` (GHz) through a layered SFQ network.
 
     Inputs are converted for ``window_ns`` plus the path delay (so the readout window ``[D, D + W)``
@@ -470,7 +528,9 @@ def emulate(rates_GHz, layers: list[Layer], cells: CellParams, *, window_ns: flo
         raise SubstrateFault(f"sfq network expects input rates [batch, {layers[0].n_in}], got {list(x.shape)}")
     for a, b in zip(layers, layers[1:]):
         if b.n_in != a.n_out:
-            raise SettingError(f"sfq layers do not chain: a layer with {a.n_out} outputs feeds one with {b.n_in} inputs")
+            raise SettingError(
+                f"sfq layers do not chain: a layer with {a.n_out} outputs feeds one with {b.n_in} inputs"
+            )
     if not window_ns > 0:
         raise SettingError(f"sfq readout window must be > 0 ns, got {window_ns}")
     rng = np.random.default_rng(seed)
@@ -478,11 +538,23 @@ def emulate(rates_GHz, layers: list[Layer], cells: CellParams, *, window_ns: flo
     d_ps = path_delay_ps(layers, cells)
     start = cells.ticks(d_ps)
     run_ns = window_ns + d_ps / 1000.0
-    pulses = {k: 0 for k in ("dc_sfq", "jtl", "splitter", "synapse_in", "synapse_pass", "merger_in", "merger_out",
-                             "neuron_fluxon", "neuron_fire")}
+    pulses = {
+        k: 0
+        for k in (
+            "dc_sfq",
+            "jtl",
+            "splitter",
+            "synapse_in",
+            "synapse_pass",
+            "merger_in",
+            "merger_out",
+            "neuron_fluxon",
+            "neuron_fire",
+        )
+    }
     rates, outs, hidden = [], [], [[] for _ in layers[:-1]]
     for lo in range(0, x.shape[0], max(int(chunk), 1)):
-        t = dc_to_sfq(x[lo:lo + chunk], run_ns, cells, rng, input_mode)
+        t = dc_to_sfq(x[lo : lo + chunk], run_ns, cells, rng, input_mode)
         pulses["dc_sfq"] += int(count(t).sum())
         for li, (layer, (b_syn, i50, b_neu, ic)) in enumerate(zip(layers, effective)):
             n_sent = count(t)
@@ -514,15 +586,29 @@ def emulate(rates_GHz, layers: list[Layer], cells: CellParams, *, window_ns: flo
         rates.append(rate_readout(t, start, window_ns, cells))
         outs.append(t)
     width = max(o.shape[-1] for o in outs)
-    out_times = np.concatenate([np.pad(o, ((0, 0), (0, 0), (0, width - o.shape[-1])), constant_values=NEVER) for o in outs])
-    switches = (JJ_PER_PULSE["dc_sfq"] * pulses["dc_sfq"] + JJ_PER_PULSE["splitter"] * pulses["splitter"]
-                + JJ_PER_PULSE["jtl"] * pulses["jtl"]
-                + JJ_PER_PULSE["synapse_pass"] * pulses["synapse_pass"]
-                + JJ_PER_PULSE["synapse_block"] * (pulses["synapse_in"] - pulses["synapse_pass"])
-                + JJ_PER_PULSE["merger"] * pulses["merger_out"] + JJ_PER_PULSE["neuron_fluxon"] * pulses["neuron_fluxon"]
-                + JJ_PER_PULSE["neuron_fire"] * pulses["neuron_fire"])
-    return EmulationResult(np.concatenate(rates), out_times, [np.concatenate(h) for h in hidden], pulses, int(switches),
-                           d_ps, float(window_ns), int(x.shape[0]))
+    out_times = np.concatenate([
+        np.pad(o, ((0, 0), (0, 0), (0, width - o.shape[-1])), constant_values=NEVER) for o in outs
+    ])
+    switches = (
+        JJ_PER_PULSE["dc_sfq"] * pulses["dc_sfq"]
+        + JJ_PER_PULSE["splitter"] * pulses["splitter"]
+        + JJ_PER_PULSE["jtl"] * pulses["jtl"]
+        + JJ_PER_PULSE["synapse_pass"] * pulses["synapse_pass"]
+        + JJ_PER_PULSE["synapse_block"] * (pulses["synapse_in"] - pulses["synapse_pass"])
+        + JJ_PER_PULSE["merger"] * pulses["merger_out"]
+        + JJ_PER_PULSE["neuron_fluxon"] * pulses["neuron_fluxon"]
+        + JJ_PER_PULSE["neuron_fire"] * pulses["neuron_fire"]
+    )
+    return EmulationResult(
+        np.concatenate(rates),
+        out_times,
+        [np.concatenate(h) for h in hidden],
+        pulses,
+        int(switches),
+        d_ps,
+        float(window_ns),
+        int(x.shape[0]),
+    )
 
 
 def _pad_to(z: np.ndarray, width: int) -> np.ndarray:
@@ -543,9 +629,16 @@ def energy(result: EmulationResult, layers: list[Layer], cells: CellParams, vari
     dyn = result.switches * cells.switch_energy_J / max(result.batch, 1)
     n_jj = count_jjs(layers, cells)
     p_static = n_jj * cells.bias_fraction * cells.jj_ic_uA * 1e-6 * cells.v_bias_mV * 1e-3 if variant == "rsfq" else 0.0
-    t_inf = (result.delay_ps * 1e-12 + result.window_ns * 1e-9)
-    return {"dynamic_J": dyn, "static_W": p_static, "static_J": p_static * t_inf, "total_J": dyn + p_static * t_inf,
-            "n_jj": n_jj, "switches_per_inference": result.switches / max(result.batch, 1), "inference_ps": t_inf * 1e12}
+    t_inf = result.delay_ps * 1e-12 + result.window_ns * 1e-9
+    return {
+        "dynamic_J": dyn,
+        "static_W": p_static,
+        "static_J": p_static * t_inf,
+        "total_J": dyn + p_static * t_inf,
+        "n_jj": n_jj,
+        "switches_per_inference": result.switches / max(result.batch, 1),
+        "inference_ps": t_inf * 1e12,
+    }
 
 
 def decision_latency_ps(out_times: np.ndarray, start_ticks: int, cells: CellParams) -> np.ndarray:
@@ -611,7 +704,9 @@ class SFQOptions:
         if self.routing not in ("alternate", "random"):
             raise SettingError(f"sfq routing '{self.routing}' is not one of alternate, random")
         if min((self.n_in, self.n_out) + tuple(self.hidden)) < 1:
-            raise SettingError(f"sfq layer widths must be >= 1, got n_in={self.n_in}, hidden={list(self.hidden)}, n_out={self.n_out}")
+            raise SettingError(
+                f"sfq layer widths must be >= 1, got n_in={self.n_in}, hidden={list(self.hidden)}, n_out={self.n_out}"
+            )
         valid = {f.name for f in dataclasses.fields(CellParams)}
         for key in self.cells:
             if key not in valid:
@@ -642,8 +737,13 @@ class SFQSubstrate:
             mid_syn = sum(self.cells.syn_range_uA) / 2
             mid_neu = sum(self.cells.neu_range_uA) / 2
             self.layers.append(Layer(signs, np.full((b, a), mid_syn), np.full(b, mid_neu)))
-        self.variation = Variation.draw([(l.n_out, l.n_in) for l in self.layers], bias_spread=options.bias_spread,
-                                        global_spread=options.global_spread, ic_spread=options.ic_spread, seed=options.seed)
+        self.variation = Variation.draw(
+            [(l.n_out, l.n_in) for l in self.layers],
+            bias_spread=options.bias_spread,
+            global_spread=options.global_spread,
+            ic_spread=options.ic_spread,
+            seed=options.seed,
+        )
         self.n_in, self.n_out = options.n_in, options.n_out
         self.input_range = (0.0, float(self.cells.clock_GHz))
         self._noise_seed = np.random.SeedSequence([options.seed, 0xA11CE])
@@ -656,15 +756,25 @@ class SFQSubstrate:
         x = torch.as_tensor(x)
         if x.dim() != 2 or x.shape[1] != self.n_in:
             raise SubstrateFault(f"sfq substrate expects input rates [batch, {self.n_in}], got {list(x.shape)}")
-        seed = int(np.random.default_rng(self._noise_seed.spawn(1)[0]).integers(2 ** 62))
-        res = emulate(x.detach().double().cpu().numpy(), self.layers, self.cells, window_ns=self.options.window_ns,
-                      seed=seed, variation=self.variation, input_mode=self.options.input_mode)
+        seed = int(np.random.default_rng(self._noise_seed.spawn(1)[0]).integers(2**62))
+        res = emulate(
+            x.detach().double().cpu().numpy(),
+            self.layers,
+            self.cells,
+            window_ns=self.options.window_ns,
+            seed=seed,
+            variation=self.variation,
+            input_mode=self.options.input_mode,
+        )
         self._calls += 1
         self.n_evals += int(x.shape[0])
         lat = decision_latency_ps(res.out_times, self.cells.ticks(res.delay_ps), self.cells)
-        self.last = {"pulses": dict(res.pulses), "energy": energy(res, self.layers, self.cells, self.options.variant),
-                     "decision_ps": float(np.nanmean(lat)) if np.isfinite(lat).any() else float("nan"),
-                     "delay_ps": res.delay_ps}
+        self.last = {
+            "pulses": dict(res.pulses),
+            "energy": energy(res, self.layers, self.cells, self.options.variant),
+            "decision_ps": float(np.nanmean(lat)) if np.isfinite(lat).any() else float("nan"),
+            "delay_ps": res.delay_ps,
+        }
         return torch.from_numpy(res.rates.astype(np.float32))
 
     def rate_forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -689,7 +799,9 @@ class SFQSubstrate:
     def set_params(self, params: dict[str, torch.Tensor]) -> None:
         for name, value in params.items():
             if name not in self.param_names():
-                raise SettingError(f"sfq substrate has no hardware parameter '{name}'; it has {', '.join(self.param_names())}")
+                raise SettingError(
+                    f"sfq substrate has no hardware parameter '{name}'; it has {', '.join(self.param_names())}"
+                )
             _, kind, idx = name.split("_")
             layer = self.layers[int(idx)]
             v = torch.as_tensor(value).detach().double().cpu().numpy()
@@ -734,12 +846,19 @@ class SFQSubstrate:
         self._calls = 0
 
     def describe(self) -> dict:
-        return {"kind": f"sfq-{self.options.variant}", "n_in": self.n_in, "n_out": self.n_out,
-                "hidden": list(self.options.hidden), "input_range": list(self.input_range),
-                "output_range": [0.0, float(self.cells.clock_GHz)], "units": {"input": "GHz", "output": "GHz", "params": "uA"},
-                "window_ns": self.options.window_ns, "input_mode": self.options.input_mode,
-                "param_ranges": {k: list(v) for k, v in self.param_ranges().items()},
-                "params": {k: list(v.shape) for k, v in self.get_params().items()}}
+        return {
+            "kind": f"sfq-{self.options.variant}",
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "hidden": list(self.options.hidden),
+            "input_range": list(self.input_range),
+            "output_range": [0.0, float(self.cells.clock_GHz)],
+            "units": {"input": "GHz", "output": "GHz", "params": "uA"},
+            "window_ns": self.options.window_ns,
+            "input_mode": self.options.input_mode,
+            "param_ranges": {k: list(v) for k, v in self.param_ranges().items()},
+            "params": {k: list(v.shape) for k, v in self.get_params().items()},
+        }
 
 
 def sfq_substrate(n_in: int, n_out: int, *, seed: int = 0, variant: str = "rsfq", **options) -> SFQSubstrate:
@@ -754,7 +873,11 @@ def open_sfq(variant: str, n_in: int, n_out: int, *, seed: int = 0, options: dic
     """``sfq:<rsfq|ersfq>``: options are fields of :class:`SFQOptions` (``hidden``, ``window_ns``,
     ``bias_spread``, ``cells``, ...)."""
     options = dict(options)
-    check_options(f"sfq:{variant}", options, {f.name for f in dataclasses.fields(SFQOptions)} - {"variant", "n_in", "n_out", "seed"})
+    check_options(
+        f"sfq:{variant}",
+        options,
+        {f.name for f in dataclasses.fields(SFQOptions)} - {"variant", "n_in", "n_out", "seed"},
+    )
     try:
         return sfq_substrate(n_in, n_out, seed=seed, variant=variant, **options)
     except (TypeError, ValueError) as exc:

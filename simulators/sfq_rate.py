@@ -84,7 +84,9 @@ def poisson_merger_rate(lam_total: float, tau_ns: float) -> float:
     return lam_total / (1.0 + lam_total * tau_ns)
 
 
-def fire_probabilities(bias_uA: torch.Tensor, cells: CellParams, ic_uA: torch.Tensor | float | None = None) -> torch.Tensor:
+def fire_probabilities(
+    bias_uA: torch.Tensor, cells: CellParams, ic_uA: torch.Tensor | float | None = None
+) -> torch.Tensor:
     """``P(k) = Phi((I_n + k dI - I_c) / sigma_n)`` for ``k = 0..n_max``: ``[..., n_max + 1]``."""
     ic = torch.as_tensor(cells.neuron_ic_uA if ic_uA is None else ic_uA, dtype=bias_uA.dtype)
     if ic.dim():
@@ -93,8 +95,14 @@ def fire_probabilities(bias_uA: torch.Tensor, cells: CellParams, ic_uA: torch.Te
     return phi((bias_uA[..., None] + k * cells.neuron_step_uA - ic) / cells.sigma_neu_uA)
 
 
-def neuron_rate(lam_exc: torch.Tensor, lam_inh: torch.Tensor, bias_uA: torch.Tensor, cells: CellParams,
-                ic_uA: torch.Tensor | float | None = None, exc_min_gap_ns: torch.Tensor | float = 0.0) -> torch.Tensor:
+def neuron_rate(
+    lam_exc: torch.Tensor,
+    lam_inh: torch.Tensor,
+    bias_uA: torch.Tensor,
+    cells: CellParams,
+    ic_uA: torch.Tensor | float | None = None,
+    exc_min_gap_ns: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
     ``exc_min_gap_ns``: the shortest gap between excitatory arrivals (the merger dead time when
@@ -138,8 +146,9 @@ class RateLayer:
     active: torch.Tensor | None = None
 
 
-def layer_rate(r_in: torch.Tensor, layer: RateLayer, cells: CellParams, *, poisson_inputs: bool = False,
-               i50_uA=None, ic_uA=None) -> torch.Tensor:
+def layer_rate(
+    r_in: torch.Tensor, layer: RateLayer, cells: CellParams, *, poisson_inputs: bool = False, i50_uA=None, ic_uA=None
+) -> torch.Tensor:
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz)."""
     w = layer.w if layer.active is None else layer.w * layer.active
     exc = torch.relu(w)[None] * r_in[:, None, :]
@@ -147,7 +156,7 @@ def layer_rate(r_in: torch.Tensor, layer: RateLayer, cells: CellParams, *, poiss
     tau = cells.merger_dead_ps / 1000.0
     out, gap = [], None
     for lam, sign in ((exc, 1), (inh, -1)):
-        n_sign = ((torch.sign(w.detach()) == sign)).sum(-1)  # synapses of this sign per neuron
+        n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
         s = ((n_sign > 1) & poisson_inputs).to(r_in.dtype)
         single = (n_sign <= 1).to(r_in.dtype)  # no merger: the train passes unchanged
         out.append(single * lam.sum(-1) + (1 - single) * merger_rate(lam, tau, s))
@@ -156,8 +165,14 @@ def layer_rate(r_in: torch.Tensor, layer: RateLayer, cells: CellParams, *, poiss
     return neuron_rate(out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None])
 
 
-def network_rate(x: torch.Tensor, layers: list[RateLayer], cells: CellParams, *, input_mode: str = "periodic",
-                 return_hidden: bool = False):
+def network_rate(
+    x: torch.Tensor,
+    layers: list[RateLayer],
+    cells: CellParams,
+    *,
+    input_mode: str = "periodic",
+    return_hidden: bool = False,
+):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``."""
     h, hidden = x, []
     for i, layer in enumerate(layers):
@@ -167,7 +182,9 @@ def network_rate(x: torch.Tensor, layers: list[RateLayer], cells: CellParams, *,
 
 
 # ------------------------------------------------------------------------- conversions
-def sfq_to_rate(layers: list[Layer], cells: CellParams, dtype=torch.float64, requires_grad: bool = False) -> list[RateLayer]:
+def sfq_to_rate(
+    layers: list[Layer], cells: CellParams, dtype=torch.float64, requires_grad: bool = False
+) -> list[RateLayer]:
     """The rate-model view of SFQ layers: ``w = sign * Phi((I_b - I_50) / sigma_I)``."""
     out = []
     for layer in layers:
@@ -189,8 +206,10 @@ def float_to_sfq(layers: list[RateLayer], cells: CellParams, *, min_weight: floa
     for i, layer in enumerate(layers):
         w = layer.w.detach().double() * (1 if layer.active is None else layer.active.detach().double())
         if w.abs().max() > 1 + 1e-9:
-            raise SettingError(f"float layer {i} has weights up to {float(w.abs().max()):.3g}; SFQ synapses need "
-                               "weights in [-1, 1] (transmission probabilities): clamp or rescale them")
+            raise SettingError(
+                f"float layer {i} has weights up to {float(w.abs().max()):.3g}; SFQ synapses need "
+                "weights in [-1, 1] (transmission probabilities): clamp or rescale them"
+            )
         signs = torch.sign(w) * (w.abs() >= min_weight)
         p = w.abs().clamp(1e-12, 1 - 1e-12)
         bias = (cells.i50_uA + cells.sigma_syn_uA * torch.special.ndtri(p)).clamp(lo, hi)
@@ -201,9 +220,19 @@ def float_to_sfq(layers: list[RateLayer], cells: CellParams, *, min_weight: floa
 
 
 # ------------------------------------------------------------------------------- training
-def train_float(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], widths: list[int], cells: CellParams, *,
-                steps: int = 300, lr: float = 0.05, seed: int = 0, init: list[RateLayer] | None = None,
-                input_mode: str = "periodic", neu_lr_uA: float = 2.0) -> list[RateLayer]:
+def train_float(
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    widths: list[int],
+    cells: CellParams,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+    init: list[RateLayer] | None = None,
+    input_mode: str = "periodic",
+    neu_lr_uA: float = 2.0,
+) -> list[RateLayer]:
     """Backprop through the rate model: float weights ``w in [-1, 1]`` and neuron biases (uA).
 
     ``loss_fn(output_rates [B, n_out]) -> scalar``.  ``widths = [n_in, ..., n_out]``.  Adam, with
@@ -211,9 +240,13 @@ def train_float(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
     """
     g = torch.Generator().manual_seed(seed)
     if init is None:
-        init = [RateLayer((torch.rand(b, a, generator=g, dtype=torch.float64) * 2 - 1) * 0.9,
-                          torch.full((b,), cells.neuron_ic_uA - 1.5 * cells.neuron_step_uA, dtype=torch.float64))
-                for a, b in zip(widths, widths[1:])]
+        init = [
+            RateLayer(
+                (torch.rand(b, a, generator=g, dtype=torch.float64) * 2 - 1) * 0.9,
+                torch.full((b,), cells.neuron_ic_uA - 1.5 * cells.neuron_step_uA, dtype=torch.float64),
+            )
+            for a, b in zip(widths, widths[1:])
+        ]
     ws = [l.w.detach().clone().double().requires_grad_() for l in init]
     bs = [(l.bias_neu.detach().clone().double() / neu_lr_uA * lr).requires_grad_() for l in init]
     opt = torch.optim.Adam(ws + bs, lr=lr)
@@ -232,8 +265,16 @@ def train_float(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
     return [RateLayer(w.detach().clone(), (b * scale).detach().clone()) for w, b in zip(ws, bs)]
 
 
-def train_biases(layers: list[Layer], x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], cells: CellParams, *,
-                 steps: int = 200, lr_uA: float = 0.5, input_mode: str = "periodic") -> list[Layer]:
+def train_biases(
+    layers: list[Layer],
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    cells: CellParams,
+    *,
+    steps: int = 200,
+    lr_uA: float = 0.5,
+    input_mode: str = "periodic",
+) -> list[Layer]:
     """Offline backprop of the bias currents (uA) of a fixed routing through the rate model (Adam)."""
     syn = [torch.tensor(l.bias_syn, dtype=torch.float64, requires_grad=True) for l in layers]
     neu = [torch.tensor(l.bias_neu, dtype=torch.float64, requires_grad=True) for l in layers]
@@ -261,9 +302,21 @@ class SPSAResult:
     n_measurements: int
 
 
-def spsa(measure_loss: Callable[[dict], float], params: dict, ranges: dict, *, steps: int = 100, a_uA: float = 2.0,
-         c_uA: float = 2.0, seed: int = 0, alpha: float = 0.602, gamma: float = 0.101,
-         stability: float = 10.0, calibration: int = 4, max_step_uA: float | None = None) -> SPSAResult:
+def spsa(
+    measure_loss: Callable[[dict], float],
+    params: dict,
+    ranges: dict,
+    *,
+    steps: int = 100,
+    a_uA: float = 2.0,
+    c_uA: float = 2.0,
+    seed: int = 0,
+    alpha: float = 0.602,
+    gamma: float = 0.101,
+    stability: float = 10.0,
+    calibration: int = 4,
+    max_step_uA: float | None = None,
+) -> SPSAResult:
     """In-situ SPSA on bias currents: only forward measurements of a loss (from output rates).
 
     ``measure_loss(params) -> float`` writes the currents to the chip, measures and returns the

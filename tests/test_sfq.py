@@ -11,10 +11,32 @@ import pytest
 import torch
 
 from simulators.errors import SettingError, SubstrateFault
-from simulators.sfq import (NEVER, CellParams, Layer, Variation, compact, count, dc_to_sfq, decision_latency_ps, delay,
-                            emulate, energy, merge, neuron, path_delay_ps, synapse)
-from simulators.sfq_rate import (RateLayer, float_to_sfq, network_rate, neuron_rate, sfq_to_rate, spsa, train_biases,
-                                 transmission)
+from simulators.sfq import (
+    NEVER,
+    CellParams,
+    Layer,
+    Variation,
+    count,
+    dc_to_sfq,
+    decision_latency_ps,
+    delay,
+    emulate,
+    energy,
+    merge,
+    neuron,
+    path_delay_ps,
+    synapse,
+)
+from simulators.sfq_rate import (
+    RateLayer,
+    float_to_sfq,
+    network_rate,
+    neuron_rate,
+    sfq_to_rate,
+    spsa,
+    train_biases,
+    transmission,
+)
 from simulators.substrate import Substrate, open_substrate_spec
 
 CELLS = CellParams()
@@ -63,8 +85,12 @@ def test_neuron_rate_curve_is_monotone_and_saturates_at_clock():
         exc = dc_to_sfq(np.full((20, 1), r), window, wide, rng, mode="poisson")[:, 0]
         out, _ = neuron(exc, np.full((20, 1), NEVER), np.full(20, 70.0), np.full(20, 100.0), cells, rng)
         measured.append(count(out).mean() / window)
-    model = neuron_rate(torch.tensor(rates, dtype=torch.float64), torch.zeros(len(rates), dtype=torch.float64),
-                        torch.tensor(70.0, dtype=torch.float64), cells).numpy()
+    model = neuron_rate(
+        torch.tensor(rates, dtype=torch.float64),
+        torch.zeros(len(rates), dtype=torch.float64),
+        torch.tensor(70.0, dtype=torch.float64),
+        cells,
+    ).numpy()
     assert np.all(np.diff(model) > 0) and model[-1] < cells.clock_GHz
     assert np.all(np.diff(measured) > -0.02 * np.array(measured[1:]))  # monotone within counting noise
     assert max(measured) <= cells.clock_GHz
@@ -98,8 +124,10 @@ def test_cell_delays_reproduce_pylse_defaults():
     assert (CELLS.jtl_ps, CELLS.merger_ps, CELLS.splitter_ps) == (5.7, 8.2, 4.3)
     t = np.array([[[0]]])
     a = delay(t, CELLS.ticks(CELLS.jtl_ps))
-    m = delay(merge(np.concatenate([a, np.full_like(a, NEVER)], axis=-2)[:, None], CELLS.ticks(CELLS.merger_dead_ps)),
-              CELLS.ticks(CELLS.merger_ps))
+    m = delay(
+        merge(np.concatenate([a, np.full_like(a, NEVER)], axis=-2)[:, None], CELLS.ticks(CELLS.merger_dead_ps)),
+        CELLS.ticks(CELLS.merger_ps),
+    )
     left = right = delay(m, CELLS.ticks(CELLS.splitter_ps))
     assert left.item() * CELLS.dt_ps == pytest.approx(5.7 + 8.2 + 4.3)
     assert right.item() * CELLS.dt_ps == pytest.approx(18.2)
@@ -242,8 +270,12 @@ def test_substrate_contract_and_errors():
     sub = open_substrate_spec("sfq:rsfq", 2, 1, seed=3, options={"hidden": [2], "window_ns": 5.0})
     assert isinstance(sub, Substrate)
     d = sub.describe()
-    assert d["kind"] == "sfq-rsfq" and d["params"] == {"bias_syn_0": [2, 2], "bias_neu_0": [2], "bias_syn_1": [1, 2],
-                                                       "bias_neu_1": [1]}
+    assert d["kind"] == "sfq-rsfq" and d["params"] == {
+        "bias_syn_0": [2, 2],
+        "bias_neu_0": [2],
+        "bias_syn_1": [1, 2],
+        "bias_neu_1": [1],
+    }
     sub.set_params({"bias_syn_0": torch.full((2, 2), 200.0)})
     assert sub.get_params()["bias_syn_0"].max() == CELLS.syn_range_uA[1]  # the bias DAC clips
     y = sub.forward(torch.tensor([[10.0, 0.0], [0.0, 0.0]]))
@@ -265,6 +297,7 @@ def test_substrate_contract_and_errors():
 @pytest.mark.slow
 def test_xor_case_study_quick():
     from examples.sfq_xor import main
+
     report = main(["--quick", "--out", "/dev/null"])
     for part in ("nominal_offline", "nominal_in_situ"):
         assert report[part]["all_correct_seeds"] == report[part]["seeds"]
@@ -272,11 +305,20 @@ def test_xor_case_study_quick():
 
 
 def test_substrate_rate_twin_is_differentiable_and_close():
-    sub = open_substrate_spec("sfq:ersfq", 3, 2, seed=1, options={"hidden": [4], "window_ns": 20.0, "input_mode": "poisson",
-                                                                   "routing": "random"})
+    sub = open_substrate_spec(
+        "sfq:ersfq",
+        3,
+        2,
+        seed=1,
+        options={"hidden": [4], "window_ns": 20.0, "input_mode": "poisson", "routing": "random"},
+    )
     rng = np.random.default_rng(4)
-    sub.set_params({"bias_syn_0": torch.tensor(rng.uniform(95, 115, (4, 3))), "bias_neu_0": torch.tensor(rng.uniform(60, 95, 4)),
-                    "bias_syn_1": torch.full((2, 4), 110.0), "bias_neu_1": torch.full((2,), 90.0)})
+    sub.set_params({
+        "bias_syn_0": torch.tensor(rng.uniform(95, 115, (4, 3))),
+        "bias_neu_0": torch.tensor(rng.uniform(60, 95, 4)),
+        "bias_syn_1": torch.full((2, 4), 110.0),
+        "bias_neu_1": torch.full((2,), 90.0),
+    })
     sub.set_routing([np.array([[1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1]]), np.ones((2, 4))])
     b = sub.get_params()["bias_syn_0"].double().requires_grad_()
     x = torch.tensor([[12.0, 8.0, 15.0]], dtype=torch.float64)
@@ -292,12 +334,18 @@ def test_sfq_network_behind_the_serial_emulator(tmp_path):
 
     opts = {"hidden": [2], "window_ns": 5.0}
     reference = open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts)
-    with Emulator(open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts), link=tmp_path / "ttySFQ") as emu, \
-            SerialDevice(emu.port, timeout=2.0) as dev:
+    with (
+        Emulator(open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts), link=tmp_path / "ttySFQ") as emu,
+        SerialDevice(emu.port, timeout=2.0) as dev,
+    ):
         assert dev.describe()["kind"] == "serial:sfq-rsfq"
         assert dev.input_range == (0.0, 100.0)
-        biases = {"bias_syn_0": torch.full((2, 2), 115.0), "bias_neu_0": torch.full((2,), 72.0),
-                  "bias_syn_1": torch.full((1, 2), 120.0), "bias_neu_1": torch.full((1,), 92.0)}
+        biases = {
+            "bias_syn_0": torch.full((2, 2), 115.0),
+            "bias_neu_0": torch.full((2,), 72.0),
+            "bias_syn_1": torch.full((1, 2), 120.0),
+            "bias_neu_1": torch.full((1,), 92.0),
+        }
         dev.set_params(biases)
         reference.set_params(biases)
         x = torch.tensor([[10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [0.0, 0.0]])
