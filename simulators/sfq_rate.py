@@ -1,0 +1,356 @@
+"""A differentiable rate model of the SFQ networks of :mod:`simulators.sfq`, and bias-current training.
+
+Rates in GHz (pulses per ns), currents in uA, times in ns unless named ``_ps``.  The model gives
+expected steady-state rates of the same circuits, assuming Poisson pulse statistics where the
+circuit's behaviour depends on timing:
+
+- synapse: ``lam_ij = p_ij r_j`` with ``p_ij = Phi((I_ij - I_50) / sigma_I)``; a float weight is
+  the signed transmission probability ``w_ij = sign_ij p_ij`` in ``[-1, 1]``.
+- merger (non-paralyzable dead time ``tau``, only where a neuron has >= 2 inputs of that sign):
+  ``out = sum_j lam_j / (1 + (Lam - lam_j + s lam_j) tau)`` with ``Lam = sum_j lam_j``.  ``s = 1``
+  for Poisson sources (then ``out = Lam / (1 + Lam tau)``, the Poisson collision formula);
+  ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
+  neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
+- neuron: arrivals are excitatory with probability ``q = lam+ / (lam+ + lam-)``; the embedded
+  chain over the stored count ``k`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and reset
+  to 0, or ``k -> max(k-1, 0)``) has stationary distribution ``pi``; the firing probability per
+  arrival is ``f = sum_k pi_k q P(min(k+1, n_max))`` and, as every firing restarts the chain at 0
+  (a renewal), the firing rate without reset time is ``r0 = (lam+ + lam-) f``.  A reset of
+  ``tau_r = 1 / clock`` during which arrivals are lost adds ``tau_r`` to each renewal cycle:
+  ``r = r0 / (1 + r0 tau_r)``; exact for Poisson inputs, and ``r < clock`` always.  Only the part
+  of the reset beyond the shortest excitatory gap loses arrivals (see :func:`neuron_rate`).
+
+Validity: the merger and neuron formulas are exact for Poisson trains and the neuron's is exact
+for any excitatory-only input (only the order of arrivals matters).  With inhibition, regular
+trains (periodic converters, neuron outputs) fluctuate less than Poisson ones, so the model
+over-predicts the fluctuation-driven firing of a neuron whose excitation and inhibition balance
+(e.g. the XOR hidden neurons for two active inputs: model 3.3-4.2 GHz, pulses ~0 GHz at 10 GHz
+input), and it ignores correlations between trains that share a source (the emulator's input
+stagger keeps copies of one pulse from colliding in mergers).  ``tests/test_sfq.py`` checks the
+5 % agreement on Poisson-driven networks; training with the model is then refined in situ (SPSA).
+
+Training (no :mod:`neuro` code):
+
+- :func:`train_float` backpropagates a task loss through the rate model to float weights
+  ``w in [-1, 1]`` and neuron biases (uA); :func:`float_to_sfq` converts them to routing and bias
+  currents (``I = I_50 + sigma_I Phi^-1(|w|)``, clipped to the bias range);
+- :func:`train_biases` backpropagates through the rate model to the bias currents of a fixed
+  routing (offline training of a chip's currents);
+- :func:`spsa` trains bias currents in situ from forward-only measurements of output rates
+  (simultaneous-perturbation stochastic approximation), e.g. on an :class:`~simulators.sfq.SFQSubstrate`
+  with hidden process variation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from simulators.errors import SettingError
+from simulators.sfq import CellParams, Layer
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def phi(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF."""
+    return 0.5 * (1.0 + torch.erf(z / _SQRT2))
+
+
+def transmission(bias_uA: torch.Tensor, cells: CellParams, i50_uA: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Synapse pass probability ``Phi((I_b - I_50) / sigma_I)``."""
+    i50 = cells.i50_uA if i50_uA is None else i50_uA
+    return phi((bias_uA - i50) / cells.sigma_syn_uA)
+
+
+def merger_rate(lam: torch.Tensor, tau_ns: float, self_collisions: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Output rate of a merger with dead time ``tau_ns`` fed by ``lam [..., J]`` (GHz) -> ``[...]``.
+
+    ``self_collisions`` (0 or 1, broadcast over ``[...]``): see the module docstring.
+    """
+    total = lam.sum(-1, keepdim=True)
+    s = torch.as_tensor(self_collisions, dtype=lam.dtype)
+    if s.dim():
+        s = s[..., None]
+    return (lam / (1.0 + (total - lam + s * lam) * tau_ns)).sum(-1)
+
+
+def poisson_merger_rate(lam_total: float, tau_ns: float) -> float:
+    """The Poisson collision formula for a non-paralyzable dead time: ``lam / (1 + lam tau)``."""
+    return lam_total / (1.0 + lam_total * tau_ns)
+
+
+def fire_probabilities(
+    bias_uA: torch.Tensor, cells: CellParams, ic_uA: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """``P(k) = Phi((I_n + k dI - I_c) / sigma_n)`` for ``k = 0..n_max``: ``[..., n_max + 1]``."""
+    ic = torch.as_tensor(cells.neuron_ic_uA if ic_uA is None else ic_uA, dtype=bias_uA.dtype)
+    if ic.dim():
+        ic = ic[..., None]
+    k = torch.arange(cells.n_max + 1, dtype=bias_uA.dtype)
+    return phi((bias_uA[..., None] + k * cells.neuron_step_uA - ic) / cells.sigma_neu_uA)
+
+
+def neuron_rate(
+    lam_exc: torch.Tensor,
+    lam_inh: torch.Tensor,
+    bias_uA: torch.Tensor,
+    cells: CellParams,
+    ic_uA: torch.Tensor | float | None = None,
+    exc_min_gap_ns: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
+
+    ``exc_min_gap_ns``: the shortest gap between excitatory arrivals (the merger dead time when
+    they come through a merger, ``1 / clock`` or more for a periodic train or a neuron's output,
+    0 for a Poisson train); only the part of the reset beyond it loses arrivals:
+    ``r = r0 / (1 + r0 max(tau_r - gap, 0))``.
+    """
+    n = cells.n_max
+    lam_exc, lam_inh, bias_uA = torch.broadcast_tensors(lam_exc, lam_inh, bias_uA)
+    dtype = lam_exc.dtype
+    total = lam_exc + lam_inh
+    q = lam_exc / total.clamp_min(1e-12)
+    p = fire_probabilities(bias_uA, cells, ic_uA)  # [..., n+1]
+    up = torch.clamp(torch.arange(n + 1) + 1, max=n)
+    down = torch.clamp(torch.arange(n + 1) - 1, min=0)
+    eye = torch.eye(n + 1, dtype=dtype)
+    U, D = eye[up], eye[down]  # U[k] = e_{min(k+1, n)}, D[k] = e_{max(k-1, 0)}
+    Z = torch.zeros(n + 1, n + 1, dtype=dtype)
+    Z[:, 0] = 1.0
+    p_up = p[..., up]  # P(min(k+1, n))
+    qq = q[..., None, None]
+    T = qq * (p_up[..., :, None] * Z + (1 - p_up)[..., :, None] * U) + (1 - qq) * D
+    A = T.transpose(-1, -2) - eye
+    A = torch.cat([A[..., :-1, :], torch.ones_like(A[..., -1:, :])], dim=-2)
+    b = torch.zeros(A.shape[:-1], dtype=dtype)
+    b[..., -1] = 1.0
+    pi = torch.linalg.solve(A, b)
+    f = (pi * q[..., None] * p_up).sum(-1)
+    r0 = total * f
+    lost = torch.clamp(1.0 / cells.clock_GHz - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0)
+    return r0 / (1.0 + r0 * lost)
+
+
+@dataclass
+class RateLayer:
+    """Float parameters of one layer: signed transmission ``w [n_out, n_in]`` in [-1, 1] and neuron
+    biases ``bias_neu [n_out]`` (uA).  ``active``: which synapses exist (default: all)."""
+
+    w: torch.Tensor
+    bias_neu: torch.Tensor
+    active: torch.Tensor | None = None
+
+
+def layer_rate(
+    r_in: torch.Tensor, layer: RateLayer, cells: CellParams, *, poisson_inputs: bool = False, i50_uA=None, ic_uA=None
+) -> torch.Tensor:
+    """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz)."""
+    w = layer.w if layer.active is None else layer.w * layer.active
+    exc = torch.relu(w)[None] * r_in[:, None, :]
+    inh = torch.relu(-w)[None] * r_in[:, None, :]
+    tau = cells.merger_dead_ps / 1000.0
+    out, gap = [], None
+    for lam, sign in ((exc, 1), (inh, -1)):
+        n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
+        s = ((n_sign > 1) & poisson_inputs).to(r_in.dtype)
+        single = (n_sign <= 1).to(r_in.dtype)  # no merger: the train passes unchanged
+        out.append(single * lam.sum(-1) + (1 - single) * merger_rate(lam, tau, s))
+        if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train
+            gap = (1 - single) * tau + single * (0.0 if poisson_inputs else 1.0 / cells.clock_GHz)
+    return neuron_rate(out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None])
+
+
+def network_rate(
+    x: torch.Tensor,
+    layers: list[RateLayer],
+    cells: CellParams,
+    *,
+    input_mode: str = "periodic",
+    return_hidden: bool = False,
+):
+    """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``."""
+    h, hidden = x, []
+    for i, layer in enumerate(layers):
+        h = layer_rate(h, layer, cells, poisson_inputs=(i == 0 and input_mode == "poisson"))
+        hidden.append(h)
+    return (h, hidden[:-1]) if return_hidden else h
+
+
+# ------------------------------------------------------------------------- conversions
+def sfq_to_rate(
+    layers: list[Layer], cells: CellParams, dtype=torch.float64, requires_grad: bool = False
+) -> list[RateLayer]:
+    """The rate-model view of SFQ layers: ``w = sign * Phi((I_b - I_50) / sigma_I)``."""
+    out = []
+    for layer in layers:
+        bs = torch.tensor(layer.bias_syn, dtype=dtype)
+        w = torch.tensor(layer.signs, dtype=dtype) * transmission(bs, cells)
+        out.append(RateLayer(w, torch.tensor(layer.bias_neu, dtype=dtype), torch.tensor(layer.signs != 0, dtype=dtype)))
+    return out
+
+
+def float_to_sfq(layers: list[RateLayer], cells: CellParams, *, min_weight: float = 1e-3) -> list[Layer]:
+    """Convert float layers (``w in [-1, 1]``, neuron biases in uA) into SFQ routing and bias currents.
+
+    ``sign = sign(w)`` (absent where ``|w| < min_weight``); ``I_b = I_50 + sigma_I Phi^-1(|w|)``
+    clipped to ``syn_range_uA``; neuron biases clipped to ``neu_range_uA``.  Weights outside
+    [-1, 1] are refused.
+    """
+    out = []
+    lo, hi = cells.syn_range_uA
+    for i, layer in enumerate(layers):
+        w = layer.w.detach().double() * (1 if layer.active is None else layer.active.detach().double())
+        if w.abs().max() > 1 + 1e-9:
+            raise SettingError(
+                f"float layer {i} has weights up to {float(w.abs().max()):.3g}; SFQ synapses need "
+                "weights in [-1, 1] (transmission probabilities): clamp or rescale them"
+            )
+        signs = torch.sign(w) * (w.abs() >= min_weight)
+        p = w.abs().clamp(1e-12, 1 - 1e-12)
+        bias = (cells.i50_uA + cells.sigma_syn_uA * torch.special.ndtri(p)).clamp(lo, hi)
+        bias = torch.where(signs == 0, torch.full_like(bias, lo), bias)
+        neu = layer.bias_neu.detach().double().clamp(*cells.neu_range_uA)
+        out.append(Layer(signs.numpy().astype(np.int8), bias.numpy(), neu.numpy()))
+    return out
+
+
+# ------------------------------------------------------------------------------- training
+def train_float(
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    widths: list[int],
+    cells: CellParams,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+    init: list[RateLayer] | None = None,
+    input_mode: str = "periodic",
+    neu_lr_uA: float = 2.0,
+) -> list[RateLayer]:
+    """Backprop through the rate model: float weights ``w in [-1, 1]`` and neuron biases (uA).
+
+    ``loss_fn(output_rates [B, n_out]) -> scalar``.  ``widths = [n_in, ..., n_out]``.  Adam, with
+    the biases stepping ``neu_lr_uA`` uA where the weights step ``lr``; weights clamped to [-1, 1].
+    """
+    g = torch.Generator().manual_seed(seed)
+    if init is None:
+        init = [
+            RateLayer(
+                (torch.rand(b, a, generator=g, dtype=torch.float64) * 2 - 1) * 0.9,
+                torch.full((b,), cells.neuron_ic_uA - 1.5 * cells.neuron_step_uA, dtype=torch.float64),
+            )
+            for a, b in zip(widths, widths[1:])
+        ]
+    ws = [l.w.detach().clone().double().requires_grad_() for l in init]
+    bs = [(l.bias_neu.detach().clone().double() / neu_lr_uA * lr).requires_grad_() for l in init]
+    opt = torch.optim.Adam(ws + bs, lr=lr)
+    x = x.double()
+    scale = neu_lr_uA / lr
+    for _ in range(int(steps)):
+        layers = [RateLayer(w, b * scale) for w, b in zip(ws, bs)]
+        loss = loss_fn(network_rate(x, layers, cells, input_mode=input_mode))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for w, b in zip(ws, bs):
+                w.clamp_(-1, 1)
+                b.clamp_(cells.neu_range_uA[0] / scale, cells.neu_range_uA[1] / scale)
+    return [RateLayer(w.detach().clone(), (b * scale).detach().clone()) for w, b in zip(ws, bs)]
+
+
+def train_biases(
+    layers: list[Layer],
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    cells: CellParams,
+    *,
+    steps: int = 200,
+    lr_uA: float = 0.5,
+    input_mode: str = "periodic",
+) -> list[Layer]:
+    """Offline backprop of the bias currents (uA) of a fixed routing through the rate model (Adam)."""
+    syn = [torch.tensor(l.bias_syn, dtype=torch.float64, requires_grad=True) for l in layers]
+    neu = [torch.tensor(l.bias_neu, dtype=torch.float64, requires_grad=True) for l in layers]
+    signs = [torch.tensor(l.signs, dtype=torch.float64) for l in layers]
+    opt = torch.optim.Adam(syn + neu, lr=lr_uA)
+    x = x.double()
+    for _ in range(int(steps)):
+        rl = [RateLayer(s * transmission(b, cells), n, (s != 0).double()) for s, b, n in zip(signs, syn, neu)]
+        loss = loss_fn(network_rate(x, rl, cells, input_mode=input_mode))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for b in syn:
+                b.clamp_(*cells.syn_range_uA)
+            for n in neu:
+                n.clamp_(*cells.neu_range_uA)
+    return [Layer(l.signs, b.detach().numpy().copy(), n.detach().numpy().copy()) for l, b, n in zip(layers, syn, neu)]
+
+
+@dataclass
+class SPSAResult:
+    params: dict
+    losses: list
+    n_measurements: int
+
+
+def spsa(
+    measure_loss: Callable[[dict], float],
+    params: dict,
+    ranges: dict,
+    *,
+    steps: int = 100,
+    a_uA: float = 2.0,
+    c_uA: float = 2.0,
+    seed: int = 0,
+    alpha: float = 0.602,
+    gamma: float = 0.101,
+    stability: float = 10.0,
+    calibration: int = 4,
+    max_step_uA: float | None = None,
+) -> SPSAResult:
+    """In-situ SPSA on bias currents: only forward measurements of a loss (from output rates).
+
+    ``measure_loss(params) -> float`` writes the currents to the chip, measures and returns the
+    loss; ``params``: name -> array (uA); ``ranges``: name -> (low, high).  Each step draws
+    Rademacher ``delta``, measures at ``theta +/- c_k delta`` and steps
+    ``theta -= a_k g_k delta`` with ``g_k = (L+ - L-) / (2 c_k)``, ``a_k = a_0 / (k + 1 + A)^alpha``,
+    ``c_k = c_uA / (k + 1)^gamma``.  The gain ``a_0`` is set so that a step with the mean ``|g|`` of
+    ``calibration`` extra perturbation pairs at the start moves each current by ``a_uA``; every
+    step is clipped to ``max_step_uA`` per current (default ``2 a_uA``), so one lucky or noisy
+    difference cannot throw the currents to the rails.
+    """
+    rng = np.random.default_rng(seed)
+    theta = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params.items()}
+    clip = lambda d: {k: np.clip(v, *ranges[k]) for k, v in d.items()}  # noqa: E731
+    max_step = 2.0 * a_uA if max_step_uA is None else float(max_step_uA)
+    losses, n_meas = [], 0
+
+    def gradient(ck):
+        delta = {n: rng.choice([-1.0, 1.0], size=v.shape) for n, v in theta.items()}
+        lp = measure_loss(clip({n: v + ck * delta[n] for n, v in theta.items()}))
+        lm = measure_loss(clip({n: v - ck * delta[n] for n, v in theta.items()}))
+        return (lp - lm) / (2 * ck), delta, 0.5 * (lp + lm)
+
+    mags = []
+    for _ in range(max(int(calibration), 1)):
+        g, _, _ = gradient(c_uA)
+        n_meas += 2
+        mags.append(abs(g))
+    a0 = a_uA * (1 + stability) ** alpha / max(float(np.mean(mags)), 1e-12)
+    for k in range(int(steps)):
+        ck = c_uA / (k + 1) ** gamma
+        g, delta, loss = gradient(ck)
+        n_meas += 2
+        losses.append(loss)
+        ak = a0 / (k + 1 + stability) ** alpha
+        theta = clip({n: v - np.clip(ak * g * delta[n], -max_step, max_step) for n, v in theta.items()})
+    return SPSAResult(theta, losses, n_meas)

@@ -1,0 +1,353 @@
+"""SFQ pulse emulator and rate model: switching statistics, neuron and merger rates against closed forms,
+PyLSE's published cell delays, agreement of the rate model with the emulator, conversions, training
+helpers, accounting and the Substrate contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simulators.errors import SettingError, SubstrateFault
+from simulators.sfq import (
+    NEVER,
+    CellParams,
+    Layer,
+    Variation,
+    count,
+    dc_to_sfq,
+    decision_latency_ps,
+    delay,
+    emulate,
+    energy,
+    merge,
+    neuron,
+    path_delay_ps,
+    synapse,
+)
+from simulators.sfq_rate import (
+    RateLayer,
+    float_to_sfq,
+    network_rate,
+    neuron_rate,
+    sfq_to_rate,
+    spsa,
+    train_biases,
+    transmission,
+)
+from simulators.substrate import Substrate, open_substrate_spec
+
+CELLS = CellParams()
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+# ------------------------------------------------------------------------------------ cells
+@pytest.mark.parametrize("bias", [92.0, 100.0, 104.0])
+def test_synapse_fraction_within_binomial_interval(bias):
+    rng = np.random.default_rng(1)
+    t = dc_to_sfq(np.full((40, 1), 20.0), 50.0, CELLS, rng)  # 40 x 1000 pulses
+    p = _phi((bias - CELLS.i50_uA) / CELLS.sigma_syn_uA)  # independent of the code under test
+    exc, inh, c = synapse(t, np.array([[p], [p]]), np.array([[1], [-1]]), rng)
+    n = int(count(t).sum())
+    assert c["arriving"] == 2 * n
+    for train in (exc[:, 0], inh[:, 1]):
+        k = int((train != NEVER).sum())
+        half = 3.29 * math.sqrt(p * (1 - p) / n)  # 99.9 % normal interval of a binomial fraction
+        assert abs(k / n - p) <= half, (k / n, p, half)
+    assert (exc[:, 1] == NEVER).all() and (inh[:, 0] == NEVER).all()  # routing by sign
+
+
+def test_input_converter_rates_and_jitter():
+    rng = np.random.default_rng(0)
+    t = dc_to_sfq(np.array([[0.0, 5.0, 50.0]]), 20.0, CellParams(jitter_ps=0.0), rng)
+    assert count(t).tolist() == [[0, 100, 1000]]  # periodic without jitter: exactly r * W pulses
+    t = dc_to_sfq(np.array([[0.0, 5.0, 50.0]]), 20.0, CELLS, rng)
+    assert abs(count(t)[0, 2] - 1000) <= 1  # jitter may move one pulse across the window edge
+    gaps = np.diff(t[0, 2, :1000]) * CELLS.dt_ps
+    assert abs(gaps.mean() - 20.0) < 0.05 and 0.3 < gaps.std() < 1.2  # 50 GHz, jitter 0.5 ps -> gap std 0.71 ps
+    with pytest.raises(SubstrateFault, match="clock rate"):
+        dc_to_sfq(np.array([[150.0]]), 1.0, CELLS, rng)
+
+
+def test_neuron_rate_curve_is_monotone_and_saturates_at_clock():
+    rng = np.random.default_rng(2)
+    rates = [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
+    cells = CellParams(clock_GHz=100.0, jitter_ps=0.0)
+    wide = CellParams(clock_GHz=1e4, jitter_ps=0.0)  # lets the converter make trains faster than the clock
+    measured = []
+    for r in rates:
+        window = 20.0 if r < 100 else 2.0
+        exc = dc_to_sfq(np.full((20, 1), r), window, wide, rng, mode="poisson")[:, 0]
+        out, _ = neuron(exc, np.full((20, 1), NEVER), np.full(20, 70.0), np.full(20, 100.0), cells, rng)
+        measured.append(count(out).mean() / window)
+    model = neuron_rate(
+        torch.tensor(rates, dtype=torch.float64),
+        torch.zeros(len(rates), dtype=torch.float64),
+        torch.tensor(70.0, dtype=torch.float64),
+        cells,
+    ).numpy()
+    assert np.all(np.diff(model) > 0) and model[-1] < cells.clock_GHz
+    assert np.all(np.diff(measured) > -0.02 * np.array(measured[1:]))  # monotone within counting noise
+    assert max(measured) <= cells.clock_GHz
+    assert measured[-1] > 0.9 * cells.clock_GHz  # theta = 1.5 fluxons: r = (lam/2) / (1 + lam/2 * 10 ps) -> 93.75
+    # threshold between 1 and 2 fluxons (I_n = 70, dI = 20, I_c = 100): every 2nd fluxon fires, minus the reset loss
+    for r, m in zip(rates, measured):
+        golden = (r / 2) / (1 + (r / 2) / cells.clock_GHz)
+        assert abs(m - golden) <= 0.05 * golden + 0.05, (r, m, golden)
+        assert abs(m - model[rates.index(r)]) <= 0.05 * golden + 0.05
+
+
+def test_merger_collisions_follow_poisson_formula():
+    rng = np.random.default_rng(3)
+    lam, n_in, window = 15.0, 4, 50.0
+    t = dc_to_sfq(np.full((20, n_in), lam), window, CELLS, rng, mode="poisson")
+    out = merge(t, CELLS.ticks(CELLS.merger_dead_ps))
+    total = n_in * lam
+    tau = 8.2e-3  # ns: PyLSE's merger firing delay, used as the dead time
+    golden = total / (1 + total * tau)
+    measured = count(out).mean() / window
+    assert abs(measured - golden) < 0.02 * golden, (measured, golden)
+    assert abs(count(t).sum(-1).mean() / window - total) < 0.02 * total  # and collisions did lower the rate
+    # two pulses closer than the dead time collide into one; farther apart, both pass
+    pair = lambda gap: np.array([[[0], [CELLS.ticks(gap)]]])  # noqa: E731
+    assert count(merge(pair(5.0), CELLS.ticks(8.2))).item() == 1
+    assert count(merge(pair(9.0), CELLS.ticks(8.2))).item() == 2
+
+
+def test_cell_delays_reproduce_pylse_defaults():
+    # PyLSE (UCSBarchlab/PyLSE, pylse/sfq_cells.py) default firing delays: JTL 5.7 ps, M 8.2 ps, S 4.3 ps
+    assert (CELLS.jtl_ps, CELLS.merger_ps, CELLS.splitter_ps) == (5.7, 8.2, 4.3)
+    t = np.array([[[0]]])
+    a = delay(t, CELLS.ticks(CELLS.jtl_ps))
+    m = delay(
+        merge(np.concatenate([a, np.full_like(a, NEVER)], axis=-2)[:, None], CELLS.ticks(CELLS.merger_dead_ps)),
+        CELLS.ticks(CELLS.merger_ps),
+    )
+    left = right = delay(m, CELLS.ticks(CELLS.splitter_ps))
+    assert left.item() * CELLS.dt_ps == pytest.approx(5.7 + 8.2 + 4.3)
+    assert right.item() * CELLS.dt_ps == pytest.approx(18.2)
+    # a 1-input, 1-neuron network: synapse (one JTL) + neuron read-out (PyLSE DRO, 5.1 ps)
+    assert path_delay_ps([Layer([[1]], [[120.0]], [95.0])], CELLS) == pytest.approx(5.7 + 5.1)
+
+
+# ------------------------------------------------------------------------------ rate model
+def test_neuron_rate_hand_derived():
+    cells = CellParams(n_max=1, sigma_neu_uA=0.01)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    # n_max = 1, fires on the first fluxon (I_n = 90: P(1) = 1): r0 = lam+; no reset loss for regular trains
+    r = neuron_rate(10 * one, 0 * one, 90 * one, cells, exc_min_gap_ns=1.0)
+    assert float(r) == pytest.approx(10.0)
+    # Poisson train: the 10 ps reset loses arrivals: r = lam / (1 + lam tau_r)
+    assert float(neuron_rate(10 * one, 0 * one, 90 * one, cells)) == pytest.approx(10 / 1.1)
+    # capacity 2, threshold 2 fluxons, q = 1/2: chain pi = (2/3, 1/3), fire per arrival 1/6, r0 = 20/6
+    cells2 = CellParams(n_max=2, sigma_neu_uA=0.01)
+    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2, exc_min_gap_ns=1.0)
+    assert float(r) == pytest.approx(20 / 6, rel=1e-6)
+
+
+def test_rate_model_is_differentiable():
+    lam = torch.tensor([3.0, 8.0], dtype=torch.float64, requires_grad=True)
+    inh = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor([72.0, 81.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: neuron_rate(a, b, c, CELLS), (lam, inh, bias))
+    bs = torch.tensor([[98.0, 104.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda b: transmission(b, CELLS), (bs,))
+
+
+def _random_net(rng, widths, second_layer_excitatory=False):
+    layers = []
+    for li, (a, b) in enumerate(zip(widths, widths[1:])):
+        signs = rng.choice([-1, 1], size=(b, a))
+        signs[:, 0] = 1
+        if li > 0 and second_layer_excitatory:
+            signs[:] = 1
+        layers.append(Layer(signs, rng.uniform(95, 115, (b, a)), rng.uniform(60, 95, b)))
+    return layers
+
+
+@pytest.mark.parametrize("widths,exc2", [([3, 4], False), ([3, 4, 2], True)])
+def test_rate_model_agrees_with_pulse_emulator(widths, exc2):
+    """Poisson inputs (the rate model's assumption); the second layer of the 2-layer nets is excitatory."""
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        layers = _random_net(rng, widths, exc2)
+        x = rng.uniform(5, 20, (1, widths[0]))
+        res = emulate(np.repeat(x, 40, 0), layers, CELLS, window_ns=20, seed=trial, input_mode="poisson")
+        model = network_rate(torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode="poisson").numpy()[0]
+        em = res.rates.mean(0)
+        # 5 % of the rate, plus 3 standard errors of the measured mean where counts are small
+        se = np.sqrt(np.maximum(em, 0.05) / (20 * 40))
+        assert np.all(np.abs(em - model) <= 0.05 * model + 3 * se), (trial, em, model)
+
+
+def test_float_to_sfq_round_trip():
+    w = torch.tensor([[0.9, -0.3, 0.0], [-0.999, 0.5, 0.02]], dtype=torch.float64)
+    layers = float_to_sfq([RateLayer(w, torch.tensor([70.0, 130.0], dtype=torch.float64))], CELLS)
+    assert layers[0].signs.tolist() == [[1, -1, 0], [-1, 1, 1]]
+    assert layers[0].bias_neu.tolist() == [70.0, 100.0]  # clipped to the neuron bias range
+    back = sfq_to_rate(layers, CELLS)[0]
+    got = (back.w * back.active).numpy()
+    lo_p = _phi((CELLS.syn_range_uA[0] - 100) / 5)
+    hi_p = _phi((CELLS.syn_range_uA[1] - 100) / 5)
+    expect = np.sign(w.numpy()) * np.clip(np.abs(w.numpy()), lo_p, hi_p)
+    assert np.allclose(got, expect, atol=1e-9)
+    # I = I_50 + sigma * Phi^-1(|w|): |w| = 0.5 sits at I_50
+    assert layers[0].bias_syn[1, 1] == pytest.approx(100.0)
+    with pytest.raises(SettingError, match=r"\[-1, 1\]"):
+        float_to_sfq([RateLayer(torch.tensor([[1.5]]), torch.tensor([70.0]))], CELLS)
+
+
+def test_offline_bias_training_lowers_model_loss():
+    layers = [Layer([[1, -1]], [[100.0, 100.0]], [80.0])]
+    x = torch.tensor([[10.0, 0.0], [0.0, 10.0]], dtype=torch.float64)
+    target = torch.tensor([8.0, 0.0], dtype=torch.float64)
+    loss = lambda out: ((out[:, 0] - target) ** 2).mean()  # noqa: E731
+    before = float(loss(network_rate(x, sfq_to_rate(layers, CELLS), CELLS)))
+    trained = train_biases(layers, x, loss, CELLS, steps=100, lr_uA=1.0)
+    after = float(loss(network_rate(x, sfq_to_rate(trained, CELLS), CELLS)))
+    assert after < 0.1 * before
+    assert trained[0].bias_syn[0, 0] > 102  # the excitatory synapse opened (p from 0.5 to > 0.66)
+
+
+def test_spsa_descends_a_noisy_quadratic():
+    rng = np.random.default_rng(0)
+    goal = np.array([90.0, 110.0, 100.0])
+    measure = lambda p: float(((p["b"] - goal) ** 2).sum() + rng.normal(0, 1.0))  # noqa: E731
+    res = spsa(measure, {"b": np.array([80.0, 80.0, 80.0])}, {"b": (75.0, 125.0)}, steps=200, a_uA=3.0, c_uA=2.0)
+    assert np.abs(res.params["b"] - goal).max() < 3.0
+    assert res.n_measurements == 2 * (200 + 4)  # 4 calibration pairs
+
+
+# ------------------------------------------------------------------------- accounting, misc
+def test_event_driven_cost_does_not_depend_on_grid():
+    layers = _random_net(np.random.default_rng(5), [3, 2])
+    x = np.full((4, 3), 10.0)
+    a = emulate(x, layers, CellParams(dt_ps=0.1), window_ns=5, seed=1)
+    b = emulate(x, layers, CellParams(dt_ps=0.01), window_ns=5, seed=1)  # 10x the grid steps
+    assert a.out_times.shape == b.out_times.shape  # same pulses to process
+    assert a.pulses["dc_sfq"] == b.pulses["dc_sfq"]
+
+
+def test_energy_accounting():
+    layers = [Layer([[1, 1]], [[125.0, 125.0]], [95.0])]
+    res = emulate(np.array([[10.0, 10.0]]), layers, CELLS, window_ns=10, seed=0)
+    e = energy(res, layers, CELLS, "rsfq")
+    assert e["dynamic_J"] == pytest.approx(res.switches * 100e-6 * 2.067833848e-15)
+    assert e["static_W"] == pytest.approx(e["n_jj"] * 0.7 * 100e-6 * 2.5e-3)
+    assert energy(res, layers, CELLS, "ersfq")["static_W"] == 0.0
+    p = res.pulses
+    # 10 GHz for W + D = 10.03 ns: 100 or 101 pulses per input; p = Phi(5) passes (almost surely) all
+    assert 200 <= p["dc_sfq"] <= 202 and p["synapse_pass"] == p["synapse_in"] == p["dc_sfq"]
+    assert p["merger_out"] < p["merger_in"] or p["merger_out"] == p["merger_in"]
+
+
+def test_decision_latency_hand_made():
+    ticks = lambda *ps: [int(v / CELLS.dt_ps) for v in ps]  # noqa: E731
+    out = np.full((2, 2, 3), NEVER)
+    out[0, 0, :2] = ticks(50, 90)  # output 0 leads at 50 ps, tie (undecided) at 70 ps, leads again from 90 ps
+    out[0, 1, :1] = ticks(70)
+    out[1, 1, :3] = ticks(40, 60, 80)  # output 0 leads first, 1 takes over at 60 ps
+    out[1, 0, :1] = ticks(30)
+    lat = decision_latency_ps(out, 0, CELLS)
+    assert lat.tolist() == [90.0, 60.0]
+
+
+def test_variation_is_seeded_and_bounded():
+    a = Variation.draw([(3, 2)], bias_spread=0.05, ic_spread=0.02, seed=7)
+    b = Variation.draw([(3, 2)], bias_spread=0.05, ic_spread=0.02, seed=7)
+    assert np.array_equal(a.syn_bias[0], b.syn_bias[0]) and np.abs(a.syn_bias[0]).max() <= 0.05
+    assert np.abs(a.neu_ic[0]).max() <= 0.02
+    with pytest.raises(SettingError, match="bias_spread"):
+        Variation.draw([(1, 1)], bias_spread=1.5)
+
+
+def test_substrate_contract_and_errors():
+    sub = open_substrate_spec("sfq:rsfq", 2, 1, seed=3, options={"hidden": [2], "window_ns": 5.0})
+    assert isinstance(sub, Substrate)
+    d = sub.describe()
+    assert d["kind"] == "sfq-rsfq" and d["params"] == {
+        "bias_syn_0": [2, 2],
+        "bias_neu_0": [2],
+        "bias_syn_1": [1, 2],
+        "bias_neu_1": [1],
+    }
+    sub.set_params({"bias_syn_0": torch.full((2, 2), 200.0)})
+    assert sub.get_params()["bias_syn_0"].max() == CELLS.syn_range_uA[1]  # the bias DAC clips
+    y = sub.forward(torch.tensor([[10.0, 0.0], [0.0, 0.0]]))
+    assert y.shape == (2, 1) and y.dtype == torch.float32 and float(y[1, 0]) == 0.0
+    again = open_substrate_spec("sfq:rsfq", 2, 1, seed=3, options={"hidden": [2], "window_ns": 5.0})
+    again.set_params({"bias_syn_0": torch.full((2, 2), 200.0)})
+    assert torch.equal(again.forward(torch.tensor([[10.0, 0.0], [0.0, 0.0]])), y)  # seeded
+    assert sub.last["energy"]["total_J"] > 0
+    with pytest.raises(SettingError, match="unknown option 'hiden'"):
+        open_substrate_spec("sfq:rsfq", 2, 1, options={"hiden": [2]})
+    with pytest.raises(SettingError, match="no hardware parameter"):
+        sub.set_params({"bias_syn_7": torch.zeros(1)})
+    with pytest.raises(SubstrateFault, match="expects input rates"):
+        sub.forward(torch.zeros(2, 3))
+    with pytest.raises(SubstrateFault, match="clock rate"):
+        sub.forward(torch.tensor([[500.0, 0.0]]))
+
+
+@pytest.mark.slow
+def test_xor_case_study_quick():
+    from examples.sfq_xor import main
+
+    report = main(["--quick", "--out", "/dev/null"])
+    for part in ("nominal_offline", "nominal_in_situ"):
+        assert report[part]["all_correct_seeds"] == report[part]["seeds"]
+        assert report[part]["margin_of_mean_rates"] >= 0.3
+
+
+def test_substrate_rate_twin_is_differentiable_and_close():
+    sub = open_substrate_spec(
+        "sfq:ersfq",
+        3,
+        2,
+        seed=1,
+        options={"hidden": [4], "window_ns": 20.0, "input_mode": "poisson", "routing": "random"},
+    )
+    rng = np.random.default_rng(4)
+    sub.set_params({
+        "bias_syn_0": torch.tensor(rng.uniform(95, 115, (4, 3))),
+        "bias_neu_0": torch.tensor(rng.uniform(60, 95, 4)),
+        "bias_syn_1": torch.full((2, 4), 110.0),
+        "bias_neu_1": torch.full((2,), 90.0),
+    })
+    sub.set_routing([np.array([[1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1]]), np.ones((2, 4))])
+    b = sub.get_params()["bias_syn_0"].double().requires_grad_()
+    x = torch.tensor([[12.0, 8.0, 15.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: sub.rate_forward(x, {"bias_syn_0": z}), (b,))
+    measured = sub.forward(x.float().repeat(40, 1)).double().mean(0)
+    model = sub.rate_forward(x)[0].detach()
+    assert torch.all((measured - model).abs() <= 0.05 * model + 0.15), (measured, model)
+
+
+def test_sfq_network_behind_the_serial_emulator(tmp_path):
+    from devices import SerialDevice
+    from devices.emulator import Emulator
+
+    opts = {"hidden": [2], "window_ns": 5.0}
+    reference = open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts)
+    with (
+        Emulator(open_substrate_spec("sfq:rsfq", 2, 1, seed=5, options=opts), link=tmp_path / "ttySFQ") as emu,
+        SerialDevice(emu.port, timeout=2.0) as dev,
+    ):
+        assert dev.describe()["kind"] == "serial:sfq-rsfq"
+        assert dev.input_range == (0.0, 100.0)
+        biases = {
+            "bias_syn_0": torch.full((2, 2), 115.0),
+            "bias_neu_0": torch.full((2,), 72.0),
+            "bias_syn_1": torch.full((1, 2), 120.0),
+            "bias_neu_1": torch.full((1,), 92.0),
+        }
+        dev.set_params(biases)
+        reference.set_params(biases)
+        x = torch.tensor([[10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [0.0, 0.0]])
+        assert torch.equal(dev.forward(x), reference.forward(x))  # same seed, same measurement stream
+        assert torch.equal(dev.get_params()["bias_neu_0"], biases["bias_neu_0"])
