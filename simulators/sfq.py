@@ -415,7 +415,7 @@ class Variation:
         global_spread: float = 0.0,
         ic_spread: float = 0.0,
         seed: int = 0,
-    ) -> "Variation":
+    ) -> Variation:
         """Uniform errors in ``[-s, s]`` for each spread ``s`` (fractions, e.g. 0.05), from ``seed``."""
         for name, s in (("bias_spread", bias_spread), ("global_spread", global_spread), ("ic_spread", ic_spread)):
             if not 0 <= s < 1:

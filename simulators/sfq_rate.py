@@ -44,8 +44,8 @@ Training (no :mod:`neuro` code):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
