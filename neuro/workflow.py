@@ -225,4 +225,28 @@ def write_report(run: Run, exp: Experiment) -> Path:
     config_rows = [[key, value] for key, value in _flatten(exp.config)]
     tables = [("Epochs", ["epoch", "train loss", "train acc (%)", "val loss", "val acc (%)", "time (s)"], rows),
               *extra_tables, ("Configuration (resolved; config.toml)", ["key", "value"], config_rows)]
-    return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables)
+    highlights = _highlights(exp, epochs, tests, substrates.values())
+    return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables, highlights=highlights)
+
+
+def _highlights(exp: Experiment, epochs: list[dict], tests: list[dict], substrates) -> list[str]:
+    """The sentences at the top of a run report: what ran, the result, device faults."""
+    lines = [f"{exp.config['model']['kind']} with {count_parameters(exp.model)} parameters trained by rule "
+             f"{exp.rule.name} on {exp.data.name} for {len(epochs)} epochs (seed {exp.run.seed})."]
+    if tests:
+        lines.append(f"Test accuracy {100 * tests[-1]['accuracy']:.2f} % on {tests[-1].get('count', '?')} samples.")
+    for sub in substrates:
+        stats = getattr(sub, "link_stats", None)
+        if not callable(stats):
+            continue
+        st = stats()
+        kinds = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects")
+        faults = {k: int(st.get(k) or 0) for k in kinds if st.get(k)}
+        port = getattr(sub, "port", "?")
+        if faults:
+            detail = ", ".join(f"{n} {k}" for k, n in faults.items())
+            lines.append(f"Serial device {port}: {int(st.get('samples') or 0)} samples measured; "
+                         f"recovered from {sum(faults.values())} link faults ({detail}).")
+        else:
+            lines.append(f"Serial device {port}: {int(st.get('samples') or 0)} samples measured; no link faults.")
+    return lines

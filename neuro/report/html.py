@@ -1,13 +1,12 @@
-"""A small self-contained HTML report for a run directory.
+"""A small self-contained HTML report for a run directory, rendered from a Jinja2 template.
 
-The page has inline CSS only: no scripts, no external URLs, so it opens offline and can be
-archived with the run.  Every piece of text is escaped with :func:`html.escape`.
+The page (``templates/report.html.j2``) has inline CSS only: no scripts, no external URLs, so it
+opens offline and can be archived with the run.  Autoescaping escapes every piece of text.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 import numbers
 import os
@@ -30,6 +29,8 @@ figure { margin: 0 0 1.5em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .92em; margin-top: .3em; }
 .missing { color: #a00; }
+ul.highlights { background: #f6f8fa; border-left: 4px solid #4a7; padding: .6em 1.2em .6em 2em; }
+ul.highlights li { margin: .2em 0; }
 footer { color: #888; font-size: .85em; margin-top: 3em; }
 """.strip()
 
@@ -73,9 +74,21 @@ def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _cell(tag: str, value: object) -> str:
-    cls = ' class="num"' if tag == "td" and _is_number(value) else ""
-    return f"<{tag}{cls}>{html.escape(format_value(value))}</{tag}>"
+def _cell(value: object) -> dict:
+    return {"text": format_value(value), "number": _is_number(value)}
+
+
+_ENV = None
+
+
+def _template():
+    global _ENV
+    if _ENV is None:
+        import jinja2
+
+        _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                                  autoescape=True, trim_blocks=True, lstrip_blocks=False, keep_trailing_newline=True)
+    return _ENV.get_template("report.html.j2")
 
 
 def write_report(
@@ -84,69 +97,30 @@ def write_report(
     summary: dict[str, object],
     figures: list[tuple[str, str, str]],
     tables: list[tuple[str, list[str], list[list[object]]]] = (),
+    highlights: list[str] = (),
 ) -> Path:
-    """Write ``run_dir/report.html`` and return its path.
+    """Write ``run_dir/report.html`` (from ``templates/report.html.j2``, every value escaped) and return its path.
 
-    ``summary`` becomes a key/value table; each figure is ``(heading, png name relative
-    to run_dir, caption)``; each table is ``(heading, column names, rows)``.  A figure
-    whose file is absent is still listed, marked as missing.
+    ``highlights`` are the few sentences a reader needs first (what ran, the result, faults,
+    warnings); ``summary`` becomes a key/value table; each figure is ``(heading, png name relative
+    to run_dir, caption)``; each table is ``(heading, column names, rows)``.  A figure whose file is
+    absent is still listed, marked as missing.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    esc = html.escape
-    out: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(str(title))}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(str(title))}</h1>",
-    ]
-
-    if summary:
-        out.append('<table class="summary">')
-        for key, value in summary.items():
-            out.append(f"<tr><th>{esc(str(key))}</th>{_cell('td', value)}</tr>")
-        out.append("</table>")
-
-    for heading, name, caption in figures:
-        name = str(name)
-        out.append(f"<h2>{esc(str(heading))}</h2>")
-        out.append("<figure>")
-        src = esc(quote(name.replace(os.sep, "/")), quote=True)
-        alt = esc(str(heading), quote=True)
-        out.append(f'<img src="{src}" alt="{alt}">')
-        cap = esc(str(caption)) if caption else ""
-        if not (run_dir / name).is_file():
-            cap = (cap + " " if cap else "") + (
-                f'<span class="missing">(image {esc(name)} is missing)</span>'
-            )
-        if cap:
-            out.append(f"<figcaption>{cap}</figcaption>")
-        out.append("</figure>")
-
-    for heading, columns, rows in tables:
-        out.append(f"<h2>{esc(str(heading))}</h2>")
-        out.append("<table>")
-        if columns:
-            out.append("<tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in columns) + "</tr>")
-        for row in rows:
-            out.append("<tr>" + "".join(_cell("td", v) for v in row) + "</tr>")
-        out.append("</table>")
-
+    figs = [{"heading": str(heading), "name": str(name), "caption": str(caption or ""),
+             "src": quote(str(name).replace(os.sep, "/")), "missing": not (run_dir / str(name)).is_file()}
+            for heading, name, caption in figures]
+    tabs = [{"heading": str(heading), "columns": [str(c) for c in (columns or [])],
+             "rows": [[_cell(v) for v in row] for row in rows]} for heading, columns, rows in tables]
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    out.append(f"<footer>Generated {esc(stamp)} from {esc(run_dir.name)}.</footer>")
-    out.append("</body>")
-    out.append("</html>")
-
+    page = _template().render(title=str(title), css=_CSS, highlights=[str(h) for h in highlights],
+                              summary=[(str(k), _cell(v)) for k, v in (summary or {}).items()],
+                              figures=figs, tables=tabs, stamp=stamp, folder=run_dir.name)
     path = run_dir / "report.html"
     tmp = run_dir / f".report.html.{os.getpid()}.tmp"
     try:
-        tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+        tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         if tmp.exists():

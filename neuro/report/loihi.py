@@ -37,7 +37,8 @@ def write_deployment_report(out: Path, r: dict, export, float_layers, twin, lava
     )
     summary = {k: r[k] for k in ("run", "target", "samples", "time_steps", "twin_lava_spikes_equal",
                                  "twin_lava_voltages_equal", "twin_lava_currents_equal")}
-    summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"]})
+    summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"],
+                    "quantization-aware fine-tuning epochs": r.get("qat_epochs", 0)})
     if lava:
         summary.update({"Lava accuracy (%)": 100 * r["lava_accuracy"], "Lava run config": r["lava"]["run_config"],
                         "Lava wall time (s)": r["lava"]["call_wall_s"]})
@@ -51,4 +52,15 @@ def write_deployment_report(out: Path, r: dict, export, float_layers, twin, lava
     ]
     figures = [("Output spikes", "raster.png", "Output-layer spikes of the first test sample: float model, fixed-point twin" + (", Lava." if lava else " (Lava not run).")),
                ("Output voltage", "voltage.png", "Voltage of the labelled class's output neuron; the float membrane is multiplied by the layer's voltage scale.")]
-    return write_report(out, "Loihi deployment", summary, figures, tables)
+    what = f"{r['samples']} test samples x {r['time_steps']} steps deployed to {r['target']}"
+    if r.get("qat_epochs"):
+        what += f" after {r['qat_epochs']} epochs of quantization-aware fine-tuning on the twin"
+    result = f"Accuracy: float {100 * r['float_accuracy']:.2f} %, fixed-point twin {100 * r['twin_accuracy']:.2f} %"
+    if lava:
+        exact = r["twin_lava_spikes_equal"] and r["twin_lava_voltages_equal"] and r["twin_lava_currents_equal"]
+        result += (f", Lava {100 * r['lava_accuracy']:.2f} % ({r['lava']['run_config']}); the twin and Lava are "
+                   + ("bit-exact (spikes, voltages, currents)." if exact else "NOT bit-exact: see the layer table."))
+    else:
+        result += "; Lava was not run (twin only)."
+    highlights = [what + ".", result]
+    return write_report(out, "Loihi deployment", summary, figures, tables, highlights=highlights)
