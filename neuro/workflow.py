@@ -220,10 +220,12 @@ def write_report(run: Run, exp: Experiment) -> Path:
     def pct(v):
         return None if v is None else 100 * v
 
-    rows = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_accuracy")), r.get("val_loss"), pct(r.get("val_accuracy")),
-             r.get("time_s")] for r in epochs]
+    ff = any(r.get("train_loss") is None and r.get("train_ff_loss") is not None for r in epochs)
+    rows = [[r.get("epoch"), r.get("train_ff_loss" if ff else "train_loss"), pct(r.get("train_accuracy")), r.get("val_loss"),
+             pct(r.get("val_accuracy")), r.get("time_s")] for r in epochs]
     config_rows = [[key, value] for key, value in _flatten(exp.config)]
-    tables = [("Epochs", ["epoch", "train loss", "train acc (%)", "val loss", "val acc (%)", "time (s)"], rows),
+    tables = [("Epochs", ["epoch", "train FF loss" if ff else "train loss", "train acc (%)", "val loss (cross-entropy)",
+                          "val acc (%)", "time (s)"], rows),
               *extra_tables, ("Configuration (resolved; config.toml)", ["key", "value"], config_rows)]
     highlights = _highlights(exp, epochs, tests, substrates.values())
     return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables, highlights=highlights)

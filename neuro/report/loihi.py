@@ -35,8 +35,10 @@ def write_deployment_report(out: Path, r: dict, export, float_layers, twin, lava
         out / "voltage.png", xlabel="time step", ylabel="voltage (Loihi units)",
         title=f"output neuron {label}, sample 0 (threshold {export.spec.layers[last].vth * 64})",
     )
-    summary = {k: r[k] for k in ("run", "target", "samples", "time_steps", "twin_lava_spikes_equal",
-                                 "twin_lava_voltages_equal", "twin_lava_currents_equal")}
+    labels = {"run": "run", "target": "target", "samples": "test samples", "time_steps": "time steps per sample",
+              "twin_lava_spikes_equal": "twin = Lava: spikes", "twin_lava_voltages_equal": "twin = Lava: voltages",
+              "twin_lava_currents_equal": "twin = Lava: currents"}
+    summary = {label: r[key] for key, label in labels.items() if lava or not key.startswith("twin_lava")}
     summary.update({"float accuracy (%)": 100 * r["float_accuracy"], "twin accuracy (%)": 100 * r["twin_accuracy"],
                     "quantization-aware fine-tuning epochs": r.get("qat_epochs", 0)})
     if lava:

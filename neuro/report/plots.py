@@ -367,6 +367,10 @@ def plot_series(
                     markerfacecolor="none", label=str(name), zorder=2 + k)
         if not series:
             _no_data(ax)
+        if xs.size and np.all(np.isfinite(xs)) and np.all(xs == np.round(xs)):
+            ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, counts: no fractional ticks
+            if xs.size <= 12:
+                ax.set_xticks(xs)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if title:
