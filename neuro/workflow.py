@@ -52,7 +52,8 @@ def train(config: dict, *, overwrite: bool = False, progress: bool | None = None
         f"run {run.path}: {exp.config['model']['kind']} ({count_parameters(exp.model)} parameters) "
         f"on {exp.data.name}, rule {exp.rule.name}, {exp.train.epochs} epochs"
     )
-    trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
+    hooks = (_echo_epochs(echo, exp.train.epochs), _device_fault_hook(exp.model, echo))
+    trainer = exp.trainer(run, progress=progress, hooks=hooks)
     _fit(trainer, run)
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
@@ -71,7 +72,8 @@ def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: 
     if epochs is not None:
         config.setdefault("train", {})["epochs"] = epochs
     exp = build_experiment(config)
-    trainer = exp.trainer(run, progress=progress, hooks=(_echo_epochs(echo, exp.train.epochs),))
+    hooks = (_echo_epochs(echo, exp.train.epochs), _device_fault_hook(exp.model, echo))
+    trainer = exp.trainer(run, progress=progress, hooks=hooks)
     trainer.resume(run.checkpoint_path)
     if trainer.epoch >= exp.train.epochs:
         echo(f"{run.path} already finished its {exp.train.epochs} epochs; to train further pass a larger total, "
@@ -140,6 +142,29 @@ def _flatten(d: dict, prefix: str = ""):
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects")
+
+
+def _device_fault_hook(model, echo):
+    """An epoch hook that prints one line per device whose link recovered from faults during the epoch
+    (each fault is logged at INFO, shown with -v; all of them are in the report's link tables)."""
+    found = {id(s): s for m in model.modules() if callable(getattr(s := getattr(m, "substrate", None), "link_stats", None))}
+    devices = list(found.values())
+    last = {id(d): {k: int(d.link_stats().get(k) or 0) for k in FAULT_KINDS} for d in devices}
+
+    def hook(trainer, record: dict) -> None:
+        for d in devices:
+            now = {k: int(d.link_stats().get(k) or 0) for k in FAULT_KINDS}
+            delta = {k: now[k] - last[id(d)][k] for k in FAULT_KINDS if now[k] > last[id(d)][k]}
+            last[id(d)] = now
+            if delta:
+                detail = ", ".join(f"{n} {k}" for k, n in delta.items())
+                echo(f"  serial {getattr(d, 'port', '?')}: recovered from {sum(delta.values())} link faults "
+                     f"in epoch {record['epoch']} ({detail})")
+
+    return hook
 
 
 def _echo_epochs(echo, epochs: int):
