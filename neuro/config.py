@@ -69,6 +69,8 @@ class TrainSpec:
         kinds mlp and spiking_mlp (a simulated physical layer's numerics would change).
     flush_denormals: flush subnormal floats to zero while training (see
         :class:`neuro.trainer.Trainer`; keeps a long CPU run from slowing down several-fold).
+    tensorboard: also write every epoch's numbers as TensorBoard scalars to ``runs/<name>/tensorboard/``
+        (needs the ``tensorboard`` package; ``metrics.jsonl`` and ``metrics.csv`` are always written).
     """
 
     epochs: int = 10
@@ -77,6 +79,7 @@ class TrainSpec:
     eval_batch_size: int = 1000
     precision: Precision = "float32"
     flush_denormals: bool = True
+    tensorboard: bool = False
 
     def check(self) -> None:
         if self.epochs < 0:

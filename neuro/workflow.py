@@ -52,8 +52,7 @@ def train(config: dict, *, overwrite: bool = False, progress: bool | None = None
         f"run {run.path}: {exp.config['model']['kind']} ({count_parameters(exp.model)} parameters) "
         f"on {exp.data.name}, rule {exp.rule.name}, {exp.train.epochs} epochs"
     )
-    hooks = (_echo_epochs(echo, exp.train.epochs), _device_fault_hook(exp.model, echo))
-    trainer = exp.trainer(run, progress=progress, hooks=hooks)
+    trainer = exp.trainer(run, progress=progress, hooks=_hooks(exp, run, echo))
     _fit(trainer, run)
     test = finish(exp, trainer, run)
     echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
@@ -72,8 +71,7 @@ def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: 
     if epochs is not None:
         config.setdefault("train", {})["epochs"] = epochs
     exp = build_experiment(config)
-    hooks = (_echo_epochs(echo, exp.train.epochs), _device_fault_hook(exp.model, echo))
-    trainer = exp.trainer(run, progress=progress, hooks=hooks)
+    trainer = exp.trainer(run, progress=progress, hooks=_hooks(exp, run, echo))
     trainer.resume(run.checkpoint_path)
     if trainer.epoch >= exp.train.epochs:
         echo(f"{run.path} already finished its {exp.train.epochs} epochs; to train further pass a larger total, "
@@ -136,6 +134,17 @@ def evaluate(run_path: str | os.PathLike, split: str = "test", *, progress: bool
     return exp.trainer(None, progress=progress).evaluate(split)  # load_run loaded the weights into exp.model
 
 
+def _write_csv(path: Path, records: list[dict]) -> None:
+    """The epoch records as a CSV table (one row per epoch, one column per key) for spreadsheets and pandas."""
+    import csv
+
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(records)
+
+
 def _flatten(d: dict, prefix: str = ""):
     for key, value in d.items():
         if isinstance(value, dict) and value:
@@ -165,6 +174,31 @@ def _device_fault_hook(model, echo):
                      f"in epoch {record['epoch']} ({detail})")
 
     return hook
+
+
+def _tensorboard_hook(run: Run):
+    """An epoch hook writing the record's numbers as TensorBoard scalars (``runs/<name>/tensorboard/``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
+                          ".venv/bin/pip install tensorboard (or set it to false)") from None
+    writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
+
+    def hook(trainer, record: dict) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "event"):
+                writer.add_scalar(key, value, record["epoch"])
+        writer.flush()
+
+    return hook
+
+
+def _hooks(exp: Experiment, run: Run, echo) -> tuple:
+    hooks = [_echo_epochs(echo, exp.train.epochs), _device_fault_hook(exp.model, echo)]
+    if exp.train.tensorboard:
+        hooks.append(_tensorboard_hook(run))
+    return tuple(hooks)
 
 
 def _echo_epochs(echo, epochs: int):
@@ -197,6 +231,7 @@ def write_report(run: Run, exp: Experiment) -> Path:
     from neuro import report
 
     records = run.records()
+    _write_csv(run.path / "metrics.csv", [r for r in records if r.get("event") == "epoch"])
     figures = []
     report.plot_learning_curves(records, run.path / "curves.png", title=f"{run.name}: learning curves")
     figures.append(("Learning curves", "curves.png", "Loss and accuracy per epoch (train and validation); dashed: test accuracy."))

@@ -84,7 +84,10 @@ def _train(tmp_path: Path, name: str, **sections) -> Path:
     ],
 )
 def test_run_reports_are_well_formed(tmp_path, kind, sections, must_show):
-    text = check_page(_train(tmp_path, kind, **sections) / "report.html")
+    run = _train(tmp_path, kind, **sections)
+    text = check_page(run / "report.html")
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    assert header.startswith("event,epoch") and len(rows) == 2  # one row per epoch
     for heading in (*must_show, "Configuration (resolved; config.toml)", "test accuracy (%)", "code"):
         assert heading in text, heading
 
@@ -96,3 +99,16 @@ def test_deployment_report_is_well_formed(tmp_path):
     deploy_loihi(run, samples=8, lava=False, echo=lambda *a: None)
     text = check_page(run / "deploy-loihi" / "twin" / "report.html")
     assert "twin accuracy (%)" in text
+
+
+def test_tensorboard_logging_is_optional_with_a_clear_error(tmp_path):
+    from neuro.errors import ConfigError
+
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install tensorboard"):
+            _train(tmp_path, "tb", model={"hidden": [8], "time_steps": 4}, train={"epochs": 1, "tensorboard": True})
+    else:
+        run = _train(tmp_path, "tb", model={"hidden": [8], "time_steps": 4}, train={"epochs": 1, "tensorboard": True})
+        assert any((run / "tensorboard").iterdir())
