@@ -28,6 +28,7 @@ from devices.lava_backend import require_lava_python, run_lava_batch
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.export.loihi import quantize
 from neuro.layers.chain import SpikingChain
+from neuro.progress import ticking
 from neuro.registry import DEPLOY_TARGETS, READOUTS
 from neuro.report.loihi import write_deployment_report
 from neuro.workflow import load_run
@@ -115,7 +116,9 @@ def deploy_loihi(
     if lava:
         echo(f"running {n} samples x {h.shape[0]} steps on {target} ({n_layers} layers) in one run ...")
         t0 = time.perf_counter()
-        res = runner.obj(export, h, timeout_s=timeout_s)
+        # Lava reports nothing while it runs: show the elapsed time against an estimate (about 1000 steps/s)
+        with ticking(f"{target} run", expected_s=5 + n * h.shape[0] / 1000):
+            res = runner.obj(export, h, timeout_s=timeout_s)
         lava_wall = time.perf_counter() - t0
 
     def acc(spikes):
