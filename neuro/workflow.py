@@ -33,9 +33,38 @@ def _teed(echo, run: Run):
 def _fit(trainer, run: Run) -> None:
     try:
         trainer.fit()
-    except KeyboardInterrupt:
-        done = f"after epoch {trainer.epoch}" if trainer.epoch else "before its first checkpoint"
-        raise RunInterrupted(f"interrupted {done}; continue with `neuro train --resume {run.path}`") from None
+    except BaseException as exc:
+        write_failure_report(run, trainer, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            done = f"after epoch {trainer.epoch}" if trainer.epoch else "before its first checkpoint"
+            raise RunInterrupted(f"interrupted {done}; continue with `neuro train --resume {run.path}`") from None
+        raise
+
+
+def write_failure_report(run: Run, trainer, exc: BaseException) -> None:
+    """Keep the evidence of a run that failed or was interrupted: each serial link's statistics and events
+    (``serial_link_*.json[l]``, ``serial_failure.json``) and a ``report.html`` that says why it stopped.
+    Talks to no device (a failing link must not fail the report); never hides the run's own error."""
+    from devices.serial.driver import write_failure_evidence
+    from neuro import report
+
+    try:
+        substrates = list({id(s): s for m in trainer.model.modules() if (s := getattr(m, "substrate", None)) is not None}.values())
+        if any(callable(getattr(s, "link_stats", None)) for s in substrates):
+            write_failure_evidence(substrates, run.path, exc)
+        sections = report.collect_sections(substrates, run.records(), run.path)
+        figures, tables = report.as_legacy(sections)
+        what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        highlights = [f"The run {what} during epoch {trainer.epoch + 1} ({trainer.epoch} epochs completed; the last "
+                      f"checkpoint holds epoch {trainer.epoch}).", f"Reason: {reason}"]
+        summary = {"run": run.name, "stopped": what, "error": f"{type(exc).__name__}: {reason}",
+                   "epochs completed": trainer.epoch}
+        report.write_report(run.path, f"NeuroHIL run {run.name} (stopped)", summary, figures, tables, highlights=highlights)
+    except Exception as inner:  # noqa: BLE001 - evidence is best effort; the run's own error is what the user sees
+        import logging
+
+        logging.getLogger("neuro").warning("could not write the failure report of %s: %s", run.path, inner)
 
 
 def train(config: dict, *, overwrite: bool = False, progress: bool | None = None, echo=print) -> tuple[Run, dict]:
@@ -153,7 +182,8 @@ def _flatten(d: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects")
+FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "request corrupted",
+               "write stalled", "non-finite reply")
 
 
 def _device_fault_hook(model, echo):
@@ -302,7 +332,7 @@ def _highlights(exp: Experiment, epochs: list[dict], tests: list[dict], substrat
         if not callable(stats):
             continue
         st = stats()
-        kinds = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects")
+        kinds = FAULT_KINDS
         faults = {k: int(st.get(k) or 0) for k in kinds if st.get(k)}
         port = getattr(sub, "port", "?")
         if faults:

@@ -234,3 +234,23 @@ def test_evaluation_is_deterministic_and_leaves_the_training_stream_alone(tmp_pa
     assert first == second
     assert first["accuracy"] == logged == workflow.evaluate(run.path, "val")["accuracy"]
     assert trainer.evaluation_seed("val") != trainer.evaluation_seed("test")
+
+
+def test_a_failed_run_still_writes_a_report_saying_why(tmp_path, monkeypatch):
+    from neuro import workflow
+    from neuro.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def failing(self):
+        if self.epoch == 1:
+            raise RuntimeError("device on /dev/ttyUSB7 stopped answering")
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", failing)
+    config = {**SMALL, "run": {"name": "dies", "seed": 3, "out_dir": str(tmp_path)}, "train": {"epochs": 3, "batch_size": 32}}
+    with pytest.raises(RuntimeError, match="stopped answering"):
+        workflow.train(config, progress=False, echo=lambda *a: None)
+    html = (tmp_path / "dies" / "report.html").read_text()
+    assert "failed during epoch 2" in html and "device on /dev/ttyUSB7 stopped answering" in html
+    assert torch.load(tmp_path / "dies" / "checkpoint.pt", weights_only=False)["epoch"] == 1

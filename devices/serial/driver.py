@@ -373,7 +373,8 @@ class SerialDevice:
         name = P.MsgType(request).name if request in P.MsgType._value2member_map_ else f"0x{request:02x}"
         if len(self.events) < self.max_events:
             self.events.append(LinkEvent(round(time.monotonic() - self._t0, 4), kind, name, seq, detail))
-        log.warning("serial %s: %s on %s seq %d%s", self.port, kind, name, seq, f" ({detail})" if detail else "")
+        # one line per fault at INFO (shown with -v); runs print one summary line per epoch and keep every event
+        log.info("serial %s: %s on %s seq %d%s", self.port, kind, name, seq, f" ({detail})" if detail else "")
 
     def _fail(self, message: str, request: str, seq: int, *, state: str = "failed") -> DeviceError:
         """Record why the link stopped (kept in :meth:`link_stats`) and return the error to raise."""

@@ -18,7 +18,8 @@ from neuro.registry import REPORT_SECTIONS
 from neuro.report.plots import DPI
 from neuro.report.sections import Figure, Section, Table
 
-FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "rewrites_after_reboot")
+FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "request corrupted",
+               "write stalled", "non-finite reply", "rewrites_after_reboot")
 
 
 def _fmt(value, spec: str) -> str:
