@@ -37,11 +37,19 @@ def test_emulate_in_a_process_then_probe_it_through_the_pty(tmp_path, capsys):
         assert rc == 0, err
         assert f"{port}: affine-tanh (neurohil-emu 1.0), protocol v1" in out
         assert "inputs 5 in [-1, 1], outputs 2" in out and "W [2, 5], b [2]" in out and "over 3" in out
+        # the running emulator is listed, under a header
+        rc, out, _ = _neuro(capsys, "devices", "list")
+        assert rc == 0 and "EMULATOR PORT\tSERVES\tPID" in out and f"{port}\taffine-tanh\t{proc.pid}" in out
+        # --json is strict JSON (no NaN), even for a device that has measured nothing yet
+        rc, out, _ = _neuro(capsys, "devices", "probe", port, "--json", "--timeout", "2")
+        assert rc == 0
+        parsed = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in --json output"))
+        assert parsed["describe"]["n_in"] == 5
     finally:
         proc.terminate()  # SIGTERM: the emulator stops cleanly and prints its summary
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert "served 5 requests, measured 3 samples" in out  # HELLO, HEALTH, 3 FORWARD
+    assert "served 7 requests, measured 3 samples" in out  # HELLO, HEALTH, 3 FORWARD; then HELLO, HEALTH for --json
     assert not link.exists()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import threading
 import time
@@ -71,6 +73,47 @@ def add_parser(sub) -> None:
     q.set_defaults(func=run_emulate)
 
 
+def _emulator_registry():
+    """Folder where running ``neuro devices emulate`` processes announce their ports (one JSON file each)."""
+    from pathlib import Path
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/neurohil-{os.getuid()}"
+    return Path(base) / "neurohil-emulators"
+
+
+class _announced:
+    """While the block runs, list ``ports`` (with what they serve) for ``neuro devices list``."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        self.path = _emulator_registry() / f"{os.getpid()}.json"
+        self.entries = entries
+
+    def __enter__(self):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"pid": os.getpid(), "emulators": self.entries}), encoding="utf-8")
+        except OSError:
+            pass  # listing is a convenience; serving must not depend on it
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _running_emulators() -> list[dict]:
+    out = []
+    folder = _emulator_registry()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            os.kill(int(record["pid"]), 0)  # still running?
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a crashed emulator's stale entry
+            continue
+        out.extend({**e, "pid": record["pid"]} for e in record["emulators"])
+    return out
+
+
 def run_list(args) -> int:
     from pathlib import Path
 
@@ -79,14 +122,31 @@ def run_list(args) -> int:
     ports = sorted(list_ports.comports(), key=lambda p: p.device)
     by_id = Path("/dev/serial/by-id")
     links = sorted(by_id.iterdir()) if by_id.is_dir() else []
-    if not ports and not links:
+    emulators = _running_emulators()
+    if not ports and not links and not emulators:
         print("no serial ports found; plug a device in, or start one with `neuro devices emulate --link /tmp/ttyNH0`")
         return 0
-    for p in ports:
-        print(f"{p.device}\t{p.description}\t{p.hwid}")
-    for link in links:
-        print(f"{link}\t-> {link.resolve()}")
+    if ports or links:
+        print("SERIAL PORT\tDESCRIPTION\tHARDWARE ID")
+        for p in ports:
+            print(f"{p.device}\t{p.description}\t{p.hwid}")
+        for link in links:
+            print(f"{link}\t-> {link.resolve()}\t")
+    if emulators:
+        print("EMULATOR PORT\tSERVES\tPID")
+        for e in emulators:
+            print(f"{e['port']}\t{e['serves']}\t{e['pid']}")
     return 0
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def run_probe(args) -> int:
@@ -108,8 +168,9 @@ def run_probe(args) -> int:
                 times.append(time.perf_counter() - t0)
             times.sort()
             latency = {"n": len(times), "median_ms": 1e3 * times[len(times) // 2], "max_ms": 1e3 * times[-1]}
-    if args.json:
-        print(json.dumps({"describe": desc, "health": health, "forward_latency": latency}, default=str))
+    if args.json:  # strict JSON: non-finite numbers (e.g. a rate with no requests yet) become null
+        print(json.dumps(_finite({"describe": desc, "health": health, "forward_latency": latency}), default=str,
+                         allow_nan=False))
         return 0
     print(f"{args.port}: {desc['device'].get('kind', desc['kind'])} ({desc['firmware']}), protocol v{desc['protocol_version']}")
     print(f"  inputs {desc['n_in']} in [{desc['input_range'][0]:g}, {desc['input_range'][1]:g}], outputs {desc['n_out']}, "
@@ -189,7 +250,10 @@ def run_emulate_config(args) -> int:
                   f"{e.slave_path} (link {e.port})", flush=True)
         print(f"train through them: neuro train {args.for_config} --set 'model.substrates=<first line>'; Ctrl-C to stop",
               flush=True)
-        _wait(threading.Event(), args.duration)
+        entries = [{"port": e.port, "serves": f"{e.firmware.substrate.describe().get('kind', '?')} (block {k})"}
+                   for k, e in enumerate(emus)]
+        with _announced(entries):
+            _wait(threading.Event(), args.duration)
     finally:
         for e in emus:
             e.stop()
@@ -221,7 +285,8 @@ def run_emulate(args) -> int:
     print(f"emulating {desc.get('kind', args.substrate)} ({substrate.n_in} -> {substrate.n_out}) on {emu.slave_path}"
           f"{f' (link {args.link})' if args.link else ''}, protocol v{emu.firmware.version}; Ctrl-C to stop", flush=True)
     try:
-        emu.serve_forever(args.duration)
+        with _announced([{"port": emu.port, "serves": str(desc.get("kind", args.substrate))}]):
+            emu.serve_forever(args.duration)
     except KeyboardInterrupt:
         pass
     finally:
