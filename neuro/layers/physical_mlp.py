@@ -107,7 +107,12 @@ class PhysicalMLP(nn.Module):
 
     def report_data(self, records=None) -> dict:
         """Report section ``accuracy_vs_time`` (drawn by :mod:`neuro.report.physical` from the epoch records)."""
-        return {"accuracy_vs_time": {}}
+        drifts = []
+        for layer in self.physical_layers():
+            d = layer.substrate.describe() if callable(getattr(layer.substrate, "describe", None)) else {}
+            drifts.append(None if "drift" not in d else bool(d["drift"]))
+        drift = True if any(drifts) else (None if None in drifts else False)
+        return {"accuracy_vs_time": {"drift": drift}}
 
 
 # ---------------------------------------------------------------------- config

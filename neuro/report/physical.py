@@ -20,12 +20,15 @@ from neuro.report.sections import Figure, Section, Table
 
 @REPORT_SECTIONS.register("accuracy_vs_time")
 def draw_accuracy_vs_time(data: dict, records: list[dict], run_dir: Path) -> Section:
-    figures, tables = accuracy_vs_time(run_dir, records)
+    figures, tables = accuracy_vs_time(run_dir, records, drift=data.get("drift"))
     return Section([Figure(*f) for f in figures], [Table(*t) for t in tables])
 
 
-def accuracy_vs_time(run_dir, records: list[dict]):
-    """Figures ``(title, png, caption)`` and tables ``(title, header, rows)`` of accuracy against device time."""
+def accuracy_vs_time(run_dir, records: list[dict], drift: bool | None = None):
+    """Figures ``(title, png, caption)`` and tables ``(title, header, rows)`` of accuracy against device time.
+
+    ``drift``: whether the substrates' hidden physics drifts (True), is static (False) or unknown (None, a
+    device); the caption says which."""
     epochs = [r for r in records if r.get("event") == "epoch"]
     if not epochs:
         return [], []
@@ -38,10 +41,18 @@ def accuracy_vs_time(run_dir, records: list[dict]):
     plot_series(x, series, Path(run_dir) / "accuracy_vs_time.png",
                 xlabel="device time: cumulative physical evaluations, all layers (samples)" if use_evals else "epoch",
                 ylabel="validation accuracy (%)", title="accuracy vs device time")
+    physics = {True: "as its hidden parameters drift", False: "(its hidden physics does not drift in this run)",
+               None: "(a device: whether it drifts is not known)"}[drift]
+    x_text = ("x: device time, the cumulative number of samples measured on all physical layers during training"
+              if use_evals else "x: epoch (this rule measures nothing on the system while training)")
     figures = [("Accuracy vs device time", "accuracy_vs_time.png",
-                "Validation accuracy measured on the physical system as its hidden parameters drift; "
-                "x: cumulative physical evaluations of training.")]
+                f"Validation accuracy measured on the physical system {physics}; {x_text}.")]
+
+    def pct(v):
+        return None if v is None else 100 * v
+
     rows = [[r.get("epoch"), r.get("n_physical_evals"), r.get("n_digital_macs"), r.get("time_s"),
-             r.get("val_accuracy"), r.get("deployed_val_accuracy")] for r in epochs]
-    tables = [("Accounting per epoch", ["epoch", "physical evals", "digital MACs", "wall time (s)", "val acc", "deployed val acc"], rows)]
+             pct(r.get("val_accuracy")), pct(r.get("deployed_val_accuracy"))] for r in epochs]
+    tables = [("Accounting per epoch", ["epoch", "physical evaluations (samples)", "digital MACs", "wall time (s)",
+                                        "val acc (%)", "deployed val acc (%)"], rows)]
     return figures, tables

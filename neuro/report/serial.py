@@ -41,7 +41,8 @@ def draw_serial_link(data: dict, records: list[dict], run_dir: Path) -> Section:
             ["FORWARD round trip median / p95 (ms)",
              f"{_fmt(stats.get('forward_median_ms'), '.3f')} / {_fmt(stats.get('forward_p95_ms'), '.3f')}"],
             ["bytes out / in", f"{stats.get('bytes_out', 0)} / {stats.get('bytes_in', 0)}"]]
-    faults = [[k, stats.get(k, 0)] for k in FAULT_KINDS]
+    labels = {"rewrites_after_reboot": "hardware parameters rewritten after a reboot"}
+    faults = [[labels.get(k, k), stats.get(k, 0)] for k in FAULT_KINDS]
     tables = [Table(f"Serial device {port}", ["quantity", "value"], rows),
               Table(f"Link faults recovered from ({port}; events in serial_link_{stem}.jsonl)", ["fault", "count"], faults)]
     figures = []
