@@ -121,3 +121,13 @@ def test_every_readme_command_runs(tmp_path):
     assert ran >= 10
     assert (tmp_path / "runs" / "digits-bptt" / "report.html").is_file()
     assert (tmp_path / "runs" / "digits-loihi" / "deploy-loihi").is_dir()
+
+
+def test_python_api_example_runs(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "python_api.py"), "--out", str(tmp_path)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    accuracy = float(res.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 80, res.stdout  # 5 epochs of a 64-128-10 spiking MLP on digits
+    assert (tmp_path / "model.nir").is_file()
