@@ -9,7 +9,6 @@ repository's ``examples/``; runs go to ``runs/`` there, as for a user.  Training
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -27,8 +26,19 @@ pytestmark = pytest.mark.slow
 def readme_commands() -> list[tuple[list[str], bool]]:
     """``(argv after 'neuro', background)`` for every `.venv/bin/neuro` command in README.md's code blocks."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = [] if line.strip() in ("```", "```bash", "```sh") else ["#not-shell"]
+            else:
+                if current[:1] != ["#not-shell"]:
+                    blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
     out = []
-    for block in re.findall(r"```\n(.*?)```", text, flags=re.S):
+    for block in blocks:
         block = block.replace("\\\n", " ")
         for line in block.splitlines():
             line = line.split("  #")[0].strip()
@@ -89,7 +99,8 @@ def test_every_readme_command_runs(tmp_path):
                 continue
             cmd = [sys.executable, "-m", "neuro", *argv]
             if in_background:
-                proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
                 background.append(proc)
                 deadline = time.time() + 60
                 # wait until the emulator's links exist (it prints them once they are up)
@@ -99,7 +110,8 @@ def test_every_readme_command_runs(tmp_path):
                     time.sleep(0.2)
                 continue
             if argv[:2] == ["devices", "emulate"]:  # a foreground emulator: serve while the next commands probe it
-                proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
                 background.append(proc)
                 link = Path(argv[argv.index("--link") + 1])
                 deadline = time.time() + 60
