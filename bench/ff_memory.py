@@ -74,9 +74,14 @@ def run_one(family: str, rule_name: str, depth: int, steps: int) -> dict:
         opt.step()
     after = maxrss_mib()
     return {
-        "family": family, "rule": rule_name, "depth": depth, "params": n_params,
+        "family": family,
+        "rule": rule_name,
+        "depth": depth,
+        "params": n_params,
         "param_state_mib": n_params * 4 * 4 / 2**20,  # weights, grads, Adam m and v (float32)
-        "rss_before_mib": before, "rss_peak_mib": after, "train_peak_mib": after - before,
+        "rss_before_mib": before,
+        "rss_peak_mib": after,
+        "train_peak_mib": after - before,
     }
 
 
@@ -95,18 +100,39 @@ def main() -> None:
         for rule_name in RULES:
             for depth in DEPTHS:
                 out = subprocess.run(
-                    [sys.executable, "-m", "bench.ff_memory", "--one", family, rule_name, str(depth), "--steps", str(args.steps)],
-                    capture_output=True, text=True, check=True, env=CHILD_ENV,
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.ff_memory",
+                        "--one",
+                        family,
+                        rule_name,
+                        str(depth),
+                        "--steps",
+                        str(args.steps),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=CHILD_ENV,
                 )
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"  {family} {rule_name} depth {depth}: {rows[-1]['train_peak_mib']:.1f} MiB", file=sys.stderr, flush=True)
+                print(
+                    f"  {family} {rule_name} depth {depth}: {rows[-1]['train_peak_mib']:.1f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     base = {(r["family"], r["rule"]): r["train_peak_mib"] for r in rows if r["depth"] == DEPTHS[0]}
-    print("| model | rule | depth | parameters | param+grad+Adam (MiB) | peak training memory (MiB) | ratio to depth 2 |")
+    print(
+        "| model | rule | depth | parameters | param+grad+Adam (MiB) | peak training memory (MiB) | ratio to depth 2 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         r["ratio_to_depth2"] = r["train_peak_mib"] / base[(r["family"], r["rule"])]
-        print(f"| {r['family']} | {r['rule']} | {r['depth']} | {r['params']} | {r['param_state_mib']:.1f} | "
-              f"{r['train_peak_mib']:.1f} | {r['ratio_to_depth2']:.2f} |")
+        print(
+            f"| {r['family']} | {r['rule']} | {r['depth']} | {r['params']} | {r['param_state_mib']:.1f} | "
+            f"{r['train_peak_mib']:.1f} | {r['ratio_to_depth2']:.2f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -45,7 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tick", type=int, default=256)
     ap.add_argument("--out", default="runs")
     ap.add_argument("--name", default="physical-drift")
-    ap.add_argument("--mfff", default="mfff (supervised FF)", help="label of the mfff entry of bench/physical_table.py RULES")
+    ap.add_argument(
+        "--mfff", default="mfff (supervised FF)", help="label of the mfff entry of bench/physical_table.py RULES"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     ins_rule, ins_lr, _ = RULES["insilico (backprop through exact simulator)"]
@@ -65,7 +67,9 @@ def main(argv=None) -> int:
     cfg = drifting(config(args.dataset, ff_rule, ff_lr, args.epochs), args.drift, args.tick)
     cfg["run"].update({"name": args.name, "out_dir": args.out})
     exp = build_experiment(cfg)
-    deployed_exp = build_experiment(drifting(config(args.dataset, ins_rule, ins_lr, args.epochs), args.drift, args.tick))
+    deployed_exp = build_experiment(
+        drifting(config(args.dataset, ins_rule, ins_lr, args.epochs), args.drift, args.tick)
+    )
     deployed_exp.model.load_state_dict(offline.model.state_dict(), strict=False)
     # the deployed copy's substrates start fresh at device time 0 (same device, same seed), with
     # the offline network's digital weights and controls
@@ -78,14 +82,27 @@ def main(argv=None) -> int:
     run.write_config(exp.config)
     trainer = exp.trainer(run, progress=False, hooks=(hook,))
     for r in trainer.fit():
-        print(f"epoch {r['epoch']}: mfff (drift) val {100 * r['val_accuracy']:.2f}%  deployed val {100 * r['deployed_val_accuracy']:.2f}%", flush=True)
+        print(
+            f"epoch {r['epoch']}: mfff (drift) val {100 * r['val_accuracy']:.2f}%  deployed val "
+            f"{100 * r['deployed_val_accuracy']:.2f}%",
+            flush=True,
+        )
     test = workflow.finish(exp, trainer, run)
     hook.sync_clocks(exp.model)
     deployed_test = hook.accuracy(exp.data.test)
-    result = {"dataset": args.dataset, "mfff": args.mfff, "epochs": args.epochs, "drift": args.drift, "tick": args.tick,
-              "offline_test_drift_free": offline_test, "mfff_test_drift_free": still_test,
-              "mfff_test_drift": test["accuracy"], "deployed_test_drift": deployed_test,
-              "device_time_end": exp.model.blocks[0].physical.substrate.clock, "report": str(run.path / "report.html")}
+    result = {
+        "dataset": args.dataset,
+        "mfff": args.mfff,
+        "epochs": args.epochs,
+        "drift": args.drift,
+        "tick": args.tick,
+        "offline_test_drift_free": offline_test,
+        "mfff_test_drift_free": still_test,
+        "mfff_test_drift": test["accuracy"],
+        "deployed_test_drift": deployed_test,
+        "device_time_end": exp.model.blocks[0].physical.substrate.clock,
+        "report": str(run.path / "report.html"),
+    }
     print(json.dumps(result), flush=True)
     return 0
 

@@ -24,8 +24,13 @@ from neuro.build import build_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MODEL = {"kind": "physical_mlp", "substrate": "wave:scattering", "physical": [200], "hidden": [100, 100, 100],
-         "substrate_options": {"noise": 0.01, "n_control": 8}}
+MODEL = {
+    "kind": "physical_mlp",
+    "substrate": "wave:scattering",
+    "physical": [200],
+    "hidden": [100, 100, 100],
+    "substrate_options": {"noise": 0.01, "n_control": 8},
+}
 
 #: rule label -> (rule section, learning rate, epochs as a multiple of the dataset's EPOCHS)
 RULES = {
@@ -34,7 +39,11 @@ RULES = {
     "mfff (supervised FF)": ({"name": "mfff", "variant": "supervised"}, 2e-2, 1),
     "mfff (pairwise contrastive)": ({"name": "mfff", "variant": "contrastive"}, 1e-2, 1),
     "mfff (supervised FF), 3x epochs": ({"name": "mfff", "variant": "supervised"}, 2e-2, 3),
-    "mfff (supervised FF, readout), 3x epochs": ({"name": "mfff", "variant": "supervised", "predict": "readout"}, 2e-2, 3),
+    "mfff (supervised FF, readout), 3x epochs": (
+        {"name": "mfff", "variant": "supervised", "predict": "readout"},
+        2e-2,
+        3,
+    ),
     "mfff (pairwise contrastive), 3x epochs": ({"name": "mfff", "variant": "contrastive"}, 1e-2, 3),
 }
 EPOCHS = {"vowels": 30, "digits": 10}
@@ -83,16 +92,28 @@ def main(argv=None) -> int:
                 if args.rules and label not in args.rules:
                     continue
                 epochs = args.epochs or EPOCHS[ds] * factor
-                result = {"dataset": ds, "rule": label, "epochs": epochs, "lr": lr, **run_one(config(ds, rule, lr, epochs))}
+                result = {
+                    "dataset": ds,
+                    "rule": label,
+                    "epochs": epochs,
+                    "lr": lr,
+                    **run_one(config(ds, rule, lr, epochs)),
+                }
                 log.write(json.dumps(result) + "\n")
                 log.flush()
                 rows.append(result)
-                print(f"{ds:7s} {label:45s} test {100 * result['test_accuracy']:.2f}%  {result['train_time_s']:.0f} s", flush=True)
+                print(
+                    f"{ds:7s} {label:45s} test {100 * result['test_accuracy']:.2f}%  {result['train_time_s']:.0f} s",
+                    flush=True,
+                )
     print("\n| dataset | rule | epochs | test acc (%) | physical evals | digital MACs | train time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['rule']} | {r['epochs']} | {100 * r['test_accuracy']:.2f} | {r['n_physical_evals']:.3g} | "
-              f"{r['n_digital_macs']:.3g} | {r['train_time_s']:.0f} |")
+        print(
+            f"| {r['dataset']} | {r['rule']} | {r['epochs']} | {100 * r['test_accuracy']:.2f} | "
+            f"{r['n_physical_evals']:.3g} | "
+            f"{r['n_digital_macs']:.3g} | {r['train_time_s']:.0f} |"
+        )
     return 0
 
 

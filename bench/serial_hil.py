@@ -43,17 +43,40 @@ def _time_calls(fn, x, calls: int) -> list[float]:
 def _row(where: str, batch: int, times: list[float]) -> dict:
     times = sorted(times)
     med = statistics.median(times)
-    return {"where": where, "batch": batch, "median_ms": 1e3 * med, "p95_ms": 1e3 * times[int(0.95 * (len(times) - 1))],
-            "samples_per_s": batch * len(times) / sum(times)}
+    return {
+        "where": where,
+        "batch": batch,
+        "median_ms": 1e3 * med,
+        "p95_ms": 1e3 * times[int(0.95 * (len(times) - 1))],
+        "samples_per_s": batch * len(times) / sum(times),
+    }
 
 
 def _emulator(args, link: Path, faults: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", args.substrate, "--n-in", str(args.n_in),
-           "--n-out", str(args.n_out), "--link", str(link), "--seed", "0", "--noise", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "neuro",
+        "devices",
+        "emulate",
+        "--substrate",
+        args.substrate,
+        "--n-in",
+        str(args.n_in),
+        "--n-out",
+        str(args.n_out),
+        "--link",
+        str(link),
+        "--seed",
+        "0",
+        "--noise",
+        "0",
+    ]
     if faults:
         cmd += ["--drop", "0.01", "--corrupt", "0.01"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if proc.stdout.readline().strip() != str(link):
         proc.kill()
         raise SystemExit("emulator did not start")
@@ -85,14 +108,22 @@ def main() -> None:
             try:
                 with SerialDevice(str(link), timeout=0.25 if faults else 0.5, retries=20) as dev:
                     for b in batches:
-                        rows.append(_row("pty, 1% drop + 1% corrupt" if faults else "pty", b,
-                                         _time_calls(dev.forward, xs[b], args.calls)))
+                        rows.append(
+                            _row(
+                                "pty, 1% drop + 1% corrupt" if faults else "pty",
+                                b,
+                                _time_calls(dev.forward, xs[b], args.calls),
+                            )
+                        )
                     link_stats = dev.link_stats()
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
             if faults:
-                print(f"faulty link: {link_stats.get('timeout', 0)} timeouts, {link_stats.get('bad frame', 0)} bad frames recovered")
+                print(
+                    f"faulty link: {link_stats.get('timeout', 0)} timeouts, {link_stats.get('bad frame', 0)} bad "
+                    "frames recovered"
+                )
     print(f"substrate {args.substrate} {args.n_in} -> {args.n_out}, {args.calls} calls per row, float32 samples")
     print("| where | batch | median round trip (ms) | p95 (ms) | samples/s |")
     print("|---|---:|---:|---:|---:|")

@@ -42,7 +42,7 @@ def run_one(method: str, T: int) -> dict:
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)
     p = LIFParameters()
-    ws = [torch.randn(b, a, generator=g) * (3.0 / a ** 0.5) for a, b in zip(SIZES[:-1], SIZES[1:])]
+    ws = [torch.randn(b, a, generator=g) * (3.0 / a**0.5) for a, b in zip(SIZES[:-1], SIZES[1:])]
     y = torch.randint(0, SIZES[-1], (B,), generator=g)
     prob = torch.full((B, SIZES[0]), ACTIVITY)
 
@@ -82,10 +82,15 @@ def main() -> None:
     rows = {}
     for method in ("bptt", "sltt", "sltt_stored"):
         for T in (25, 100):
-            out = subprocess.run([sys.executable, "-m", "bench.sltt_memory", method, str(T)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.sltt_memory", method, str(T)], capture_output=True, text=True, check=True
+            )
             rows[(method, T)] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 784-1000-10, batch {B}, input activity {ACTIVITY:.0%}; "
-          "glibc malloc env not set")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 784-1000-10, batch {B}, input activity "
+        f"{ACTIVITY:.0%}; "
+        "glibc malloc env not set"
+    )
     print("| method | peak RSS growth T=25 (MB) | T=100 (MB) | ratio T=100 / T=25 |\n|---|---|---|---|")
     for method in ("bptt", "sltt", "sltt_stored"):
         a, b = rows[(method, 25)]["peak_growth_mb"], rows[(method, 100)]["peak_growth_mb"]

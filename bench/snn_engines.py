@@ -55,7 +55,7 @@ def _weights(sizes, gen, torch):
     """Weights scaled so that hidden neurons spike at a few percent for 20% input activity."""
     ws = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        ws.append(torch.randn(b, a, generator=gen) * (3.0 / a ** 0.5))
+        ws.append(torch.randn(b, a, generator=gen) * (3.0 / a**0.5))
     return ws
 
 
@@ -124,7 +124,9 @@ def run_one(cfg: dict) -> dict:
         import norse.torch as norse
 
         fcs = _linears(ws, torch)
-        np_ = norse.LIFParameters(tau_syn_inv=torch.as_tensor(1 / p.tau_syn), tau_mem_inv=torch.as_tensor(1 / p.tau_mem))
+        np_ = norse.LIFParameters(
+            tau_syn_inv=torch.as_tensor(1 / p.tau_syn), tau_mem_inv=torch.as_tensor(1 / p.tau_mem)
+        )
         cells = [norse.LIF(np_, dt=p.dt) for _ in ws]
         params = [fc.weight for fc in fcs]
 
@@ -205,7 +207,7 @@ def plan(quick: bool) -> list[dict]:
                 engines += ["roofline", "snntorch", "norse"]
             for engine in engines:
                 cfgs.append(dict(net=net, T=T, mode=mode, engine=engine, activity=0.2, iters=iters, **procs))
-            for act in ((0.01, 0.05, 0.2, 0.5) if small else (0.05,)):
+            for act in (0.01, 0.05, 0.2, 0.5) if small else (0.05,):
                 if mode == "fwd" or small:
                     cfgs.append(dict(net=net, T=T, mode=mode, engine="event", activity=act, iters=iters, **procs))
     return cfgs
@@ -215,8 +217,15 @@ def key(c: dict) -> tuple:
     return (c["net"], c["T"], c["mode"], c["engine"], c["activity"])
 
 
-def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None = None,
-          until: float | None = None, skip: dict | None = None) -> dict:
+def drive(
+    cfgs: list[dict],
+    repeats: int,
+    malloc: bool,
+    log,
+    jsonl: Path | None = None,
+    until: float | None = None,
+    skip: dict | None = None,
+) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
     if malloc:
         env.update(MALLOC_ENV)
@@ -232,8 +241,13 @@ def drive(cfgs: list[dict], repeats: int, malloc: bool, log, jsonl: Path | None 
         if True:
             if skip and skip.get(key(c), 0) > r:  # already measured (resumed run)
                 continue
-            out = subprocess.run([sys.executable, "-m", "bench.snn_engines", "--one", json.dumps(c)], env=env,
-                                 capture_output=True, text=True, timeout=3600)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.snn_engines", "--one", json.dumps(c)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
             if out.returncode != 0:
                 raise SystemExit(f"config {c} failed:\n{out.stderr[-2000:]}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -250,11 +264,18 @@ def table(results: dict) -> str:
         ts = [t for res in results.get(k, []) for t in res["times"]]
         if not ts:
             return None
-        return statistics.median(ts) * 1e3, min(ts) * 1e3, max(r["peak_mb"] for r in results[k]), \
-            statistics.mean(r["hidden_activity"] for r in results[k])
+        return (
+            statistics.median(ts) * 1e3,
+            min(ts) * 1e3,
+            max(r["peak_mb"] for r in results[k]),
+            statistics.mean(r["hidden_activity"] for r in results[k]),
+        )
 
-    lines = ["| net | T | pass | engine | input activity | median ms | min ms | peak RSS growth MB | hidden activity "
-             "| median / roofline | min / roofline | min / folded matmuls |", "|" + "---|" * 12]
+    lines = [
+        "| net | T | pass | engine | input activity | median ms | min ms | peak RSS growth MB | hidden activity "
+        "| median / roofline | min / roofline | min / folded matmuls |",
+        "|" + "---|" * 12,
+    ]
     for k in sorted(results, key=lambda k: (k[0], k[1], k[2], k[3] not in ("roofline", "matmul_folded"), k[3], k[4])):
         net, T, mode, engine, act = k
         s = stats(k)
@@ -264,9 +285,11 @@ def table(results: dict) -> str:
         ratio_min = s[1] / roof[1] if roof else float("nan")
         fold_min = s[1] / fold[1] if fold else float("nan")
         ha = "" if s[3] != s[3] else f"{s[3]:.3f}"
-        lines.append(f"| {NETS[net][0]}-{NETS[net][1]}-{NETS[net][2]} | {T} | {'fwd+bwd' if mode == 'fwdbwd' else 'fwd'} "
-                     f"| {engine} | {act:.0%} | {s[0]:.1f} | {s[1]:.1f} | {s[2]:.0f} | {ha} | {ratio_med:.2f} | {ratio_min:.2f} "
-                     f"| {fold_min:.2f} |")
+        lines.append(
+            f"| {NETS[net][0]}-{NETS[net][1]}-{NETS[net][2]} | {T} | {'fwd+bwd' if mode == 'fwdbwd' else 'fwd'} "
+            f"| {engine} | {act:.0%} | {s[0]:.1f} | {s[1]:.1f} | {s[2]:.0f} | {ha} | {ratio_med:.2f} | {ratio_min:.2f} "
+            f"| {fold_min:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -291,9 +314,12 @@ def main() -> None:
         print(table(results))
         return
     malloc = not args.no_malloc_env
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {THREADS} threads; batch {BATCH}; fp32; "
-          f"glibc malloc env {'set: ' + ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items()) if malloc else 'not set'}; "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {THREADS} threads; batch {BATCH}; fp32; "
+        f"glibc malloc env {'set: ' + ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items()) if malloc else 'not set'}; "
+        f"load average at start {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     until = None
     if args.until:
         h, m = map(int, args.until.split(":"))
@@ -304,8 +330,15 @@ def main() -> None:
         for line in Path(args.jsonl).read_text().splitlines():
             k = key(json.loads(line)["cfg"])
             skip[k] = skip.get(k, 0) + 1
-    drive(plan(args.quick), args.repeats, malloc, lambda s: print(s, file=sys.stderr, flush=True),
-          Path(args.jsonl) if args.jsonl else None, until, skip)
+    drive(
+        plan(args.quick),
+        args.repeats,
+        malloc,
+        lambda s: print(s, file=sys.stderr, flush=True),
+        Path(args.jsonl) if args.jsonl else None,
+        until,
+        skip,
+    )
     results: dict[tuple, list[dict]] = {}
     if args.jsonl:
         for line in Path(args.jsonl).read_text().splitlines():

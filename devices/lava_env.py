@@ -22,9 +22,14 @@ def lava_status(timeout: float = 60.0) -> tuple[bool, str]:
     """``(available, detail)``: whether lava-nc imports in the Lava environment, and its version or why not."""
     py = lava_python()
     if not py.exists():
-        return False, f"no Lava environment at {py.parent.parent} (run `make setup-lava`; it needs Python 3.10 from pyenv)"
-    code = ("import importlib.metadata as m, lava.magma; from lava.utils.loihi import is_installed; "
-            "print(m.version('lava-nc'), is_installed())")
+        return (
+            False,
+            f"no Lava environment at {py.parent.parent} (run `make setup-lava`; it needs Python 3.10 from pyenv)",
+        )
+    code = (
+        "import importlib.metadata as m, lava.magma; from lava.utils.loihi import is_installed; "
+        "print(m.version('lava-nc'), is_installed())"
+    )
     try:
         out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -35,6 +40,9 @@ def lava_status(timeout: float = 60.0) -> tuple[bool, str]:
         last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
         return False, f"lava-nc does not import in {py}: {last}"
     version, hardware = (out.stdout.split() + ["", ""])[:2]
-    target = ("lava-loihi installed: runs use Loihi2HwCfg" if hardware == "True"
-              else 'no lava-loihi: runs use Loihi2SimCfg(select_tag="fixed_pt")')
+    target = (
+        "lava-loihi installed: runs use Loihi2HwCfg"
+        if hardware == "True"
+        else 'no lava-loihi: runs use Loihi2SimCfg(select_tag="fixed_pt")'
+    )
     return True, f"lava-nc {version} ({py}); {target}"

@@ -44,11 +44,18 @@ class OptimSpec:
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
-             and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != "Optimizer"}
+    names = {
+        n.lower(): n
+        for n in dir(torch.optim)
+        if isinstance(getattr(torch.optim, n), type)
+        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+        and n != "Optimizer"
+    }
     key = name.lower()
     if key not in names:
-        raise ConfigError(f"optim.name = '{name}' is not a torch.optim optimizer{cfg._suggest(key, names)}; e.g. adam, adamw, sgd")
+        raise ConfigError(
+            f"optim.name = '{name}' is not a torch.optim optimizer{cfg._suggest(key, names)}; e.g. adam, adamw, sgd"
+        )
     return getattr(torch.optim, names[key])
 
 
@@ -62,7 +69,8 @@ def build_optimizer(spec: OptimSpec, params) -> torch.optim.Optimizer:
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
-                f"optimizer {cls.__name__} has no option '{key}'{cfg._suggest(key, accepted)}; it accepts {', '.join(sorted(accepted))}"
+                f"optimizer {cls.__name__} has no option '{key}'{cfg._suggest(key, accepted)}; it accepts "
+                f"{', '.join(sorted(accepted))}"
             )
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
@@ -151,7 +159,7 @@ def build_experiment(config: dict) -> Experiment:
         raise ConfigError(
             f"train.precision = '{train.precision}' is for software models ({', '.join(bf16_kinds)}); "
             f"model kind {model_spec.kind} simulates or drives physical layers whose numerics it would change: "
-            f"use precision = \"float32\""
+            f'use precision = "float32"'
         )
     seed_everything(run.seed)
     data = load_dataset(

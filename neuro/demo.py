@@ -49,7 +49,9 @@ class DemoPart:
             raise ConfigError(f"demo part '{self.name}': threads must be >= 0 (0: leave torch's default)")
         unknown = set(self.deploy) - {"target", "samples"}
         if unknown:
-            raise ConfigError(f"demo part '{self.name}': unknown deploy key '{sorted(unknown)[0]}'; valid: target, samples")
+            raise ConfigError(
+                f"demo part '{self.name}': unknown deploy key '{sorted(unknown)[0]}'; valid: target, samples"
+            )
 
 
 def demo_parts(manifest: str | Path | None = None) -> list[DemoPart]:
@@ -94,9 +96,16 @@ def _deploy(part: DemoPart, run_path: Path, echo) -> str:
     ok, detail = lava_status()
     if not ok:
         echo(f"Lava is not available ({detail}); deploying to the fixed-point twin only")
-    r = deploy_loihi(run_path, target=part.deploy.get("target", "loihi-sim"), samples=int(part.deploy.get("samples", 50)),
-                     lava=ok, echo=echo)
-    line = f"deployed {r['samples']} samples: float {100 * r['float_accuracy']:.1f}%, twin {100 * r['twin_accuracy']:.1f}%"
+    r = deploy_loihi(
+        run_path,
+        target=part.deploy.get("target", "loihi-sim"),
+        samples=int(part.deploy.get("samples", 50)),
+        lava=ok,
+        echo=echo,
+    )
+    line = (
+        f"deployed {r['samples']} samples: float {100 * r['float_accuracy']:.1f}%, twin {100 * r['twin_accuracy']:.1f}%"
+    )
     if ok:
         exact = r["twin_lava_spikes_equal"] and r["twin_lava_voltages_equal"]
         return line + f", Lava {100 * r['lava_accuracy']:.1f}% (bit-exact with the twin: {exact})"

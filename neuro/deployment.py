@@ -35,7 +35,9 @@ class DeployedBaseline:
             advance = getattr(b.substrate, "advance_time", None)
             clock_a, clock_b = getattr(a.substrate, "clock", None), getattr(b.substrate, "clock", None)
             if not callable(advance) or clock_a is None or clock_b is None:
-                raise IncompatibleError("deployment on a drifting device needs substrates with a clock and advance_time (wave simulators)")
+                raise IncompatibleError(
+                    "deployment on a drifting device needs substrates with a clock and advance_time (wave simulators)"
+                )
             if clock_a > clock_b:
                 advance(clock_a - clock_b)
 

@@ -24,15 +24,26 @@ class ticking:
     """
 
     def __init__(self, desc: str, expected_s: float, enabled: bool = True, interval_s: float = 0.5) -> None:
-        self.desc, self.expected_s, self.enabled, self.interval_s = desc, max(float(expected_s), 1.0), enabled, interval_s
+        self.desc, self.expected_s, self.enabled, self.interval_s = (
+            desc,
+            max(float(expected_s), 1.0),
+            enabled,
+            interval_s,
+        )
 
     def __enter__(self):
         import threading
         import time
 
-        self._bar = tqdm(total=round(self.expected_s), desc=self.desc, unit="s", leave=False, dynamic_ncols=True,
-                         disable=(not self.enabled) or not sys.stderr.isatty(),
-                         bar_format="{desc}: {n_fmt}/{total_fmt} s (expected) {bar} ")
+        self._bar = tqdm(
+            total=round(self.expected_s),
+            desc=self.desc,
+            unit="s",
+            leave=False,
+            dynamic_ncols=True,
+            disable=(not self.enabled) or not sys.stderr.isatty(),
+            bar_format="{desc}: {n_fmt}/{total_fmt} s (expected) {bar} ",
+        )
         self._stop = threading.Event()
         start = time.perf_counter()
 

@@ -36,10 +36,16 @@ def git_state(path: str | os.PathLike | None = None) -> dict[str, object]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the ``neuro`` package."""
     root = Path(path) if path else Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -56,8 +62,13 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, object]:
-    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "hostname": platform.node()}
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
 
 
 def collect(seed: int) -> dict[str, object]:
@@ -75,7 +86,9 @@ def summary_rows(prov: dict) -> dict[str, object]:
     """The few lines a report shows at its top."""
     git = prov.get("git") or {}
     commit = git.get("commit")
-    code = "not a git checkout" if commit is None else commit[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+    code = (
+        "not a git checkout" if commit is None else commit[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+    )
     versions = prov.get("versions") or {}
     mach = prov.get("machine") or {}
     return {

@@ -64,7 +64,9 @@ class Run:
     def open(cls, path: str | os.PathLike) -> Run:
         path = Path(path)
         if not (path / "config.toml").is_file():
-            raise ConfigError(f"{path} is not a run directory (no config.toml); pass runs/<name> of a finished or interrupted run")
+            raise ConfigError(
+                f"{path} is not a run directory (no config.toml); pass runs/<name> of a finished or interrupted run"
+            )
         return cls(path)
 
     @classmethod

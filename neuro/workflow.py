@@ -49,18 +49,29 @@ def write_failure_report(run: Run, trainer, exc: BaseException) -> None:
     from neuro import report
 
     try:
-        substrates = list({id(s): s for m in trainer.model.modules() if (s := getattr(m, "substrate", None)) is not None}.values())
+        substrates = list(
+            {id(s): s for m in trainer.model.modules() if (s := getattr(m, "substrate", None)) is not None}.values()
+        )
         if any(callable(getattr(s, "link_stats", None)) for s in substrates):
             write_failure_evidence(substrates, run.path, exc)
         sections = report.collect_sections(substrates, run.records(), run.path)
         figures, tables = report.as_legacy(sections)
         what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        highlights = [f"The run {what} during epoch {trainer.epoch + 1} ({trainer.epoch} epochs completed; the last "
-                      f"checkpoint holds epoch {trainer.epoch}).", f"Reason: {reason}"]
-        summary = {"run": run.name, "stopped": what, "error": f"{type(exc).__name__}: {reason}",
-                   "epochs completed": trainer.epoch}
-        report.write_report(run.path, f"NeuroHIL run {run.name} (stopped)", summary, figures, tables, highlights=highlights)
+        highlights = [
+            f"The run {what} during epoch {trainer.epoch + 1} ({trainer.epoch} epochs completed; the last "
+            f"checkpoint holds epoch {trainer.epoch}).",
+            f"Reason: {reason}",
+        ]
+        summary = {
+            "run": run.name,
+            "stopped": what,
+            "error": f"{type(exc).__name__}: {reason}",
+            "epochs completed": trainer.epoch,
+        }
+        report.write_report(
+            run.path, f"NeuroHIL run {run.name} (stopped)", summary, figures, tables, highlights=highlights
+        )
     except Exception as inner:  # noqa: BLE001 - evidence is best effort; the run's own error is what the user sees
         import logging
 
@@ -88,8 +99,14 @@ def train(config: dict, *, overwrite: bool = False, progress: bool | None = None
     return run, test
 
 
-def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: bool | None = None, echo=print,
-           out_dir: str | os.PathLike | None = None) -> tuple[Run, dict]:
+def resume(
+    run_path: str | os.PathLike,
+    *,
+    epochs: int | None = None,
+    progress: bool | None = None,
+    echo=print,
+    out_dir: str | os.PathLike | None = None,
+) -> tuple[Run, dict]:
     """Continue an interrupted (or finished, with more ``epochs``) run from its checkpoint.
 
     ``run_path`` is a run directory or a run name looked up under ``out_dir`` (default ``runs``).
@@ -103,8 +120,10 @@ def resume(run_path: str | os.PathLike, *, epochs: int | None = None, progress: 
     trainer = exp.trainer(run, progress=progress, hooks=_hooks(exp, run, echo))
     trainer.resume(run.checkpoint_path)
     if trainer.epoch >= exp.train.epochs:
-        echo(f"{run.path} already finished its {exp.train.epochs} epochs; to train further pass a larger total, "
-             f"e.g. `neuro train --resume {run.path} --epochs {exp.train.epochs + 10}`; re-testing the final network")
+        echo(
+            f"{run.path} already finished its {exp.train.epochs} epochs; to train further pass a larger total, "
+            f"e.g. `neuro train --resume {run.path} --epochs {exp.train.epochs + 10}`; re-testing the final network"
+        )
     run.truncate_records_after(trainer.epoch)
     run.write_config(exp.config)
     if trainer.epoch < exp.train.epochs:
@@ -124,7 +143,10 @@ def retarget(before: dict, after: dict) -> tuple[dict, list[str]]:
 
     notes = []
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in after.items()}
-    for section, key, registry, default in (("rule", "name", RULES, "bptt"), ("model", "kind", MODEL_KINDS, "spiking_mlp")):
+    for section, key, registry, default in (
+        ("rule", "name", RULES, "bptt"),
+        ("model", "kind", MODEL_KINDS, "spiking_mlp"),
+    ):
         old = (before.get(section) or {}).get(key, default)
         new = (out.get(section) or {}).get(key, default)
         if old == new or not isinstance(out.get(section), dict) or new not in registry:
@@ -133,8 +155,10 @@ def retarget(before: dict, after: dict) -> tuple[dict, list[str]]:
         for name in sorted(set(out[section]) - fields):
             if name in (before.get(section) or {}):
                 del out[section][name]
-                notes.append(f"{section}.{key} is now '{new}' (was '{old}'): dropped {section}.{name}, which '{new}' "
-                             "does not have")
+                notes.append(
+                    f"{section}.{key} is now '{new}' (was '{old}'): dropped {section}.{name}, which '{new}' "
+                    "does not have"
+                )
     return out, notes
 
 
@@ -182,14 +206,25 @@ def _flatten(d: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "request corrupted",
-               "write stalled", "non-finite reply")
+FAULT_KINDS = (
+    "timeout",
+    "bad frame",
+    "stale reply",
+    "device error",
+    "port lost",
+    "reconnects",
+    "request corrupted",
+    "write stalled",
+    "non-finite reply",
+)
 
 
 def _device_fault_hook(model, echo):
     """An epoch hook that prints one line per device whose link recovered from faults during the epoch
     (each fault is logged at INFO, shown with -v; all of them are in the report's link tables)."""
-    found = {id(s): s for m in model.modules() if callable(getattr(s := getattr(m, "substrate", None), "link_stats", None))}
+    found = {
+        id(s): s for m in model.modules() if callable(getattr(s := getattr(m, "substrate", None), "link_stats", None))
+    }
     devices = list(found.values())
     last = {id(d): {k: int(d.link_stats().get(k) or 0) for k in FAULT_KINDS} for d in devices}
 
@@ -200,8 +235,10 @@ def _device_fault_hook(model, echo):
             last[id(d)] = now
             if delta:
                 detail = ", ".join(f"{n} {k}" for k, n in delta.items())
-                echo(f"  serial {getattr(d, 'port', '?')}: recovered from {sum(delta.values())} link faults "
-                     f"in epoch {record['epoch']} ({detail})")
+                echo(
+                    f"  serial {getattr(d, 'port', '?')}: recovered from {sum(delta.values())} link faults "
+                    f"in epoch {record['epoch']} ({detail})"
+                )
 
     return hook
 
@@ -211,8 +248,10 @@ def _tensorboard_hook(run: Run):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
-                          ".venv/bin/pip install tensorboard (or set it to false)") from None
+        raise ConfigError(
+            "train.tensorboard = true needs the tensorboard package: "
+            ".venv/bin/pip install tensorboard (or set it to false)"
+        ) from None
     writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
 
     def hook(trainer, record: dict) -> None:
@@ -245,7 +284,11 @@ def _epoch_line(r: dict, epochs: int) -> str:
     # rules name their training loss differently (bptt: loss; ff: ff_loss); show the one logged
     loss_key = next((k for k in ("train_loss", "train_ff_loss") if r.get(k) is not None), "train_loss")
     label_of = {"train_ff_loss": "ff loss"}
-    for key, label in ((loss_key, label_of.get(loss_key, "loss")), ("train_accuracy", "acc"), ("val_accuracy", "val acc")):
+    for key, label in (
+        (loss_key, label_of.get(loss_key, "loss")),
+        ("train_accuracy", "acc"),
+        ("val_accuracy", "val acc"),
+    ):
         if r.get(key) is not None:
             v = r[key]
             parts.append(f"{label} {100 * v:.2f}%" if "acc" in key else f"{label} {v:.4f}")
@@ -264,7 +307,9 @@ def write_report(run: Run, exp: Experiment) -> Path:
     _write_csv(run.path / "metrics.csv", [r for r in records if r.get("event") == "epoch"])
     figures = []
     report.plot_learning_curves(records, run.path / "curves.png", title=f"{run.name}: learning curves")
-    figures.append(("Learning curves", "curves.png", "Loss and accuracy per epoch (train and validation); dashed: test accuracy."))
+    figures.append(
+        ("Learning curves", "curves.png", "Loss and accuracy per epoch (train and validation); dashed: test accuracy.")
+    )
     model = exp.model
     model.eval()
     if hasattr(model, "forward_trace"):
@@ -274,11 +319,17 @@ def write_report(run: Run, exp: Experiment) -> Path:
         spikes = {names.get(k, k): v[:, 0].cpu().numpy() for k, v in trace.spikes.items()}
         dt = getattr(getattr(model, "layers", [None])[0], "params", None)
         dt = getattr(dt, "dt", None)
-        report.plot_spike_raster(spikes, run.path / "raster.png", dt=dt, title=f"test sample 0 (label {int(exp.data.test.y[0])})")
+        report.plot_spike_raster(
+            spikes, run.path / "raster.png", dt=dt, title=f"test sample 0 (label {int(exp.data.test.y[0])})"
+        )
         figures.append(("Spike raster", "raster.png", "Spikes of every layer for the first test sample."))
-        rates = {names.get(k, k): v.float().mean(dim=(0, 1)).cpu().numpy() for k, v in trace.spikes.items() if k != "input"}
+        rates = {
+            names.get(k, k): v.float().mean(dim=(0, 1)).cpu().numpy() for k, v in trace.spikes.items() if k != "input"
+        }
         if rates:
-            report.plot_rate_histograms(rates, run.path / "rates.png", unit="spikes/step", title="firing rates over 256 test samples")
+            report.plot_rate_histograms(
+                rates, run.path / "rates.png", unit="spikes/step", title="firing rates over 256 test samples"
+            )
             figures.append(("Firing rates", "rates.png", "Per-neuron mean spikes per time step, each layer."))
     model.train()
     # Models, rules and substrates (e.g. serial links) expose report data; neuro.report draws it
@@ -311,20 +362,44 @@ def write_report(run: Run, exp: Experiment) -> Path:
         return None if v is None else 100 * v
 
     ff = any(r.get("train_loss") is None and r.get("train_ff_loss") is not None for r in epochs)
-    rows = [[r.get("epoch"), r.get("train_ff_loss" if ff else "train_loss"), pct(r.get("train_accuracy")), r.get("val_loss"),
-             pct(r.get("val_accuracy")), r.get("time_s")] for r in epochs]
+    rows = [
+        [
+            r.get("epoch"),
+            r.get("train_ff_loss" if ff else "train_loss"),
+            pct(r.get("train_accuracy")),
+            r.get("val_loss"),
+            pct(r.get("val_accuracy")),
+            r.get("time_s"),
+        ]
+        for r in epochs
+    ]
     config_rows = [[key, value] for key, value in _flatten(exp.config)]
-    tables = [("Epochs", ["epoch", "train FF loss" if ff else "train loss", "train acc (%)", "val loss (cross-entropy)",
-                          "val acc (%)", "time (s)"], rows),
-              *extra_tables, ("Configuration (resolved; config.toml)", ["key", "value"], config_rows)]
+    tables = [
+        (
+            "Epochs",
+            [
+                "epoch",
+                "train FF loss" if ff else "train loss",
+                "train acc (%)",
+                "val loss (cross-entropy)",
+                "val acc (%)",
+                "time (s)",
+            ],
+            rows,
+        ),
+        *extra_tables,
+        ("Configuration (resolved; config.toml)", ["key", "value"], config_rows),
+    ]
     highlights = _highlights(exp, epochs, tests, substrates.values())
     return report.write_report(run.path, f"NeuroHIL run {run.name}", summary, figures, tables, highlights=highlights)
 
 
 def _highlights(exp: Experiment, epochs: list[dict], tests: list[dict], substrates) -> list[str]:
     """The sentences at the top of a run report: what ran, the result, device faults."""
-    lines = [f"{exp.config['model']['kind']} with {count_parameters(exp.model)} parameters trained by rule "
-             f"{exp.rule.name} on {exp.data.name} for {len(epochs)} epochs (seed {exp.run.seed})."]
+    lines = [
+        f"{exp.config['model']['kind']} with {count_parameters(exp.model)} parameters trained by rule "
+        f"{exp.rule.name} on {exp.data.name} for {len(epochs)} epochs (seed {exp.run.seed})."
+    ]
     if tests:
         lines.append(f"Test accuracy {100 * tests[-1]['accuracy']:.2f} % on {tests[-1].get('count', '?')} samples.")
     for sub in substrates:
@@ -337,8 +412,10 @@ def _highlights(exp: Experiment, epochs: list[dict], tests: list[dict], substrat
         port = getattr(sub, "port", "?")
         if faults:
             detail = ", ".join(f"{n} {k}" for k, n in faults.items())
-            lines.append(f"Serial device {port}: {int(st.get('samples') or 0)} samples measured; "
-                         f"recovered from {sum(faults.values())} link faults ({detail}).")
+            lines.append(
+                f"Serial device {port}: {int(st.get('samples') or 0)} samples measured; "
+                f"recovered from {sum(faults.values())} link faults ({detail})."
+            )
         else:
             lines.append(f"Serial device {port}: {int(st.get('samples') or 0)} samples measured; no link faults.")
     return lines

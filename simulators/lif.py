@@ -82,7 +82,9 @@ ResetMode = Literal["subtract", "zero"]
 Integrator = Literal["exact", "euler"]
 InputGain = Literal["unit", "leak"]
 ResetTiming = Literal["immediate", "next_step"]
-RESET_MODES, INTEGRATORS, INPUT_GAINS, RESET_TIMINGS = (get_args(t) for t in (ResetMode, Integrator, InputGain, ResetTiming))
+RESET_MODES, INTEGRATORS, INPUT_GAINS, RESET_TIMINGS = (
+    get_args(t) for t in (ResetMode, Integrator, InputGain, ResetTiming)
+)
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,7 @@ def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.
 
 
 @LIF_ENGINES.register("reference")
-def lif_sequence_reference(
-    currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None
-) -> LIFTrace:
+def lif_sequence_reference(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
     """Run :func:`lif_step` over ``currents`` [T, batch, n] with plain autograd."""
     if state is None:
         state = initial_state(currents[0], p)
@@ -443,9 +443,7 @@ def _adjoint_recursion(p: LIFParameters, A, M, spikes, v0, g_i_final):
 
 
 @LIF_ENGINES.register("native")
-def lif_sequence_fused(
-    currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None
-) -> LIFTrace:
+def lif_sequence_fused(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
     """Fast path: same result as :func:`lif_sequence_reference`, one autograd node."""
     if state is None:
         state = initial_state(currents[0], p)

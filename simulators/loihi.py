@@ -122,12 +122,19 @@ class LoihiLayerParams:
             out.append("odd weights (Lava drops the LSB of MIXED-sign weights; use even values)")
         if not WEIGHT_EXP_MIN <= self.weight_exp <= WEIGHT_EXP_MAX:
             out.append(f"weight_exp {self.weight_exp} outside [{WEIGHT_EXP_MIN}, {WEIGHT_EXP_MAX}]")
-        for name, val, hi in (("du", self.du, DECAY_UNITY - 1), ("dv", self.dv, DECAY_UNITY - 1), ("vth", self.vth, VTH_MAX)):
+        for name, val, hi in (
+            ("du", self.du, DECAY_UNITY - 1),
+            ("dv", self.dv, DECAY_UNITY - 1),
+            ("vth", self.vth, VTH_MAX),
+        ):
             if not 0 <= val <= hi:
                 out.append(f"{name} = {val} outside [0, {hi}]")
         bm, be = torch.as_tensor(self.bias_mant), torch.as_tensor(self.bias_exp)
         if bm.numel() and (int(bm.min()) < BIAS_MANT_MIN or int(bm.max()) > BIAS_MANT_MAX):
-            out.append(f"bias mantissa spans [{int(bm.min())}, {int(bm.max())}], outside 13 bits [{BIAS_MANT_MIN}, {BIAS_MANT_MAX}]")
+            out.append(
+                f"bias mantissa spans [{int(bm.min())}, {int(bm.max())}], outside 13 bits [{BIAS_MANT_MIN}, "
+                f"{BIAS_MANT_MAX}]"
+            )
         if be.numel() and (int(be.min()) < BIAS_EXP_MIN or int(be.max()) > BIAS_EXP_MAX):
             out.append(f"bias exponent outside [{BIAS_EXP_MIN}, {BIAS_EXP_MAX}]")
         return out

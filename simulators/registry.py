@@ -68,8 +68,14 @@ class Registry:
     error: the exception class raised for unknown names (default :class:`UnknownNameError`).
     """
 
-    def __init__(self, kind: str, *, discover: tuple[str, ...] = (), entry_point_group: str | None = None,
-                 error: type[Exception] = UnknownNameError) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        discover: tuple[str, ...] = (),
+        entry_point_group: str | None = None,
+        error: type[Exception] = UnknownNameError,
+    ) -> None:
         self.kind = kind
         self.error = error
         self.discover = tuple(discover)
@@ -190,7 +196,9 @@ def _registering_modules(package: str, needles: tuple[str, ...]) -> list[str]:
     return out
 
 
-def make_registry(attr: str, kind: str, *, discover: tuple[str, ...], error: type[Exception] = UnknownNameError) -> Registry:
+def make_registry(
+    attr: str, kind: str, *, discover: tuple[str, ...], error: type[Exception] = UnknownNameError
+) -> Registry:
     """A registry bound to the module-level name ``attr`` it will be stored under."""
     return Registry(kind, discover=discover, error=error).bind(attr)
 

@@ -73,8 +73,9 @@ def substrate_names(*, emulatable_only: bool = False) -> list[str]:
     return out
 
 
-def open_substrate_spec(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None,
-                        emulatable_only: bool = False) -> Substrate:
+def open_substrate_spec(
+    spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None, emulatable_only: bool = False
+) -> Substrate:
     """Open ``FAMILY[:VARIANT]`` through :data:`SUBSTRATE_FAMILIES`; unknown names are one-line errors."""
     family, _, variant = str(spec).partition(":")
     names = substrate_names(emulatable_only=emulatable_only)
@@ -96,4 +97,6 @@ def check_options(spec: str, options: dict, valid) -> None:
     valid = sorted(valid)
     for key in options:
         if key not in valid:
-            raise SettingError(f"unknown option '{key}' for substrate {spec}{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
+            raise SettingError(
+                f"unknown option '{key}' for substrate {spec}{did_you_mean(key, valid)}; valid: {', '.join(valid)}"
+            )

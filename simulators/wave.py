@@ -54,8 +54,11 @@ from simulators.errors import SettingError, SubstrateFault
 from simulators.substrate import SUBSTRATE_FAMILIES, check_options
 
 KINDS = ("scattering", "saturable", "oscillators")
-MODULATIONS = {"scattering": ("amplitude", "phase"), "saturable": ("amplitude", "phase"),
-               "oscillators": ("amplitude", "frequency")}
+MODULATIONS = {
+    "scattering": ("amplitude", "phase"),
+    "saturable": ("amplitude", "phase"),
+    "oscillators": ("amplitude", "frequency"),
+}
 INPUT_RANGE = (-1.0, 1.0)
 _RANGE_TOLERANCE = 1e-5
 
@@ -100,9 +103,14 @@ class WaveOptions:
         if self.kind not in KINDS:
             raise ValueError(f"kind '{self.kind}' is not one of {', '.join(KINDS)}")
         if self.modulation not in MODULATIONS[self.kind]:
-            raise ValueError(f"modulation '{self.modulation}' is not valid for {self.kind}; choose {' or '.join(MODULATIONS[self.kind])}")
+            raise ValueError(
+                f"modulation '{self.modulation}' is not valid for {self.kind}; choose "
+                f"{' or '.join(MODULATIONS[self.kind])}"
+            )
         if self.n_in < 1 or self.n_out < 1 or self.n_control < 0:
-            raise ValueError(f"need n_in >= 1, n_out >= 1, n_control >= 0 (got {self.n_in}, {self.n_out}, {self.n_control})")
+            raise ValueError(
+                f"need n_in >= 1, n_out >= 1, n_control >= 0 (got {self.n_in}, {self.n_out}, {self.n_control})"
+            )
         if self.noise < 0 or self.noise_floor < 0 or self.drift < 0 or self.perturb_scale < 0:
             raise ValueError("noise, noise_floor, drift and perturb_scale must be >= 0")
         if self.drift_tick < 1 or self.osc_steps < 2 or self.osc_dt <= 0:
@@ -296,7 +304,8 @@ class WaveSubstrate:
         lo, hi = self.input_range
         if x.numel() and (float(x.min()) < lo - _RANGE_TOLERANCE or float(x.max()) > hi + _RANGE_TOLERANCE):
             raise SubstrateFault(
-                f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); encode them into the device range first"
+                f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+                "encode them into the device range first"
             )
         x = x.to(torch.float32)
         return torch.cat([x, control.to(x).expand(x.shape[0], -1)], dim=1)
@@ -321,7 +330,9 @@ class WaveSubstrate:
             if value.numel() != self.options.n_control:
                 raise SubstrateFault(f"{self.kind} control needs {self.options.n_control} values, got {value.numel()}")
             lo, hi = self.input_range
-            if value.numel() and (float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE):
+            if value.numel() and (
+                float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE
+            ):
                 raise SubstrateFault(f"{self.kind} control values must lie in [{lo}, {hi}]")
             self._control = value.clone()
 
@@ -335,9 +346,16 @@ class WaveSubstrate:
     def describe(self) -> dict:
         o = self.options
         return {
-            "kind": self.kind, "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range),
-            "params": {"control": [o.n_control]}, "modulation": o.modulation, "noise": o.noise,
-            "noise_floor": o.noise_floor, "drift": o.drift, "drift_tick": o.drift_tick,
+            "kind": self.kind,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "input_range": list(self.input_range),
+            "params": {"control": [o.n_control]},
+            "modulation": o.modulation,
+            "noise": o.noise,
+            "noise_floor": o.noise_floor,
+            "drift": o.drift,
+            "drift_tick": o.drift_tick,
             "perturb_at": list(o.perturb_at),
         }
 
@@ -375,14 +393,24 @@ class WaveSubstrate:
     # -- checkpointing of the explicit state (so a resumed run continues the same noise and drift)
     def state_dict(self) -> dict:
         s = self._state
-        return {"hidden": {k: v.clone() for k, v in s.hidden.items()}, "clock": s.clock, "ticks": s.ticks,
-                "perturbations": s.perturbations, "noise_rng": self._noise.get_state(),
-                "control": self._control.clone(), "n_evals": self.n_evals}
+        return {
+            "hidden": {k: v.clone() for k, v in s.hidden.items()},
+            "clock": s.clock,
+            "ticks": s.ticks,
+            "perturbations": s.perturbations,
+            "noise_rng": self._noise.get_state(),
+            "control": self._control.clone(),
+            "n_evals": self.n_evals,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self._state = WaveState(hidden={k: v.clone() for k, v in state["hidden"].items()}, clock=int(state["clock"]),
-                                ticks=int(state["ticks"]), perturbations=int(state["perturbations"]),
-                                noise_rng=state["noise_rng"])
+        self._state = WaveState(
+            hidden={k: v.clone() for k, v in state["hidden"].items()},
+            clock=int(state["clock"]),
+            ticks=int(state["ticks"]),
+            perturbations=int(state["perturbations"]),
+            noise_rng=state["noise_rng"],
+        )
         self._noise.set_state(state["noise_rng"])
         self._control = state["control"].clone()
         self.n_evals = int(state.get("n_evals", 0))
@@ -397,7 +425,11 @@ def wave_substrate(kind: str, n_in: int, n_out: int, *, seed: int = 0, **options
 def open_wave(variant: str, n_in: int, n_out: int, *, seed: int = 0, options: dict) -> WaveSubstrate:
     """``wave:<kind>``: options are fields of :class:`WaveOptions` (``n_control``, ``noise``, ``drift``, ...)."""
     options = dict(options)
-    check_options(f"wave:{variant}", options, {f.name for f in dataclasses.fields(WaveOptions)} - {"kind", "n_in", "n_out", "seed"})
+    check_options(
+        f"wave:{variant}",
+        options,
+        {f.name for f in dataclasses.fields(WaveOptions)} - {"kind", "n_in", "n_out", "seed"},
+    )
     if "perturb_at" in options:
         options["perturb_at"] = tuple(options["perturb_at"])
     try:

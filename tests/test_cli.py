@@ -42,18 +42,22 @@ def _assert_one_line_error(proc, *fragments):
 
 def test_unknown_config_key(cli, tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[model]\nhiden = [64]\n')
-    _assert_one_line_error(cli("train", str(cfg), "--out", str(tmp_path)), "unknown key 'model.hiden'", "did you mean 'hidden'")
+    cfg.write_text("[model]\nhiden = [64]\n")
+    _assert_one_line_error(
+        cli("train", str(cfg), "--out", str(tmp_path)), "unknown key 'model.hiden'", "did you mean 'hidden'"
+    )
 
 
 def test_wrong_type_and_bad_toml(cli, tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[train]\nepochs = "ten"\n')
     _assert_one_line_error(cli("train", str(cfg)), "train.epochs must be an integer", "'ten'")
-    cfg.write_text('[train\nepochs = 3\n')
+    cfg.write_text("[train\nepochs = 3\n")
     _assert_one_line_error(cli("train", str(cfg)), "is not valid TOML")
     _assert_one_line_error(cli("train", str(tmp_path / "nope.toml")), "nope.toml not found")
-    _assert_one_line_error(cli("train", "--set", "model.lif.reset=hard"), "model.lif.reset = 'hard' is not one of subtract, zero")
+    _assert_one_line_error(
+        cli("train", "--set", "model.lif.reset=hard"), "model.lif.reset = 'hard' is not one of subtract, zero"
+    )
     _assert_one_line_error(cli("train", "--rule", "backprop"), "rule.name = 'backprop' is not one of")
 
 
@@ -93,8 +97,17 @@ def test_train_eval_report_resume_round_trip(cli, tmp_path):
     proc = cli("train", "--name", "a", "--epochs", "2", "--out", str(out), *common)
     assert proc.returncode == 0, proc.stderr
     run = out / "a"
-    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "curves.png", "raster.png", "rates.png", "report.html",
-                 "provenance.json", "console.log"):
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "curves.png",
+        "raster.png",
+        "rates.png",
+        "report.html",
+        "provenance.json",
+        "console.log",
+    ):
         assert (run / name).is_file(), name
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["versions"]["torch"] and prov["versions"]["neurohil"] == "0.1.0"
@@ -133,8 +146,10 @@ def test_train_eval_report_resume_round_trip(cli, tmp_path):
 
 def test_switching_the_rule_drops_the_old_rules_settings_and_unset_removes_one(cli, tmp_path):
     cfg = tmp_path / "phys.toml"
-    cfg.write_text('[data]\ndataset = "digits"\nlimit = 100\n[model]\nkind = "physical_mlp"\nphysical = [16]\n'
-                   'hidden = [16]\n[rule]\nname = "mfff"\nvariant = "contrastive"\n[train]\nepochs = 1\n')
+    cfg.write_text(
+        '[data]\ndataset = "digits"\nlimit = 100\n[model]\nkind = "physical_mlp"\nphysical = [16]\n'
+        'hidden = [16]\n[rule]\nname = "mfff"\nvariant = "contrastive"\n[train]\nepochs = 1\n'
+    )
     common = ["--out", str(tmp_path / "runs"), "--no-progress"]
     proc = cli("train", str(cfg), "--rule", "insilico", *common)
     assert proc.returncode == 0, proc.stderr
@@ -154,9 +169,11 @@ def test_library_warnings_reach_stderr_as_named_lines():
     import subprocess
     import sys
 
-    code = ("import logging; from neuro.cli.main import configure_logging; configure_logging(); "
-            "logging.getLogger('devices.serial').info('not shown'); "
-            "logging.getLogger('devices.serial').warning('reconnected after port loss')")
+    code = (
+        "import logging; from neuro.cli.main import configure_logging; configure_logging(); "
+        "logging.getLogger('devices.serial').info('not shown'); "
+        "logging.getLogger('devices.serial').warning('reconnected after port loss')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "devices.serial: reconnected after port loss"

@@ -47,7 +47,9 @@ def test_errors_name_the_key(config, message):
 
 
 def test_overrides_parse_toml_values():
-    cfg = apply_overrides({"model": {"hidden": [8]}}, ["model.hidden=[256, 128]", "optim.lr=2e-3", "model.lif.reset=zero", "run.name=x y"])
+    cfg = apply_overrides(
+        {"model": {"hidden": [8]}}, ["model.hidden=[256, 128]", "optim.lr=2e-3", "model.lif.reset=zero", "run.name=x y"]
+    )
     assert cfg["model"]["hidden"] == [256, 128] and cfg["optim"]["lr"] == 0.002
     assert cfg["model"]["lif"]["reset"] == "zero" and cfg["run"]["name"] == "x y"
     assert parse_value("true") is True and parse_value("abc") == "abc"

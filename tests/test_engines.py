@@ -62,19 +62,32 @@ def _compare_networks(engine, p, *, seed, grad_rtol=1e-9):
 
 SNN_CASES = [
     # (tau_syn, reset, reset_timing): the orders snnTorch's cells implement
-    (5e-3, "subtract", "next_step"),   # Synaptic
-    (5e-3, "zero", "next_step"),       # Synaptic
-    (None, "subtract", "next_step"),   # Leaky
-    (None, "zero", "immediate"),       # Leaky
+    (5e-3, "subtract", "next_step"),  # Synaptic
+    (5e-3, "zero", "next_step"),  # Synaptic
+    (None, "subtract", "next_step"),  # Leaky
+    (None, "zero", "immediate"),  # Leaky
 ]
 
 
 @pytest.mark.parametrize("tau_syn, reset, timing", SNN_CASES)
-@pytest.mark.parametrize("surrogate, integrator, gain", [("atan", "exact", "leak"), ("sigmoid", "euler", "unit"),
-                                                         ("fast_sigmoid", "exact", "unit"), ("triangle", "euler", "leak")])
+@pytest.mark.parametrize(
+    "surrogate, integrator, gain",
+    [
+        ("atan", "exact", "leak"),
+        ("sigmoid", "euler", "unit"),
+        ("fast_sigmoid", "exact", "unit"),
+        ("triangle", "euler", "leak"),
+    ],
+)
 def test_snntorch_engine_equals_native(tau_syn, reset, timing, surrogate, integrator, gain):
-    p = LIFParameters(tau_syn=tau_syn, reset=reset, reset_timing=timing, integrator=integrator, input_gain=gain,
-                      surrogate=Surrogate(surrogate, 4.0))
+    p = LIFParameters(
+        tau_syn=tau_syn,
+        reset=reset,
+        reset_timing=timing,
+        integrator=integrator,
+        input_gain=gain,
+        surrogate=Surrogate(surrogate, 4.0),
+    )
     rtol = 1e-9 if surrogate == "triangle" else 1e-5  # snnTorch's surrogates round spikes to float32
     _compare_networks("snntorch", p, seed=_seed(tau_syn, reset, surrogate, integrator), grad_rtol=rtol)
 
@@ -85,8 +98,16 @@ NORSE_CASES = [(5e-3, "zero"), (None, "zero"), (None, "subtract")]  # LIFCell, L
 @pytest.mark.parametrize("tau_syn, reset", NORSE_CASES)
 @pytest.mark.parametrize("surrogate, integrator, gain", [("triangle", "euler", "leak"), ("sigmoid", "exact", "unit")])
 def test_norse_engine_equals_native(tau_syn, reset, surrogate, integrator, gain):
-    p = LIFParameters(tau_syn=tau_syn, reset=reset, detach_reset=False, integrator=integrator, input_gain=gain,
-                      v_leak=-0.1, v_reset=0.05, surrogate=Surrogate(surrogate, 2.5))
+    p = LIFParameters(
+        tau_syn=tau_syn,
+        reset=reset,
+        detach_reset=False,
+        integrator=integrator,
+        input_gain=gain,
+        v_leak=-0.1,
+        v_reset=0.05,
+        surrogate=Surrogate(surrogate, 2.5),
+    )
     _compare_networks("norse", p, seed=_seed(tau_syn, reset, surrogate, integrator))
 
 
@@ -114,14 +135,24 @@ def test_next_step_reset_hand_derived_trace():
         assert zero.membrane.flatten().tolist() == pytest.approx([0.8, 1.2, 0.0, 0.8], abs=1e-12)
 
 
-OPTIONS = list(itertools.product(("subtract", "zero"), (False, True), (5e-3, None), ("exact", "euler"), ("unit", "leak")))
+OPTIONS = list(
+    itertools.product(("subtract", "zero"), (False, True), (5e-3, None), ("exact", "euler"), ("unit", "leak"))
+)
 
 
 @pytest.mark.parametrize("reset, delay, tau_syn, integrator, gain", OPTIONS)
 def test_next_step_fused_equals_reference_values_and_gradients(reset, delay, tau_syn, integrator, gain):
     g = torch.Generator().manual_seed(_seed(reset, delay, tau_syn, integrator, gain))
-    p = LIFParameters(tau_syn=tau_syn, reset=reset, current_delay=delay, reset_timing="next_step",
-                      integrator=integrator, input_gain=gain, v_reset=0.1, v_leak=-0.05)
+    p = LIFParameters(
+        tau_syn=tau_syn,
+        reset=reset,
+        current_delay=delay,
+        reset_timing="next_step",
+        integrator=integrator,
+        input_gain=gain,
+        v_reset=0.1,
+        v_leak=-0.05,
+    )
     scale = 1.5 if gain == "unit" else 8.0
     x = (torch.randn(12, 3, 5, generator=g, dtype=F64) * scale).requires_grad_()
     v0 = torch.randn(3, 5, generator=g, dtype=F64).requires_grad_()
@@ -130,8 +161,9 @@ def test_next_step_fused_equals_reference_values_and_gradients(reset, delay, tau
     b = lif_sequence_fused(x, p, LIFState(v0, i0))
     assert torch.equal(a.spikes, b.spikes) and 0 < a.spikes.mean() < 1
     assert torch.allclose(a.membrane, b.membrane, atol=1e-12)
-    w = [torch.randn(x.shape, generator=g, dtype=F64) for _ in range(2)] + \
-        [torch.randn(v0.shape, generator=g, dtype=F64) for _ in range(2)]
+    w = [torch.randn(x.shape, generator=g, dtype=F64) for _ in range(2)] + [
+        torch.randn(v0.shape, generator=g, dtype=F64) for _ in range(2)
+    ]
 
     def objective(t):
         return (t.spikes * w[0]).sum() + (t.membrane * w[1]).sum() + (t.state.i * w[2]).sum() + (t.state.v * w[3]).sum()
@@ -175,12 +207,20 @@ def test_engines_table_lists_all_four():
 
 
 def _digits_config(**lif):
-    return {"data": {"dataset": "digits", "limit": 40}, "model": {"hidden": [16], "time_steps": 5, "lif": lif},
-            "train": {"epochs": 1, "batch_size": 8}}
+    return {
+        "data": {"dataset": "digits", "limit": 40},
+        "model": {"hidden": [16], "time_steps": 5, "lif": lif},
+        "train": {"epochs": 1, "batch_size": 8},
+    }
 
 
-@pytest.mark.parametrize("engine, lif", [("snntorch", {"reset_timing": "next_step"}),
-                                         ("norse", {"reset": "zero", "detach_reset": False, "surrogate": "sigmoid", "surrogate_slope": 2.0})])
+@pytest.mark.parametrize(
+    "engine, lif",
+    [
+        ("snntorch", {"reset_timing": "next_step"}),
+        ("norse", {"reset": "zero", "detach_reset": False, "surrogate": "sigmoid", "surrogate_slope": 2.0}),
+    ],
+)
 def test_engine_chosen_from_config_trains(engine, lif):
     from neuro.build import build_experiment
 

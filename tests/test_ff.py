@@ -86,11 +86,13 @@ def test_length_normalize_and_label_embedding():
     assert length_normalize(h).tolist()[1] == [0.0, 0.0]
     x = torch.full((3, 6), 0.5)
     out = embed_label(x, torch.tensor([1, -1, 0]), 3, scale=2.0, offset=2)
-    want = torch.tensor([
-        [0.5, 0.5, 0.0, 2.0, 0.0, 0.5],
-        [0.5, 0.5, 2 / 3, 2 / 3, 2 / 3, 0.5],
-        [0.5, 0.5, 2.0, 0.0, 0.0, 0.5],
-    ])
+    want = torch.tensor(
+        [
+            [0.5, 0.5, 0.0, 2.0, 0.0, 0.5],
+            [0.5, 0.5, 2 / 3, 2 / 3, 2 / 3, 0.5],
+            [0.5, 0.5, 2.0, 0.0, 0.0, 0.5],
+        ]
+    )
     torch.testing.assert_close(out, want)
     assert x.eq(0.5).all()  # input untouched
     out = embed_label(x[:1], torch.tensor([2]), 3, features=[5, 0, 3])
@@ -129,8 +131,11 @@ def _spiking_batch():
     return model, Batch(torch.rand(8, 20), torch.randint(0, 4, (8,)))
 
 
-@pytest.mark.parametrize("spec", [FFSpec(), FFSpec(loss="symba", goodness="sum_squares"), FFSpec(collaborative=True, collaboration=0.3)],
-                         ids=["logistic", "symba", "collaborative"])
+@pytest.mark.parametrize(
+    "spec",
+    [FFSpec(), FFSpec(loss="symba", goodness="sum_squares"), FFSpec(collaborative=True, collaboration=0.3)],
+    ids=["logistic", "symba", "collaborative"],
+)
 def test_ff_gradients_equal_each_layers_own_loss_gradient(spec):
     """The rule's grad of layer j is d L_j / d W_j; in the connected graph, later losses would add to it."""
     model, batch = _mlp_batch()
@@ -156,7 +161,9 @@ def test_ff_gradients_equal_each_layers_own_loss_gradient(spec):
     for k, g in enumerate(goods):
         if spec.collaborative:
             g = collaborative_goodness(g_all, k, g, spec.collaboration)
-        losses.append(symba_loss(g[:B], g[B:], spec.symba_alpha) if spec.loss == "symba" else ff_loss(g[:B], g[B:], theta))
+        losses.append(
+            symba_loss(g[:B], g[B:], spec.symba_alpha) if spec.loss == "symba" else ff_loss(g[:B], g[B:], theta)
+        )
     for j, layer in enumerate(model.layers):
         own = torch.autograd.grad(losses[j], list(layer.parameters()), retain_graph=True)
         for got, want in zip(rule_grads[j], own):
@@ -172,7 +179,9 @@ def test_no_layer_input_carries_a_graph(kind):
     torch.manual_seed(0)
     if kind.startswith("mlp"):
         model, batch = _mlp_batch()
-        spec = FFSpec(readout=True, negatives="readout") if kind == "mlp" else FFSpec(negatives="hard", collaborative=True)
+        spec = (
+            FFSpec(readout=True, negatives="readout") if kind == "mlp" else FFSpec(negatives="hard", collaborative=True)
+        )
     else:
         model, batch = _spiking_batch()
         spec = FFSpec(goodness="sum_squares")
@@ -249,7 +258,8 @@ def test_goodness_prediction_sums_layers_and_can_skip_the_first():
 
 @pytest.mark.parametrize("activity,spike_norm", [("rate", False), ("membrane", False), ("rate", True)])
 def test_spiking_goodness_prediction_matches_a_manual_trace(activity, spike_norm):
-    """Rates are spikes per step over the window; membrane is the window-mean potential; same encoder noise per label."""
+    """Rates are spikes per step over the window; membrane is the window-mean potential; same encoder noise per
+    label."""
     model, batch = _spiking_batch()
     rule = FF(FFSpec(goodness="sum_squares", activity=activity, spike_norm=spike_norm), n_classes=4)
     torch.manual_seed(5)
@@ -289,8 +299,26 @@ LABEL_PIXELS = "rule.label_features=[0,8,16,24,32,40,48,56,7,15]"
 
 
 def test_cli_train_rule_ff_works_on_the_default_spiking_mlp(cli, tmp_path):
-    out = cli("train", "--rule", "ff", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path), "--no-progress",
-              "--set", "data.limit=64", "--set", LABEL_PIXELS, "--set", "model.hidden=[16]", "--set", "model.time_steps=4")
+    out = cli(
+        "train",
+        "--rule",
+        "ff",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        "data.limit=64",
+        "--set",
+        LABEL_PIXELS,
+        "--set",
+        "model.hidden=[16]",
+        "--set",
+        "model.time_steps=4",
+    )
     assert out.returncode == 0, out.stderr
     assert "spiking_mlp" in out.stdout and "rule ff" in out.stdout and "test accuracy" in out.stdout
 
@@ -300,10 +328,22 @@ def test_ff_run_on_mlp_writes_its_report_and_bad_combinations_fail_early(tmp_pat
     from neuro import workflow
     from neuro.build import build_experiment
 
-    config = cfg.apply_overrides({}, [
-        "run.name=d", f"run.out_dir={tmp_path}", "run.progress=false", "data.limit=64", "train.epochs=1",
-        "model.kind=mlp", "model.hidden=[16,16]", "rule.name=ff", "rule.readout=true", "rule.negatives=readout", LABEL_PIXELS,
-    ])
+    config = cfg.apply_overrides(
+        {},
+        [
+            "run.name=d",
+            f"run.out_dir={tmp_path}",
+            "run.progress=false",
+            "data.limit=64",
+            "train.epochs=1",
+            "model.kind=mlp",
+            "model.hidden=[16,16]",
+            "rule.name=ff",
+            "rule.readout=true",
+            "rule.negatives=readout",
+            LABEL_PIXELS,
+        ],
+    )
     run, test = workflow.train(config, echo=lambda *_: None)
     assert 0.0 <= test["accuracy"] <= 1.0 and test["count"] == 64
     assert (run.path / "report.html").is_file() and (run.path / "ff_goodness.png").is_file()

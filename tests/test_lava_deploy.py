@@ -23,7 +23,10 @@ from simulators import loihi as fx
 
 pytestmark = [
     pytest.mark.lava,
-    pytest.mark.skipif(not lava_python().exists(), reason=f"no Lava environment at {lava_python()} (create .venv-lava: make setup-lava)"),
+    pytest.mark.skipif(
+        not lava_python().exists(),
+        reason=f"no Lava environment at {lava_python()} (create .venv-lava: make setup-lava)",
+    ),
 ]
 
 
@@ -42,14 +45,19 @@ def _random_export(seed: int, sizes: list[int], bias: bool, delta_synapse_layer:
             bias_exp=torch.tensor(int(torch.randint(0, 4, (1,), generator=g)) if bias else 0),
         )
         layers.append(p)
-        specs.append(LoihiLayerSpec(f"fc{k}", f"lif{k}", a, b, p.weight_exp, p.du, p.dv, p.vth, int(p.bias_exp), 0.01, 1.0))
+        specs.append(
+            LoihiLayerSpec(f"fc{k}", f"lif{k}", a, b, p.weight_exp, p.du, p.dv, p.vth, int(p.bias_exp), 0.01, 1.0)
+        )
     return LoihiExport(LoihiFixedPointSpec(dt=1e-3, time_steps=0, layers=specs), layers)
 
 
 def _assert_equal_traces(twin, lava, layers, where):
     for k in range(layers):
-        for name, a, b in (("spikes", twin.spikes[k], lava.spikes[k]), ("u", twin.currents[k], lava.currents[k]),
-                           ("v", twin.voltages[k], lava.voltages[k])):
+        for name, a, b in (
+            ("spikes", twin.spikes[k], lava.spikes[k]),
+            ("u", twin.currents[k], lava.currents[k]),
+            ("v", twin.voltages[k], lava.voltages[k]),
+        ):
             a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
             assert a.shape == b.shape, (where, k, name)
             if not torch.equal(a.to(b.dtype), b):
@@ -67,16 +75,21 @@ def test_pipelined_run_is_bit_exact_with_lava_lif(sizes, bias, seed, delta):
     res = run_lava(export, x[:, 0], record_state=True)
     assert res.info["neuron"] == "LIF" and "fixed_pt" in res.info["run_config"]
     assert all(int(s.sum()) > 0 for s in twin.spikes)  # every layer spikes: the comparison is not vacuous
-    squeeze = fx.LoihiTrace([s[:, 0] for s in twin.spikes], [u[:, 0] for u in twin.currents], [v[:, 0] for v in twin.voltages])
+    squeeze = fx.LoihiTrace(
+        [s[:, 0] for s in twin.spikes], [u[:, 0] for u in twin.currents], [v[:, 0] for v in twin.voltages]
+    )
     _assert_equal_traces(squeeze, res, len(sizes) - 1, f"LIF {sizes} bias={bias}")
 
 
 def test_wrap_around_and_saturation_edges_are_bit_exact_with_lava():
     """Weights and exponents large enough to wrap the 24-bit current and saturate the voltage."""
     w = torch.tensor([[254, 254, 254, 254], [-256, -256, -256, -256], [254, -256, 254, 254]])
-    layer = fx.LoihiLayerParams(w, weight_exp=7, du=10, dv=0, vth=fx.VTH_MAX, bias_mant=torch.tensor([4095, -4096, 0]),
-                                bias_exp=torch.tensor(7))
-    spec = LoihiFixedPointSpec(dt=1e-3, time_steps=0, layers=[LoihiLayerSpec("fc0", "lif0", 4, 3, 7, 10, 0, fx.VTH_MAX, 7, 1.0, 1.0)])
+    layer = fx.LoihiLayerParams(
+        w, weight_exp=7, du=10, dv=0, vth=fx.VTH_MAX, bias_mant=torch.tensor([4095, -4096, 0]), bias_exp=torch.tensor(7)
+    )
+    spec = LoihiFixedPointSpec(
+        dt=1e-3, time_steps=0, layers=[LoihiLayerSpec("fc0", "lif0", 4, 3, 7, 10, 0, fx.VTH_MAX, 7, 1.0, 1.0)]
+    )
     export = LoihiExport(spec, [layer])
     g = torch.Generator().manual_seed(5)
     x = torch.rand(60, 1, 4, generator=g) < 0.7
@@ -127,7 +140,15 @@ def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_mo
     assert "accuracy on 100 test samples: float" in stdout
     assert "twin == Lava: spikes True, voltages True, currents True" in stdout
     out = run.path / "deploy-loihi" / "loihi-sim"
-    for name in ("network.nir", "fixed_point.json", "fixed_point.npz", "deploy.json", "report.html", "raster.png", "voltage.png"):
+    for name in (
+        "network.nir",
+        "fixed_point.json",
+        "fixed_point.npz",
+        "deploy.json",
+        "report.html",
+        "raster.png",
+        "voltage.png",
+    ):
         assert (out / name).is_file(), name
     r = json.loads((out / "deploy.json").read_text())
     assert r["samples"] == 100 and "fixed_pt" in r["lava"]["run_config"]
@@ -140,7 +161,9 @@ def test_trained_digits_network_deploys_bit_exact_on_100_samples_and_loses_at_mo
     export = LoihiExport.load(out)
     h = encode_inputs(model, exp.data.test.x, 0)
     y = exp.data.test.y
-    acc_float = float((scores_from_spikes("spike_count", float_trace_from_spikes(model, h)[-1][0]).argmax(1) == y).float().mean())
+    acc_float = float(
+        (scores_from_spikes("spike_count", float_trace_from_spikes(model, h)[-1][0]).argmax(1) == y).float().mean()
+    )
     acc_twin = float((scores_from_spikes("spike_count", export.run_twin(h).spikes[-1]).argmax(1) == y).float().mean())
     assert len(y) > 300
     assert acc_float - acc_twin <= 0.01, (acc_float, acc_twin)
@@ -158,7 +181,8 @@ def test_missing_lava_environment_is_one_clear_error(monkeypatch, tmp_path, caps
     assert main(["deploy", str(tmp_path / "some-run"), "--samples", "5"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: no Lava environment: {missing} does not exist; create .venv-lava "
-        "(`make setup-lava`, Python 3.10) or point NEUROHIL_LAVA_PYTHON at its python"]
+        "(`make setup-lava`, Python 3.10) or point NEUROHIL_LAVA_PYTHON at its python"
+    ]
 
 
 def test_network_loihi_cannot_hold_is_refused_before_lava_starts():
@@ -180,7 +204,9 @@ def test_runner_error_comes_back_as_one_message_with_lavas_text(monkeypatch):
         return g
 
     monkeypatch.setattr(export, "nir_graph", with_delay)
-    with pytest.raises(DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF|LIF"):
+    with pytest.raises(
+        DeviceError, match=r"^Lava run failed: ValueError: node 'delay' is Delay; only Affine/Linear -> CubaLIF|LIF"
+    ):
         run_lava(export, np.zeros((4, 3)))
 
 

@@ -47,7 +47,10 @@ def test_clip_percentile_clips_and_counts():
     w = model.layers[0].linear.weight.detach()
     q = float(np.percentile(w.abs().flatten().numpy(), 90)) / 127
     assert report.layers[0].weights_clipped == int((w.abs() / q > 127.5).sum()) > 0
-    assert (int(export.layers[0].weights.max()), int(export.layers[0].weights.min())) == (254, -256)  # both ends of 8 bits
+    assert (int(export.layers[0].weights.max()), int(export.layers[0].weights.min())) == (
+        254,
+        -256,
+    )  # both ends of 8 bits
 
 
 def test_twin_voltage_tracks_the_scaled_float_membrane_within_the_truncation_bound():
@@ -56,7 +59,9 @@ def test_twin_voltage_tracks_the_scaled_float_membrane_within_the_truncation_bou
     Per step the current loses < 1 LSB to truncation, so its error stays below 1 / (1 - alpha) = 2;
     the voltage error below (1 + 2) / (1 - beta) = 12 LSB, plus the weights' rounding (here exact).
     """
-    lif = LIFParameters(tau_syn=EXACT.tau_syn, tau_mem=EXACT.tau_mem, dt=DT, reset="zero", v_th=8.0)  # e = 0: no Dense truncation
+    lif = LIFParameters(
+        tau_syn=EXACT.tau_syn, tau_mem=EXACT.tau_mem, dt=DT, reset="zero", v_th=8.0
+    )  # e = 0: no Dense truncation
     model = _mlp([20, 5], lif=lif)
     g = torch.Generator().manual_seed(1)
     m = torch.randint(-127, 128, (5, 20), generator=g).float()
@@ -125,7 +130,13 @@ def test_save_load_and_nir_graph_carry_the_same_network(tmp_path):
     spec = LoihiFixedPointSpec.from_json((tmp_path / "fixed_point.json").read_text())
     assert spec.dt == DT and spec.reset == "zero" and spec.decay_bits == 12 and spec.vth_shift == 6
     graph = nir.read(str(tmp_path / "network.nir"))
-    assert [e for e in graph.edges] == [("input", "fc0"), ("fc0", "lif0"), ("lif0", "fc1"), ("fc1", "lif1"), ("lif1", "output")]
+    assert [e for e in graph.edges] == [
+        ("input", "fc0"),
+        ("fc0", "lif0"),
+        ("lif0", "fc1"),
+        ("fc1", "lif1"),
+        ("lif1", "output"),
+    ]
     for k, lay in enumerate(export.spec.layers):
         node = graph.nodes[f"fc{k}"]
         assert isinstance(node, nir.Affine)

@@ -56,7 +56,9 @@ def test_dense_clips_drops_the_mixed_sign_lsb_then_shifts_the_sum():
 
 
 def _layer(w, **kw):
-    base = dict(weight_exp=0, du=0, dv=0, vth=10, bias_mant=torch.zeros(w.shape[0], dtype=torch.int64), bias_exp=torch.tensor(0))
+    base = dict(
+        weight_exp=0, du=0, dv=0, vth=10, bias_mant=torch.zeros(w.shape[0], dtype=torch.int64), bias_exp=torch.tensor(0)
+    )
     base.update(kw)
     return fx.LoihiLayerParams(w, **base)
 
@@ -81,14 +83,17 @@ def test_problems_name_what_loihi_cannot_hold(kw, fragment):
 def _random_layers(g, sizes, bias):
     out = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        out.append(fx.LoihiLayerParams(
-            weights=2 * torch.randint(-128, 128, (b, a), generator=g),
-            weight_exp=int(torch.randint(-2, 3, (1,), generator=g)),
-            du=int(torch.randint(0, 4096, (1,), generator=g)), dv=int(torch.randint(0, 800, (1,), generator=g)),
-            vth=int(torch.randint(50, 2000, (1,), generator=g)),
-            bias_mant=torch.randint(-4096, 4096, (b,), generator=g) if bias else torch.zeros(b, dtype=torch.int64),
-            bias_exp=torch.tensor(2 if bias else 0),
-        ))
+        out.append(
+            fx.LoihiLayerParams(
+                weights=2 * torch.randint(-128, 128, (b, a), generator=g),
+                weight_exp=int(torch.randint(-2, 3, (1,), generator=g)),
+                du=int(torch.randint(0, 4096, (1,), generator=g)),
+                dv=int(torch.randint(0, 800, (1,), generator=g)),
+                vth=int(torch.randint(50, 2000, (1,), generator=g)),
+                bias_mant=torch.randint(-4096, 4096, (b,), generator=g) if bias else torch.zeros(b, dtype=torch.int64),
+                bias_exp=torch.tensor(2 if bias else 0),
+            )
+        )
     return out
 
 

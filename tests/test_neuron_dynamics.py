@@ -72,14 +72,32 @@ def test_constant_input_firing_rate_matches_theory():
         assert n == math.floor(199 * u)
 
 
-OPTIONS = list(itertools.product(("subtract", "zero"), (False, True), (5e-3, None), (True, False), (True, False), ("exact", "euler"), ("unit", "leak")))
+OPTIONS = list(
+    itertools.product(
+        ("subtract", "zero"),
+        (False, True),
+        (5e-3, None),
+        (True, False),
+        (True, False),
+        ("exact", "euler"),
+        ("unit", "leak"),
+    )
+)
 
 
 @pytest.mark.parametrize("reset, delay, tau_syn, spiking, detach, integrator, gain", OPTIONS)
 def test_fused_equals_reference_values_and_gradients(reset, delay, tau_syn, spiking, detach, integrator, gain):
     torch.manual_seed(hash((reset, delay, tau_syn, spiking, detach, integrator, gain)) % 2**31)
-    p = LIFParameters(tau_syn=tau_syn, reset=reset, current_delay=delay, spiking=spiking, detach_reset=detach,
-                      integrator=integrator, input_gain=gain, v_reset=0.1)
+    p = LIFParameters(
+        tau_syn=tau_syn,
+        reset=reset,
+        current_delay=delay,
+        spiking=spiking,
+        detach_reset=detach,
+        integrator=integrator,
+        input_gain=gain,
+        v_reset=0.1,
+    )
     scale = 1.5 if gain == "unit" else 8.0
     x = (torch.randn(12, 3, 5, dtype=torch.float64) * scale).requires_grad_()
     v0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)

@@ -43,8 +43,9 @@ def slow_mesh(n, modes, theta, phi, out, a1=None, a2=None, amp=None) -> np.ndarr
     u = np.eye(n, dtype=complex)
     for i, m in enumerate(modes):
         t = np.eye(n, dtype=complex)
-        t[m:m + 2, m:m + 2] = mzi_ref(theta[i], phi[i], 0.0 if a1 is None else a1[i], 0.0 if a2 is None else a2[i],
-                                      1.0 if amp is None else amp[i])
+        t[m : m + 2, m : m + 2] = mzi_ref(
+            theta[i], phi[i], 0.0 if a1 is None else a1[i], 0.0 if a2 is None else a2[i], 1.0 if amp is None else amp[i]
+        )
         u = t @ u
     return np.diag(np.exp(1j * np.asarray(out))) @ u
 
@@ -56,9 +57,11 @@ def haar(n: int, seed: int) -> np.ndarray:
 def random_phases(spec, seed: int):
     g = torch.Generator().manual_seed(seed)
     k = spec.n_mzi
-    return (2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64),
-            2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64),
-            2 * math.pi * torch.rand(spec.n, generator=g, dtype=torch.float64))
+    return (
+        2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64),
+        2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64),
+        2 * math.pi * torch.rand(spec.n, generator=g, dtype=torch.float64),
+    )
 
 
 def substrate(kind="clements", n_in=4, n_out=4, seed=0, **options) -> ph.PhotonicSubstrate:
@@ -88,9 +91,18 @@ def test_mzi_matrix_is_the_product_of_couplers_and_phase_shifters():
         theta, phi, a1, a2 = g.uniform(-7, 7), g.uniform(-7, 7), g.normal(0, 0.1), g.normal(0, 0.1)
         ideal = ph.mzi_matrix(torch.tensor(theta, dtype=torch.float64), torch.tensor(phi, dtype=torch.float64)).numpy()
         assert np.abs(ideal - mzi_ref(theta, phi)).max() < 1e-14
-        closed = 1j * np.exp(1j * theta / 2) * np.array([[np.exp(1j * phi) * np.sin(theta / 2), np.cos(theta / 2)],
-                                                        [np.exp(1j * phi) * np.cos(theta / 2), -np.sin(theta / 2)]])
+        closed = (
+            1j
+            * np.exp(1j * theta / 2)
+            * np.array(
+                [
+                    [np.exp(1j * phi) * np.sin(theta / 2), np.cos(theta / 2)],
+                    [np.exp(1j * phi) * np.cos(theta / 2), -np.sin(theta / 2)],
+                ]
+            )
+        )
         assert np.abs(ideal - closed).max() < 1e-14  # the documented closed form
+
         def t(v):
             return torch.tensor(v, dtype=torch.float64)
 
@@ -126,8 +138,16 @@ def test_per_sample_phases_and_errors_match_the_slow_reference():
     x = torch.randn(batch, 6, dtype=torch.complex128, generator=g)
     y = ph.mesh_field(x, spec, theta, phi, out, alpha1=a1, alpha2=a2, amp=amp).numpy()
     for b in range(batch):
-        ref = slow_mesh(6, spec.modes.tolist(), theta[b].numpy(), phi[b].numpy(), out[b].numpy(), a1.numpy(),
-                        a2.numpy(), amp.numpy())
+        ref = slow_mesh(
+            6,
+            spec.modes.tolist(),
+            theta[b].numpy(),
+            phi[b].numpy(),
+            out[b].numpy(),
+            a1.numpy(),
+            a2.numpy(),
+            amp.numpy(),
+        )
         assert np.abs(y[b] - ref @ x[b].numpy()).max() < 1e-12
 
 
@@ -203,12 +223,22 @@ def test_every_non_ideality_off_gives_the_ideal_matrix_product(kind):
     assert (sub.exact_forward(x) - want).abs().max() < 1e-6  # settings held in float32 (as on the wire)
     assert (sub.forward(x.float()).double() - want).abs().max() < 1e-5
     # the same with every switch explicitly at zero, and with the settings given in float64
-    zero = {"loss_db": 0.0, "bs_error": 0.0, "phase_error": 0.0, "phase_noise": 0.0, "crosstalk": 0.0, "dac_bits": 0, "noise": 0.0,
-                "shot_noise": 0.0, "noise_floor": 0.0, "drift": 0.0}
+    zero = {
+        "loss_db": 0.0,
+        "bs_error": 0.0,
+        "phase_error": 0.0,
+        "phase_noise": 0.0,
+        "crosstalk": 0.0,
+        "dac_bits": 0,
+        "noise": 0.0,
+        "shot_noise": 0.0,
+        "noise_floor": 0.0,
+        "drift": 0.0,
+    }
     sub0 = substrate(kind, 4, 5, seed=9, **zero)
     params, scale = ph.svd_decompose(m, kind)
     units = {k: (v if k == "sigma" else v / math.pi) for k, v in params.items()}
-    assert (scale ** 2 * sub0.exact_forward(x, units) - (x @ m.T) ** 2).abs().max() < 1e-10
+    assert (scale**2 * sub0.exact_forward(x, units) - (x @ m.T) ** 2).abs().max() < 1e-10
 
 
 # ------------------------------------------------------------------ gradients
@@ -226,8 +256,20 @@ def test_mesh_gradients_match_finite_differences():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_exact_forward_gradients_match_finite_differences_with_static_errors(kind):
-    sub = substrate(kind, 4, 3, seed=5, loss_db=0.2, loss_db_std=0.05, bs_error=0.05, phase_error=0.1, crosstalk=0.02,
-                    nonlinearity="saturable", sa_depth=1.0, sa_isat=0.5)
+    sub = substrate(
+        kind,
+        4,
+        3,
+        seed=5,
+        loss_db=0.2,
+        loss_db_std=0.05,
+        bs_error=0.05,
+        phase_error=0.1,
+        crosstalk=0.02,
+        nonlinearity="saturable",
+        sa_depth=1.0,
+        sa_isat=0.5,
+    )
     params = {k: v.double().requires_grad_() for k, v in sub.get_params().items()}
     names = list(params)
     x = (2 * torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) - 1).requires_grad_()
@@ -241,8 +283,9 @@ def test_exact_forward_gradients_match_finite_differences_with_static_errors(kin
 # ------------------------------------------------------------------ non-idealities, each against its equation
 def _bar_state(sub) -> dict:
     p = sub.get_params()
-    return {k: (torch.ones_like(v) if k.endswith("theta") or k == "sigma" else torch.zeros_like(v))
-            for k, v in p.items()}
+    return {
+        k: (torch.ones_like(v) if k.endswith("theta") or k == "sigma" else torch.zeros_like(v)) for k, v in p.items()
+    }
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -283,7 +326,7 @@ def test_static_phase_error_shifts_every_phase_by_its_hidden_value():
         spec = sub.options.specs()[mesh]
         d = hidden[f"{mesh}_dphase"]
         k = spec.n_mzi
-        for key, part in zip(("theta", "phi", "out"), (d[:k], d[k:2 * k], d[2 * k:])):
+        for key, part in zip(("theta", "phi", "out"), (d[:k], d[k : 2 * k], d[2 * k :])):
             shifted[f"{mesh}_{key}"] = sub.get_params()[f"{mesh}_{key}"].double() + part / math.pi
     got = sub.exact_forward(x)
     want = sub.exact_forward(x, shifted, ideal=True)
@@ -385,8 +428,9 @@ def test_photodetector_noise_has_the_stated_std(which, value):
     y = sub.forward(x).double()
     mean = sub.exact_forward(x[:1].double())[0]
     std = (y - mean).std(0)
-    want = {"noise_floor": torch.full_like(mean, value), "shot_noise": value * mean.sqrt(),
-            "noise": value * mean}[which]
+    want = {"noise_floor": torch.full_like(mean, value), "shot_noise": value * mean.sqrt(), "noise": value * mean}[
+        which
+    ]
     assert torch.allclose(std, want, rtol=0.06)
     assert torch.allclose((y - mean).mean(0), torch.zeros(4, dtype=torch.float64), atol=4 * float(want.max()) / 70)
 
@@ -400,8 +444,9 @@ def test_drift_is_a_seeded_random_walk_in_device_time_whatever_the_batch_sizes()
         b.forward(torch.zeros(10, 4))
     assert a.clock == b.clock == 170 and a._state.ticks == 3
     assert torch.equal(a._state.hidden["u_dphase"], b._state.hidden["u_dphase"])
-    steps = sum(0.01 * torch.randn(start.shape, generator=ph._generator(8, 2, t, 1), dtype=torch.float64)
-                for t in range(3))
+    steps = sum(
+        0.01 * torch.randn(start.shape, generator=ph._generator(8, 2, t, 1), dtype=torch.float64) for t in range(3)
+    )
     assert torch.allclose(a._state.hidden["u_dphase"], start + steps, atol=1e-15)
     still = substrate("clements", 4, 4, seed=8)
     x = torch.full((3, 4), 0.3)
@@ -415,8 +460,19 @@ def test_drift_is_a_seeded_random_walk_in_device_time_whatever_the_batch_sizes()
 
 
 def test_seeds_are_reproducible_and_distinct():
-    noisy = {"loss_db": 0.1, "bs_error": 0.02, "phase_error": 0.05, "phase_noise": 0.02, "crosstalk": 0.01, "dac_bits": 8,
-                 "noise": 0.01, "shot_noise": 0.01, "noise_floor": 0.001, "drift": 0.01, "drift_tick": 16}
+    noisy = {
+        "loss_db": 0.1,
+        "bs_error": 0.02,
+        "phase_error": 0.05,
+        "phase_noise": 0.02,
+        "crosstalk": 0.01,
+        "dac_bits": 8,
+        "noise": 0.01,
+        "shot_noise": 0.01,
+        "noise_floor": 0.001,
+        "drift": 0.01,
+        "drift_tick": 16,
+    }
     x = 2 * torch.rand(40, 5, generator=torch.Generator().manual_seed(0)) - 1
     a, b, c = (substrate("reck", 5, 3, seed=s, **noisy) for s in (11, 11, 12))
     ya, yb, yc = a.forward(x), b.forward(x), c.forward(x)
@@ -445,16 +501,24 @@ def test_registered_family_options_and_one_line_errors():
     assert "photonic:clements" in substrate_names(emulatable_only=True) and "photonic:reck" in substrate_names()
     sub = open_substrate_spec("photonic:reck", 3, 5, seed=1, options={"loss_db": 0.1, "dac_bits": 8})
     assert isinstance(sub, ph.PhotonicSubstrate) and sub.options.kind == "reck" and sub.options.dac_bits == 8
-    with pytest.raises(SettingError,
-                       match=r"unknown option 'los_db' for substrate photonic:reck \(did you mean 'loss_db'\?\)"):
+    with pytest.raises(
+        SettingError, match=r"unknown option 'los_db' for substrate photonic:reck \(did you mean 'loss_db'\?\)"
+    ):
         open_substrate_spec("photonic:reck", 3, 5, options={"los_db": 0.1})
     with pytest.raises(SettingError, match=r"photonic:clements: detection 'power' is not one of intensity, homodyne"):
         open_substrate_spec("photonic:clements", 3, 5, options={"detection": "power"})
     with pytest.raises(SettingError, match="unknown substrate 'photonic:clement'.*did you mean 'photonic:clements'"):
         open_substrate_spec("photonic:clement", 3, 5)
     d = sub.describe()
-    assert d["kind"] == "photonic:reck" and d["params"] == {"v_theta": [3], "v_phi": [3], "v_out": [3], "sigma": [3],
-                                                           "u_theta": [10], "u_phi": [10], "u_out": [5]}
+    assert d["kind"] == "photonic:reck" and d["params"] == {
+        "v_theta": [3],
+        "v_phi": [3],
+        "v_out": [3],
+        "sigma": [3],
+        "u_theta": [10],
+        "u_phi": [10],
+        "u_out": [5],
+    }
     assert d["param_units"]["u_phi"] == "pi rad" and d["param_ranges"]["sigma"] == [-1.0, 1.0] and d["n_mzi"] == 13
 
 
@@ -464,10 +528,12 @@ def test_set_params_round_trip_wraps_phases_and_refuses_bad_values():
     got = sub.get_params()
     assert torch.allclose(got["u_phi"], torch.tensor([0.5, -0.5, -0.5]))
     assert torch.equal(got["sigma"], torch.tensor([1.0, -0.5, 0.0]))
-    for bad, pattern in (({"w": torch.zeros(1)}, "no hardware parameter 'w'"),
-                         ({"u_phi": torch.zeros(2)}, "u_phi needs 3 values"),
-                         ({"sigma": torch.tensor([1.5, 0, 0])}, r"sigma must lie in \[-1, 1\] .*amplifier = true"),
-                         ({"v_out": torch.tensor([0.0, float("nan"), 0.0])}, "non-finite")):
+    for bad, pattern in (
+        ({"w": torch.zeros(1)}, "no hardware parameter 'w'"),
+        ({"u_phi": torch.zeros(2)}, "u_phi needs 3 values"),
+        ({"sigma": torch.tensor([1.5, 0, 0])}, r"sigma must lie in \[-1, 1\] .*amplifier = true"),
+        ({"v_out": torch.tensor([0.0, float("nan"), 0.0])}, "non-finite"),
+    ):
         with pytest.raises(SubstrateFault, match=pattern) as err:
             sub.set_params(bad)
         assert "\n" not in str(err.value)
@@ -486,13 +552,22 @@ def test_round_trip_through_the_emulated_serial_link(tmp_path):
     opts = {"loss_db": 0.1, "phase_error": 0.05, "phase_noise": 0.01, "noise_floor": 0.001}
     reference = substrate("clements", 5, 4, seed=3, **opts)
     threads = threading.active_count()
-    with Emulator(substrate("clements", 5, 4, seed=3, **opts), link=tmp_path / "ttyPH0", max_batch=16) as emu, \
-            SerialDevice(emu.port, timeout=0.5) as dev:
+    with (
+        Emulator(substrate("clements", 5, 4, seed=3, **opts), link=tmp_path / "ttyPH0", max_batch=16) as emu,
+        SerialDevice(emu.port, timeout=0.5) as dev,
+    ):
         assert (dev.n_in, dev.n_out, dev.input_range) == (5, 4, (-1.0, 1.0))
         desc = dev.describe()
         assert desc["kind"] == "serial:photonic:clements"
-        assert dev.identity.params == {"v_theta": [10], "v_phi": [10], "v_out": [5], "sigma": [4],
-                                       "u_theta": [6], "u_phi": [6], "u_out": [4]}
+        assert dev.identity.params == {
+            "v_theta": [10],
+            "v_phi": [10],
+            "v_out": [5],
+            "sigma": [4],
+            "u_theta": [6],
+            "u_phi": [6],
+            "u_out": [4],
+        }
         x = 2 * torch.rand(12, 5, generator=torch.Generator().manual_seed(1)) - 1
         assert torch.equal(dev.forward(x), reference.forward(x))  # same seed, same noise draws
         # hardware parameters travel as named tensors: program a matrix remotely, read it back, measure it
@@ -525,8 +600,10 @@ def test_phases_can_be_trained_through_the_link_with_spsa(tmp_path):
     x = 2 * torch.rand(16, 3, generator=g) - 1
     teacher = substrate("clements", 3, 3, seed=50)
     target = teacher.forward(x)
-    with Emulator(substrate("clements", 3, 3, seed=1, noise_floor=1e-4), link=tmp_path / "ttyPH1") as emu, \
-            SerialDevice(emu.port, timeout=0.5) as dev:
+    with (
+        Emulator(substrate("clements", 3, 3, seed=1, noise_floor=1e-4), link=tmp_path / "ttyPH1") as emu,
+        SerialDevice(emu.port, timeout=0.5) as dev,
+    ):
         names = [k for k in dev.get_params() if k != "sigma"]
         params = {k: v.clone() for k, v in dev.get_params().items()}
 
@@ -551,11 +628,34 @@ def test_neuro_devices_emulate_serves_the_photonic_substrate(tmp_path):
     from devices import SerialDevice
 
     link = tmp_path / "ttyPH2"
-    proc = subprocess.Popen([sys.executable, "-m", "neuro", "devices", "emulate", "--substrate", "photonic:reck",
-                             "--n-in", "4", "--n-out", "3", "--seed", "5", "--option", "loss_db=0.2",
-                             "--link", str(link), "--duration", "120"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "neuro",
+            "devices",
+            "emulate",
+            "--substrate",
+            "photonic:reck",
+            "--n-in",
+            "4",
+            "--n-out",
+            "3",
+            "--seed",
+            "5",
+            "--option",
+            "loss_db=0.2",
+            "--link",
+            str(link),
+            "--duration",
+            "120",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     try:
         port = proc.stdout.readline().strip()
         assert port == str(link), proc.stderr.read() if not port else port

@@ -68,8 +68,12 @@ def check_page(path: Path) -> str:
 
 
 def _train(tmp_path: Path, name: str, **sections) -> Path:
-    config = {"run": {"name": name, "out_dir": str(tmp_path), "progress": False}, "train": {"epochs": 2, "batch_size": 32},
-              "data": {"dataset": "digits", "limit": 160}, **sections}
+    config = {
+        "run": {"name": name, "out_dir": str(tmp_path), "progress": False},
+        "train": {"epochs": 2, "batch_size": 32},
+        "data": {"dataset": "digits", "limit": 160},
+        **sections,
+    }
     run, _ = workflow.train(config, echo=lambda *a: None)
     return run.path
 
@@ -79,8 +83,14 @@ def _train(tmp_path: Path, name: str, **sections) -> Path:
     [
         ("spiking", {"model": {"hidden": [16], "time_steps": 6}}, ["Spike raster", "Learning curves"]),
         ("ff", {"model": {"kind": "mlp", "hidden": [32, 32]}, "rule": {"name": "ff"}}, ["FF goodness"]),
-        ("physical", {"model": {"kind": "physical_mlp", "physical": [16], "hidden": [16, 16]},
-                      "rule": {"name": "mfff", "variant": "contrastive"}}, ["Accuracy vs device time"]),
+        (
+            "physical",
+            {
+                "model": {"kind": "physical_mlp", "physical": [16], "hidden": [16, 16]},
+                "rule": {"name": "mfff", "variant": "contrastive"},
+            },
+            ["Accuracy vs device time"],
+        ),
     ],
 )
 def test_run_reports_are_well_formed(tmp_path, kind, sections, must_show):

@@ -51,7 +51,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     for k in expected:
         assert torch.equal(expected[k], got[k]), k
     # and the optimizer ended in the same state
-    assert torch.equal(full.optimizer.state_dict()["state"][0]["exp_avg"], second.optimizer.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        full.optimizer.state_dict()["state"][0]["exp_avg"], second.optimizer.state_dict()["state"][0]["exp_avg"]
+    )
 
 
 def test_metrics_records_per_epoch(tmp_path):
@@ -92,14 +94,18 @@ def test_rule_needing_gradients_is_rejected_before_training():
     with pytest.raises(IncompatibleError) as info:
         BPTT().check_compatible(model)
     msg = str(info.value)
-    assert msg == ("rule `bptt` needs gradients through layer 0 ('1'), which runs on serial device board0 "
-                   "and is not differentiable; use `mfff` or `pat`")
+    assert msg == (
+        "rule `bptt` needs gradients through layer 0 ('1'), which runs on serial device board0 "
+        "and is not differentiable; use `mfff` or `pat`"
+    )
 
 
 def test_backprop_into_a_measured_output_fails_clearly():
     model = nn.Sequential(nn.Linear(4, 4), _Board(), nn.Linear(4, 2))
     loss = model(torch.randn(3, 4)).sum()
-    with pytest.raises(HardwareGradientError, match="cannot backpropagate through layer 'board' on serial device board0"):
+    with pytest.raises(
+        HardwareGradientError, match="cannot backpropagate through layer 'board' on serial device board0"
+    ):
         loss.backward()
     # with a detached input nothing upstream needs gradients: the output is a plain tensor
     y = _Board()(torch.randn(3, 4))
@@ -140,8 +146,16 @@ def test_bfloat16_precision_runs_matmuls_in_bf16_and_keeps_float32_state():
         model = MLP(64, [128, 128], 10)
         x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
         rule = FF(FFSpec(loss="symba", readout=True, negatives="readout"), n_classes=10)
-        trainer = Trainer(model, rule, torch.optim.SGD(model.parameters(), lr=0.1), None, epochs=1,
-                          batch_size=64, progress=False, precision=precision)
+        trainer = Trainer(
+            model,
+            rule,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            None,
+            epochs=1,
+            batch_size=64,
+            progress=False,
+            precision=precision,
+        )
         torch.manual_seed(1)
         with trainer.autocast():
             activity = model.layers[0](x)
@@ -157,9 +171,9 @@ def test_unknown_precision_is_a_config_error():
     from neuro.errors import ConfigError
 
     trainer = build_experiment({**SMALL, "train": {"epochs": 1, "precision": "bfloat16"}}).trainer(None, progress=False)
-    assert trainer.precision == "bfloat16" and torch.is_autocast_enabled('cpu') is False
+    assert trainer.precision == "bfloat16" and torch.is_autocast_enabled("cpu") is False
     with trainer.autocast():
-        assert torch.is_autocast_enabled('cpu')
+        assert torch.is_autocast_enabled("cpu")
 
     with pytest.raises(ConfigError, match="train.precision = 'fp8' is not one of float32, bfloat16"):
         build_experiment({**SMALL, "train": {"epochs": 1, "precision": "fp8"}})
@@ -197,8 +211,14 @@ def test_bfloat16_is_refused_for_physical_models():
     from neuro.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model kind physical_mlp simulates or drives physical layers"):
-        build_experiment({**SMALL, "model": {"kind": "physical_mlp"}, "rule": {"name": "mfff"},
-                          "train": {"epochs": 1, "precision": "bfloat16"}})
+        build_experiment(
+            {
+                **SMALL,
+                "model": {"kind": "physical_mlp"},
+                "rule": {"name": "mfff"},
+                "train": {"epochs": 1, "precision": "bfloat16"},
+            }
+        )
 
 
 def test_trainer_runs_the_rules_own_compatibility_check():
@@ -222,7 +242,11 @@ def test_evaluation_is_deterministic_and_leaves_the_training_stream_alone(tmp_pa
     accuracy every time (trainer, `neuro eval`), and evaluating does not move the global generator."""
     from neuro import workflow
 
-    config = {**SMALL, "run": {"name": "det", "seed": 3, "out_dir": str(tmp_path)}, "train": {"epochs": 1, "batch_size": 32}}
+    config = {
+        **SMALL,
+        "run": {"name": "det", "seed": 3, "out_dir": str(tmp_path)},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
     run, _ = workflow.train(config, progress=False, echo=lambda *a: None)
     logged = [r for r in run.records() if r.get("event") == "epoch"][-1]["val_accuracy"]
     _, exp = workflow.load_run(run.path)
@@ -248,7 +272,11 @@ def test_a_failed_run_still_writes_a_report_saying_why(tmp_path, monkeypatch):
         return original(self)
 
     monkeypatch.setattr(Trainer, "train_epoch", failing)
-    config = {**SMALL, "run": {"name": "dies", "seed": 3, "out_dir": str(tmp_path)}, "train": {"epochs": 3, "batch_size": 32}}
+    config = {
+        **SMALL,
+        "run": {"name": "dies", "seed": 3, "out_dir": str(tmp_path)},
+        "train": {"epochs": 3, "batch_size": 32},
+    }
     with pytest.raises(RuntimeError, match="stopped answering"):
         workflow.train(config, progress=False, echo=lambda *a: None)
     html = (tmp_path / "dies" / "report.html").read_text()

@@ -18,26 +18,41 @@ from simulators.wave import WaveOptions, WaveSubstrate, oscillator_step, transfe
 def test_scattering_intensity_hand_derived():
     opt = WaveOptions(kind="scattering", n_in=2, n_out=2, n_control=0)
     # A = [[1, i], [1 + i, 0]], b = [0.5, 0]; e = [0.5, -1]
-    hidden = {"A_re": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "A_im": torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
-              "b_re": torch.tensor([0.5, 0.0]), "b_im": torch.zeros(2)}
+    hidden = {
+        "A_re": torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+        "A_im": torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
+        "b_re": torch.tensor([0.5, 0.0]),
+        "b_im": torch.zeros(2),
+    }
     y = transfer(torch.tensor([[0.5, -1.0]]), hidden, opt)
     # row 0: 0.5 - i + 0.5 = 1 - i -> |.|^2 = 2;  row 1: (1 + i) 0.5 -> 0.5
     assert torch.allclose(y, torch.tensor([[2.0, 0.5]]))
     # phase modulation: e = [0.5, -1] -> E = [i, -1]; row 0: i - i + 0.5 -> 0.25; row 1: (1+i) i = -1 + i -> 2
-    y = transfer(torch.tensor([[0.5, -1.0]]), hidden, WaveOptions(kind="scattering", n_in=2, n_out=2, n_control=0, modulation="phase"))
+    y = transfer(
+        torch.tensor([[0.5, -1.0]]),
+        hidden,
+        WaveOptions(kind="scattering", n_in=2, n_out=2, n_control=0, modulation="phase"),
+    )
     assert torch.allclose(y, torch.tensor([[0.25, 2.0]]), atol=1e-6)
 
 
 def test_saturable_medium_hand_derived():
     opt = WaveOptions(kind="saturable", n_in=1, n_out=1, n_control=0, saturation=2.0, kerr=math.pi / 4)
-    hidden = {"A_re": torch.tensor([[1.0]]), "A_im": torch.zeros(1, 1), "B_re": torch.tensor([[1.0]]), "B_im": torch.tensor([[1.0]])}
+    hidden = {
+        "A_re": torch.tensor([[1.0]]),
+        "A_im": torch.zeros(1, 1),
+        "B_re": torch.tensor([[1.0]]),
+        "B_im": torch.tensor([[1.0]]),
+    }
     # u = 1 (I = 1): v = exp(i pi/4)/sqrt(1.5); y = |(1+i) v|^2 = 2/1.5
     y = transfer(torch.tensor([[1.0]]), hidden, opt)
     assert torch.allclose(y, torch.tensor([[2.0 / 1.5]]))
 
 
 def test_oscillator_step_hand_derived():
-    opt = WaveOptions(kind="oscillators", n_in=1, n_out=3, n_control=0, osc_dt=0.1, damping=0.5, duffing=2.0, coupling=0.3)
+    opt = WaveOptions(
+        kind="oscillators", n_in=1, n_out=3, n_control=0, osc_dt=0.1, damping=0.5, duffing=2.0, coupling=0.3
+    )
     q = torch.tensor([[1.0, 0.0, -0.5]])
     p = torch.tensor([[0.0, 1.0, 0.0]])
     w = torch.tensor([1.0, 2.0, 1.0])
@@ -93,7 +108,9 @@ def test_drift_depends_only_on_device_time():
 
 
 def test_sudden_perturbation_at_device_time():
-    sub = open_substrate("wave:saturable", 3, 4, seed=1, options={"perturb_at": [20], "perturb_scale": 0.5, "noise": 0.0})
+    sub = open_substrate(
+        "wave:saturable", 3, 4, seed=1, options={"perturb_at": [20], "perturb_scale": 0.5, "noise": 0.0}
+    )
     x = torch.full((1, 3), 0.3)
     before = sub.exact_forward(x).detach()
     sub.forward(torch.zeros(19, 3))

@@ -51,13 +51,20 @@ class Dataset:
         for part in ("train", "val", "test"):
             s = getattr(self, part)
             if s.x.shape[1] != self.n_features:
-                raise DataError(f"{self.name} {part} split has {s.x.shape[1]} features, expected {self.n_features}; fix the loader")
+                raise DataError(
+                    f"{self.name} {part} split has {s.x.shape[1]} features, expected {self.n_features}; fix the loader"
+                )
             if len(s) and (int(s.y.min()) < 0 or int(s.y.max()) >= self.n_classes):
                 raise DataError(f"{self.name} {part} labels outside 0..{self.n_classes - 1}; fix the loader")
         if math.prod(self.feature_shape) != self.n_features:
-            raise DataError(f"{self.name} feature_shape {self.feature_shape} does not hold {self.n_features} features; fix the loader")
+            raise DataError(
+                f"{self.name} feature_shape {self.feature_shape} does not hold {self.n_features} features; fix the "
+                "loader"
+            )
         if len(self.class_names) != self.n_classes:
-            raise DataError(f"{self.name} has {len(self.class_names)} class names for {self.n_classes} classes; fix the loader")
+            raise DataError(
+                f"{self.name} has {len(self.class_names)} class names for {self.n_classes} classes; fix the loader"
+            )
 
 
 def _describe(t: object) -> str:

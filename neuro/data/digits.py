@@ -25,7 +25,9 @@ def load_digits(*, val_fraction: float = 0.1, seed: int = 0, limit: int | None =
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError:
-        raise DataError("the digits dataset needs scikit-learn, which is not installed; run `pip install scikit-learn`") from None
+        raise DataError(
+            "the digits dataset needs scikit-learn, which is not installed; run `pip install scikit-learn`"
+        ) from None
     bunch = _sk_load_digits()
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
@@ -46,6 +48,8 @@ def load_digits(*, val_fraction: float = 0.1, seed: int = 0, limit: int | None =
 
 
 @DATASETS.register("digits")
-def _load_registered_digits(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
+def _load_registered_digits(
+    root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None
+) -> Dataset:
     """Registry entry: digits ship with scikit-learn, so ``root`` is ignored."""
     return load_digits(val_fraction=val_fraction, seed=seed, limit=limit)

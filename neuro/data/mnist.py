@@ -58,16 +58,20 @@ def read_idx(path: Path, *, images: bool) -> np.ndarray:
     except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"MNIST file {path} is not a readable gzip file ({one_line(exc)}); {_fix(path)}") from None
     if len(raw) < 8:
-        raise DataError(f"MNIST file {path} has only {len(raw)} bytes after gunzip, too short for an IDX header; {_fix(path)}")
+        raise DataError(
+            f"MNIST file {path} has only {len(raw)} bytes after gunzip, too short for an IDX header; {_fix(path)}"
+        )
     magic = int.from_bytes(raw[:4], "big")
     want = MAGIC_IMAGES if images else MAGIC_LABELS
     if magic != want:
-        raise DataError(f"MNIST file {path} has magic 0x{magic:08x}, expected 0x{want:08x} for an {kind} file; {_fix(path)}")
+        raise DataError(
+            f"MNIST file {path} has magic 0x{magic:08x}, expected 0x{want:08x} for an {kind} file; {_fix(path)}"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"MNIST file {path} ends inside its IDX header; {_fix(path)}")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     want_dims = "(N, 28, 28)" if images else "(N,)"
     if (images and (ndim != 3 or dims[1:] != (28, 28))) or (not images and ndim != 1):
         raise DataError(f"MNIST file {path} has dims {dims}, expected {want_dims} for an {kind} file; {_fix(path)}")
@@ -88,7 +92,9 @@ def _read_pair(folder: Path, root: Path, part: str) -> tuple[np.ndarray, np.ndar
     lp = require_file(folder / FILES[f"{part}_labels"], "MNIST", root)
     x, y = read_idx(ip, images=True), read_idx(lp, images=False)
     if x.shape[0] != y.shape[0]:
-        raise DataError(f"MNIST {part} files disagree: {ip} has {x.shape[0]} images but {lp} has {y.shape[0]} labels; {_fix(ip)}")
+        raise DataError(
+            f"MNIST {part} files disagree: {ip} has {x.shape[0]} images but {lp} has {y.shape[0]} labels; {_fix(ip)}"
+        )
     return x, y.astype(np.int64)
 
 

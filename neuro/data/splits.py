@@ -16,12 +16,18 @@ from .dataset import Split
 
 def check_split_args(val_fraction: float, seed: int, limit: int | None) -> None:
     """Raise ConfigError for a val_fraction outside [0, 1), a negative seed or a limit < 1."""
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) < 1.0:
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0.0 <= float(val_fraction) < 1.0
+    ):
         raise ConfigError(f"data.val_fraction must be a number in [0, 1), got {val_fraction!r}; use e.g. 0.1")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"data.seed must be a non-negative integer, got {seed!r}; use e.g. 0")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ConfigError(f"data.limit must be a positive integer or null, got {limit!r}; use e.g. 1000 or leave it unset")
+        raise ConfigError(
+            f"data.limit must be a positive integer or null, got {limit!r}; use e.g. 1000 or leave it unset"
+        )
 
 
 def _count(fraction: float, n: int) -> int:
@@ -45,8 +51,9 @@ def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator)
     return rest_a[rng.permutation(rest_a.size)], hold_a[rng.permutation(hold_a.size)]
 
 
-def group_split(groups: np.ndarray, strata: np.ndarray, fractions: tuple[float, float],
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_split(
+    groups: np.ndarray, strata: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Assign whole groups (e.g. talkers) to (train, val, test); no group lands in two splits.
 
     ``groups[i]`` is the group of sample i, ``strata[i]`` its stratum (e.g. man/woman/boy/girl);
@@ -61,7 +68,7 @@ def group_split(groups: np.ndarray, strata: np.ndarray, fractions: tuple[float, 
         gs = gs[rng.permutation(gs.size)]
         n_val, n_test = _count(fractions[0], gs.size), _count(fractions[1], gs.size)
         val_g.extend(gs[:n_val])
-        test_g.extend(gs[n_val:n_val + n_test])
+        test_g.extend(gs[n_val : n_val + n_test])
     in_val, in_test = np.isin(groups, val_g), np.isin(groups, test_g)
     out = []
     for mask in (~in_val & ~in_test, in_val, in_test):

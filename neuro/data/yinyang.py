@@ -32,7 +32,10 @@ def _load_npy(path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"Yin-Yang file {path} is not a readable .npy array ({one_line(exc)}); re-copy it from ../shared/data/{SUBDIR}") from None
+        raise DataError(
+            f"Yin-Yang file {path} is not a readable .npy array ({one_line(exc)}); re-copy it from "
+            f"../shared/data/{SUBDIR}"
+        ) from None
 
 
 def _read_part(base, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +44,17 @@ def _read_part(base, part: str) -> tuple[np.ndarray, np.ndarray]:
     lp = require_file(base / SUBDIR / f"{part}_labels.npy", "Yin-Yang", base)
     x, y = _load_npy(sp), _load_npy(lp)
     if x.ndim != 2 or x.shape[1] != 4 or x.dtype.kind not in "fiu":
-        raise DataError(f"Yin-Yang file {sp} holds a {x.dtype} array of shape {x.shape}, expected numbers of shape (N, 4); {fix}")
+        raise DataError(
+            f"Yin-Yang file {sp} holds a {x.dtype} array of shape {x.shape}, expected numbers of shape (N, 4); {fix}"
+        )
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"Yin-Yang file {lp} holds a {y.dtype} array of shape {y.shape}, expected integers of shape (N,); {fix}")
+        raise DataError(
+            f"Yin-Yang file {lp} holds a {y.dtype} array of shape {y.shape}, expected integers of shape (N,); {fix}"
+        )
     if x.shape[0] != y.shape[0]:
-        raise DataError(f"Yin-Yang files disagree: {sp} has {x.shape[0]} samples but {lp} has {y.shape[0]} labels; {fix}")
+        raise DataError(
+            f"Yin-Yang files disagree: {sp} has {x.shape[0]} samples but {lp} has {y.shape[0]} labels; {fix}"
+        )
     if not np.all(np.isfinite(x)):
         raise DataError(f"Yin-Yang file {sp} contains NaN or inf; {fix}")
     if y.size and (y.min() < 0 or y.max() > 2):

@@ -51,8 +51,10 @@ def scores_from_spikes(readout: str, spikes: torch.Tensor) -> torch.Tensor:
     """Class scores of the output spikes [T, B, classes] under the model's readout (one Loihi can compute)."""
     entry = READOUTS.get(readout, where="model.readout")
     if not entry.meta.get("loihi"):
-        raise IncompatibleError(f"readout '{readout}' cannot be computed from Loihi's output spikes; "
-                                f"use one of {', '.join(e.name for e in READOUTS.entries() if e.meta.get('loihi'))}")
+        raise IncompatibleError(
+            f"readout '{readout}' cannot be computed from Loihi's output spikes; "
+            f"use one of {', '.join(e.name for e in READOUTS.entries() if e.meta.get('loihi'))}"
+        )
     return entry.obj(spikes.float(), None)
 
 
@@ -103,8 +105,9 @@ def deploy_loihi(
 
         trained = copy.deepcopy(model)
         echo(f"quantization-aware fine-tuning on the twin: {qat_epochs} epochs, lr {qat_lr}")
-        export = finetune_on_twin(model, export, exp.data, epochs=qat_epochs, lr=qat_lr,
-                                  batch_size=exp.train.batch_size, seed=seed, echo=echo)
+        export = finetune_on_twin(
+            model, export, exp.data, epochs=qat_epochs, lr=qat_lr, batch_size=exp.train.batch_size, seed=seed, echo=echo
+        )
     out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi" / (target if lava else "twin")
     export.save(out)
 
@@ -134,24 +137,44 @@ def deploy_loihi(
         "float_accuracy": acc(float_layers[-1][0]),
         "twin_accuracy": acc(twin.spikes[-1]),
         "lava_accuracy": acc(res.spikes[-1]) if lava else None,
-        "twin_lava_spikes_equal": all(torch.equal(twin.spikes[k], res.spikes[k]) for k in range(n_layers)) if lava else None,
-        "twin_lava_voltages_equal": all(torch.equal(twin.voltages[k], res.voltages[k]) for k in range(n_layers)) if lava else None,
-        "twin_lava_currents_equal": all(torch.equal(twin.currents[k], res.currents[k]) for k in range(n_layers)) if lava else None,
-        "spike_agreement_twin_lava": [float((twin.spikes[k] == res.spikes[k]).float().mean()) for k in range(n_layers)] if lava else None,
-        "spike_agreement_float_twin": [float((float_layers[k][0].bool() == twin.spikes[k]).float().mean()) for k in range(n_layers)],
-        "prediction_agreement_float_twin": float((scores_from_spikes(readout, float_layers[-1][0]).argmax(1)
-                                                  == scores_from_spikes(readout, twin.spikes[-1]).argmax(1)).float().mean()),
+        "twin_lava_spikes_equal": all(torch.equal(twin.spikes[k], res.spikes[k]) for k in range(n_layers))
+        if lava
+        else None,
+        "twin_lava_voltages_equal": all(torch.equal(twin.voltages[k], res.voltages[k]) for k in range(n_layers))
+        if lava
+        else None,
+        "twin_lava_currents_equal": all(torch.equal(twin.currents[k], res.currents[k]) for k in range(n_layers))
+        if lava
+        else None,
+        "spike_agreement_twin_lava": [float((twin.spikes[k] == res.spikes[k]).float().mean()) for k in range(n_layers)]
+        if lava
+        else None,
+        "spike_agreement_float_twin": [
+            float((float_layers[k][0].bool() == twin.spikes[k]).float().mean()) for k in range(n_layers)
+        ],
+        "prediction_agreement_float_twin": float(
+            (
+                scores_from_spikes(readout, float_layers[-1][0]).argmax(1)
+                == scores_from_spikes(readout, twin.spikes[-1]).argmax(1)
+            )
+            .float()
+            .mean()
+        ),
         "lava": {**res.info, "call_wall_s": lava_wall} if lava else None,
         "quantization": qreport.lines(),
         "spec": json.loads(export.spec.to_json()),
     }
     (out / "deploy.json").write_text(json.dumps(result, indent=1))
     write_deployment_report(out, result, export, float_layers, twin, res if lava else None, int(y[0]))
-    line = (f"accuracy on {n} test samples: float {100 * result['float_accuracy']:.2f}%, "
-            f"twin {100 * result['twin_accuracy']:.2f}%")
+    line = (
+        f"accuracy on {n} test samples: float {100 * result['float_accuracy']:.2f}%, "
+        f"twin {100 * result['twin_accuracy']:.2f}%"
+    )
     if lava:
-        line += (f", Lava {100 * result['lava_accuracy']:.2f}%; twin == Lava: spikes {result['twin_lava_spikes_equal']}, "
-                 f"voltages {result['twin_lava_voltages_equal']}, currents {result['twin_lava_currents_equal']}; "
-                 f"{res.info['run_config']} in {lava_wall:.1f} s")
+        line += (
+            f", Lava {100 * result['lava_accuracy']:.2f}%; twin == Lava: spikes {result['twin_lava_spikes_equal']}, "
+            f"voltages {result['twin_lava_voltages_equal']}, currents {result['twin_lava_currents_equal']}; "
+            f"{res.info['run_config']} in {lava_wall:.1f} s"
+        )
     echo(f"{line} -> {out / 'report.html'}")
     return result

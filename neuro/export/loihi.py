@@ -124,14 +124,22 @@ class QuantizationReport:
     def lines(self) -> list[str]:
         out = []
         for k, r in enumerate(self.layers):
-            s = (f"layer {k}: {r.weights_clipped} weights clipped, {r.weights_zeroed} rounded to 0, "
-                 f"weight RMS error {100 * r.weight_rms_error:.2f}% of max; "
-                 f"alpha {r.alpha:.4f}->{r.alpha_fixed:.4f}, beta {r.beta:.4f}->{r.beta_fixed:.4f}, "
-                 f"v_th error {100 * r.v_th_rel_error:.3f}%")
+            s = (
+                f"layer {k}: {r.weights_clipped} weights clipped, {r.weights_zeroed} rounded to 0, "
+                f"weight RMS error {100 * r.weight_rms_error:.2f}% of max; "
+                f"alpha {r.alpha:.4f}->{r.alpha_fixed:.4f}, beta {r.beta:.4f}->{r.beta_fixed:.4f}, "
+                f"v_th error {100 * r.v_th_rel_error:.3f}%"
+            )
             if r.calib_max_current is not None:
-                s += f"; calibration: max |u| {100 * r.calib_max_current:.1f}%, max |v| {100 * r.calib_max_voltage:.1f}% of 2^23, max Dense out {100 * r.calib_max_dense:.1f}% of 2^15"
+                s += (
+                    f"; calibration: max |u| {100 * r.calib_max_current:.1f}%, max |v| "
+                    f"{100 * r.calib_max_voltage:.1f}% of 2^23, max Dense out {100 * r.calib_max_dense:.1f}% of 2^15"
+                )
             if r.twin_current_wraps is not None:
-                s += f"; twin: {r.twin_current_wraps} current wrap-arounds, {r.twin_voltage_saturations} voltage saturations"
+                s += (
+                    f"; twin: {r.twin_current_wraps} current wrap-arounds, "
+                    f"{r.twin_voltage_saturations} voltage saturations"
+                )
             out.append(s)
         return out + self.notes
 
@@ -169,7 +177,10 @@ class LoihiExport:
         layers = [
             fx.LoihiLayerParams(
                 weights=torch.from_numpy(arrays[f"weights_{k}"].astype(np.int64)),
-                weight_exp=lay.weight_exp, du=lay.du, dv=lay.dv, vth=lay.vth,
+                weight_exp=lay.weight_exp,
+                du=lay.du,
+                dv=lay.dv,
+                vth=lay.vth,
                 bias_mant=torch.from_numpy(arrays[f"bias_mant_{k}"].astype(np.int64)),
                 bias_exp=torch.tensor(lay.bias_exp),
             )
@@ -181,7 +192,9 @@ class LoihiExport:
         """Raise IncompatibleError when any layer does not fit Loihi (weights, decays, threshold, bias),
         or the spec (what the Lava runner reads) disagrees with the integer layers (what the twin runs)."""
         if len(self.spec.layers) != len(self.layers):
-            raise IncompatibleError(f"the fixed-point spec lists {len(self.spec.layers)} layers, the network has {len(self.layers)}")
+            raise IncompatibleError(
+                f"the fixed-point spec lists {len(self.spec.layers)} layers, the network has {len(self.layers)}"
+            )
         for k, (lay, p) in enumerate(zip(self.spec.layers, self.layers)):
             spec_vals = (lay.n_in, lay.n_out, lay.weight_exp, lay.du, lay.dv, lay.vth, lay.bias_exp)
             be = torch.as_tensor(p.bias_exp)
@@ -189,13 +202,16 @@ class LoihiExport:
                 raise IncompatibleError(f"layer {k}: one bias exponent per layer is supported, got {be.numel()}")
             layer_vals = (p.n_in, p.n_out, p.weight_exp, p.du, p.dv, p.vth, int(be))
             if spec_vals != layer_vals:
-                raise IncompatibleError(f"layer {k}: the fixed-point spec says (n_in, n_out, weight_exp, du, dv, vth, bias_exp) = "
-                                        f"{spec_vals} but the integer layer has {layer_vals}; rebuild the export")
+                raise IncompatibleError(
+                    f"layer {k}: the fixed-point spec says (n_in, n_out, weight_exp, du, dv, vth, bias_exp) = "
+                    f"{spec_vals} but the integer layer has {layer_vals}; rebuild the export"
+                )
         for k, p in enumerate(self.layers):
             problems = p.problems()
             if problems:
                 raise IncompatibleError(
-                    f"layer {k} does not fit Loihi 2: {'; '.join(problems)}; re-quantize it (neuro.export.loihi.quantize) "
+                    f"layer {k} does not fit Loihi 2: {'; '.join(problems)}; re-quantize it "
+                    "(neuro.export.loihi.quantize) "
                     "or lower clip_percentile"
                 )
 
@@ -232,21 +248,30 @@ def loihi_nir_graph(export: LoihiExport):
             nodes[lay.synapse] = nir.Affine(weight=w.astype(np.float32), bias=bias.astype(np.float32))
         else:
             nodes[lay.synapse] = nir.Linear(weight=w.astype(np.float32))
+
         def full(val, n=n):
             return np.full(n, val, dtype=np.float32)
 
         if alpha > 0:
-            nodes[lay.neuron] = nir.CubaLIF(tau_syn=full(-dt / math.log(alpha)), tau_mem=full(tau_mem), r=full(r),
-                                            v_leak=full(0.0), v_threshold=full(v_th), v_reset=full(0.0))
+            nodes[lay.neuron] = nir.CubaLIF(
+                tau_syn=full(-dt / math.log(alpha)),
+                tau_mem=full(tau_mem),
+                r=full(r),
+                v_leak=full(0.0),
+                v_threshold=full(v_th),
+                v_reset=full(0.0),
+            )
         else:
-            nodes[lay.neuron] = nir.LIF(tau=full(tau_mem), r=full(r), v_leak=full(0.0), v_threshold=full(v_th),
-                                        v_reset=full(0.0))
+            nodes[lay.neuron] = nir.LIF(
+                tau=full(tau_mem), r=full(r), v_leak=full(0.0), v_threshold=full(v_th), v_reset=full(0.0)
+            )
         edges += [(prev, lay.synapse), (lay.synapse, lay.neuron)]
         prev = lay.neuron
     nodes["output"] = nir.Output(output_type={"output": np.array([spec.layers[-1].n_out])})
     edges.append((prev, "output"))
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "fixed_point_spec": "fixed_point.json",
-                                                             "reset": spec.reset})
+    return nir.NIRGraph(
+        nodes=nodes, edges=edges, metadata={"dt": dt, "fixed_point_spec": "fixed_point.json", "reset": spec.reset}
+    )
 
 
 # --------------------------------------------------------------------------- quantize
@@ -255,25 +280,38 @@ def _check_model(model) -> list:
 
     layers = getattr(model, "layers", None)
     if layers is None or not len(layers):
-        raise IncompatibleError(f"{type(model).__name__} has no LIF layers to deploy; Loihi deployment takes a spiking MLP")
+        raise IncompatibleError(
+            f"{type(model).__name__} has no LIF layers to deploy; Loihi deployment takes a spiking MLP"
+        )
     encoder = type(getattr(model, "encoder", None)).__name__
     if encoder == "DirectEncoder":
-        raise IncompatibleError("the model feeds analog currents (encoder 'direct'); Loihi's Dense takes spikes: train with encoder = \"rate\" or \"latency\"")
+        raise IncompatibleError(
+            "the model feeds analog currents (encoder 'direct'); Loihi's Dense takes spikes: train with encoder = "
+            '"rate" or "latency"'
+        )
     for k, layer in enumerate(layers):
         if not isinstance(layer, LIFLayer):
-            raise IncompatibleError(f"layer {k} is a {type(layer).__name__}; only LIF layers (Dense + CUBA LIF) deploy to Loihi")
+            raise IncompatibleError(
+                f"layer {k} is a {type(layer).__name__}; only LIF layers (Dense + CUBA LIF) deploy to Loihi"
+            )
         p = layer.params
         if not p.spiking:
-            raise IncompatibleError(f"layer {k} is a non-spiking integrator (readout 'membrane_max'); Loihi deployment needs a spiking output: use readout \"spike_count\"")
+            raise IncompatibleError(
+                f"layer {k} is a non-spiking integrator (readout 'membrane_max'); Loihi deployment needs a spiking "
+                'output: use readout "spike_count"'
+            )
         if p.reset != "zero" or p.v_reset != 0.0:
             raise IncompatibleError(
                 f"layer {k} resets by '{p.reset}' (v_reset={p.v_reset}); Loihi's LIF sets v = 0 after a spike: "
-                "train with [model.lif] reset = \"zero\" and v_reset = 0"
+                'train with [model.lif] reset = "zero" and v_reset = 0'
             )
         if p.v_leak != 0.0:
             raise IncompatibleError(f"layer {k} has v_leak = {p.v_leak}; Loihi's LIF leaks to 0: train with v_leak = 0")
         if p.current_delay:
-            raise IncompatibleError(f"layer {k} integrates the previous step's current (current_delay); Loihi uses the same step's: train with current_delay = false")
+            raise IncompatibleError(
+                f"layer {k} integrates the previous step's current (current_delay); Loihi uses the same step's: train "
+                "with current_delay = false"
+            )
         if p.v_th <= 0:
             raise IncompatibleError(f"layer {k} has v_th = {p.v_th}; Loihi thresholds are positive")
     return list(layers)
@@ -339,8 +377,11 @@ def quantize(
                 continue
             if calib is not None:
                 drive, i, v = calib[k]
-                if (float((s * gamma * i).abs().max()) >= fx.UV_MAX / 2 or float((s * v).abs().max()) >= fx.UV_MAX / 2
-                        or float((drive.abs() / q * 2 * 2.0**e).max()) >= 2**15):
+                if (
+                    float((s * gamma * i).abs().max()) >= fx.UV_MAX / 2
+                    or float((s * v).abs().max()) >= fx.UV_MAX / 2
+                    or float((drive.abs() / q * 2 * 2.0**e).max()) >= 2**15
+                ):
                     continue
             best = (e, s, vth)
             break
@@ -350,13 +391,20 @@ def quantize(
             vth = round(s * p.v_th / 64.0)
             if vth > fx.VTH_MAX:
                 raise IncompatibleError(
-                    f"layer {k}: the threshold needs {vth} in Loihi units at the smallest weight exponent, more than 17 bits "
-                    f"({fx.VTH_MAX}); its weights are tiny next to v_th ({w_clip:.3g} vs {p.v_th}): retrain with larger weights or a lower v_th"
+                    f"layer {k}: the threshold needs {vth} in Loihi units at the smallest weight exponent, more than "
+                    "17 bits "
+                    f"({fx.VTH_MAX}); its weights are tiny next to v_th ({w_clip:.3g} vs {p.v_th}): retrain with "
+                    "larger weights or a lower v_th"
                 )
-            report.notes.append(f"layer {k}: no weight exponent meets the calibration limits; using {e} (expect wrap-arounds)")
+            report.notes.append(
+                f"layer {k}: no weight exponent meets the calibration limits; using {e} (expect wrap-arounds)"
+            )
         e, s, vth = best if best is not None else (e, s, vth)
         if vth < 1:
-            raise IncompatibleError(f"layer {k}: the threshold rounds to 0 in Loihi units (weights {w_clip:.3g} dwarf v_th {p.v_th}); retrain with a larger v_th")
+            raise IncompatibleError(
+                f"layer {k}: the threshold rounds to 0 in Loihi units (weights {w_clip:.3g} dwarf v_th {p.v_th}); "
+                "retrain with a larger v_th"
+            )
         bias_exact, bias_sat = True, 0
         if b is not None:
             B = s * gamma * b / (1.0 - alpha)
@@ -370,17 +418,36 @@ def quantize(
             bm = bm_f.clamp(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).long()
         else:
             bexp, bm = 0, torch.zeros(W.shape[0], dtype=torch.int64)
-        lp = fx.LoihiLayerParams(weights=(2 * m).long(), weight_exp=e, du=du, dv=dv, vth=vth,
-                                 bias_mant=bm, bias_exp=torch.tensor(bexp))
+        lp = fx.LoihiLayerParams(
+            weights=(2 * m).long(), weight_exp=e, du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=torch.tensor(bexp)
+        )
         params.append(lp)
-        specs.append(LoihiLayerSpec(synapse=f"fc{k}", neuron=f"lif{k}", n_in=W.shape[1], n_out=W.shape[0], weight_exp=e,
-                                    du=du, dv=dv, vth=vth, bias_exp=bexp, weight_scale=q, voltage_scale=s))
+        specs.append(
+            LoihiLayerSpec(
+                synapse=f"fc{k}",
+                neuron=f"lif{k}",
+                n_in=W.shape[1],
+                n_out=W.shape[0],
+                weight_exp=e,
+                du=du,
+                dv=dv,
+                vth=vth,
+                bias_exp=bexp,
+                weight_scale=q,
+                voltage_scale=s,
+            )
+        )
         rq = LayerQuantization(
-            weights_clipped=clipped, weights_zeroed=zeroed,
+            weights_clipped=clipped,
+            weights_zeroed=zeroed,
             weight_rms_error=float(((W - q * m) ** 2).mean().sqrt() / max(float(absw.max()), 1e-30)),
-            alpha=alpha, alpha_fixed=(fx.DECAY_UNITY - du - fx.DU_OFFSET) / fx.DECAY_UNITY,
-            beta=beta, beta_fixed=(fx.DECAY_UNITY - dv - fx.DV_OFFSET) / fx.DECAY_UNITY,
-            v_th_rel_error=abs(vth * 64.0 / s - p.v_th) / p.v_th, bias_exact=bias_exact, bias_saturated=bias_sat,
+            alpha=alpha,
+            alpha_fixed=(fx.DECAY_UNITY - du - fx.DU_OFFSET) / fx.DECAY_UNITY,
+            beta=beta,
+            beta_fixed=(fx.DECAY_UNITY - dv - fx.DV_OFFSET) / fx.DECAY_UNITY,
+            v_th_rel_error=abs(vth * 64.0 / s - p.v_th) / p.v_th,
+            bias_exact=bias_exact,
+            bias_saturated=bias_sat,
         )
         if calib is not None:
             drive, i, v = calib[k]
@@ -389,11 +456,19 @@ def quantize(
             rq.calib_max_dense = float((drive.abs() / q * 2 * 2.0**e).max()) / 2**15
         report.layers.append(rq)
         if e < 0:
-            report.notes.append(f"layer {k}: weight_exp {e} < 0: Loihi floors each Dense sum to a multiple of 2^{-e} (a rounding the float model lacks)")
+            report.notes.append(
+                f"layer {k}: weight_exp {e} < 0: Loihi floors each Dense sum to a multiple of 2^{-e} (a rounding the "
+                "float model lacks)"
+            )
         if not bias_exact:
-            report.notes.append(f"layer {k}: the float bias enters the current; Loihi's enters the voltage, mapped to its steady state (approximate while the current settles)")
+            report.notes.append(
+                f"layer {k}: the float bias enters the current; Loihi's enters the voltage, mapped to its steady "
+                "state (approximate while the current settles)"
+            )
     time_steps = int(getattr(model, "time_steps", 0) or 0)
-    encoder = {"RateEncoder": "rate", "LatencyEncoder": "latency"}.get(type(getattr(model, "encoder", None)).__name__, "spikes")
+    encoder = {"RateEncoder": "rate", "LatencyEncoder": "latency"}.get(
+        type(getattr(model, "encoder", None)).__name__, "spikes"
+    )
     spec = LoihiFixedPointSpec(dt=layers[0].params.dt, time_steps=time_steps, layers=specs, encoder=encoder)
     export = LoihiExport(spec, params)
     export.check()
@@ -405,4 +480,3 @@ def quantize(
             r.twin_current_wraps = int(((u - prev).abs() > fx.UV_MAX).sum())  # jumps of more than 2^23
             r.twin_voltage_saturations = int((trace.voltages[k].abs() >= fx.UV_MAX - 1).sum())
     return export, report
-

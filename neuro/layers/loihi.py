@@ -55,8 +55,9 @@ class LoihiTwinLayer(nn.Module):
             scaled = spec.voltage_scale * self.gain * bias.detach().double() / (1.0 - alpha) / 2**spec.bias_exp
             self.bias_mant = scaled.round().clamp(fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).long()
 
-    capabilities = Capabilities(differentiable=True, time_stepped=True, precision="fixed-point",
-                                substrate="simulator:loihi-twin")
+    capabilities = Capabilities(
+        differentiable=True, time_stepped=True, precision="fixed-point", substrate="simulator:loihi-twin"
+    )
 
     def mantissas(self) -> torch.Tensor:
         q = self.spec.weight_scale
@@ -64,8 +65,15 @@ class LoihiTwinLayer(nn.Module):
 
     def integer_params(self) -> fx.LoihiLayerParams:
         s = self.spec
-        return fx.LoihiLayerParams(weights=(2 * self.mantissas()).long(), weight_exp=s.weight_exp, du=s.du, dv=s.dv,
-                                   vth=s.vth, bias_mant=self.bias_mant, bias_exp=torch.tensor(self.bias_exp))
+        return fx.LoihiLayerParams(
+            weights=(2 * self.mantissas()).long(),
+            weight_exp=s.weight_exp,
+            du=s.du,
+            dv=s.dv,
+            vth=s.vth,
+            bias_mant=self.bias_mant,
+            bias_exp=torch.tensor(self.bias_exp),
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Input spikes [T, B, n_in] -> spikes [T, B, n_out]: twin values, float-surrogate gradients."""
@@ -89,7 +97,9 @@ class LoihiTwinMLP(nn.Module):
         self.encoder = model.encoder
         self.readout = model.readout
         self.time_steps = model.time_steps
-        self.twin_layers = nn.ModuleList(LoihiTwinLayer(layer, spec) for layer, spec in zip(model.layers, export.spec.layers))
+        self.twin_layers = nn.ModuleList(
+            LoihiTwinLayer(layer, spec) for layer, spec in zip(model.layers, export.spec.layers)
+        )
 
     def to_export(self):
         """The deployable network for the current weights (same scales as the wrapped quantization)."""

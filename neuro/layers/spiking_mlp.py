@@ -105,7 +105,10 @@ def _lif_spec_fields() -> list[tuple]:
         tp = float if f.name == "tau_syn" else hints[f.name]
         out.append((f.name, tp, field(default=f.default)))
     default = Surrogate()
-    out += [("surrogate", SurrogateName, field(default=default.name)), ("surrogate_slope", float, field(default=default.slope))]
+    out += [
+        ("surrogate", SurrogateName, field(default=default.name)),
+        ("surrogate_slope", float, field(default=default.slope)),
+    ]
     return out
 
 
@@ -120,10 +123,13 @@ def _lif_to_parameters(self) -> LIFParameters:
 
 
 LIFSpec = dataclasses.make_dataclass(
-    "LIFSpec", _lif_spec_fields(), namespace={"to_parameters": _lif_to_parameters, "__module__": __name__},
+    "LIFSpec",
+    _lif_spec_fields(),
+    namespace={"to_parameters": _lif_to_parameters, "__module__": __name__},
 )
 LIFSpec.__doc__ = """``[model.lif]``: the fields of :class:`simulators.lif.LIFParameters` (seconds, volts), with
-``tau_syn = 0`` for a delta synapse and the surrogate gradient as ``surrogate`` (name) plus ``surrogate_slope`` (1/V)."""
+``tau_syn = 0`` for a delta synapse and the surrogate gradient as ``surrogate`` (name) plus
+``surrogate_slope`` (1/V)."""
 
 
 @dataclass

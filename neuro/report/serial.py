@@ -18,8 +18,18 @@ from neuro.registry import REPORT_SECTIONS
 from neuro.report.plots import DPI
 from neuro.report.sections import Figure, Section, Table
 
-FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects", "request corrupted",
-               "write stalled", "non-finite reply", "rewrites_after_reboot")
+FAULT_KINDS = (
+    "timeout",
+    "bad frame",
+    "stale reply",
+    "device error",
+    "port lost",
+    "reconnects",
+    "request corrupted",
+    "write stalled",
+    "non-finite reply",
+    "rewrites_after_reboot",
+)
 
 
 def _fmt(value, spec: str) -> str:
@@ -35,16 +45,24 @@ def draw_serial_link(data: dict, records: list[dict], run_dir: Path) -> Section:
             fh.write(json.dumps(ev) + "\n")
     summary = {"port": port, "delivered_crc": data.get("delivered_crc"), **stats}
     (run_dir / f"serial_link_{stem}.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    rows = [["port", port], ["device", data.get("identity") or "?"],
-            ["requests (all types)", stats.get("requests", 0)], ["samples measured", stats.get("samples", 0)],
-            ["throughput (samples/s)", _fmt(stats.get("samples_per_s"), ".0f")],
-            ["FORWARD round trip median / p95 (ms)",
-             f"{_fmt(stats.get('forward_median_ms'), '.3f')} / {_fmt(stats.get('forward_p95_ms'), '.3f')}"],
-            ["bytes out / in", f"{stats.get('bytes_out', 0)} / {stats.get('bytes_in', 0)}"]]
+    rows = [
+        ["port", port],
+        ["device", data.get("identity") or "?"],
+        ["requests (all types)", stats.get("requests", 0)],
+        ["samples measured", stats.get("samples", 0)],
+        ["throughput (samples/s)", _fmt(stats.get("samples_per_s"), ".0f")],
+        [
+            "FORWARD round trip median / p95 (ms)",
+            f"{_fmt(stats.get('forward_median_ms'), '.3f')} / {_fmt(stats.get('forward_p95_ms'), '.3f')}",
+        ],
+        ["bytes out / in", f"{stats.get('bytes_out', 0)} / {stats.get('bytes_in', 0)}"],
+    ]
     labels = {"rewrites_after_reboot": "hardware parameters rewritten after a reboot"}
     faults = [[labels.get(k, k), stats.get(k, 0)] for k in FAULT_KINDS]
-    tables = [Table(f"Serial device {port}", ["quantity", "value"], rows),
-              Table(f"Link faults recovered from ({port}; events in serial_link_{stem}.jsonl)", ["fault", "count"], faults)]
+    tables = [
+        Table(f"Serial device {port}", ["quantity", "value"], rows),
+        Table(f"Link faults recovered from ({port}; events in serial_link_{stem}.jsonl)", ["fault", "count"], faults),
+    ]
     figures = []
     latencies = np.asarray(data.get("latencies_s") or [], dtype=float)
     if latencies.size:
@@ -61,6 +79,11 @@ def draw_serial_link(data: dict, records: list[dict], run_dir: Path) -> Section:
         fig.tight_layout()
         fig.savefig(run_dir / f"serial_latency_{stem}.png", dpi=DPI)
         plt.close(fig)
-        figures.append(Figure(f"Serial link latency ({port})", f"serial_latency_{stem}.png",
-                              "Round-trip time of every FORWARD request over the link (log count); the tail holds the retries."))
+        figures.append(
+            Figure(
+                f"Serial link latency ({port})",
+                f"serial_latency_{stem}.png",
+                "Round-trip time of every FORWARD request over the link (log count); the tail holds the retries.",
+            )
+        )
     return Section(figures, tables)
