@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from devices.lava_backend import require_lava_python, run_lava_batch
 from neuro.errors import ConfigError
 from neuro.export.loihi import LoihiExport, quantize
 from neuro.layers.readouts import first_spike, spike_count
+from neuro.layers.spiking_mlp import SpikingMLP
 
 TARGETS = ("loihi-sim",)
 
@@ -79,6 +81,12 @@ def deploy_loihi(
         require_lava_python()  # fail before the work, not after it
     run, exp = load_run(run_path)
     model = exp.model.cpu().eval()
+    if not isinstance(model, SpikingMLP):
+        kind = exp.config.get("model", {}).get("kind", type(model).__name__)
+        raise ConfigError(f"run {run.path} is a {kind} model; only spiking_mlp runs deploy to Loihi (train one with "
+                          "model.kind = \"spiking_mlp\" and [model.lif] reset = \"zero\")")
+    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi"
+    _check_out(out)
     test, train = exp.data.test, exp.data.train
     n = min(samples, len(test.y))
     x, y = test.x[:n], test.y[:n]
@@ -94,7 +102,6 @@ def deploy_loihi(
         echo(f"quantization-aware fine-tuning on the twin: {qat_epochs} epochs, lr {qat_lr}")
         export = finetune_on_twin(model, export, exp.data, epochs=qat_epochs, lr=qat_lr,
                                   batch_size=exp.train.batch_size, seed=seed, echo=echo)
-    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi"
     export.save(out)
 
     h = encode_inputs(model, x, seed)
@@ -142,6 +149,17 @@ def deploy_loihi(
                  f"{res.info['run_config']} in {lava_wall:.1f} s")
     echo(f"{line} -> {out / 'report.html'}")
     return result
+
+
+def _check_out(out: Path) -> None:
+    """ConfigError unless ``out`` is (or can be made) a writable folder; checked before any work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the deployment to {out}: {exc.strerror or exc}; the run folder must be a "
+                          "writable folder (or pass out_dir=)") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the deployment to {out}: the folder is not writable")
 
 
 def _write_report(out: Path, r: dict, export: LoihiExport, float_layers, twin, lava, label: int) -> None:
