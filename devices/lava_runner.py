@@ -75,9 +75,9 @@ def _record_segments() -> None:
 
 
 def group_members(pgid: int) -> list:
-    """Pids of the live (not zombie) processes of group ``pgid``, from /proc."""
+    """Pids of the live (not zombie) processes of group ``pgid``, from /proc ([] without /proc)."""
     out = []
-    for entry in os.listdir("/proc"):
+    for entry in (os.listdir("/proc") if os.path.isdir("/proc") else []):
         if not entry.isdigit():
             continue
         try:
@@ -125,6 +125,10 @@ def stop_everything(job, remove_job: bool) -> None:
     the resource tracker so it does not warn), then remove the job directory.
     """
     me, pgid = os.getpid(), os.getpgrp()
+    if pgid == me and not os.path.isdir("/proc"):  # no /proc to list the group: signal it as a whole
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(pgid, signal.SIGTERM)
+        time.sleep(_GRACE_S)
     others = [p for p in group_members(pgid) if p != me] if pgid == me else []
     segments = set(_created_segments) | _mapped_segments(others + [me])
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -1,6 +1,9 @@
 """Nothing outlives a killed ``neuro deploy``: no Lava process, no /dev/shm segment, no job folder.
 
-One trained run (the demo's digits network, 1 epoch) is deployed with ``neuro deploy`` in a
+Without Lava: the runner's cleanup (:func:`devices.lava_runner.install_cleanup`) in a stand-in
+runner that creates a segment and two worker processes, its parent killed with SIGKILL.
+
+With Lava: one trained run (the demo's digits network, 1 epoch) is deployed with ``neuro deploy`` in a
 subprocess whose Lava run hangs on purpose (``NEUROHIL_LAVA_TEST_HANG_S``, read by
 :func:`devices.lava_backend.run_lava`), so Lava's worker processes and shared memory are
 alive when the deploy process is signalled.  Residue is then looked for in /proc and
@@ -9,6 +12,7 @@ alive when the deploy process is signalled.  Residue is then looked for in /proc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,11 +25,10 @@ import pytest
 from devices.lava_backend import TEST_HANG_ENV, live_group_members
 from devices.lava_env import lava_python
 
-pytestmark = [
-    pytest.mark.lava,
-    pytest.mark.skipif(not lava_python().exists(), reason=f"no Lava environment at {lava_python()} (make setup-lava)"),
-    pytest.mark.skipif(not os.path.isdir("/proc") or not os.path.isdir("/dev/shm"), reason="needs Linux /proc and /dev/shm"),
-]
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc") or not os.path.isdir("/dev/shm"),
+                                reason="needs Linux /proc and /dev/shm")
+needs_lava = [pytest.mark.lava, pytest.mark.skipif(not lava_python().exists(),
+                                                   reason=f"no Lava environment at {lava_python()} (make setup-lava)")]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +57,63 @@ def _mapped_shm(pids) -> set[str]:
             if len(parts) == 6 and parts[5].startswith("/dev/shm/") and not parts[5].endswith(" (deleted)"):
                 names.add(parts[5][len("/dev/shm/"):])  # (multiprocessing's semaphores are unlinked at once)
     return names
+
+
+STAND_IN_RUNNER = """
+import json, os, sys, time, multiprocessing as mp
+sys.path.insert(0, sys.argv[3])
+from devices import lava_runner
+job, parent = sys.argv[1], int(sys.argv[2])
+lava_runner.install_cleanup(job, parent)
+from multiprocessing import shared_memory
+seg = shared_memory.SharedMemory(create=True, size=4096)  # as Lava's channels: created here, mapped by workers
+ctx = mp.get_context("fork")
+workers = [ctx.Process(target=time.sleep, args=(600,)) for _ in range(2)]
+for w in workers:
+    w.start()
+with open(os.path.join(job, "ready.json"), "w") as f:
+    json.dump({"segment": seg.name.lstrip("/"), "workers": [w.pid for w in workers]}, f)
+time.sleep(600)
+"""
+
+STAND_IN_PARENT = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], str(os.getpid()), sys.argv[3]], start_new_session=True)
+time.sleep(600)
+"""
+
+
+def test_runner_cleanup_when_its_parent_is_killed_without_lava(tmp_path):
+    """The stand-in runner leads its group, maps a /dev/shm segment and has two workers; SIGKILL its parent."""
+    job = tmp_path / "neurohil-lava-job"
+    job.mkdir()
+    (job / "inputs.npz").write_bytes(b"x" * 1000)
+    parent = subprocess.Popen([sys.executable, "-c", STAND_IN_PARENT, STAND_IN_RUNNER, str(job), str(REPO_ROOT)])
+    ready = job / "ready.json"
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), "the stand-in runner did not start"
+    time.sleep(0.2)
+    info = json.loads(ready.read_text())
+    runner = _children(parent.pid)[0]
+    members = live_group_members(runner)
+    assert set(info["workers"]) <= set(members) and runner in members
+    assert (Path("/dev/shm") / info["segment"]).exists()
+    parent.kill()
+    parent.wait()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and (live_group_members(runner) or job.exists()
+                                           or (Path("/dev/shm") / info["segment"]).exists()):
+        time.sleep(0.05)
+    try:
+        assert live_group_members(runner) == [], "processes outlived the parent"
+        assert not (Path("/dev/shm") / info["segment"]).exists(), "shared memory left in /dev/shm"
+        assert not job.exists(), "job folder left behind"
+    finally:
+        for pid in live_group_members(runner) or []:
+            os.kill(pid, signal.SIGKILL)
+        (Path("/dev/shm") / info["segment"]).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +154,8 @@ def _start_deploy_and_wait_for_lava(run_path: Path, tmp: Path):
     pytest.fail("the Lava run did not start within 240 s")
 
 
+@needs_lava[0]
+@needs_lava[1]
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_killed_deploy_leaves_no_lava_process_shared_memory_or_job_folder(trained_run, tmp_path, sig):
     deploy, runner, job, shm, members = _start_deploy_and_wait_for_lava(trained_run, tmp_path)
