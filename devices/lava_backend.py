@@ -167,7 +167,8 @@ def run_lava(
         }))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         start = time.perf_counter()
-        proc = subprocess.Popen([str(py), "-I", str(RUNNER), str(job), "--parent", str(os.getpid())], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([str(py), "-I", str(RUNNER), str(job), "--parent", str(os.getpid())],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, env=env, text=True)
         try:
             out, err = proc.communicate(timeout=timeout_s)

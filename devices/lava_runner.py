@@ -1,7 +1,7 @@
 """Run an exported network on Lava.  Executed inside ``.venv-lava`` (Python 3.10): imports no torch.
 
-Usage: ``python -I devices/lava_runner.py JOB_DIR [--parent PID]`` (``-I``: this file sits next to ``devices/lava_backend.py``,
-which must not shadow the ``lava`` package).  The job directory holds (written by
+Usage: ``python -I devices/lava_runner.py JOB_DIR [--parent PID]`` (``-I``: this file sits next to
+``devices/lava_backend.py``, which must not shadow the ``lava`` package).  The job directory holds (written by
 :mod:`devices.lava_backend`)::
 
     network.nir          NIR graph: Input -> (Affine|Linear -> CubaLIF|LIF)* -> Output (topology, float params)

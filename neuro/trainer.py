@@ -74,7 +74,8 @@ def set_rng_state(state: dict) -> None:
     random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
     npst = state["numpy"]
     if isinstance(npst, dict):
-        keys = np.asarray(npst["keys"].numpy() if isinstance(npst["keys"], torch.Tensor) else npst["keys"]).astype(np.uint32)
+        keys = npst["keys"].numpy() if isinstance(npst["keys"], torch.Tensor) else npst["keys"]
+        keys = np.asarray(keys).astype(np.uint32)
         npst = (npst["name"], keys, int(npst["pos"]), int(npst["has_gauss"]), float(npst["gauss"]))
     np.random.set_state(npst)
     torch.set_rng_state(state["torch"])
@@ -318,7 +319,8 @@ class Trainer:
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
             raise CheckpointError(f"the checkpoint's training state does not fit ({type(exc).__name__}: {first}); "
-                                  "was the config changed (optim.schedule, rule)? resume with the run's own settings") from None
+                                  "was the config changed (optim.schedule, rule)? resume with the run's own "
+                                  "settings") from None
 
     def _load_optimizer(self, state: dict) -> None:
         """Load the optimizer state, refusing one saved by another optimizer (``optim.name`` changed)."""
@@ -376,7 +378,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError:
         pass  # needs globals beyond plain values: see which
     except Exception as exc:  # noqa: BLE001 - any other failure means the file is unusable
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it and retrain") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                              "delete it and retrain") from None
     try:
         needed = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception as exc:  # noqa: BLE001
@@ -392,4 +395,5 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); retrain") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); "
+                              "retrain") from None

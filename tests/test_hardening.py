@@ -51,7 +51,7 @@ def neuro(capsys):
     """``neuro(*args)``: run the CLI in-process; returns a CompletedProcess (returncode, stdout, stderr)."""
     from neuro.cli.main import main
 
-    def call(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def call(*args: str) -> subprocess.CompletedProcess:
         capsys.readouterr()
         code = main(list(args))
         out = capsys.readouterr()
@@ -164,11 +164,11 @@ def test_oversized_integer_in_vowdata(neuro, tmp_path):
 
 
 def test_emulate_with_negative_inputs(neuro):
-    assert_one_line_error(neuro("devices", "emulate", "--n-in", "-1", "--duration", "1", timeout=60), "--n-in must be >= 1")
+    assert_one_line_error(neuro("devices", "emulate", "--n-in", "-1", "--duration", "1"), "--n-in must be >= 1")
 
 
 def test_emulate_with_a_link_in_a_missing_folder(neuro):
-    proc = neuro("devices", "emulate", "--link", "/nonexistent/dir/x", "--duration", "1", timeout=60)
+    proc = neuro("devices", "emulate", "--link", "/nonexistent/dir/x", "--duration", "1")
     assert_one_line_error(proc, "folder /nonexistent/dir does not exist")
 
 

@@ -78,7 +78,8 @@ time.sleep(600)
 
 STAND_IN_PARENT = """
 import os, subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], str(os.getpid()), sys.argv[3]], start_new_session=True)
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], str(os.getpid()), sys.argv[3]],
+                 start_new_session=True)
 time.sleep(600)
 """
 

@@ -240,7 +240,8 @@ def _unsupported_chains():
 
     return [
         ([inp(), lin(), out()], "NIR node 'linear' (Linear) feeds the Output without a neuron node"),
-        ([inp(), lin(), nir.Threshold(threshold=np.ones(2)), out()], "NIR node 'threshold' is a Threshold after 'linear'"),
+        ([inp(), lin(), nir.Threshold(threshold=np.ones(2)), out()],
+         "NIR node 'threshold' is a Threshold after 'linear'"),
         ([inp(), aff(), nir.Scale(scale=np.ones(2)), out()], "NIR node 'scale' is a Scale after 'affine'"),
         ([inp(), aff(), nir.Delay(delay=np.ones(2)), out()], "NIR node 'delay' is a Delay after 'affine'"),
         ([inp(), aff(), lin(), out()], "NIR node 'linear' is a Linear after 'affine'"),

@@ -48,7 +48,8 @@ def os_error_line(exc: OSError) -> str:
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     where = f"{paths}: " if paths else ""
-    return f"{where}{reason}; check that the path exists, is a folder where one is expected, is writable, and that the disk has space"
+    return (f"{where}{reason}; check that the path exists, is a folder where one is expected, is writable, "
+            "and that the disk has space")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -285,7 +285,8 @@ def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator
         raise ConfigError(f"NIR node '{order[-2]}' ({kinds[-2]}) feeds the Output without a neuron node; from_nir "
                           f"needs a neuron ({', '.join(NEURON_KINDS)}) after every Affine/Linear")
     if len(nodes) < 4:
-        raise ConfigError("the NIR graph has no layer (Input -> Output); from_nir needs at least Affine/Linear -> neuron")
+        raise ConfigError("the NIR graph has no layer (Input -> Output); from_nir needs at least "
+                          "Affine/Linear -> neuron")
     neurons = [n for n, k in zip(nodes, kinds) if k in NEURON_KINDS]
     ours = bool(neurons) and all(_META_KEY in (getattr(n, "metadata", None) or {}) for n in neurons)
     meta = getattr(graph, "metadata", {}) or {}
