@@ -4,9 +4,16 @@ The main environment cannot import Lava (other Python, numpy<2).  :func:`run_lav
 a job folder (the exported network: NIR graph + fixed-point spec, the input spikes and
 the run's settings; npz + json only), starts ``devices/lava_runner.py`` with the Lava
 interpreter (:func:`devices.lava_env.lava_python`) in a new process group, waits at most
-``timeout_s`` seconds and, on timeout, kills the whole group (Lava's worker processes
+``timeout_s`` seconds and, on timeout, stops the whole group (Lava's worker processes
 included).  Every failure is one :class:`~neuro.errors.DeviceError` line with Lava's own
 error text.
+
+Nothing outlives the run: the runner gets this process's pid (``--parent``) and, should this
+process end first (``kill -9``, SIGTERM, a crash), stops its group, unlinks the run's
+``/dev/shm`` segments and deletes the job folder itself within about a second
+(:mod:`devices.lava_runner`, "Cleanup").  On a time limit, SIGINT or any exception here,
+:func:`_stop_group` SIGTERMs the runner, which does the same cleanup, and SIGKILLs whatever
+is left after a grace period; the job folder is then removed here.
 
 :func:`run_lava_batch` runs many samples in *one* Lava run: the samples are concatenated in
 time, and ``LIFReset`` layers zero their state at the step where each layer starts a new
@@ -17,6 +24,7 @@ the result is rearranged to local time ``[T, batch, n]``, directly comparable wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -30,9 +38,23 @@ import torch
 
 from devices.errors import DeviceError
 from devices.lava_env import lava_python
+from simulators.errors import SettingError
 from simulators.loihi import local_to_pipelined_steps
 
 RUNNER = Path(__file__).resolve().with_name("lava_runner.py")
+TEST_HANG_ENV = "NEUROHIL_LAVA_TEST_HANG_S"  # test hook: default debug_hang_s (a run that hangs), e.g. for kill tests
+
+
+def check_timeout(timeout_s, what: str = "timeout_s") -> float:
+    """``timeout_s`` as a float, or SettingError unless it is a finite number of seconds > 0."""
+    try:
+        value = float(timeout_s)
+    except (TypeError, ValueError):
+        raise SettingError(f"{what} must be a number of seconds > 0, got {timeout_s!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingError(f"{what} must be a finite number of seconds > 0, got {timeout_s!r}; "
+                           "leave it out for the default (60 s + 10 ms per step)")
+    return value
 
 
 @dataclass
@@ -70,16 +92,21 @@ def live_group_members(pgid: int) -> list[int] | None:
 
 
 def _stop_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the runner's process group, wait up to ``grace_s`` s, then SIGKILL what is left.
+    """SIGTERM the runner (the group leader ``pgid``), wait up to ``grace_s`` s for its group to end, SIGKILL the rest.
 
-    SIGTERM first: Python's resource tracker (one of Lava's processes) ignores it and, once the
-    others are gone, unlinks the shared-memory blocks Lava created; SIGKILL at once would
-    leave them in /dev/shm.
+    The runner's SIGTERM handler stops Lava's processes and unlinks their shared-memory blocks
+    (:func:`devices.lava_runner.stop_everything`); SIGKILL of the whole group at once would
+    leave the blocks in /dev/shm.  The group is SIGTERMed too should the runner be gone already.
     """
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
+    if live_group_members(pgid) == []:
         return
+    try:
+        os.kill(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if live_group_members(pgid) == []:
@@ -110,17 +137,21 @@ def run_lava(
     reset_interval: int | None = None,
     record_state: bool = False,
     timeout_s: float = 120.0,
-    debug_hang_s: float = 0.0,
+    debug_hang_s: float | None = None,
     workdir: str | Path | None = None,
 ) -> LavaResult:
     """Run input spikes ``x`` [steps, n_in] through ``export`` on Lava, step by step (pipelined time).
 
     ``export`` is a :class:`neuro.export.loihi.LoihiExport` (anything with ``save(folder)``,
     ``layers`` and ``check()``).  ``neuron``: ``"LIF"`` or ``"LIFReset"`` (with
-    ``reset_interval``).  ``debug_hang_s``: test hook, the runner sleeps inside a started run.
+    ``reset_interval``).  ``timeout_s``: finite, > 0.  ``debug_hang_s``: test hook, the runner
+    sleeps inside a started run (default: ``$NEUROHIL_LAVA_TEST_HANG_S`` or 0).
     """
     if neuron not in ("LIF", "LIFReset"):
         raise ValueError(f"neuron must be 'LIF' or 'LIFReset', got '{neuron}'")
+    timeout_s = check_timeout(timeout_s)
+    if debug_hang_s is None:
+        debug_hang_s = float(os.environ.get(TEST_HANG_ENV) or 0.0)
     export.check()
     py = require_lava_python()
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -136,7 +167,8 @@ def run_lava(
         }))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         start = time.perf_counter()
-        proc = subprocess.Popen([str(py), "-I", str(RUNNER), str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([str(py), "-I", str(RUNNER), str(job), "--parent", str(os.getpid())],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, env=env, text=True)
         try:
             out, err = proc.communicate(timeout=timeout_s)
@@ -170,7 +202,7 @@ def run_lava(
 
 
 def run_lava_batch(export, x: torch.Tensor, *, record_state: bool = False, timeout_s: float | None = None,
-                   debug_hang_s: float = 0.0) -> LavaResult:
+                   debug_hang_s: float | None = None) -> LavaResult:
     """Run input spikes ``x`` [T, batch, n_in] as ``batch`` independent samples in one Lava run."""
     T, B, n_in = x.shape
     L = len(export.layers)

@@ -1,7 +1,7 @@
 """Run an exported network on Lava.  Executed inside ``.venv-lava`` (Python 3.10): imports no torch.
 
-Usage: ``python -I devices/lava_runner.py JOB_DIR`` (``-I``: this file sits next to ``devices/lava_backend.py``,
-which must not shadow the ``lava`` package).  The job directory holds (written by
+Usage: ``python -I devices/lava_runner.py JOB_DIR [--parent PID]`` (``-I``: this file sits next to
+``devices/lava_backend.py``, which must not shadow the ``lava`` package).  The job directory holds (written by
 :mod:`devices.lava_backend`)::
 
     network.nir          NIR graph: Input -> (Affine|Linear -> CubaLIF|LIF)* -> Output (topology, float params)
@@ -17,12 +17,25 @@ spike recorder per layer and, with ``record_state``, recorders of ``u`` and ``v`
 ``v_k.npy``), each [steps, n] int64, and ``result.json`` (run config, versions, timing).
 Any failure is written to ``error.json`` as ``{"error": one line, "detail": traceback}``
 and the exit status is 1.
+
+Cleanup (``--parent PID``, see :func:`install_cleanup`): the runner leads its own process group
+(Lava's workers, its shared-memory manager and Python's resource tracker are all in it).  It
+dies with its parent: a watchdog thread polls ``os.getppid()`` every 0.1 s and, once the parent
+is gone (``kill -9``, SIGTERM or any other end of ``neuro deploy``), stops the group, unlinks
+the run's ``/dev/shm`` segments and deletes the job directory.  SIGTERM, SIGINT or SIGHUP to the
+runner itself (the parent's time limit) does the same except deleting the job directory, which
+the parent still reads and removes.  ``PR_SET_PDEATHSIG`` is not used: it fires when the
+*thread* that started the runner ends, which need not be the parent's end.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -33,6 +46,150 @@ import numpy as np
 def _fail(job: Path, message: str, detail: str = "") -> int:
     (job / "error.json").write_text(json.dumps({"error": message, "detail": detail}))
     return 1
+
+
+# --------------------------------------------------------------------------- cleanup
+_created_segments: set = set()  # names of the shared-memory segments this process created
+_cleanup_lock = threading.Lock()
+_WATCH_S = 0.1  # watchdog poll period (s)
+_GRACE_S = 2.0  # SIGTERM -> SIGKILL grace for the group's other processes (s)
+
+
+def _record_segments() -> None:
+    """Wrap ``multiprocessing.shared_memory.SharedMemory`` so each segment created here is remembered.
+
+    Lava's ``SharedMemoryManager`` creates its channel buffers in this process (the manager
+    server only tracks them) and unlinks them on a normal ``stop()``; after a kill nobody does.
+    """
+    from multiprocessing import shared_memory
+
+    base = shared_memory.SharedMemory
+
+    class RecordedSharedMemory(base):
+        def __init__(self, name=None, create=False, size=0):
+            super().__init__(name=name, create=create, size=size)
+            if create:
+                _created_segments.add(self._name)  # with the leading "/" on POSIX
+
+    shared_memory.SharedMemory = RecordedSharedMemory
+
+
+def group_members(pgid: int) -> list:
+    """Pids of the live (not zombie) processes of group ``pgid``, from /proc ([] without /proc)."""
+    out = []
+    for entry in (os.listdir("/proc") if os.path.isdir("/proc") else []):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(entry))
+    return out
+
+
+def _mapped_segments(pids) -> set:
+    """``/dev/shm`` names (``/psm_...``) that processes ``pids`` map."""
+    names = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:  # "address perms offset dev inode [path]"; a removed file ends in " (deleted)"
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].startswith("/dev/shm/"):
+                        names.add("/" + parts[5].strip().removesuffix(" (deleted)")[len("/dev/shm/"):])
+        except OSError:
+            continue
+    return names
+
+
+def _reap() -> None:
+    """Collect exited children, so none lingers as a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stop_everything(job, remove_job: bool) -> None:
+    """Stop the other processes of this runner's group, unlink the run's shared memory, optionally delete ``job``.
+
+    Order: note the segments the group maps, SIGTERM the others, wait up to ``_GRACE_S``,
+    SIGKILL the rest, reap, unlink every noted segment (``shm_unlink``; unregistered from
+    the resource tracker so it does not warn), then remove the job directory.
+    """
+    me, pgid = os.getpid(), os.getpgrp()
+    if pgid == me and not os.path.isdir("/proc"):  # no /proc to list the group: signal it as a whole
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(pgid, signal.SIGTERM)
+        time.sleep(_GRACE_S)
+    others = [p for p in group_members(pgid) if p != me] if pgid == me else []
+    segments = set(_created_segments) | _mapped_segments(others + [me])
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in others:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (_GRACE_S if sig == signal.SIGTERM else 1.0)
+        while time.monotonic() < deadline:
+            _reap()
+            others = [p for p in group_members(pgid) if p != me] if pgid == me else []
+            if not others:
+                break
+            time.sleep(0.02)
+        if not others:
+            break
+    _reap()
+    try:
+        import _posixshmem
+        from multiprocessing import resource_tracker
+    except ImportError:  # not POSIX: nothing in /dev/shm
+        segments = set()
+    for name in segments:
+        try:
+            _posixshmem.shm_unlink(name)
+        except OSError:
+            continue  # already gone (Lava's own stop, or another process)
+        try:
+            resource_tracker.unregister(name, "shared_memory")
+        except Exception:  # noqa: BLE001 - the tracker may be dead already
+            pass
+    if remove_job and job is not None:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _die(job, remove_job: bool, status: int) -> None:
+    if not _cleanup_lock.acquire(blocking=False):
+        return  # the other path is cleaning up and will exit
+    try:
+        stop_everything(job, remove_job)
+    finally:
+        os._exit(status)
+
+
+def install_cleanup(job: Path, parent: int) -> None:
+    """Die with ``parent`` (watchdog thread) and on SIGTERM/SIGINT/SIGHUP, cleaning up as :func:`stop_everything`."""
+    _record_segments()
+
+    def on_signal(signum, _frame):
+        _die(job, remove_job=os.getppid() != parent, status=128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(_WATCH_S)
+        _die(job, remove_job=True, status=1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def check_graph(graph, spec: dict) -> list[tuple[str, str]]:
@@ -214,10 +371,15 @@ def build_and_run(job: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: lava_runner.py JOB_DIR", file=sys.stderr)
+    parent = None
+    if len(argv) == 3 and argv[1] == "--parent" and argv[2].isdigit():
+        parent = int(argv[2])
+    elif len(argv) != 1:
+        print("usage: lava_runner.py JOB_DIR [--parent PID]", file=sys.stderr)
         return 2
     job = Path(argv[0])
+    if parent is not None:
+        install_cleanup(job, parent)
     try:
         build_and_run(job)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller as one message

@@ -10,12 +10,25 @@ the batches an uninterrupted run would.
 
 Metrics a rule returns are averaged over the epoch's batches, except keys starting with
 ``n_`` (counts, e.g. ``n_physical_evals``), which are summed.
+
+Divergence: a non-finite learning rate is refused before the first step; a non-finite
+loss stops training at that batch, and non-finite parameters at an epoch's end stop it before
+the checkpoint is written.  Both raise :class:`~neuro.errors.NeuroError`; the last good
+checkpoint (of the last finished epoch) stays on disk.
+
+Checkpoints hold only tensors and plain values (dicts, lists, tuples, str, int, float, bool,
+None): the RNG states are stored as tensors and lists (:func:`rng_state`), and
+:func:`load_checkpoint` reads them with ``torch.load(weights_only=True)``, which refuses to
+construct any other object, so a shared run directory cannot run code through its
+``checkpoint.pt``.  Checkpoints of earlier versions, whose NumPy RNG state is an ndarray, are
+read with only NumPy's numeric-array reconstruction allowed in addition.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -43,12 +56,28 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch global generator states as plain values and tensors (safe to load).
+
+    ``python``: ``random.getstate()`` (a tuple of ints); ``numpy``: the legacy MT19937 state
+    as ``{"name", "keys" (int64 tensor of the 624 uint32 words), "pos", "has_gauss", "gauss"}``;
+    ``torch``: ``torch.get_rng_state()`` (uint8 tensor).
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Inverse of :func:`rng_state`; also takes the NumPy state of earlier checkpoints (a tuple with an ndarray)."""
+    py = state["python"]
+    random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
+    npst = state["numpy"]
+    if isinstance(npst, dict):
+        keys = npst["keys"].numpy() if isinstance(npst["keys"], torch.Tensor) else npst["keys"]
+        keys = np.asarray(keys).astype(np.uint32)
+        npst = (npst["name"], keys, int(npst["pos"]), int(npst["has_gauss"]), float(npst["gauss"]))
+    np.random.set_state(npst)
     torch.set_rng_state(state["torch"])
 
 
@@ -143,6 +172,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.autocast():
                     metrics = self.rule.step(self.model, batch)
+                if "loss" in metrics and not math.isfinite(float(metrics["loss"])):
+                    self._diverged(f"the loss is {float(metrics['loss'])} at step {self.step + 1} (epoch {epoch})")
                 if self.grad_clip:
                     params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -169,7 +200,15 @@ class Trainer:
         return record
 
     def fit(self) -> list[dict]:
-        """Train from the current epoch up to ``epochs``; return the epoch records."""
+        """Train from the current epoch up to ``epochs``; return the epoch records.
+
+        Raises NeuroError for a non-finite learning rate, and when training diverges (module
+        docstring); the checkpoint of the last finished epoch is kept.
+        """
+        for group in self.optimizer.param_groups:
+            lr = float(group["lr"])
+            if not math.isfinite(lr) or lr < 0:
+                raise NeuroError(f"the learning rate is {lr}; optim.lr must be a finite number > 0 (e.g. 0.001)")
         if self.flush_denormals:
             torch.set_flush_denormal(True)
         try:
@@ -182,6 +221,10 @@ class Trainer:
         out = []
         while self.epoch < self.epochs:
             record = self.train_epoch()
+            bad = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:
+                self._diverged(f"parameter {bad[0]} is not finite after epoch {self.epoch + 1}"
+                               + (f" ({len(bad)} parameters)" if len(bad) > 1 else ""))
             self.epoch += 1
             if len(self.data.val):
                 val = self.evaluate("val")
@@ -193,6 +236,12 @@ class Trainer:
                 self.save_checkpoint(self.run.checkpoint_path)
             out.append(record)
         return out
+
+    def _diverged(self, what: str) -> None:
+        kept = (f"the checkpoint of epoch {self.epoch} is kept ({self.run.checkpoint_path})"
+                if self.run is not None and self.epoch > 0 and self.run.checkpoint_path.is_file()
+                else "no checkpoint was written")
+        raise NeuroError(f"training diverged: {what}; {kept}; lower optim.lr or set train.grad_clip")
 
     # ---------------------------------------------------------------- evaluation
     def evaluation_seed(self, split: str) -> int:
@@ -240,6 +289,7 @@ class Trainer:
             "step": self.step,
             "seed": self.seed,
             "model": self.model.state_dict(),
+            "optimizer_name": type(self.optimizer).__name__,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rule": self.rule.state_dict(),
@@ -250,35 +300,123 @@ class Trainer:
         """Write the checkpoint atomically (a crash mid-write leaves the previous one intact)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:  # through a Python file, a full disk is an OSError (ENOSPC)
+                torch.save(self.state_dict(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: torch's own writer failing
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+            kept = ("the previous checkpoint is intact (`neuro train --resume` continues from it)" if path.is_file()
+                    else "no checkpoint was written")
+            raise CheckpointError(f"cannot write checkpoint {path}: {why}; {kept}; free disk space or check the "
+                                  "folder's permissions") from None
         return path
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise CheckpointError(f"not a NeuroHIL checkpoint (it holds a {type(state).__name__}, expected a dict of "
+                                  f"format {CHECKPOINT_FORMAT})")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"not a NeuroHIL checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT})")
+        missing = [k for k in ("model", "optimizer", "epoch", "step", "rng") if k not in state]
+        if missing:
+            raise CheckpointError(f"the checkpoint lacks {', '.join(missing)}; it is incomplete or damaged: retrain")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
+        except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"checkpoint does not fit this model ({first}); was the config changed?") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.rule.load_state_dict(state.get("rule") or {})
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        set_rng_state(state["rng"])
+        self._load_optimizer(state)
+        try:
+            if self.scheduler is not None and state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.rule.load_state_dict(state.get("rule") or {})
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            set_rng_state(state["rng"])
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"the checkpoint's training state does not fit ({type(exc).__name__}: {first}); "
+                                  "was the config changed (optim.schedule, rule)? resume with the run's own "
+                                  "settings") from None
+
+    def _load_optimizer(self, state: dict) -> None:
+        """Load the optimizer state, refusing one saved by another optimizer (``optim.name`` changed)."""
+        ours, saved = type(self.optimizer).__name__, state.get("optimizer_name")
+        groups = state["optimizer"].get("param_groups") if isinstance(state["optimizer"], dict) else None
+        fix = f"resume with the run's optim.name ({saved or 'as trained'}), or start a new run"
+        if saved is not None and saved != ours:
+            raise CheckpointError(f"the checkpoint's optimizer state is for {saved}, this run builds {ours} "
+                                  f"(optim.name changed?); {fix}")
+        if not isinstance(groups, list) or len(groups) != len(self.optimizer.param_groups):
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit {ours}; {fix}")
+        for g_saved, g_ours in zip(groups, self.optimizer.param_groups):
+            keys_saved = set(g_saved) - {"params"} if isinstance(g_saved, dict) else set()
+            if keys_saved != set(g_ours) - {"params"}:
+                other = sorted(keys_saved ^ (set(g_ours) - {"params"}))
+                raise CheckpointError(f"the checkpoint's optimizer state was written by another optimizer than {ours} "
+                                      f"(settings differ: {', '.join(other[:4])}; optim.name changed?); {fix}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit {ours} ({first}); {fix}") from None
 
     def resume(self, path: str | os.PathLike) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""
         self.load_state_dict(load_checkpoint(path))
 
 
+def _legacy_numpy_globals() -> dict:
+    """``{"module.name": object}`` that unpickling a NumPy array needs (earlier checkpoints' RNG state).
+
+    Safe to allow: ``_reconstruct`` makes an empty ``ndarray``, ``dtype`` a data type, and the
+    numeric dtype classes (bool, integers, floats; not ``object``) restore its fields.
+    """
+    from numpy._core import multiarray
+
+    out = {"numpy._core.multiarray._reconstruct": multiarray._reconstruct, "numpy.ndarray": np.ndarray,
+           "numpy.dtype": np.dtype}
+    for code in "?bBhHiIlLqQefdg":
+        cls = type(np.dtype(code))
+        out[f"{cls.__module__}.{cls.__name__}"] = cls
+    return out
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely: ``torch.load(weights_only=True)``, no pickled code runs (module docstring).
+
+    A file that needs any other object is refused with a :class:`CheckpointError` naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; the run has not finished an epoch yet")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # needs globals beyond plain values: see which
+    except Exception as exc:  # noqa: BLE001 - any other failure means the file is unusable
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                              "delete it and retrain") from None
+    try:
+        needed = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it and retrain") from None
+    legacy = _legacy_numpy_globals()
+    refused = [g for g in needed if g not in legacy]
+    if refused:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain values ({', '.join(sorted(refused)[:3])}); "
+            "refusing to unpickle it, since that could run code: use checkpoints written by NeuroHIL, or retrain")
+    try:
+        with torch.serialization.safe_globals(list(legacy.values())):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); "
+                              "retrain") from None

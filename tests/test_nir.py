@@ -3,7 +3,9 @@ with the peer's own output spikes; where a peer's exporter is broken, the test s
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 
 import nir
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from neuro.errors import ConfigError
 from neuro.export import from_nir, read_nir, to_nir, write_nir
+from neuro.export.nir import NIRResetWarning
 from neuro.layers.chain import SpikingChain
 from neuro.layers.lif import LIFLayer
 from neuro.layers.spiking_mlp import SpikingMLP
@@ -37,7 +40,9 @@ def test_round_trip_through_a_file_is_exact(tmp_path, params):
         for layer in layers:
             layer.linear.weight.mul_(6.0)
     model = SpikingChain(layers)
-    back = read_nir(write_nir(model, tmp_path / "m.nir"))
+    with pytest.warns(NIRResetWarning, match="lif0.* reset by subtraction"):  # the default reset is "subtract"
+        path = write_nir(model, tmp_path / "m.nir")
+    back = read_nir(path)
     for a, b in zip(model.layers, back.layers):
         assert a.params == b.params
         assert torch.equal(a.linear.weight, b.linear.weight)
@@ -51,7 +56,7 @@ def test_round_trip_through_a_file_is_exact(tmp_path, params):
 
 def test_to_nir_states_dt_units_and_the_nir_parameters():
     p = LIFParameters(tau_mem=0.02, tau_syn=0.004, dt=5e-4, v_th=1.5, input_gain="unit")
-    g = to_nir(SpikingMLP(5, [4], 2, lif=p))
+    g = to_nir(SpikingMLP(5, [4], 2, lif=dataclasses.replace(p, reset="zero")))
     assert g.metadata["dt"] == 5e-4 and g.metadata["time_unit"] == "s"
     assert [type(g.nodes[k]).__name__ for k in ("input", "fc0", "lif0", "fc1", "lif1", "output")] == \
         ["Input", "Linear", "CubaLIF", "Linear", "CubaLIF", "Output"]
@@ -218,3 +223,82 @@ def test_bad_graphs_fail_with_one_line_errors(tmp_path):
         from_nir(g, dt=1e-3, dialect="lava")
     with pytest.raises(ConfigError, match="exports a LIFLayer"):
         to_nir(torch.nn.Linear(2, 2))
+
+
+def _unsupported_chains():
+    def inp():
+        return nir.Input(input_type=np.array([2]))
+
+    def out():
+        return nir.Output(output_type=np.array([2]))
+
+    def lin():
+        return nir.Linear(weight=np.ones((2, 2)))
+
+    def aff():
+        return nir.Affine(weight=np.ones((2, 2)), bias=np.zeros(2))
+
+    return [
+        ([inp(), lin(), out()], "NIR node 'linear' (Linear) feeds the Output without a neuron node"),
+        ([inp(), lin(), nir.Threshold(threshold=np.ones(2)), out()],
+         "NIR node 'threshold' is a Threshold after 'linear'"),
+        ([inp(), aff(), nir.Scale(scale=np.ones(2)), out()], "NIR node 'scale' is a Scale after 'affine'"),
+        ([inp(), aff(), nir.Delay(delay=np.ones(2)), out()], "NIR node 'delay' is a Delay after 'affine'"),
+        ([inp(), aff(), lin(), out()], "NIR node 'linear' is a Linear after 'affine'"),
+        ([inp(), out()], "the NIR graph has no layer"),
+    ]
+
+
+@pytest.mark.parametrize("chain, message", _unsupported_chains())
+def test_unsupported_or_missing_nodes_are_refused_naming_the_node(chain, message):
+    graph = nir.NIRGraph.from_list(*chain)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        from_nir(graph, dt=1e-3)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def _two_layer_chain(reset: str) -> SpikingChain:
+    torch.manual_seed(0)
+    p = LIFParameters(reset=reset)
+    layers = [LIFLayer(10, 8, p, bias=True), LIFLayer(8, 4, p)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.linear.weight.mul_(4.0)
+    return SpikingChain(layers)
+
+
+def _as_foreign(graph):
+    """The graph as any other NIR reader sees it: our metadata stripped, NIR semantics only."""
+    for node in graph.nodes.values():
+        if hasattr(node, "metadata"):
+            node.metadata = {}
+    return graph
+
+
+def test_reset_to_zero_exports_silently_and_a_plain_nir_reader_reproduces_every_spike():
+    model = _two_layer_chain("zero")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NIRResetWarning)
+        graph = _as_foreign(to_nir(model, strict=True))
+    p = model.layers[0].params
+    back = from_nir(graph, dt=p.dt, integrator=p.integrator, reset="zero")  # NIR: reset to v_reset at the spike
+    x = (torch.rand(50, 8, 10, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    ours, theirs = model.forward_traces(x), back.forward_traces(x)
+    assert all(t.spikes.sum() > 0 for t in ours)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.spikes, b.spikes)
+
+
+def test_subtract_reset_warns_with_the_fix_and_strict_refuses_it():
+    model = _two_layer_chain("subtract")
+    with pytest.warns(NIRResetWarning, match=r'reset to v_reset = 0 instead .*\[model.lif\] reset = "zero"'):
+        graph = to_nir(model)
+    assert graph.nodes["lif0"].metadata["neurohil_reset"] == "subtract"
+    with pytest.raises(ConfigError, match="lif0, lif1 reset by subtraction"):
+        to_nir(model, strict=True)
+    # why: a reader that follows NIR (reset to v_reset) gives other spikes than the trained network
+    p = model.layers[0].params
+    back = from_nir(_as_foreign(graph), dt=p.dt, integrator=p.integrator, reset="zero")
+    x = (torch.rand(50, 8, 10, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    agree = float((model.forward_traces(x)[0].spikes == back.forward_traces(x)[0].spikes).float().mean())
+    assert agree < 0.97, agree

@@ -13,5 +13,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from neuro.cli.train import check_out_dir
+
+    check_out_dir(args.out, "--out")
     run_demo(args.out)
     return 0

@@ -26,8 +26,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from devices.lava_backend import check_timeout
     from neuro.deploy import deploy_loihi
 
+    if args.timeout is not None:
+        check_timeout(args.timeout, "--timeout")
     deploy_loihi(args.run, target=args.target, samples=args.samples, clip_percentile=args.clip_percentile,
                  seed=args.seed, timeout_s=args.timeout, lava=not args.twin_only,
                  qat_epochs=args.qat_epochs, qat_lr=args.qat_lr)

@@ -270,6 +270,18 @@ def run_emulate(args) -> int:
         logging.getLogger().setLevel(logging.INFO)
     if args.for_config:
         return run_emulate_config(args)
+    for flag, value in (("--n-in", args.n_in), ("--n-out", args.n_out), ("--max-batch", args.max_batch)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.duration is not None and not 0 < args.duration < 1e9:
+        raise ConfigError(f"--duration must be a finite number of seconds > 0, got {args.duration}")
+    if args.link:
+        from pathlib import Path
+
+        folder = Path(args.link).absolute().parent
+        if not folder.is_dir():
+            raise ConfigError(f"--link {args.link}: folder {folder} does not exist; create it or pick a path in an "
+                              "existing folder (e.g. /tmp/ttyNH0)")
     options = _options(args.option)
     if args.noise is not None:
         options["noise"] = args.noise

@@ -1,7 +1,9 @@
 """``neuro``: entry point.  Each sub-command lives in its own module with ``add_parser(subparsers)``.
 
 Every :class:`~simulators.errors.UserFacingError` (``neuro.errors`` and the lower packages' errors) is printed as one line ``error: ...`` with exit
-status 2; Ctrl-C exits with 130 after the last checkpoint, which ``--resume`` continues.
+status 2; so is an :class:`OSError` that reaches the top (a folder that is a file or read-only,
+a full disk, a missing path): one line naming the path and the system's reason.  Ctrl-C exits
+with 130 after the last checkpoint, which ``--resume`` continues.
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def configure_logging(verbosity: int = 0, quiet: int = 0) -> None:
     root.setLevel(min(max(level, logging.DEBUG), logging.ERROR))
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path(s), the reason, what to check."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f"{paths}: " if paths else ""
+    return (f"{where}{reason}; check that the path exists, is a folder where one is expected, is writable, "
+            "and that the disk has space")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         # workflow.RunInterrupted carries the command that continues the run; other work just stops

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from neuro import config as cfg
 from neuro import workflow
+from neuro.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -56,5 +60,20 @@ def run(args) -> int:
     after, notes = workflow.retarget(before, after)
     for note in notes:
         print(f"note: {note}")
+    out_dir = after.get("run", {}).get("out_dir", "runs")
+    if isinstance(out_dir, str):
+        check_out_dir(out_dir, "--out (run.out_dir)")
     workflow.train(after, overwrite=args.overwrite, progress=progress)
     return 0
+
+
+def check_out_dir(path: str, what: str) -> None:
+    """ConfigError unless ``path`` is (or can become) a writable folder: not a file, nor below one."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ConfigError(f"{what} {path}: {q} is a file, not a folder; pass a folder")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise ConfigError(f"{what} {path}: folder {q} is not writable; pass a folder you can write to")
+            return

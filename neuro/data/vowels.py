@@ -51,6 +51,7 @@ COLUMNS = {
 DEFAULT_FEATURES = ("f0", "F1", "F2", "F3")
 VAL_TEST_FRACTIONS = (0.15, 0.15)
 _ROW = re.compile(r"^[mwbg]\d\d[a-z]{2}\s")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_vowdata(path) -> tuple[list[str], np.ndarray]:
@@ -70,9 +71,14 @@ def parse_vowdata(path) -> tuple[list[str], np.ndarray]:
         if fields[0][3:5] not in VOWELS:
             raise DataError(f"vowel file {path} line {lineno} has unknown vowel code {fields[0][3:5]!r}; {fix}")
         try:
-            rows.append([int(v) for v in fields[1:]])
+            row = [int(v) for v in fields[1:]]
         except ValueError:
             raise DataError(f"vowel file {path} line {lineno} has a non-integer value; {fix}") from None
+        big = next((v for v in row if not _INT64_MIN <= v <= _INT64_MAX), None)
+        if big is not None:
+            shown = str(big) if len(str(big)) <= 24 else f"{str(big)[:12]}...({len(str(big))} digits)"
+            raise DataError(f"vowel file {path} line {lineno} has an integer too large for int64 ({shown}); {fix}")
+        rows.append(row)
         names.append(fields[0])
     if not rows:
         raise DataError(f"vowel file {path} has no data rows (lines like 'm01ae 323 174 ...'); {fix}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from devices.lava_backend import require_lava_python, run_lava_batch
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.export.loihi import quantize
 from neuro.layers.chain import SpikingChain
+from neuro.layers.spiking_mlp import SpikingMLP
 from neuro.progress import ticking
 from neuro.registry import DEPLOY_TARGETS, READOUTS
 from neuro.report.loihi import write_deployment_report
@@ -39,6 +41,19 @@ def run_on_lava(export, spikes: torch.Tensor, *, timeout_s: float | None = None)
     """Lava's ``Loihi2SimCfg(select_tag="fixed_pt")`` (or Loihi 2 hardware when lava-loihi is installed),
     all samples in one run in ``.venv-lava``; returns spikes, currents and voltages per layer and ``info``."""
     return run_lava_batch(export, spikes, record_state=True, timeout_s=timeout_s)
+
+
+def _check_out(out: Path) -> None:
+    """ConfigError unless ``out`` is (or can be made) a writable folder; checked before any work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the deployment to {out}: {exc.strerror or exc}; the run folder must be a "
+            "writable folder (or pass out_dir=)"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the deployment to {out}: the folder is not writable")
 
 
 def float_trace_from_spikes(model, h: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,6 +107,14 @@ def deploy_loihi(
         require_lava_python()  # fail before the work, not after it
     run, exp = load_run(run_path)
     model = exp.model.cpu().eval()
+    if not isinstance(model, SpikingMLP):
+        kind = exp.config.get("model", {}).get("kind", type(model).__name__)
+        raise ConfigError(
+            f"run {run.path} is a {kind} model; only spiking_mlp runs deploy to Loihi (train one with "
+            'model.kind = "spiking_mlp" and [model.lif] reset = "zero")'
+        )
+    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi" / (target if lava else "twin")
+    _check_out(out)
     test, train = exp.data.test, exp.data.train
     n = min(samples, len(test.y))
     x, y = test.x[:n], test.y[:n]
@@ -108,7 +131,6 @@ def deploy_loihi(
         export = finetune_on_twin(
             model, export, exp.data, epochs=qat_epochs, lr=qat_lr, batch_size=exp.train.batch_size, seed=seed, echo=echo
         )
-    out = Path(out_dir) if out_dir is not None else run.path / "deploy-loihi" / (target if lava else "twin")
     export.save(out)
 
     h = encode_inputs(model, x, seed)

@@ -34,6 +34,23 @@ the per-neuron factors ``r (1 - alpha) w_in`` (``r`` without a synapse, ``dt r``
 into the preceding weights, and resets to ``v_reset`` at the spike's step (``reset="zero"``).
 Time constants and thresholds must be uniform within a layer.
 
+Reset (decision, issue 22).  NIR 1.0 neurons reset *to* ``v_reset``; it has no field for
+our default ``reset = "subtract"`` (``v -= v_th`` at a spike), and every peer tool reads a
+``LIF``/``CubaLIF`` node as reset-to-``v_reset``: a subtract-reset layer exported as such runs
+differently elsewhere (Norse reproduced 70.6 % of the spikes of one such network).  So
+:func:`to_nir` still writes the node (its ``neurohil_lif`` metadata keeps ``reset = "subtract"``,
+so ours -> file -> ours stays exact) but also ``metadata["neurohil_reset"] = "subtract"`` and
+warns with :class:`NIRResetWarning`, naming the layer and the fix: train with
+``[model.lif] reset = "zero"`` (and ``v_reset = 0``) for a graph other tools reproduce.
+``to_nir(model, strict=True)`` refuses such a model with a :class:`~neuro.errors.ConfigError`
+instead.  Reset-to-zero layers export without a word.  :func:`from_nir` of a foreign graph
+always resets to ``v_reset`` (``reset="zero"``), as NIR says.
+
+Unsupported nodes: :func:`from_nir` imports chains ``Input -> (Affine|Linear -> neuron)* ->
+Output`` with neuron one of ``LIF``, ``CubaLIF``, ``LI``, ``CubaLI``, ``IF``; any other node
+(``Threshold``, ``Scale``, ``Delay``, a second ``Linear``, ...), or a synapse not followed by
+a neuron, is refused with one line naming the node.
+
 Peer dialects (``dialect=``), found by reading the installed exporters:
 
 - ``"snntorch"`` (snnTorch 1.0 ``export_to_nir``): standard NIR semantics at a hard-coded
@@ -50,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +87,13 @@ if TYPE_CHECKING:  # nir is imported where it is used (it pulls in h5py)
 
 DIALECTS = ("nir", "snntorch", "norse")
 _META_KEY = "neurohil_lif"
+_RESET_KEY = "neurohil_reset"
+NEURON_KINDS = ("LIF", "CubaLIF", "LI", "CubaLI", "IF")
+SYNAPSE_KINDS = ("Affine", "Linear")
+
+
+class NIRResetWarning(UserWarning):
+    """A layer's reset cannot be said in NIR: other tools will run the exported graph differently."""
 
 
 # ------------------------------------------------------------------------ export
@@ -100,6 +125,8 @@ def _neuron_node(p: LIFParameters, n: int):
 
     r = full(p.gamma / (1.0 - p.beta)) if p.beta != 1.0 else full(p.gamma / p.dt)
     meta = {_META_KEY: _params_json(p)}
+    if p.spiking and p.reset == "subtract":
+        meta[_RESET_KEY] = "subtract"  # not NIR: peers read v_reset
     if math.isinf(p.tau_mem):  # no leak: integrate-and-fire, dv/dt = r I
         if p.tau_syn is not None or not p.spiking:
             raise ConfigError("NIR has IF only without a synapse and with spikes; tau_mem = inf needs tau_syn = 0")
@@ -115,8 +142,11 @@ def _neuron_node(p: LIFParameters, n: int):
     return nir.CubaLI(metadata=meta, **syn, **common)
 
 
-def to_nir(model: nn.Module) -> nir.NIRGraph:
+def to_nir(model: nn.Module, *, strict: bool = False) -> nir.NIRGraph:
     """The NIR graph of ``model`` (a LIFLayer, SpikingChain or SpikingMLP); parameters in float64.
+
+    A spiking layer with ``reset = "subtract"`` gets :class:`NIRResetWarning` (``strict=True``:
+    ConfigError), see the module docstring "Reset".
 
     Nodes ``input``, ``fc0``, ``lif0``, ``fc1``, ``lif1``, ..., ``output`` in a chain.  For a
     SpikingMLP the graph starts after the encoder and ends before the readout: its input is
@@ -127,6 +157,15 @@ def to_nir(model: nn.Module) -> nir.NIRGraph:
     import nir
 
     layers = _layers_of(model)
+    subtract = [k for k, layer in enumerate(layers) if layer.params.spiking and layer.params.reset == "subtract"]
+    if subtract:
+        which = ", ".join(f"lif{k}" for k in subtract)
+        msg = (f"layer(s) {which} reset by subtraction (v -= v_th), which NIR cannot express: Norse, snnTorch, Lava "
+               f"and other NIR readers will reset to v_reset = 0 instead and give other spikes (NeuroHIL reads it back "
+               f"exactly); for a portable graph train with [model.lif] reset = \"zero\" and v_reset = 0")
+        if strict:
+            raise ConfigError(msg)
+        warnings.warn(msg, NIRResetWarning, stacklevel=2)
     nodes: dict = {"input": nir.Input(input_type={"input": np.array([layers[0].linear.in_features])})}
     edges = []
     prev = "input"
@@ -184,6 +223,8 @@ def _uniform(name: str, node_name: str, value, n: int) -> float:
 def _import_neuron(name: str, node, n: int, dt: float, dialect: str, base: dict) -> tuple[LIFParameters, np.ndarray]:
     """Our parameters for one NIR neuron node and the per-neuron weight factor."""
     kind = type(node).__name__
+    if kind not in NEURON_KINDS:
+        raise ConfigError(_unsupported(name, kind))
     tscale = 1.0 / dt if dialect == "norse" else 1.0  # Norse writes dt * tau
     r = _vec(node.r, n)
     v_reset = _vec(node.v_reset, n) if getattr(node, "v_reset", None) is not None else np.zeros(n)
@@ -209,8 +250,13 @@ def _import_neuron(name: str, node, n: int, dt: float, dialect: str, base: dict)
             return p, dt * r
     except ValueError as exc:
         raise ConfigError(f"NIR node '{name}' ({kind}) at dt = {dt} s: {exc}") from None
-    raise ConfigError(f"NIR node '{name}' is a {kind}; from_nir imports Affine/Linear followed by LIF, CubaLIF, LI, "
-                      "CubaLI or IF")
+    raise ConfigError(_unsupported(name, kind))
+
+
+def _unsupported(name: str, kind: str, after: str | None = None) -> str:
+    where = f" after '{after}'" if after else ""
+    return (f"NIR node '{name}' is a {kind}{where}, which from_nir does not import; it imports chains "
+            f"Input -> (Affine|Linear -> {'|'.join(NEURON_KINDS)})* -> Output")
 
 
 def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator: str = "euler",
@@ -230,8 +276,23 @@ def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator
     kinds = [type(n).__name__ for n in nodes]
     if kinds[-1] != "Output":
         raise ConfigError(f"from_nir needs the chain to end in an Output node, it ends in {kinds[-1]}")
-    ours = all(_META_KEY in getattr(n, "metadata", {}) for n, k in zip(nodes, kinds)
-               if k in ("LIF", "CubaLIF", "LI", "CubaLI", "IF"))
+    for k in range(1, len(nodes) - 1):  # every node checked before any is read
+        kind, prev = kinds[k], kinds[k - 1]
+        synapse_slot = prev == "Input" or prev in NEURON_KINDS
+        if synapse_slot and kind not in SYNAPSE_KINDS:
+            raise ConfigError(_unsupported(order[k], kind, order[k - 1]) if kind not in NEURON_KINDS else
+                              f"NIR node '{order[k]}' ({kind}) follows '{order[k - 1]}' without a weight node; "
+                              "from_nir needs Affine/Linear before every neuron node")
+        if not synapse_slot and kind not in NEURON_KINDS:
+            raise ConfigError(_unsupported(order[k], kind, order[k - 1]))
+    if kinds[-2] in SYNAPSE_KINDS:
+        raise ConfigError(f"NIR node '{order[-2]}' ({kinds[-2]}) feeds the Output without a neuron node; from_nir "
+                          f"needs a neuron ({', '.join(NEURON_KINDS)}) after every Affine/Linear")
+    if len(nodes) < 4:
+        raise ConfigError("the NIR graph has no layer (Input -> Output); from_nir needs at least "
+                          "Affine/Linear -> neuron")
+    neurons = [n for n, k in zip(nodes, kinds) if k in NEURON_KINDS]
+    ours = bool(neurons) and all(_META_KEY in (getattr(n, "metadata", None) or {}) for n in neurons)
     meta = getattr(graph, "metadata", {}) or {}
     if dt is None:
         if "dt" not in meta:
@@ -266,12 +327,16 @@ def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator
     return SpikingChain(layers)
 
 
-def write_nir(model: nn.Module, path: str | Path) -> Path:
-    """Write :func:`to_nir` of ``model`` to a ``.nir`` (HDF5) file; returns the path."""
+def write_nir(model: nn.Module, path: str | Path, *, strict: bool = False) -> Path:
+    """Write :func:`to_nir` of ``model`` to a ``.nir`` (HDF5) file; returns the path (``strict`` as for to_nir)."""
     import nir
 
     path = Path(path)
-    nir.write(str(path), to_nir(model))
+    graph = to_nir(model, strict=strict)
+    try:
+        nir.write(str(path), graph)
+    except OSError as exc:
+        raise ConfigError(f"cannot write NIR file {path}: {exc.strerror or exc}") from None
     return path
 
 
