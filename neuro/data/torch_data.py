@@ -68,8 +68,9 @@ def from_torch(train, test=None, val=None, *, n_classes: int | None = None, name
 
 
 def as_dataset(data) -> Dataset:
-    """``data`` itself if it is a :class:`Dataset`; a torch ``DataLoader``/``Dataset`` becomes the train split."""
-    if isinstance(data, Dataset) or all(hasattr(data, a) for a in ("train", "val", "test", "n_features", "n_classes")):
+    """``data`` itself if it is a :class:`Dataset` (or None: a trainer used only to step or evaluate by hand);
+    a torch ``DataLoader``/``Dataset`` becomes the train split."""
+    if data is None or isinstance(data, Dataset) or all(hasattr(data, a) for a in ("train", "val", "test", "n_features", "n_classes")):
         return data
     if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
         return from_torch(data)
