@@ -299,3 +299,27 @@ def test_val_fraction_zero_gives_an_empty_validation_split_and_trains():
                             "model": {"hidden": [8], "time_steps": 4}, "train": {"epochs": 1, "batch_size": 32}})
     (record,) = exp.trainer(None, progress=False).fit()
     assert "val_accuracy" not in record and record["batches"] == 2
+
+
+def test_torch_datasets_and_dataloaders_train_like_builtin_data():
+    """A torch Dataset/DataLoader is read once into memory: same tensors, and the trainer accepts it directly."""
+    import torch
+
+    from neuro.data import from_torch
+    from neuro.layers.mlp import MLP
+    from neuro.rules.bptt import BPTT
+    from neuro.trainer import Trainer
+
+    digits = load_dataset("digits", limit=200)
+    tensors = torch.utils.data.TensorDataset(digits.train.x.view(-1, 8, 8), digits.train.y)
+    loader = torch.utils.data.DataLoader(tensors, batch_size=33, shuffle=False)
+    data = from_torch(loader, test=(digits.test.x, digits.test.y), n_classes=10)
+    assert torch.equal(data.train.x, digits.train.x) and torch.equal(data.train.y, digits.train.y)
+    assert data.n_features == 64 and len(data.val) == 0 and torch.equal(data.test.y, digits.test.y)
+    model = MLP(64, [32], 10)
+    trainer = Trainer(model, BPTT(), torch.optim.Adam(model.parameters(), 1e-2), tensors, epochs=2, batch_size=32,
+                      progress=False)
+    trainer.fit()
+    assert trainer.step == 2 * 7  # 200 samples in batches of 32
+    with pytest.raises(DataError, match="labels must be class indices"):
+        from_torch((torch.rand(4, 3), torch.tensor([0.5, 1.0, 2.0, 0.0])))
