@@ -118,14 +118,16 @@ class CellParams:
     dt_ps: grid of pulse times.  jtl_ps, splitter_ps, merger_ps, merger_dead_ps, synapse_ps,
     neuron_ps: delays (ps).  stagger_jtls: JTL stages per input index on each layer's input lines
     (input ``j`` is delayed by ``j * stagger_jtls * jtl_ps``), so that copies of one pulse that
-    reach a merger through different neurons do not arrive together and collide.  clock_GHz: clock
-    rate; the neuron reset takes ``1000 / clock_GHz`` ps and the input converters accept rates up
-    to it.  i50_uA, sigma_syn_uA: synapse switching curve (50 % point, width).  neuron_ic_uA,
-    neuron_step_uA, sigma_neu_uA, n_max: neuron output junction critical current, current added
-    per stored fluxon (``Phi0 / L_loop``), thermal width, loop capacity (fluxons).  syn_range_uA, neu_range_uA: allowed bias currents.
-    jitter_ps: std of the input converters' clock jitter.  jj_ic_uA: critical current used for
-    switching energy and static power; v_bias_mV, bias_fraction: RSFQ bias voltage and bias
-    current per JJ as a fraction of ``jj_ic_uA``.
+    reach a merger through different neurons do not arrive together and collide.
+    clock_GHz: clock rate; the neuron reset takes ``1000 / clock_GHz`` ps and the input
+    converters accept rates up to it.
+    i50_uA, sigma_syn_uA: synapse switching curve (50 % point, width).
+    neuron_ic_uA, neuron_step_uA, sigma_neu_uA, n_max: neuron output junction critical current,
+    current added per stored fluxon (``Phi0 / L_loop``), thermal width, loop capacity (fluxons).
+    syn_range_uA, neu_range_uA: allowed bias currents.
+    jitter_ps: std of the input converters' clock jitter.
+    jj_ic_uA: critical current used for switching energy and static power; v_bias_mV,
+    bias_fraction: RSFQ bias voltage and bias current per JJ as a fraction of ``jj_ic_uA``.
     """
 
     dt_ps: float = 0.1
