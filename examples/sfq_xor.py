@@ -241,9 +241,10 @@ def _plot(path, rates_sweep, vs_rate, spreads, vs_spread, rate):
         np.array(spreads) * 100, arr.mean(1), yerr=[arr.mean(1) - arr.min(1), arr.max(1) - arr.mean(1)], fmt="o-"
     )
     ax[1].set_xlabel("per-cell bias spread (+/- %)")
-    ax[1].set_ylabel(f"margin at {rate:g} GHz (mean, min-max over chips)")
+    ax[1].set_ylabel(f"worst-case margin at {rate:g} GHz")
     ax[1].axhline(0.3, color="grey", ls=":")
-    fig.suptitle("SFQ rate-coded XOR on the pulse emulator (bias currents trained on the rate model)")
+    fig.suptitle("SFQ XOR on the pulse emulator, offline-trained bias currents (right: mean and min-max over 5 chips)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
