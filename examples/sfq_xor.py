@@ -36,7 +36,7 @@ from simulators.sfq_rate import float_to_sfq, network_rate, sfq_to_rate, spsa, t
 
 PATTERNS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
 TARGET = np.array([0, 1, 1, 0], dtype=bool)
-HI, LO = 0.5, 0.0  # wanted output rate / input rate for XOR = 1 (reachable: a 1.5-fluxon threshold halves the rate) and 0
+HI, LO = 0.5, 0.0  # wanted output rate / input rate for XOR = 1 (1.5-fluxon threshold: half) and XOR = 0
 
 
 def hinge_loss(y, xp=torch):
