@@ -24,10 +24,13 @@ Validity: the merger and neuron formulas are exact for Poisson trains and the ne
 for any excitatory-only input (only the order of arrivals matters).  With inhibition, regular
 trains (periodic converters, neuron outputs) fluctuate less than Poisson ones, so the model
 over-predicts the fluctuation-driven firing of a neuron whose excitation and inhibition balance
-(e.g. the XOR hidden neurons for two active inputs: model 3.3-4.2 GHz, pulses ~0 GHz at 10 GHz
-input), and it ignores correlations between trains that share a source (the emulator's input
-stagger keeps copies of one pulse from colliding in mergers).  ``tests/test_sfq.py`` checks the
-5 % agreement on Poisson-driven networks; training with the model is then refined in situ (SPSA).
+(e.g. the XOR output for two active inputs at 10 GHz: model 2.2-3.5 GHz, pulses 0.002 GHz), and
+it ignores correlations between trains that share a source (the emulator's input stagger keeps
+copies of one pulse from colliding in mergers).  Mergers' dead time also makes their output more
+regular than Poisson, so balanced neurons fire less than the model says even with Poisson inputs.
+``tests/test_sfq.py`` checks the agreement on Poisson-driven random networks (>= 3/4 of neurons
+within 5 %, the rest over-predicted by <= 3 % of their drive); training with the model is then
+refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
