@@ -36,14 +36,17 @@ from simulators.sfq_rate import float_to_sfq, network_rate, sfq_to_rate, spsa, t
 
 PATTERNS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
 TARGET = np.array([0, 1, 1, 0], dtype=bool)
-HI, LO = 0.7, 0.0  # wanted output rate / input rate for XOR = 1 and XOR = 0
+HI_OFFLINE, HI_IN_SITU, LO = 0.7, 0.5, 0.0  # wanted output rate / input rate for XOR = 1 and XOR = 0
+# Offline the rate model over-predicts the leak for two active inputs (regular trains balance better than
+# Poisson ones), so it is asked for more; in situ the measured rates are what they are, and 0.5 is what a
+# 1.5-fluxon hidden threshold can reach (asking for more pushes SPSA towards leaky thresholds).
 
 
-def hinge_loss(y, xp=torch):
-    """Squared hinge on output rate / input rate: XOR = 1 above HI, XOR = 0 below LO (torch or numpy)."""
+def hinge_loss(y, xp=torch, hi=HI_OFFLINE):
+    """Squared hinge on output rate / input rate: XOR = 1 above ``hi``, XOR = 0 below LO (torch or numpy)."""
     relu = torch.relu if xp is torch else (lambda z: np.maximum(z, 0.0))
     ones, zeros = y[TARGET.tolist()], y[(~TARGET).tolist()]
-    return (relu(HI - ones) ** 2).mean() + (relu(zeros - LO) ** 2).mean()
+    return (relu(hi - ones) ** 2).mean() + (relu(zeros - LO) ** 2).mean()
 
 
 def margin_of(rates: np.ndarray, rate: float) -> float:
@@ -115,7 +118,7 @@ def in_situ(layers, cells, rate, *, chip_seed, spread, steps, window_ns, repeats
     def measure(params):
         sub.set_params({k: torch.tensor(v) for k, v in params.items()})
         y = sub.forward(x).double().numpy()[:, 0].reshape(repeats, 4).mean(0) / rate
-        return float(hinge_loss(y, np))
+        return float(hinge_loss(y, np, HI_IN_SITU))
 
     start = {k: v.double().numpy() for k, v in sub.get_params().items()}
     res = spsa(measure, start, sub.param_ranges(), steps=steps, a_uA=1.0, c_uA=1.5, seed=chip_seed)
@@ -241,9 +244,10 @@ def _plot(path, rates_sweep, vs_rate, spreads, vs_spread, rate):
         np.array(spreads) * 100, arr.mean(1), yerr=[arr.mean(1) - arr.min(1), arr.max(1) - arr.mean(1)], fmt="o-"
     )
     ax[1].set_xlabel("per-cell bias spread (+/- %)")
-    ax[1].set_ylabel(f"margin at {rate:g} GHz (mean, min-max over chips)")
+    ax[1].set_ylabel(f"worst-case margin at {rate:g} GHz")
     ax[1].axhline(0.3, color="grey", ls=":")
-    fig.suptitle("SFQ rate-coded XOR on the pulse emulator (bias currents trained on the rate model)")
+    fig.suptitle("SFQ XOR on the pulse emulator, offline-trained bias currents (right: mean and min-max over 5 chips)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -37,14 +37,15 @@ Cells (delays from PyLSE, Christensen et al., PLDI 2022, ``pylse/sfq_cells.py`` 
   routes to the excitatory or inhibitory input of its neuron (``sign = +1 / -1``).  Output delay
   ``synapse_ps`` (one JTL stage, 5.7 ps).  2 JJs switch when it transmits, 1 (the escape
   junction) when it blocks.
-- Fluxon-integrating neuron (:func:`neuron`): a storage loop holding ``k`` fluxons,
-  ``0 <= k <= n_max``.  An excitatory fluxon sets ``k <- min(k + 1, n_max)`` (beyond capacity the
-  fluxon escapes); then the output junction switches with probability
+- Fluxon-integrating neuron (:func:`neuron`): a bipolar storage loop holding ``k`` fluxons,
+  ``n_min <= k <= n_max`` (``n_min = -1``: one antifluxon, so inhibition that arrives just
+  before excitation is not lost at an empty loop).  An excitatory fluxon sets
+  ``k <- min(k + 1, n_max)`` (beyond capacity the fluxon escapes); then the output junction switches with probability
   ``P(k) = Phi((I_n + k * dI - I_c) / sigma_n)`` (the neuron bias ``I_n`` sets the threshold
   ``theta = (I_c - I_n) / dI`` fluxons; ``sigma_n`` is the thermal width).  When it switches the
   neuron fires (output after ``neuron_ps``, 5.1 ps, PyLSE's ``DRO`` read-out delay) and the loop
   resets to ``k = 0``; the reset takes one clock period ``1000 / clock_GHz`` ps, during which
-  arriving fluxons escape.  An inhibitory fluxon sets ``k <- max(k - 1, 0)``.  The output rate
+  arriving fluxons escape.  An inhibitory fluxon sets ``k <- max(k - 1, n_min)``.  The output rate
   therefore never exceeds the clock rate.  JJs per event: 1 per stored or removed fluxon, 3 per
   firing (output junction, reset, output JTL stage).
 - Rate readout (:func:`rate_readout`): pulses of each output in ``[D, D + W)`` divided by ``W``
@@ -118,14 +119,17 @@ class CellParams:
     dt_ps: grid of pulse times.  jtl_ps, splitter_ps, merger_ps, merger_dead_ps, synapse_ps,
     neuron_ps: delays (ps).  stagger_jtls: JTL stages per input index on each layer's input lines
     (input ``j`` is delayed by ``j * stagger_jtls * jtl_ps``), so that copies of one pulse that
-    reach a merger through different neurons do not arrive together and collide.  clock_GHz: clock
-    rate; the neuron reset takes ``1000 / clock_GHz`` ps and the input converters accept rates up
-    to it.  i50_uA, sigma_syn_uA: synapse switching curve (50 % point, width).  neuron_ic_uA,
-    neuron_step_uA, sigma_neu_uA, n_max: neuron output junction critical current, current added per stored fluxon (``Phi0 / L_loop``), thermal
-    width, loop capacity (fluxons).  syn_range_uA, neu_range_uA: allowed bias currents.
-    jitter_ps: std of the input converters' clock jitter.  jj_ic_uA: critical current used for
-    switching energy and static power; v_bias_mV, bias_fraction: RSFQ bias voltage and bias
-    current per JJ as a fraction of ``jj_ic_uA``.
+    reach a merger through different neurons do not arrive together and collide.
+    clock_GHz: clock rate; the neuron reset takes ``1000 / clock_GHz`` ps and the input
+    converters accept rates up to it.
+    i50_uA, sigma_syn_uA: synapse switching curve (50 % point, width).
+    neuron_ic_uA, neuron_step_uA, sigma_neu_uA, n_max, n_min: neuron output junction critical current,
+    current added per stored fluxon (``Phi0 / L_loop``), thermal width, loop capacity: the count
+    ranges over ``n_min <= k <= n_max`` (``n_min < 0``: the loop also stores antifluxons).
+    syn_range_uA, neu_range_uA: allowed bias currents.
+    jitter_ps: std of the input converters' clock jitter.
+    jj_ic_uA: critical current used for switching energy and static power; v_bias_mV,
+    bias_fraction: RSFQ bias voltage and bias current per JJ as a fraction of ``jj_ic_uA``.
     """
 
     dt_ps: float = 0.1
@@ -143,6 +147,7 @@ class CellParams:
     neuron_step_uA: float = 20.0
     sigma_neu_uA: float = 2.0
     n_max: int = 7
+    n_min: int = -1
     syn_range_uA: tuple[float, float] = (75.0, 125.0)
     neu_range_uA: tuple[float, float] = (0.0, 100.0)
     jitter_ps: float = 0.5
@@ -162,6 +167,8 @@ class CellParams:
             raise SettingError(f"sfq stagger_jtls must be >= 0 JTL stages, got {self.stagger_jtls}")
         if int(self.n_max) < 1:
             raise SettingError(f"sfq neuron capacity n_max must be >= 1 fluxon, got {self.n_max}")
+        if int(self.n_min) > 0:
+            raise SettingError(f"sfq neuron n_min (antifluxon capacity, as a count) must be <= 0, got {self.n_min}")
         for name in ("syn_range_uA", "neu_range_uA"):
             lo, hi = getattr(self, name)
             if not hi > lo:
@@ -295,15 +302,15 @@ def neuron(
     k = np.zeros(lead, dtype=np.int64)
     free_at = np.full(lead, np.iinfo(np.int64).min // 2, dtype=np.int64)
     reset = cells.ticks(cells.reset_ps)
-    n_max = int(cells.n_max)
-    # P(k) for k = 0..n_max per neuron: Phi((I_n + k dI - I_c) / sigma_n)
-    ks = np.arange(n_max + 1)
+    n_max, n_min = int(cells.n_max), int(cells.n_min)
+    # P(k) for k = n_min..n_max per neuron (index k - n_min): Phi((I_n + k dI - I_c) / sigma_n)
+    ks = np.arange(n_min, n_max + 1)
     z = (
         np.asarray(bias_uA, np.float64)[..., None]
         + ks * cells.neuron_step_uA
         - np.asarray(ic_uA, np.float64)[..., None]
     )
-    p_fire = np.broadcast_to(switch_probability(z, 0.0, cells.sigma_neu_uA), lead + (n_max + 1,))
+    p_fire = np.broadcast_to(switch_probability(z, 0.0, cells.sigma_neu_uA), lead + (n_max - n_min + 1,))
     out = np.full(times.shape, NEVER, dtype=np.int64)
     fluxons = np.zeros(lead, dtype=np.int64)
     for j in range(times.shape[-1]):
@@ -315,11 +322,11 @@ def neuron(
             continue
         is_exc = live & (sign[..., j] > 0)
         is_inh = live & (sign[..., j] < 0)
-        changed = (is_exc & (k < n_max)) | (is_inh & (k > 0))
+        changed = (is_exc & (k < n_max)) | (is_inh & (k > n_min))
         fluxons += changed
         k = np.where(is_exc, np.minimum(k + 1, n_max), k)
-        k = np.where(is_inh, np.maximum(k - 1, 0), k)
-        pk = np.take_along_axis(p_fire, k[..., None], -1)[..., 0]
+        k = np.where(is_inh, np.maximum(k - 1, n_min), k)
+        pk = np.take_along_axis(p_fire, (k - n_min)[..., None], -1)[..., 0]
         fire = is_exc & (rng.random(lead) < pk)
         out[..., j] = np.where(fire, t, NEVER)
         k = np.where(fire, 0, k)
