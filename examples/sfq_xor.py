@@ -31,8 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.sfq import CellParams, Variation, emulate, energy, sfq_substrate  # noqa: E402
+from simulators.sfq import CellParams, Variation, emulate, energy  # noqa: E402
 from simulators.sfq_rate import float_to_sfq, network_rate, sfq_to_rate, spsa, train_biases, train_float  # noqa: E402
+from simulators.sfq_substrate import sfq_substrate  # noqa: E402
 
 PATTERNS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
 TARGET = np.array([0, 1, 1, 0], dtype=bool)

@@ -40,7 +40,7 @@ Training (no :mod:`neuro` code):
 - :func:`train_biases` backpropagates through the rate model to the bias currents of a fixed
   routing (offline training of a chip's currents);
 - :func:`spsa` trains bias currents in situ from forward-only measurements of output rates
-  (simultaneous-perturbation stochastic approximation), e.g. on an :class:`~simulators.sfq.SFQSubstrate`
+  (simultaneous-perturbation stochastic approximation), e.g. on an :class:`~simulators.sfq_substrate.SFQSubstrate`
   with hidden process variation.
 """
 
