@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError, IncompatibleError
+from neuro.functional import sharding
 from neuro.layers.lif import LIFLayer
 from neuro.layers.mlp import MLP
 from neuro.registry import RULES
@@ -161,7 +162,7 @@ def paired_dropout(u: torch.Tensor, p: float, batch_dim: int) -> torch.Tensor:
     half = u.shape[batch_dim] // 2
     shape = list(u.shape)
     shape[batch_dim] = half
-    keep = (torch.rand(shape, device=u.device) >= p).to(u.dtype) / (1.0 - p)
+    keep = (sharding.rand(shape, batch_dim, device=u.device) >= p).to(u.dtype) / (1.0 - p)  # per sample, shard-independent
     return u * torch.cat([keep, keep], dim=batch_dim)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuro import distributed
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.physical import DigitalLayer, PhysicalLayer
 from neuro.layers.physical_mlp import PhysicalMLP
@@ -149,11 +150,14 @@ class PAT(Rule):
             self.twin_optim.load_state_dict(self._pending_state["optim"])
             self._pending_state = None
 
-    def _fit_step(self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor) -> float:
+    def _fit_step(self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor,
+                  sync: bool = True) -> float:
         self.twin_optim.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = F.mse_loss(twin(e, c), y)
             loss.backward()
+        if sync:  # DISTRIBUTED: the twins learn from every rank's shard, so they stay identical (no-op in one process)
+            distributed.all_reduce_grads(twin.parameters())
         self.twin_optim.step()
         return float(loss.detach())
 
@@ -181,7 +185,10 @@ class PAT(Rule):
                     param.copy_(saved)
             for _ in range(self.spec.twin_epochs):
                 for e, c, y in data:
-                    self._fit_step(twin, e, c, y)
+                    self._fit_step(twin, e, c, y, sync=False)
+        # DISTRIBUTED: every rank measured its own device; all continue from rank 0's twins (no-op in one process)
+        distributed.broadcast_module(self.twins)
+        distributed.broadcast_optimizer_state(self.twin_optim)
 
     # ------------------------------------------------------------------ step
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
