@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from neuro import config as cfg
-from neuro import workflow
+from neuro import distributed, parallel, workflow
 
 
 def add_parser(sub) -> None:
@@ -30,14 +30,31 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its checkpoint (other settings come from the run)")
     p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel on N processes of this machine (torchrun --standalone --nproc-per-node N); "
+                        "train.batch_size stays the global batch. Several machines: run torchrun yourself (README)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     progress = False if args.no_progress else None
+    if args.nproc is not None and not distributed.launched():  # DISTRIBUTED (issue 16): torchrun, then each rank below
+        if not args.resume:  # a config mistake is reported once, here, not by every rank
+            from neuro.build import resolve
+
+            resolve(_config(args))
+        return parallel.launch_local(args.nproc, parallel.forward_args(args))
+    if distributed.launched():
+        return parallel.run_worker(_run_rank, args, progress)
     if args.resume:
         workflow.resume(args.resume, epochs=args.epochs, progress=progress)
         return 0
+    workflow.train(_config(args), overwrite=args.overwrite, progress=progress)
+    return 0
+
+
+def _config(args) -> dict:
+    """The config of CONFIG, the shortcut flags and --set, in that order."""
     config = cfg.load_toml(args.config) if args.config else {}
     shortcuts = {
         "run.name": args.name, "data.dataset": args.dataset, "rule.name": args.rule,
@@ -47,6 +64,13 @@ def run(args) -> int:
         if value is not None:
             section, name = key.split(".")
             config.setdefault(section, {})[name] = value
-    config = cfg.apply_overrides(config, args.overrides)
-    workflow.train(config, overwrite=args.overwrite, progress=progress)
+    return cfg.apply_overrides(config, args.overrides)
+
+
+def _run_rank(args, progress) -> int:
+    """One rank of a data-parallel run started by torchrun (see neuro/parallel.py)."""
+    if args.resume:
+        parallel.resume(args.resume, epochs=args.epochs, progress=progress)
+        return 0
+    parallel.train(_config(args), overwrite=args.overwrite, progress=progress)
     return 0
