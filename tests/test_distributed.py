@@ -244,3 +244,47 @@ def test_killing_one_rank_ends_the_job_with_one_line(tmp_path):
     assert lines == [f"error: rank 1 (pid {ranks[1]}) was killed by SIGKILL; every other rank was stopped"], err
     time.sleep(0.5)
     assert _pids_with(tag) == {}, "processes of the job were left behind"
+
+
+@pytest.mark.slow
+def test_device_failure_on_one_rank_ends_the_job_naming_rank_and_port(tmp_path):
+    """Hardware in the loop at scale: each rank opens its own emulated serial devices through
+    ``{rank}`` in the substrate specs; when rank 1's devices vanish mid-run, the job ends within the
+    driver's limits (3 s reconnect window) with one error line naming rank 1 and its port."""
+    import tomli_w
+
+    from devices.emulator import emulators_for_model
+    from neuro.build import build_experiment
+
+    config = {"run": {"name": "hil", "seed": 1, "progress": False, "out_dir": str(tmp_path / "runs")},
+              "data": {"dataset": "digits", "limit": 256},
+              "model": {"kind": "physical_mlp", "physical": [24], "hidden": [16, 16],
+                        "substrate_options": {"noise": 0.0, "n_control": 4}},
+              "rule": {"name": "mfff", "variant": "supervised"}, "train": {"epochs": 500, "batch_size": 32}}
+    model = build_experiment(config).model  # the simulated physics the emulators serve
+    emus = {r: emulators_for_model(model, tmp_path / f"links{r}", seed=r) for r in (0, 1)}
+    config["model"]["substrates"] = [f"serial:{tmp_path}/links{{rank}}/block{k}" for k in range(2)]
+    config["model"]["substrate_options"]["serial"] = {"timeout": 0.25, "retries": 4, "reconnect_timeout": 3.0}
+    (tmp_path / "hil.toml").write_text(tomli_w.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "neuro", "train", "--nproc", "2", str(tmp_path / "hil.toml")],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = tmp_path / "runs" / "hil" / "metrics.jsonl"
+        deadline = time.monotonic() + 180
+        while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        for e in emus[1]:
+            e.stop()
+        stopped = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - stopped < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for e in emus[0] + emus[1]:
+            e.stop()
+    assert proc.returncode == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: rank 1: serial device ") and f"{tmp_path}/links1/block" in errors[0], errors[0]
