@@ -231,7 +231,12 @@ def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
     if not context().active:
         return
     for t in tensors:
-        _collective("broadcast", dist.broadcast, t.data, src)
+        if t.dtype == torch.bool:  # gloo has no bool: go through uint8
+            tmp = t.data.to(torch.uint8)
+            _collective("broadcast", dist.broadcast, tmp, src)
+            t.data.copy_(tmp.bool())
+        else:
+            _collective("broadcast", dist.broadcast, t.data, src)
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:

@@ -54,15 +54,15 @@ def config_of(name: str) -> dict:
     return {"data": dict(SMALL), "train": {"epochs": 1, "batch_size": BATCH}, "run": {"progress": False}, **c}
 
 
-def train_weights(name: str) -> tuple[dict, dict, int]:
+def train_weights(name: str) -> tuple[dict, dict, int, dict]:
     from neuro.build import build_experiment
 
     exp = build_experiment(config_of(name))
     initial = {k: v.detach().clone() for k, v in exp.model.state_dict().items() if torch.is_tensor(v)}
     trainer = exp.trainer(None, progress=False)
-    trainer.fit()
+    (record,) = trainer.fit()
     final = {k: v.detach().clone() for k, v in exp.model.state_dict().items() if torch.is_tensor(v)}
-    return initial, final, trainer.step
+    return initial, final, trainer.step, record
 
 
 def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
@@ -102,20 +102,28 @@ def two_rank_results(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_two_ranks_equal_one_process(name, two_rank_results):
-    initial, single, steps = train_weights(name)
+    initial, single, steps, record = train_weights(name)
     assert steps == STEPS
-    ranks, rank_steps = two_rank_results[name]
+    ranks, rank_steps, rank_record = two_rank_results[name]
     assert rank_steps == STEPS
     moved = relative_error(initial, single)
     assert moved > 1e-3, f"{name}: 5 steps barely changed the weights ({moved:.2e}); the comparison would be empty"
     err = relative_error(single, ranks)
     assert err <= TOL, f"{name}: 2 ranks differ from 1 process by {err:.2e} (relative)"
+    # metrics reduced over the ranks: means of the global batches, counts summed
+    metrics = [k for k in record if k.startswith("train_") or k.startswith("n_")]
+    assert metrics and set(metrics) == {k for k in rank_record if k.startswith("train_") or k.startswith("n_")}
+    for k in metrics:
+        if k.startswith("n_"):
+            assert rank_record[k] == record[k], k
+        else:
+            assert rank_record[k] == pytest.approx(record[k], rel=1e-5, abs=1e-7), k
 
 
 def test_control_with_per_rank_spikes_differs(two_rank_results):
     """The equality needs every sample's spikes to be the single process's: drawn per rank, they are not."""
-    _, single, _ = train_weights("bptt")
-    control, _ = two_rank_results["control"]
+    _, single, _, _ = train_weights("bptt")
+    control, _, _ = two_rank_results["control"]
     assert relative_error(single, control) > 1e-3
 
 
