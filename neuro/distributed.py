@@ -244,15 +244,13 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     broadcast_tensors([*module.parameters(), *module.buffers()], src)
 
 
-def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, src: int = 0) -> None:
-    """The tensors of ``optimizer``'s per-parameter state from rank ``src`` (same structure on every rank)."""
-    tensors = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for _, value in sorted(optimizer.state.get(p, {}).items()):
-                if torch.is_tensor(value):
-                    tensors.append(value)
-    broadcast_tensors(tensors, src)
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` (any picklable value) on every rank; ``obj`` itself in one process."""
+    if not context().active:
+        return obj
+    box = [obj]
+    _collective("broadcast", dist.broadcast_object_list, box, src)
+    return box[0]
 
 
 def barrier() -> None:

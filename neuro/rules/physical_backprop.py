@@ -163,7 +163,19 @@ class PAT(Rule):
 
     def _warm_up(self, model: PhysicalMLP) -> None:
         """Fit each twin on ``twin_samples`` measurements: inputs uniform in the device range,
-        controls near their current values (std 10 % of the range, a new draw every 32 samples)."""
+        controls near their current values (std 10 % of the range, a new draw every 32 samples).
+
+        Data-parallel: rank 0 measures and fits; every rank continues from its twins and twin
+        optimizer (one warm-up of device time for the whole job)."""
+        if distributed.is_main():
+            self._measure_and_fit(model)
+        state = distributed.broadcast_object(  # DISTRIBUTED: no-op in one process
+            {"twins": self.twins.state_dict(), "optim": self.twin_optim.state_dict()})
+        if not distributed.is_main():
+            self.twins.load_state_dict(state["twins"])
+            self.twin_optim.load_state_dict(state["optim"])
+
+    def _measure_and_fit(self, model: PhysicalMLP) -> None:
         g = torch.Generator().manual_seed(self.seed + 5)
         n, chunk = self.spec.twin_samples, 32
         for layer, twin in zip(model.physical_layers(), self.twins):
@@ -186,9 +198,6 @@ class PAT(Rule):
             for _ in range(self.spec.twin_epochs):
                 for e, c, y in data:
                     self._fit_step(twin, e, c, y, sync=False)
-        # DISTRIBUTED: every rank measured its own device; all continue from rank 0's twins (no-op in one process)
-        distributed.broadcast_module(self.twins)
-        distributed.broadcast_optimizer_state(self.twin_optim)
 
     # ------------------------------------------------------------------ step
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
