@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from neuro import config as cfg
@@ -33,6 +34,8 @@ from neuro.runs import Run
 #: exit status of a rank that stopped because another rank failed (the launcher names the other one)
 PEER_LOST_EXIT = 3
 LAUNCHER_ENV = "NEUROHIL_LAUNCHER"
+#: under the launcher, a rank's one-line error goes to <this folder>/rank<R>.txt; the launcher prints it once
+ERROR_DIR_ENV = "NEUROHIL_ERROR_DIR"
 
 
 def _rank_config(config: dict, ctx: distributed.Context) -> dict:
@@ -123,6 +126,10 @@ def run_worker(fn, *args, **kwargs):
     except distributed.DistributedError:
         raise
     except UserFacingError as exc:
+        folder = os.environ.get(ERROR_DIR_ENV)
+        if folder:  # the launcher prints it, once for all ranks that failed alike
+            (Path(folder) / f"rank{distributed.env_rank()}.txt").write_text(str(exc), encoding="utf-8")
+            raise SystemExit(2) from None
         raise distributed.DistributedError(f"rank {distributed.env_rank()}: {exc}") from None
     finally:
         distributed.shutdown()
@@ -146,22 +153,31 @@ def launch_local(nproc: int, neuro_args: list[str], *, monitor_interval: float =
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.CRITICAL)
+    errors = tempfile.TemporaryDirectory(prefix="neurohil-errors-")
     os.environ[LAUNCHER_ENV] = "1"
+    os.environ[ERROR_DIR_ENV] = errors.name
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         torchrun(parse_args(argv))
         return 0
     except ChildFailedError as exc:
-        return _report_failure(exc.failures)
+        return _report_failure(exc.failures, Path(errors.name))
     finally:
         os.environ.pop(LAUNCHER_ENV, None)
+        os.environ.pop(ERROR_DIR_ENV, None)
+        errors.cleanup()
         for q, level in zip(quiet, levels):
             q.setLevel(level)
 
 
-def _report_failure(failures: dict) -> int:
-    """Name the rank that failed first (not one that merely lost its peers or was stopped by torchrun)."""
+def _report_failure(failures: dict, error_dir: Path) -> int:
+    """One line: the error of the rank that failed first (not one that merely lost its peers or was
+    stopped by torchrun), naming every rank that failed with the same message."""
     import signal
+
+    messages = {}
+    for path in error_dir.glob("rank*.txt"):
+        messages[int(path.stem[4:])] = path.read_text(encoding="utf-8").strip()
 
     def blame(item):
         rank, f = item
@@ -169,8 +185,11 @@ def _report_failure(failures: dict) -> int:
         return (peer, f.timestamp, rank)
 
     rank, failure = min(failures.items(), key=blame)
-    if failure.exitcode == 2:  # the rank printed its own one-line error
-        return 2
+    if messages:
+        first = rank if rank in messages else min(messages)
+        alike = sorted(r for r, m in messages.items() if m == messages[first])
+        who = f"rank {alike[0]}" if len(alike) == 1 else f"ranks {', '.join(map(str, alike))}"
+        raise distributed.DistributedError(f"{who}: {messages[first]}")
     if failure.exitcode < 0:
         try:
             how = f"was killed by {signal.Signals(-failure.exitcode).name}"

@@ -39,7 +39,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     progress = False if args.no_progress else None
     if args.nproc is not None and not distributed.launched():  # DISTRIBUTED (issue 16): torchrun, then each rank below
-        if not args.resume:  # a config mistake is reported once, here, not by every rank
+        if args.resume:  # a mistake every rank would make is reported once, here
+            from neuro.runs import Run
+            from neuro.trainer import load_checkpoint
+
+            run_dir = Run.open(args.resume)
+            load_checkpoint(run_dir.checkpoint_path)
+        else:
             from neuro.build import resolve
 
             resolve(_config(args))
