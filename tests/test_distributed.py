@@ -298,3 +298,24 @@ def test_device_failure_on_one_rank_ends_the_job_naming_rank_and_port(tmp_path):
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     assert errors[0].startswith("error: rank 1: serial device ") and f"{tmp_path}/links1/block" in errors[0], errors[0]
+
+
+def test_launcher_reports_one_line(tmp_path):
+    """The launcher's summary of a failed job: the rank that failed first, ranks that failed alike merged,
+    ranks that only lost their peers (exit 3) or were stopped by torchrun (SIGTERM) never blamed."""
+    from types import SimpleNamespace
+
+    from neuro.distributed import DistributedError
+    from neuro.parallel import PEER_LOST_EXIT, _report_failure
+
+    def failure(exitcode, timestamp, pid):
+        return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, pid=pid)
+
+    killed = {0: failure(PEER_LOST_EXIT, 10, 100), 1: failure(-9, 11, 101), 2: failure(-15, 9, 102)}
+    with pytest.raises(DistributedError, match=r"^rank 1 \(pid 101\) was killed by SIGKILL; every other rank was stopped$"):
+        _report_failure(killed, tmp_path)
+    (tmp_path / "rank0.txt").write_text("data root /x is not a directory")
+    (tmp_path / "rank2.txt").write_text("data root /x is not a directory")
+    alike = {0: failure(2, 10, 100), 1: failure(PEER_LOST_EXIT, 10, 101), 2: failure(2, 11, 102)}
+    with pytest.raises(DistributedError, match=r"^ranks 0, 2: data root /x is not a directory$"):
+        _report_failure(alike, tmp_path)
