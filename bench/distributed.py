@@ -56,7 +56,8 @@ def throughput(nproc: int, samples: int, epochs: int, out: Path, extra: list[str
     name = f"bench-dist-{nproc}"
     cmd = [sys.executable, "-m", "neuro", "train", str(REPO / "examples" / "mnist_bptt.toml"), "--name", name,
            "--out", str(out), "--epochs", str(epochs), "--overwrite", "--no-progress",
-           "--set", f"data.limit={samples}", "--set", "data.val_fraction=0.0", "--set", "optim.schedule=\"constant\"", *extra]
+           "--set", f"data.limit={samples}", "--set", "data.val_fraction=0.0",
+           "--set", "optim.schedule=\"constant\"", *extra]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     t0 = time.perf_counter()
@@ -187,7 +188,8 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "cpus": os.cpu_count(), "load_before": load_before, "quick": args.quick,
-              "config": "examples/mnist_bptt.toml (784-500-10, T=25, direct input), global batch 128, 1 thread per process"}
+              "config": "examples/mnist_bptt.toml (784-500-10, T=25, direct input), global batch 128, "
+                        "1 thread per process"}
     with tempfile.TemporaryDirectory() as tmp:
         runs = [throughput(n, args.samples, args.epochs, Path(tmp), extra) for n in (1, 2)]
     result["throughput"] = runs
@@ -218,11 +220,13 @@ def main(argv=None) -> int:
     print(f"\nmeasured speedup 1 -> 2: {measured:.2f}x (goal >= 1.8x)")
     m = result["model"]
     print(f"model: t(B)={1e3 * m['t_step_full_s']:.1f} ms, t(B/2)={1e3 * m['t_step_half_s']:.1f} ms, "
-          f"all-reduce {v / 1e6:.2f} MB: {1e3 * m['allreduce_gradients_s']:.2f} ms + mask {1e3 * m['allreduce_mask_s']:.3f} ms "
+          f"all-reduce {v / 1e6:.2f} MB: {1e3 * m['allreduce_gradients_s']:.2f} ms "
+          f"+ mask {1e3 * m['allreduce_mask_s']:.3f} ms "
           f"-> predicted {m['predicted_speedup']:.2f}x\n")
     print("| rule | config | gradient MB/step | all-reduce calls/step | twin gradient MB/step |\n|---|---|---|---|---|")
     for rule, r in result["volume"].items():
-        print(f"| {rule} | {r['config']} | {r['gradient_bytes_per_step'] / 1e6:.3f} | {r['all_reduce_calls_per_step']} | "
+        print(f"| {rule} | {r['config']} | {r['gradient_bytes_per_step'] / 1e6:.3f} | "
+              f"{r['all_reduce_calls_per_step']} | "
               f"{r['twin_gradient_bytes_per_step'] / 1e6:.3f} |")
     print(f"\nwritten {path}")
     return 0

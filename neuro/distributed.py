@@ -171,7 +171,8 @@ def _buckets(tensors: Sequence[torch.Tensor], bucket_bytes: int) -> Iterable[lis
         yield bucket
 
 
-def all_reduce_grads(params: Iterable[torch.Tensor], weight: float | None = None, *, bucket_mb: float = BUCKET_MB) -> int:
+def all_reduce_grads(params: Iterable[torch.Tensor], weight: float | None = None, *,
+                     bucket_mb: float = BUCKET_MB) -> int:
     """Replace every ``p.grad`` by ``sum_r weight_r * p.grad_r`` over the ranks; return the bytes reduced.
 
     ``weight``: this rank's factor (default: the current shard's ``n_r / N``, see

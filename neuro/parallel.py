@@ -51,7 +51,8 @@ def _device_of(config: dict) -> str:
     return str(config.get("run", {}).get("device", "cpu"))
 
 
-def train(config: dict, *, overwrite: bool = False, progress: bool | None = None, echo=print) -> tuple[Run | None, dict]:
+def train(config: dict, *, overwrite: bool = False, progress: bool | None = None,
+          echo=print) -> tuple[Run | None, dict]:
     """One rank's part of ``neuro train``; returns (the run on rank 0, else None; test scores)."""
     from neuro.workflow import _echo_epochs
 
@@ -102,7 +103,8 @@ def _finish(exp, trainer, run: Run | None, echo) -> dict:
     if run is not None:
         run.log({"event": "test", "epoch": trainer.epoch, **test})
         write_report(run, exp)
-        echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); report: {run.path / 'report.html'}")
+        echo(f"test accuracy {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}); "
+             f"report: {run.path / 'report.html'}")
     return test
 
 
@@ -208,7 +210,8 @@ def forward_args(args) -> list[str]:
     for item in args.overrides:
         out += ["--set", item]
     for flag, value in (("--name", args.name), ("--dataset", args.dataset), ("--rule", args.rule),
-                        ("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out), ("--resume", args.resume)):
+                        ("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out),
+                        ("--resume", args.resume)):
         if value is not None:
             out += [flag, str(value)]
     if args.overwrite:

@@ -189,7 +189,8 @@ def run_ray(configs: list[dict], address: str | None, storage: Path, threads: in
             ray.init(address=None if address in (None, "", "local") else address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise NeuroError(f"cannot connect to the Ray cluster at '{address}' ({first}); start it with `ray start --head`") from None
+            raise NeuroError(f"cannot connect to the Ray cluster at '{address}' ({first}); "
+                             f"start it with `ray start --head`") from None
     space = {"config": tune.grid_search(configs), "threads": threads}
     tuner = tune.Tuner(
         tune.with_resources(_ray_trainable, {"cpu": max(1, threads)}),
@@ -200,8 +201,8 @@ def run_ray(configs: list[dict], address: str | None, storage: Path, threads: in
     by_name = {}
     for result in grid:
         cfg_run = result.config["config"]["run"]
-        metrics = {k: result.metrics.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "time_s", "run_dir", "error")
-                   if result.metrics.get(k) is not None}
+        keys = ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "time_s", "run_dir", "error")
+        metrics = {k: result.metrics.get(k) for k in keys if result.metrics.get(k) is not None}
         if result.error is not None and "error" not in metrics:
             metrics["error"] = str(result.error).strip().splitlines()[0]
         by_name[cfg_run["name"]] = metrics
@@ -285,7 +286,8 @@ def sweep(base: dict, grid_items: list[str], seeds_text: str, *, name: str = "sw
 
 
 def write_summary_csv(path: Path, rows: list[dict]) -> Path:
-    fields = ["setting", "n", "failed", *[f"{k}_{s}" for k in SWEEP_METRICS for s in ("mean", "std", "min", "max")], "best"]
+    stats = [f"{k}_{s}" for k in SWEEP_METRICS for s in ("mean", "std", "min", "max")]
+    fields = ["setting", "n", "failed", *stats, "best"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
@@ -294,7 +296,8 @@ def write_summary_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_sweep_report(root: Path, name: str, grid, seeds, records: list[dict], summary: list[dict], where: str) -> Path:
+def write_sweep_report(root: Path, name: str, grid, seeds, records: list[dict], summary: list[dict],
+                       where: str) -> Path:
     from neuro.report import write_report
 
     figures = []
@@ -307,14 +310,17 @@ def write_sweep_report(root: Path, name: str, grid, seeds, records: list[dict], 
         return None if v is None else 100 * v
 
     rows = [[r["setting"] + ("  (best)" if r.get("best") else ""), r["n"], r["failed"],
-             pct(r["test_accuracy_mean"]), pct(r["test_accuracy_std"]), pct(r["test_accuracy_min"]), pct(r["test_accuracy_max"]),
-             pct(r["val_accuracy_mean"]), pct(r["val_accuracy_std"]), r["train_loss_mean"], r["time_s_mean"]] for r in summary]
+             *[pct(r[f"test_accuracy_{s}"]) for s in ("mean", "std", "min", "max")],
+             pct(r["val_accuracy_mean"]), pct(r["val_accuracy_std"]), r["train_loss_mean"], r["time_s_mean"]]
+            for r in summary]
     per_trial = [[rec["label"], rec["seed"], pct(rec.get("test_accuracy")), pct(rec.get("val_accuracy")),
                   rec.get("train_loss"), rec.get("time_s"), rec.get("error") or rec.get("run_dir")] for rec in records]
     tables = [
         ("Settings (mean and spread over seeds)",
-         ["setting", "seeds", "failed", "test acc (%)", "std", "min", "max", "val acc (%)", "std", "train loss", "time (s)"], rows),
-        ("Trials", ["setting", "seed", "test acc (%)", "val acc (%)", "train loss", "time (s)", "run / error"], per_trial),
+         ["setting", "seeds", "failed", "test acc (%)", "std", "min", "max", "val acc (%)", "std", "train loss",
+          "time (s)"], rows),
+        ("Trials", ["setting", "seed", "test acc (%)", "val acc (%)", "train loss", "time (s)", "run / error"],
+         per_trial),
     ]
     summary_box = {"sweep": name, "grid": "; ".join(f"{k} = {v}" for k, v in grid), "seeds": ", ".join(map(str, seeds)),
                    "trials": len(records), "ran on": where}

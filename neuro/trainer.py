@@ -121,7 +121,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         rule.check_compatible(model)  # the rule's own checks (FF, mfff, pat override it), not only the base ones
-        distributed.broadcast_module(model)  # DISTRIBUTED: every rank starts from rank 0's weights (no-op in one process)
+        distributed.broadcast_module(model)  # DISTRIBUTED: all ranks start from rank 0's weights (no-op in one process)
 
     def autocast(self):
         """The mixed-precision context of training steps and evaluation (off for float32)."""
@@ -217,7 +217,7 @@ class Trainer:
             batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
             with self.autocast(), batch_shard(shard):
                 scores = self.rule.evaluate(self.model, batch)
-            share = shard.weight if shard.replicated else 1.0  # a batch every rank computes whole counts 1/world each
+            share = shard.weight if shard.replicated else 1.0  # a batch all ranks compute whole counts 1/world each
             for k, v in scores.items():
                 totals[k] = totals.get(k, 0.0) + share * v
         totals = distributed.reduce_sums(totals)  # DISTRIBUTED

@@ -38,7 +38,8 @@ PHYSICAL = {"kind": "physical_mlp", "substrate": "wave:scattering", "physical": 
 # all-reduce (about 1e-7 relative) stays at that level; Adam divides by sqrt(v) and lifts the
 # rounding of near-zero gradient entries to about 1e-6 .. 1e-5 (see the report of issue 16).
 CONFIGS = {
-    "bptt": {"model": {"kind": "spiking_mlp", "hidden": [32], "time_steps": 8, "encoder": "rate", "readout": "membrane_max"},
+    "bptt": {"model": {"kind": "spiking_mlp", "hidden": [32], "time_steps": 8, "encoder": "rate",
+                       "readout": "membrane_max"},
              "rule": {"name": "bptt"}, "optim": {"name": "sgd", "lr": 0.5}},
     "ff": {"model": {"kind": "mlp", "hidden": [32, 32]},
            "rule": {"name": "ff", "dropout": 0.2}, "optim": {"name": "sgd", "lr": 0.5}},
@@ -167,7 +168,8 @@ def _env(**extra) -> dict:
 
 
 LAUNCH_CONFIG = ["--set", "data.limit=128", "--set", "data.val_fraction=0.0", "--set", "model.hidden=[16]",
-                 "--set", "model.time_steps=6", "--set", "model.readout=\"membrane_max\"", "--set", "optim.name=\"sgd\"",
+                 "--set", "model.time_steps=6", "--set", "model.readout=\"membrane_max\"",
+                 "--set", "optim.name=\"sgd\"",
                  "--set", "optim.lr=0.5", "--set", "train.batch_size=32", "--no-progress"]
 
 
@@ -312,7 +314,8 @@ def test_launcher_reports_one_line(tmp_path):
         return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, pid=pid)
 
     killed = {0: failure(PEER_LOST_EXIT, 10, 100), 1: failure(-9, 11, 101), 2: failure(-15, 9, 102)}
-    with pytest.raises(DistributedError, match=r"^rank 1 \(pid 101\) was killed by SIGKILL; every other rank was stopped$"):
+    expected = r"^rank 1 \(pid 101\) was killed by SIGKILL; every other rank was stopped$"
+    with pytest.raises(DistributedError, match=expected):
         _report_failure(killed, tmp_path)
     (tmp_path / "rank0.txt").write_text("data root /x is not a directory")
     (tmp_path / "rank2.txt").write_text("data root /x is not a directory")

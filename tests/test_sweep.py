@@ -52,7 +52,8 @@ def test_summary_statistics_against_numpy():
 
 def test_bad_grid_is_one_line_error(cli, tmp_path):
     res = cli("sweep", "--grid", "optim.lr=0.1", "--out", str(tmp_path))
-    assert res.returncode == 2 and res.stderr.strip().startswith("error: --grid") and len(res.stderr.strip().splitlines()) == 1
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: --grid")
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -69,7 +70,8 @@ def test_ray_sweep_two_settings_two_seeds(tmp_path, monkeypatch):
     trials = [json.loads(line) for line in (out["path"] / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 4, trials
     assert all("error" not in t for t in trials), trials
-    assert sorted((t["setting"]["optim.lr"], t["seed"]) for t in trials) == [(0.0003, 0), (0.0003, 1), (0.01, 0), (0.01, 1)]
+    expected = [(0.0003, 0), (0.0003, 1), (0.01, 0), (0.01, 1)]
+    assert sorted((t["setting"]["optim.lr"], t["seed"]) for t in trials) == expected
     for t in trials:  # each number is the one its run logged
         records = [json.loads(line) for line in open(f"{t['run_dir']}/metrics.jsonl")]
         assert [r["accuracy"] for r in records if r["event"] == "test"] == [t["test_accuracy"]]

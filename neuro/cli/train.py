@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, metavar="N",
-                   help="train data-parallel on N processes of this machine (torchrun --standalone --nproc-per-node N); "
+                   help="train data-parallel on N processes of this machine "
+                        "(torchrun --standalone --nproc-per-node N); "
                         "train.batch_size stays the global batch. Several machines: run torchrun yourself (README)")
     p.set_defaults(func=run)
 

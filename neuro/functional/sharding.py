@@ -120,7 +120,8 @@ def _global_shape(shape: Sequence[int], batch_dim: int) -> tuple[tuple[int, ...]
     return tuple(full), shard
 
 
-def sharded_draw(draw: Callable[[tuple[int, ...]], torch.Tensor], shape: Sequence[int], batch_dim: int = 0) -> torch.Tensor:
+def sharded_draw(draw: Callable[[tuple[int, ...]], torch.Tensor], shape: Sequence[int],
+                 batch_dim: int = 0) -> torch.Tensor:
     """``draw(shape)``, computed as ``draw(global_shape).narrow(batch_dim, start, size)`` inside a shard."""
     full, shard = _global_shape(shape, batch_dim)
     out = draw(full)

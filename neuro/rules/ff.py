@@ -162,7 +162,8 @@ def paired_dropout(u: torch.Tensor, p: float, batch_dim: int) -> torch.Tensor:
     half = u.shape[batch_dim] // 2
     shape = list(u.shape)
     shape[batch_dim] = half
-    keep = (sharding.rand(shape, batch_dim, device=u.device) >= p).to(u.dtype) / (1.0 - p)  # per sample, shard-independent
+    # per sample, independent of data-parallel shards (neuro/functional/sharding.py)
+    keep = (sharding.rand(shape, batch_dim, device=u.device) >= p).to(u.dtype) / (1.0 - p)
     return u * torch.cat([keep, keep], dim=batch_dim)
 
 
