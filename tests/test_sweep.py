@@ -61,6 +61,7 @@ def test_ray_sweep_two_settings_two_seeds(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'ray[tune]' (part of the test extra)")
     pytest.importorskip("ray.tune", reason="Ray Tune is not installed: pip install 'ray[tune]'")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # Ray's worker processes import neuro from this checkout
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")  # leave Ctrl-C (and pytest-xdist's shutdown) alone
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = sweep(TINY, ["optim.lr=[0.0003, 0.01]"], "0-1", name="ray-sweep", out_dir=str(tmp_path),
