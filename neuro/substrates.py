@@ -11,6 +11,7 @@ options) so a config mistake reads the same whatever family it names.
 
 from __future__ import annotations
 
+from neuro.distributed import expand_rank
 from neuro.errors import ConfigError
 from simulators.errors import SettingError
 from simulators.substrate import SUBSTRATE_FAMILIES, Substrate, open_substrate_spec, substrate_names
@@ -24,7 +25,12 @@ def substrate_family(spec: str) -> str:
 
 
 def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: dict | None = None) -> Substrate:
-    """Open the substrate named ``spec`` with ``n_in`` inputs and ``n_out`` outputs."""
+    """Open the substrate named ``spec`` with ``n_in`` inputs and ``n_out`` outputs.
+
+    ``{rank}`` / ``{local_rank}`` in ``spec`` become this process's rank in data-parallel training
+    (``serial:/dev/ttyUSB{rank}``: one device per rank; :func:`neuro.distributed.expand_rank`).
+    """
+    spec = expand_rank(str(spec))
     try:
         return open_substrate_spec(spec, n_in, n_out, seed=seed, options=options)
     except SettingError as exc:
@@ -34,6 +40,7 @@ def open_substrate(spec: str, n_in: int, n_out: int, *, seed: int = 0, options: 
 def substrate_label(spec: str) -> str:
     """How layers name a substrate in errors and reports: ``simulator:wave-scattering`` for an
     in-process simulator (an emulatable family), the spec itself (``serial:/dev/ttyUSB0``) for a device."""
+    spec = expand_rank(str(spec))
     family = substrate_family(spec)
     if family in SUBSTRATE_FAMILIES and SUBSTRATE_FAMILIES.get(family).meta.get("emulatable", True):
         return f"simulator:{str(spec).replace(':', '-')}"

@@ -22,6 +22,11 @@ None): the RNG states are stored as tensors and lists (:func:`rng_state`), and
 construct any other object, so a shared run directory cannot run code through its
 ``checkpoint.pt``.  Checkpoints of earlier versions, whose NumPy RNG state is an ndarray, are
 read with only NumPy's numeric-array reconstruction allowed in addition.
+
+Data-parallel (issue 16, :mod:`neuro.distributed`): under torchrun each rank takes its shard of
+every global batch, the gradients are all-reduced before ``optimizer.step()``, metrics and
+evaluation totals are reduced over the ranks, and only rank 0 writes checkpoints and metrics.
+In one process these hooks do nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuro import distributed
 from neuro.config import PRECISIONS
 from neuro.errors import CheckpointError, NeuroError
+from neuro.functional.sharding import batch_shard
 from neuro.progress import progress_bar
 from neuro.rules.base import Batch, Rule
 from neuro.runs import Run
@@ -145,6 +152,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         rule.check_compatible(model)  # the rule's own checks (FF, mfff, pat override it), not only the base ones
+        distributed.broadcast_module(model)  # DISTRIBUTED: all ranks start from rank 0's weights (no-op in one process)
 
     def autocast(self):
         """The mixed-precision context of training steps and evaluation (off for float32)."""
@@ -168,10 +176,14 @@ class Trainer:
         bar = progress_bar(total=len(split), desc=f"epoch {epoch}/{self.epochs}", unit="sample", enabled=self.progress)
         try:
             for batch in batches(split.x, split.y, self.batch_size, order):
-                batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
+                n_global = batch.y.numel()
+                shard = distributed.shard(n_global)  # DISTRIBUTED: this rank's rows of the global batch
+                batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
                 self.optimizer.zero_grad(set_to_none=True)
-                with self.autocast():
+                with self.autocast(), batch_shard(shard):
                     metrics = self.rule.step(self.model, batch)
+                    # DISTRIBUTED: g = sum_r (n_r / N) g_r over the ranks (no-op in one process)
+                    distributed.all_reduce_grads(p for g in self.optimizer.param_groups for p in g["params"])
                 if "loss" in metrics and not math.isfinite(float(metrics["loss"])):
                     self._diverged(f"the loss is {float(metrics['loss'])} at step {self.step + 1} (epoch {epoch})")
                 if self.grad_clip:
@@ -179,16 +191,17 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 self.optimizer.step()
                 self.step += 1
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in metrics.items():  # DISTRIBUTED: means weighted by n_r / N, counts summed (below)
+                    sums[k] = sums.get(k, 0.0) + (float(v) if k.startswith("n_") else shard.weight * float(v))
                     counts[k] = counts.get(k, 0) + 1
-                bar.update(batch.y.numel())
+                bar.update(n_global)
                 if "loss" in metrics:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         finally:
             bar.close()
         if self.scheduler is not None:
             self.scheduler.step()
+        sums = distributed.reduce_sums(sums)  # DISTRIBUTED: over the ranks (no-op in one process)
         elapsed = time.perf_counter() - start
         record = {"event": "epoch", "epoch": epoch, "step": self.step}
         for k, total in sums.items():
@@ -269,14 +282,17 @@ class Trainer:
             torch.manual_seed(self.evaluation_seed(split))
             try:
                 for batch in batches(data.x, data.y, self.eval_batch_size):
-                    batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
-                    with self.autocast():
+                    shard = distributed.shard(batch.y.numel())  # DISTRIBUTED: each rank evaluates its rows
+                    batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
+                    with self.autocast(), batch_shard(shard):
                         scores = self.rule.evaluate(self.model, batch)
-                    for k, v in scores.items():
-                        totals[k] = totals.get(k, 0.0) + v
+                    share = shard.weight if shard.replicated else 1.0  # a batch all ranks compute whole counts 1/world each
+                    for k2, v in scores.items():
+                        totals[k2] = totals.get(k2, 0.0) + share * v
                     bar.update(batch.y.numel())
             finally:
                 bar.close()
+        totals = distributed.reduce_sums(totals)  # DISTRIBUTED
         self.model.train()
         n = max(totals["count"], 1.0)
         return {"loss": totals["loss_sum"] / n, "accuracy": totals["correct"] / n, "count": int(totals["count"])}
@@ -299,6 +315,8 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint atomically (a crash mid-write leaves the previous one intact)."""
         path = Path(path)
+        if not distributed.is_main():  # DISTRIBUTED: rank 0 writes; its state is every rank's state
+            return path
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "wb") as fh:  # through a Python file, a full disk is an OSError (ENOSPC)

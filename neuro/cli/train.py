@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from neuro import config as cfg
-from neuro import workflow
+from neuro import distributed, parallel, workflow
 from neuro.errors import ConfigError
 
 
@@ -41,14 +41,38 @@ def add_parser(sub) -> None:
                                                     "under --out (other settings come from the run)")
     p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel on N processes of this machine "
+                        "(torchrun --standalone --nproc-per-node N); "
+                        "train.batch_size stays the global batch. Several machines: run torchrun yourself (README)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     progress = False if args.no_progress else None
+    if args.nproc is not None and not distributed.launched():  # DISTRIBUTED (issue 16): torchrun, then each rank below
+        if args.resume:  # a mistake every rank would make is reported once, here
+            from neuro.runs import Run
+            from neuro.trainer import load_checkpoint
+
+            run_dir = Run.open(args.resume)
+            load_checkpoint(run_dir.checkpoint_path)
+        else:
+            from neuro.build import resolve
+
+            resolve(_config(args))
+        return parallel.launch_local(args.nproc, parallel.forward_args(args))
+    if distributed.launched():
+        return parallel.run_worker(_run_rank, args, progress)
     if args.resume:
         workflow.resume(args.resume, epochs=args.epochs, progress=progress, out_dir=args.out)
         return 0
+    workflow.train(_config(args), overwrite=args.overwrite, progress=progress)
+    return 0
+
+
+def _config(args) -> dict:
+    """The config of CONFIG, the shortcut flags and --set, in that order."""
     config = cfg.load_toml(args.config) if args.config else {}
     shortcuts = {
         "run.name": args.name, "data.dataset": args.dataset, "rule.name": args.rule, "model.kind": args.model_kind,
@@ -58,12 +82,21 @@ def run(args) -> int:
     before = cfg.apply_unsets(config, args.unsets)
     after = cfg.apply_overrides(before, overrides + list(args.overrides))
     after, notes = workflow.retarget(before, after)
-    for note in notes:
-        print(f"note: {note}")
+    if distributed.rank() == 0:
+        for note in notes:
+            print(f"note: {note}")
     out_dir = after.get("run", {}).get("out_dir", "runs")
     if isinstance(out_dir, str):
         check_out_dir(out_dir, "--out (run.out_dir)")
-    workflow.train(after, overwrite=args.overwrite, progress=progress)
+    return after
+
+
+def _run_rank(args, progress) -> int:
+    """One rank of a data-parallel run started by torchrun (see neuro/parallel.py)."""
+    if args.resume:
+        parallel.resume(args.resume, epochs=args.epochs, progress=progress)
+        return 0
+    parallel.train(_config(args), overwrite=args.overwrite, progress=progress)
     return 0
 
 

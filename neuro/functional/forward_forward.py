@@ -28,6 +28,8 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from neuro.functional import sharding
+
 GoodnessKind = Literal["sum_squares", "mean_squares"]
 GOODNESS_KINDS: tuple[str, ...] = get_args(GoodnessKind)
 
@@ -127,7 +129,7 @@ def embed_label(x: torch.Tensor, label: torch.Tensor, n_classes: int, scale: flo
 def random_wrong_labels(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """A label different from ``y``, uniform over the other ``n_classes - 1`` classes, per sample
     (drawn from torch's global generator, which the trainer checkpoints)."""
-    shift = torch.randint(1, n_classes, y.shape, device=y.device)
+    shift = sharding.randint(1, n_classes, y.shape, device=y.device)  # per sample, independent of data-parallel shards
     return (y + shift) % n_classes
 
 
@@ -143,4 +145,4 @@ def sampled_wrong_labels(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (Hinton's hard negatives from a neutral-label pass; global torch generator)."""
     masked = scores.detach().clone()
     masked[torch.arange(y.numel(), device=y.device), y] = float("-inf")
-    return torch.multinomial(torch.softmax(masked, dim=1), 1).squeeze(1)
+    return sharding.multinomial_rows(torch.softmax(masked, dim=1))  # per sample, independent of data-parallel shards

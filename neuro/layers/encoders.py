@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neuro.functional import sharding
 from neuro.registry import ENCODERS
 
 
@@ -28,7 +29,8 @@ class RateEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         prob = (self.gain * x).clamp(0.0, 1.0)
-        u = torch.rand((self.time_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        # drawn per sample independently of data-parallel sharding (batch dimension 1; neuro/functional/sharding.py)
+        u = sharding.rand((self.time_steps, *x.shape), 1, generator=generator, device=x.device, dtype=x.dtype)
         return (u < prob).to(x.dtype)
 
 

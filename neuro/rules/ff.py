@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuro.errors import ConfigError, IncompatibleError
+from neuro.functional import sharding
 from neuro.functional.forward_forward import (
     GoodnessKind,
     collaborative_goodness,
@@ -162,7 +163,8 @@ def paired_dropout(u: torch.Tensor, p: float, batch_dim: int) -> torch.Tensor:
     half = u.shape[batch_dim] // 2
     shape = list(u.shape)
     shape[batch_dim] = half
-    keep = (torch.rand(shape, device=u.device) >= p).to(u.dtype) / (1.0 - p)
+    # per sample, independent of data-parallel shards (neuro/functional/sharding.py)
+    keep = (sharding.rand(shape, batch_dim, device=u.device) >= p).to(u.dtype) / (1.0 - p)
     return u * torch.cat([keep, keep], dim=batch_dim)
 
 

@@ -120,9 +120,11 @@ class MFFF(Rule):
             original = p.detach().clone()
 
             def loss_at(c: torch.Tensor, p=p) -> float:
+                # float64 loss: SPSA divides the difference of two nearly equal losses by 2 eps, which in
+                # float32 loses the digits that make data-parallel ranks agree with one process (issue 16)
                 with torch.no_grad():
                     p.copy_(c)
-                    return float(self.block_loss(block.digital(layer(e)), labels))
+                    return float(self.block_loss(block.digital(layer(e)).double(), labels))
 
             g, _ = spsa_gradient(loss_at, original, self.spec.spsa_eps, self.spec.spsa_directions, self.generator)
             with torch.no_grad():

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuro import distributed
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.physical import DigitalLayer, PhysicalLayer
 from neuro.layers.physical_mlp import PhysicalMLP
@@ -149,17 +150,32 @@ class PAT(Rule):
             self.twin_optim.load_state_dict(self._pending_state["optim"])
             self._pending_state = None
 
-    def _fit_step(self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor) -> float:
+    def _fit_step(self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor,
+                  sync: bool = True) -> float:
         self.twin_optim.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = F.mse_loss(twin(e, c), y)
             loss.backward()
+        if sync:  # DISTRIBUTED: the twins learn from every rank's shard, so they stay identical (no-op in one process)
+            distributed.all_reduce_grads(twin.parameters())
         self.twin_optim.step()
         return float(loss.detach())
 
     def _warm_up(self, model: PhysicalMLP) -> None:
         """Fit each twin on ``twin_samples`` measurements: inputs uniform in the device range,
-        controls near their current values (std 10 % of the range, a new draw every 32 samples)."""
+        controls near their current values (std 10 % of the range, a new draw every 32 samples).
+
+        Data-parallel: rank 0 measures and fits; every rank continues from its twins and twin
+        optimizer (one warm-up of device time for the whole job)."""
+        if distributed.is_main():
+            self._measure_and_fit(model)
+        state = distributed.broadcast_object(  # DISTRIBUTED: no-op in one process
+            {"twins": self.twins.state_dict(), "optim": self.twin_optim.state_dict()})
+        if not distributed.is_main():
+            self.twins.load_state_dict(state["twins"])
+            self.twin_optim.load_state_dict(state["optim"])
+
+    def _measure_and_fit(self, model: PhysicalMLP) -> None:
         g = torch.Generator().manual_seed(self.seed + 5)
         n, chunk = self.spec.twin_samples, 32
         for layer, twin in zip(model.physical_layers(), self.twins):
@@ -181,7 +197,7 @@ class PAT(Rule):
                     param.copy_(saved)
             for _ in range(self.spec.twin_epochs):
                 for e, c, y in data:
-                    self._fit_step(twin, e, c, y)
+                    self._fit_step(twin, e, c, y, sync=False)
 
     # ------------------------------------------------------------------ step
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
