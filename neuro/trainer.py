@@ -138,17 +138,19 @@ class Trainer:
         try:
             for batch in batches(split.x, split.y, self.batch_size, order):
                 batch = Batch(batch.x.to(self.device), batch.y.to(self.device))
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.autocast():
-                    metrics = self.rule.step(self.model, batch)
-                if self.grad_clip:
-                    params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                self.optimizer.step()
-                self.step += 1
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                    counts[k] = counts.get(k, 0) + 1
+                # a rule may ask for several optimizer steps per batch (``inner_steps``, e.g. PhyLL's 10)
+                for _ in range(max(1, int(getattr(self.rule, "inner_steps", 1)))):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    with self.autocast():
+                        metrics = self.rule.step(self.model, batch)
+                    if self.grad_clip:
+                        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    self.optimizer.step()
+                    self.step += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                        counts[k] = counts.get(k, 0) + 1
                 bar.update(batch.y.numel())
                 if "loss" in metrics:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from neuro import __version__
-from neuro.cli import demo, deploy, devices, evaluate, info, report, train
+from neuro.cli import demo, deploy, devices, evaluate, info, report, substrate, train
 from neuro.errors import UserFacingError
 
-COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy)
+COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy, substrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,10 @@ from .mnist import load_mnist
 from .paths import data_root
 from .splits import check_split_args
 from .vowels import load_vowels
+from .vowels_phyll import load_vowels_phyll
 from .yinyang import load_yinyang
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "vowels", "yinyang")
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "vowels", "vowels_phyll", "yinyang")
 
 __all__ = ["DATASET_NAMES", "Dataset", "Split", "data_root", "load_dataset"]
 
@@ -40,4 +41,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_fracti
         return load_mnist(root, val_fraction=val_fraction, seed=seed, limit=limit)
     if key == "vowels":
         return load_vowels(root, val_fraction=val_fraction, seed=seed, limit=limit)
+    if key == "vowels_phyll":
+        return load_vowels_phyll(root, seed=seed, limit=limit)
     return load_yinyang(root, val_fraction=val_fraction, seed=seed, limit=limit)
