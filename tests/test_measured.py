@@ -315,3 +315,22 @@ def test_phyll_acoustic_folder_matches_its_source_note():
     assert p.x.shape == (10000, 20) and p.y.shape == (10000, 20)
     assert 0 <= float(p.x.min()) and float(p.x.max()) <= 1 and 0 <= float(p.y.min()) and float(p.y.max()) < 1.94
     assert p.split()["test"] == slice(9300, 10000)
+
+
+def test_runs_behind_the_serial_emulator(tmp_path, fitted):
+    """The measured substrate served by the emulated firmware over a pty measures what it measures in-process."""
+    from devices.emulator import Emulator
+    from devices.serial import SerialDevice
+
+    path = fitted.save(tmp_path / "m.pt")
+    served = open_substrate_spec(f"measured:{path}", 3, 3, seed=4, options={"drift": 0.01, "drift_tick": 4})
+    reference = open_substrate_spec(f"measured:{path}", 3, 3, seed=4, options={"drift": 0.01, "drift_tick": 4})
+    with Emulator(served, link=tmp_path / "ttyNH0") as emu, SerialDevice(emu.port, timeout=0.5) as dev:
+        assert (dev.n_in, dev.n_out, dev.input_range) == (3, 3, (0.0, 1.0))
+        assert dev.describe()["device"]["kind"] == "measured:toy_device"
+        dev.set_params({"control": torch.tensor([0.25])})
+        reference.set_params({"control": torch.tensor([0.25])})
+        for _ in range(3):
+            x = torch.rand(5, 3)
+            assert torch.allclose(dev.forward(x), reference.forward(x), atol=1e-6)
+        assert served.clock == reference.clock == 15
