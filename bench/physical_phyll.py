@@ -93,7 +93,8 @@ def base_config() -> dict:
 
 def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     cfg = copy.deepcopy(base_config())
-    cfg["run"]["seed"] = seed
+    cfg["run"]["seed"] = seed  # the split and the negative labels
+    cfg["model"]["seed"] = seed  # the initial weights (and, for wave:*, the random medium)
     cfg["run"]["name"] = f"phyll-{arm}-{seed}"
     cfg["train"]["epochs"] = epochs
     cfg["model"]["substrate"] = substrate
@@ -117,10 +118,17 @@ def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     start = time.perf_counter()
     records = trainer.fit()
     wall = time.perf_counter() - start
-    out = {"arm": arm, "substrate": substrate, "seed": seed, "epochs": epochs,
-           "test_accuracy": trainer.evaluate("test")["accuracy"], "train_accuracy": trainer.evaluate("train")["accuracy"],
-           "n_physical_evals": sum(r.get("n_physical_evals", 0.0) for r in records), "wall_s": wall,
-           "n_params": sum(p.numel() for b in exp.model.blocks for p in b.digital.parameters())}
+    out = {
+        "arm": arm,
+        "substrate": substrate,
+        "seed": seed,
+        "epochs": epochs,
+        "test_accuracy": trainer.evaluate("test")["accuracy"],
+        "train_accuracy": trainer.evaluate("train")["accuracy"],
+        "n_physical_evals": sum(r.get("n_physical_evals", 0.0) for r in records),
+        "wall_s": wall,
+        "n_params": sum(p.numel() for b in exp.model.blocks for p in b.digital.parameters()),
+    }
     if arm in ("mfff", "digital"):
         out["block_accuracy"] = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
     return out
@@ -133,7 +141,10 @@ def summarize(rows: list[dict]) -> None:
     for sub, arm in keys:
         acc = [100 * r["test_accuracy"] for r in rows if r["substrate"] == sub and r["arm"] == arm]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        print(f"| {sub} | {arm} | {statistics.mean(acc):.2f} +- {sd:.2f} | {len(acc)} | {' '.join(f'{a:.1f}' for a in acc)} |")
+        print(
+            f"| {sub} | {arm} | {statistics.mean(acc):.2f} +- {sd:.2f} | {len(acc)} | "
+            f"{' '.join(f'{a:.1f}' for a in acc)} |"
+        )
 
 
 # ---------------------------------------------------------------- drift
@@ -157,8 +168,15 @@ def drift_run(seed: int, epochs: int, drift: float, jump_at: int, jump: float) -
     t_insitu.fit()
     clock = insitu.model.blocks[0].physical.substrate.clock
     acc_insitu = t_insitu.evaluate("test")["accuracy"]
-    out = {"seed": seed, "drift": drift, "perturb_at": jump_at, "perturb_scale": jump, "device_time": clock,
-           "mfff_drift_free": acc_still, "mfff_in_situ_drift": acc_insitu}
+    out = {
+        "seed": seed,
+        "drift": drift,
+        "perturb_at": jump_at,
+        "perturb_scale": jump,
+        "device_time": clock,
+        "mfff_drift_free": acc_still,
+        "mfff_in_situ_drift": acc_insitu,
+    }
     for label, trained in (("offline_mfff_deployed", still), ("offline_insilico_deployed", offline_bp)):
         free = trained.trainer(None, progress=False).evaluate("test")["accuracy"]
         deployed = build_experiment(drifting("mfff" if label == "offline_mfff_deployed" else "insilico"))
@@ -172,7 +190,7 @@ def drift_run(seed: int, epochs: int, drift: float, jump_at: int, jump: float) -
 
 
 # ---------------------------------------------------------------- diagnosis
-def diagnose(seed: int, epochs: int) -> list[dict]:
+def diagnose(seed: int, epochs: int, only: list[int] | None = None) -> list[dict]:
     """Per-block goodness accuracy of the supervised variant on the default 3-block network (vowels),
     without and with the skip concatenation, and with PhyLL's goodness/loss."""
     from bench.physical_table import config as table_config
@@ -181,11 +199,23 @@ def diagnose(seed: int, epochs: int) -> list[dict]:
     variants = {
         "supervised (default architecture)": ({}, {}),
         "supervised + skip": ({"skip": True}, {}),
-        "supervised + skip, cosine goodness, pairwise loss": ({"skip": True}, {"goodness": "cosine_random", "loss": "pairwise", "theta": 4.0}),
+        "supervised + skip, cosine goodness, pairwise loss": (
+            {"skip": True},
+            {"goodness": "cosine_random", "loss": "pairwise", "theta": 4.0},
+        ),
         "supervised, noise-free physics": ({"substrate_options": {"noise": 0.0, "n_control": 8}}, {}),
+        "supervised, pairwise loss": ({}, {"loss": "pairwise", "theta": 4.0}),
+        "supervised, cosine goodness, pairwise loss": (
+            {},
+            {"goodness": "cosine_random", "loss": "pairwise", "theta": 4.0},
+        ),
     }
-    for label, (model, rule) in variants.items():
-        cfg = table_config("vowels", {"name": "mfff", "variant": "supervised", **rule}, 2e-2, epochs, seed=seed, model=model)
+    for i, (label, (model, rule)) in enumerate(variants.items()):
+        if only and i not in only:
+            continue
+        cfg = table_config(
+            "vowels", {"name": "mfff", "variant": "supervised", **rule}, 2e-2, epochs, seed=seed, model=model
+        )
         cfg["run"]["progress"] = False
         exp = build_experiment(cfg)
         tr = exp.trainer(None, progress=False)
@@ -193,7 +223,9 @@ def diagnose(seed: int, epochs: int) -> list[dict]:
         acc = tr.evaluate("test")["accuracy"]
         blocks = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
         rows.append({"variant": label, "test_accuracy": acc, "block_accuracy": blocks})
-        print(f"{label:55s} test {100 * acc:.1f}%  per block {' / '.join(f'{100 * b:.0f}' for b in blocks)} %", flush=True)
+        print(
+            f"{label:55s} test {100 * acc:.1f}%  per block {' / '.join(f'{100 * b:.0f}' for b in blocks)} %", flush=True
+        )
     return rows
 
 
@@ -205,15 +237,20 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--json", default="/tmp/physical_phyll.jsonl")
     ap.add_argument("--drift", action="store_true", help="run the drift/perturbation comparison instead")
-    ap.add_argument("--drift-step", type=float, default=0.005, help="relative random-walk step of the input mixing per 256 samples")
+    ap.add_argument(
+        "--drift-step", type=float, default=0.005, help="relative random-walk step of the input mixing per 256 samples"
+    )
     ap.add_argument("--jump", type=float, default=0.3, help="relative size of the sudden change at mid-run")
     ap.add_argument("--diagnose", action="store_true", help="per-block accuracies of the supervised variant (vowels)")
     ap.add_argument("--diagnose-epochs", type=int, default=30)
+    ap.add_argument(
+        "--diagnose-only", type=int, nargs="*", default=None, help="indices of the diagnosis variants to run"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     with open(args.json, "a") as log:
         if args.diagnose:
-            for row in diagnose(args.seeds[0], args.diagnose_epochs):
+            for row in diagnose(args.seeds[0], args.diagnose_epochs, args.diagnose_only):
                 log.write(json.dumps({"mode": "diagnose", **row}) + "\n")
             return 0
         if args.drift:
@@ -229,9 +266,15 @@ def main(argv=None) -> int:
             keys = [k for k in rows[0] if k.startswith(("mfff_", "offline_"))]
             print("\n| seeds | " + " | ".join(keys) + " |")
             print("|---|" + "---|" * len(keys))
-            print(f"| {len(rows)} | " + " | ".join(
-                f"{100 * statistics.mean(r[k] for r in rows):.1f} +- {100 * (statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0):.1f}"
-                for k in keys) + " |")
+            print(
+                f"| {len(rows)} | "
+                + " | ".join(
+                    f"{100 * statistics.mean(r[k] for r in rows):.1f} +- "
+                    f"{100 * (statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0):.1f}"
+                    for k in keys
+                )
+                + " |"
+            )
             return 0
         rows = []
         for sub in args.substrates:
@@ -241,7 +284,10 @@ def main(argv=None) -> int:
                     log.write(json.dumps({"mode": "table", **r}) + "\n")
                     log.flush()
                     rows.append(r)
-                    print(f"{sub:24s} {arm:9s} seed {seed}: test {100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)", flush=True)
+                    print(
+                        f"{sub:24s} {arm:9s} seed {seed}: test {100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
+                        flush=True,
+                    )
         summarize(rows)
     return 0
 

@@ -142,8 +142,11 @@ class MeasuredPairs:
         n = self.x.shape[0]
         n_test = max(1, round(TEST_FRACTION * n))
         n_val = max(1, round(VAL_FRACTION * n))
-        return {"train": slice(0, n - n_test - n_val), "val": slice(n - n_test - n_val, n - n_test),
-                "test": slice(n - n_test, n)}
+        return {
+            "train": slice(0, n - n_test - n_val),
+            "val": slice(n - n_test - n_val, n - n_test),
+            "test": slice(n - n_test, n),
+        }
 
 
 def _pick(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -176,18 +179,25 @@ def _parse_csv(path: Path, skip_first: bool) -> torch.Tensor:
         if width is None:
             width = len(cells)
         elif len(cells) != width:
-            raise SettingError(f"measured data file {path} line {lineno} has {len(cells)} columns, line 1 of the data has {width}; {fix}")
+            raise SettingError(
+                f"measured data file {path} line {lineno} has {len(cells)} columns, "
+                f"line 1 of the data has {width}; {fix}"
+            )
         try:
             rows.append([float(c) for c in cells])
         except ValueError:
             bad = next(c for c in cells if not _is_number(c))
-            raise SettingError(f"measured data file {path} line {lineno} has a cell that is not a number ({bad.strip()[:20]!r}); {fix}") from None
+            raise SettingError(
+                f"measured data file {path} line {lineno} has a cell that is not a number ({bad.strip()[:20]!r}); {fix}"
+            ) from None
     if not rows:
         raise SettingError(f"measured data file {path} has no data lines; {fix}")
     t = torch.tensor(rows, dtype=torch.float64)
     if not torch.isfinite(t).all():
         bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0]) + 1
-        raise SettingError(f"measured data file {path} has a non-finite value (nan or inf) in data row {bad}; remove or re-measure it")
+        raise SettingError(
+            f"measured data file {path} has a non-finite value (nan or inf) in data row {bad}; remove or re-measure it"
+        )
     return t.to(torch.float32)
 
 
@@ -208,20 +218,30 @@ def load_pairs(folder: str | os.PathLike) -> MeasuredPairs:
     """Read a folder of measured pairs (format in the module docstring); one-line SettingError if bad."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise SettingError(f"measured data folder {folder} does not exist; give a folder holding x_data.csv and y_data.csv")
+        raise SettingError(
+            f"measured data folder {folder} does not exist; give a folder holding x_data.csv and y_data.csv"
+        )
     xp, yp = _pick(folder, X_NAMES), _pick(folder, Y_NAMES)
     if xp is None or yp is None:
-        raise SettingError(f"measured data folder {folder} has no {' or '.join(X_NAMES if xp is None else Y_NAMES)}; "
-                           "put the inputs in x_data.csv and the measured outputs in y_data.csv, one sample per line")
+        raise SettingError(
+            f"measured data folder {folder} has no {' or '.join(X_NAMES if xp is None else Y_NAMES)}; "
+            "put the inputs in x_data.csv and the measured outputs in y_data.csv, one sample per line"
+        )
     skip_x, skip_y = _header_flags(xp, yp)
     x, y = _parse_csv(xp, skip_x), _parse_csv(yp, skip_y)
     if x.shape[0] != y.shape[0]:
-        raise SettingError(f"measured data folder {folder}: {xp.name} has {x.shape[0]} samples but {yp.name} has {y.shape[0]}; "
-                           "line k of the y file must be the measurement of line k of the x file")
+        raise SettingError(
+            f"measured data folder {folder}: {xp.name} has {x.shape[0]} samples but {yp.name} has {y.shape[0]}; "
+            "line k of the y file must be the measurement of line k of the x file"
+        )
     if x.shape[0] < MIN_PAIRS:
-        raise SettingError(f"measured data folder {folder} has {x.shape[0]} pairs; fitting a device needs at least {MIN_PAIRS}")
+        raise SettingError(
+            f"measured data folder {folder} has {x.shape[0]} pairs; fitting a device needs at least {MIN_PAIRS}"
+        )
     if float(x.std(dim=0).max()) == 0.0:
-        raise SettingError(f"measured data folder {folder}: every input in {xp.name} is the same; measure varied inputs")
+        raise SettingError(
+            f"measured data folder {folder}: every input in {xp.name} is the same; measure varied inputs"
+        )
     md5 = hashlib.md5(xp.read_bytes() + b"\0" + yp.read_bytes()).hexdigest()
     return MeasuredPairs(x, y, folder.resolve().name, str(folder.resolve()), md5)
 
@@ -311,7 +331,7 @@ def _fit_mlp(xt, yt, xv, yv, seed, settings) -> tuple[dict, float]:
         for _ in range(epochs):
             order = torch.randperm(n, generator=g)
             for i in range(0, n, batch):
-                idx = order[i:i + batch]
+                idx = order[i : i + batch]
                 loss = (model_forward("mlp", {**s, **params}, xt[idx]) - yt[idx]).pow(2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -368,8 +388,13 @@ def estimate_noise(kind: str, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0
         if best is None or resid < best[0]:
             best = (resid, alpha, sig2)
     _, alpha, sig2 = best
-    return {"sigma": sig2.clamp(min=0).sqrt().float(), "alpha": alpha, "sizes": sizes,
-            "mse": mse_t.float().tolist(), "held_out": int(n - t)}
+    return {
+        "sigma": sig2.clamp(min=0).sqrt().float(),
+        "alpha": alpha,
+        "sizes": sizes,
+        "mse": mse_t.float().tolist(),
+        "held_out": int(n - t),
+    }
 
 
 @dataclass
@@ -404,8 +429,15 @@ class FittedDevice:
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"format": FORMAT, "kind": self.kind, "meta": json.dumps(self.meta),
-                    "tensors": {k: v.detach().clone().contiguous() for k, v in self.tensors.items()}}, tmp)
+        torch.save(
+            {
+                "format": FORMAT,
+                "kind": self.kind,
+                "meta": json.dumps(self.meta),
+                "tensors": {k: v.detach().clone().contiguous() for k, v in self.tensors.items()},
+            },
+            tmp,
+        )
         os.replace(tmp, path)
         return path
 
@@ -428,9 +460,14 @@ class FittedDevice:
         except SettingError:
             raise
         except Exception as exc:  # noqa: BLE001 - missing keys, wrong shapes: the file is damaged
-            raise SettingError(f"measured model file {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:80]}); {fix}") from None
+            raise SettingError(
+                f"measured model file {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:80]}); {fix}"
+            ) from None
         if probe.shape != (1, device.n_out) or len(meta["noise_sigma"]) != device.n_out:
-            raise SettingError(f"measured model file {path} is inconsistent (outputs {tuple(probe.shape)} vs n_out {device.n_out}); {fix}")
+            raise SettingError(
+                f"measured model file {path} is inconsistent "
+                f"(outputs {tuple(probe.shape)} vs n_out {device.n_out}); {fix}"
+            )
         return device
 
 
@@ -438,8 +475,14 @@ def _outward(v: float, step: float = 0.1, up: bool = False) -> float:
     return (math.ceil if up else math.floor)(round(v / step, 6)) * step
 
 
-def fit_device(pairs: MeasuredPairs, *, seed: int = 0, classes: tuple[str, ...] = MODEL_CLASSES,
-               settings: dict | None = None, noise: bool = True) -> FittedDevice:
+def fit_device(
+    pairs: MeasuredPairs,
+    *,
+    seed: int = 0,
+    classes: tuple[str, ...] = MODEL_CLASSES,
+    settings: dict | None = None,
+    noise: bool = True,
+) -> FittedDevice:
     """Fit every class in ``classes`` on the training range, keep the lowest validation RMSE,
     estimate the noise with it (``noise=False``: zero noise, for quick tests) and report the
     test-range RMSE of the kept model.  Deterministic given ``seed`` (single-threaded math aside)."""
@@ -468,13 +511,24 @@ def fit_device(pairs: MeasuredPairs, *, seed: int = 0, classes: tuple[str, ...] 
     noise_rms = float(sigma.pow(2).mean().sqrt())
     test_rmse = float((pred_test - ys).pow(2).mean().sqrt())
     meta = {
-        "name": pairs.name, "source": pairs.source, "data_md5": pairs.md5, "n_pairs": int(pairs.x.shape[0]),
-        "n_in": pairs.n_in, "n_out": pairs.n_out, "kind": chosen, "seed": int(seed), "settings": settings,
+        "name": pairs.name,
+        "source": pairs.source,
+        "data_md5": pairs.md5,
+        "n_pairs": int(pairs.x.shape[0]),
+        "n_in": pairs.n_in,
+        "n_out": pairs.n_out,
+        "kind": chosen,
+        "seed": int(seed),
+        "settings": settings,
         "split": {k: [v.start, v.stop] for k, v in sp.items()},
         "input_range": [_outward(float(pairs.x.min())), _outward(float(pairs.x.max()), up=True)],
-        "output_floor": float(pairs.y.min()), "output_max": float(pairs.y.max()),
-        "classes": table, "test_rmse": test_rmse, "test_rmse_per_output": per_out.tolist(),
-        "noise_sigma": sigma.tolist(), "noise_rms": noise_rms,
+        "output_floor": float(pairs.y.min()),
+        "output_max": float(pairs.y.max()),
+        "classes": table,
+        "test_rmse": test_rmse,
+        "test_rmse_per_output": per_out.tolist(),
+        "noise_sigma": sigma.tolist(),
+        "noise_rms": noise_rms,
         "rmse_over_noise": test_rmse / noise_rms if noise_rms > 0 else None,
         "noise_estimate": {"method": "learning-curve asymptote, MSE(n) = sigma^2 + c n^-alpha", **est},
         "format": FORMAT,
@@ -484,7 +538,7 @@ def fit_device(pairs: MeasuredPairs, *, seed: int = 0, classes: tuple[str, ...] 
 
 # ------------------------------------------------------------------ names -> fitted devices
 def data_roots() -> list[Path]:
-    """Where bare names are looked up: ``$NEUROHIL_DATA``, then ``<repo>/../shared/data`` and ``<cwd>/../shared/data``."""
+    """Where bare names are looked up: ``$NEUROHIL_DATA``, ``<repo>/../shared/data``, ``<cwd>/../shared/data``."""
     env = os.environ.get(DATA_ENV, "").strip()
     roots = [Path(env).expanduser()] if env else []
     return roots + [_REPO_ROOT.parent / "shared" / "data", Path.cwd() / ".." / "shared" / "data"]
@@ -514,7 +568,8 @@ def fitted_for_folder(folder: Path, *, seed: int = 0) -> FittedDevice:
 
 
 def resolve_device(variant: str) -> FittedDevice:
-    """``variant``: a saved model file, a folder (of pairs or holding measured_model.pt), or a folder name under a data root."""
+    """``variant``: a saved model file, a folder (of pairs, or holding measured_model.pt), or a folder name
+    under a data root (:func:`data_roots`)."""
     if not variant:
         raise SettingError("substrate 'measured' needs a device: measured:<name or path>, e.g. measured:phyll_acoustic")
     p = Path(variant).expanduser()
@@ -527,8 +582,10 @@ def resolve_device(variant: str) -> FittedDevice:
             if (root / variant).is_dir():
                 return fitted_for_folder(root / variant)
     tried = ", ".join(str(r) for r in data_roots())
-    raise SettingError(f"measured:{variant}: no such model file or data folder (names are looked up in {tried}); "
-                       "give a path, or set NEUROHIL_DATA")
+    raise SettingError(
+        f"measured:{variant}: no such model file or data folder (names are looked up in {tried}); "
+        "give a path, or set NEUROHIL_DATA"
+    )
 
 
 # ------------------------------------------------------------------ the substrate
@@ -567,14 +624,21 @@ class MeasuredSubstrate:
     ``exact_calls`` (uses of :meth:`exact_forward`).
     """
 
-    def __init__(self, device: FittedDevice, n_in: int, n_out: int, options: MeasuredOptions = MeasuredOptions()) -> None:
+    def __init__(
+        self, device: FittedDevice, n_in: int, n_out: int, options: MeasuredOptions = MeasuredOptions()
+    ) -> None:
         n_control = device.n_in - n_in if options.n_control < 0 else options.n_control
         name = device.meta.get("name", "device")
         if n_control < 0 or n_in + n_control != device.n_in:
-            raise SettingError(f"measured:{name} has {device.n_in} inputs; n_in {n_in} + n_control {n_control} must equal it "
-                               f"(use a layer of width {device.n_in}, or n_control = {device.n_in} - n_in)")
+            raise SettingError(
+                f"measured:{name} has {device.n_in} inputs; n_in {n_in} + n_control {n_control} must equal it "
+                f"(use a layer of width {device.n_in}, or n_control = {device.n_in} - n_in)"
+            )
         if n_out != device.n_out:
-            raise SettingError(f"measured:{name} has {device.n_out} outputs, but the layer asks for {n_out}; set the physical width to {device.n_out}")
+            raise SettingError(
+                f"measured:{name} has {device.n_out} outputs, but the layer asks for {n_out}; "
+                f"set the physical width to {device.n_out}"
+            )
         self.device, self.options, self.name = device, options, name
         self.n_in, self.n_out, self.n_control = int(n_in), int(n_out), int(n_control)
         lo, hi = device.meta["input_range"]
@@ -604,8 +668,10 @@ class MeasuredSubstrate:
             raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
         lo, hi = self.input_range
         if x.numel() and (float(x.min()) < lo - _RANGE_TOLERANCE or float(x.max()) > hi + _RANGE_TOLERANCE):
-            raise SubstrateFault(f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
-                                 "encode them into the device range first")
+            raise SubstrateFault(
+                f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+                "encode them into the device range first"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One noisy measurement per sample, ``[batch, n_out]`` float32; advances device time."""
@@ -631,7 +697,9 @@ class MeasuredSubstrate:
             if value.numel() != self.n_control:
                 raise SubstrateFault(f"{self.kind} control needs {self.n_control} values, got {value.numel()}")
             lo, hi = self.input_range
-            if value.numel() and (float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE):
+            if value.numel() and (
+                float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE
+            ):
                 raise SubstrateFault(f"{self.kind} control values must lie in [{lo}, {hi}]")
             self._control = value.clone()
 
@@ -643,10 +711,20 @@ class MeasuredSubstrate:
 
     def describe(self) -> dict:
         o = self.options
-        return {"kind": self.kind, "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range),
-                "params": {"control": [self.n_control]} if self.n_control else {}, "model": self.device.kind,
-                "noise": o.noise, "noise_rms": float(self._sigma.pow(2).mean().sqrt()), "drift": o.drift,
-                "drift_tick": o.drift_tick, "perturb_at": list(o.perturb_at), "data_md5": self.device.meta.get("data_md5")}
+        return {
+            "kind": self.kind,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "input_range": list(self.input_range),
+            "params": {"control": [self.n_control]} if self.n_control else {},
+            "model": self.device.kind,
+            "noise": o.noise,
+            "noise_rms": float(self._sigma.pow(2).mean().sqrt()),
+            "drift": o.drift,
+            "drift_tick": o.drift_tick,
+            "perturb_at": list(o.perturb_at),
+            "data_md5": self.device.meta.get("data_md5"),
+        }
 
     # -- device time
     @property
@@ -679,14 +757,24 @@ class MeasuredSubstrate:
     # -- checkpointing of the explicit state
     def state_dict(self) -> dict:
         s = self._state
-        return {"hidden": {k: v.clone() for k, v in s.hidden.items()}, "clock": s.clock, "ticks": s.ticks,
-                "perturbations": s.perturbations, "noise_rng": self._noise.get_state(),
-                "control": self._control.clone(), "n_evals": self.n_evals}
+        return {
+            "hidden": {k: v.clone() for k, v in s.hidden.items()},
+            "clock": s.clock,
+            "ticks": s.ticks,
+            "perturbations": s.perturbations,
+            "noise_rng": self._noise.get_state(),
+            "control": self._control.clone(),
+            "n_evals": self.n_evals,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self._state = WaveState(hidden={k: v.clone() for k, v in state["hidden"].items()}, clock=int(state["clock"]),
-                                ticks=int(state["ticks"]), perturbations=int(state["perturbations"]),
-                                noise_rng=state["noise_rng"])
+        self._state = WaveState(
+            hidden={k: v.clone() for k, v in state["hidden"].items()},
+            clock=int(state["clock"]),
+            ticks=int(state["ticks"]),
+            perturbations=int(state["perturbations"]),
+            noise_rng=state["noise_rng"],
+        )
         self._noise.set_state(state["noise_rng"])
         self._control = state["control"].clone()
         self.n_evals = int(state.get("n_evals", 0))

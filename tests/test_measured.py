@@ -20,8 +20,16 @@ import torch
 from neuro.build import build_experiment
 from neuro.cli.main import main as cli
 from simulators.errors import SettingError
-from simulators.measured import (FittedDevice, MeasuredOptions, MeasuredPairs, MeasuredSubstrate, estimate_noise,
-                                 fit_class, fit_device, load_pairs, model_forward)
+from simulators.measured import (
+    FittedDevice,
+    MeasuredOptions,
+    MeasuredPairs,
+    MeasuredSubstrate,
+    estimate_noise,
+    fit_device,
+    load_pairs,
+    model_forward,
+)
 from simulators.substrate import SUBSTRATE_FAMILIES, open_substrate_spec, substrate_names
 
 PHYLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "phyll_acoustic"
@@ -30,10 +38,14 @@ PHYLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "phyll_acousti
 # ------------------------------------------------------------------ synthetic devices
 def quadratic_truth(x: torch.Tensor) -> torch.Tensor:
     """A known device: three outputs, quadratic in the 4 inputs (so the quadratic class is exact)."""
-    return torch.stack([(x[:, 0] + 0.5 * x[:, 1]) ** 2, x[:, 2] * x[:, 3] + 0.3 * x[:, 0], 1.0 - x[:, 1] ** 2 + 0.2 * x[:, 3]], 1)
+    return torch.stack(
+        [(x[:, 0] + 0.5 * x[:, 1]) ** 2, x[:, 2] * x[:, 3] + 0.3 * x[:, 0], 1.0 - x[:, 1] ** 2 + 0.2 * x[:, 3]], 1
+    )
 
 
-def write_pairs(folder: Path, n: int, sigma: float = 0.05, seed: int = 0, header: str | None = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+def write_pairs(
+    folder: Path, n: int, sigma: float = 0.05, seed: int = 0, header: str | None = "zeros"
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 4, generator=g, dtype=torch.float64)
     y = quadratic_truth(x) + sigma * torch.randn(n, 3, generator=g, dtype=torch.float64)
@@ -136,7 +148,9 @@ def test_quadratic_class_recovers_a_quadratic_device_and_the_noise(tmp_path):
     assert dev.meta["rmse_over_noise"] == pytest.approx(dev.meta["test_rmse"] / dev.meta["noise_rms"])
     # the test RMSE reported is that of the kept model on the last 7 % of the pairs
     sp = p.split()["test"]
-    assert dev.meta["test_rmse"] == pytest.approx(float((dev.predict(p.x[sp]) - p.y[sp]).pow(2).mean().sqrt()), rel=1e-5)
+    assert dev.meta["test_rmse"] == pytest.approx(
+        float((dev.predict(p.x[sp]) - p.y[sp]).pow(2).mean().sqrt()), rel=1e-5
+    )
 
 
 def test_noise_estimate_is_zero_for_a_noise_free_device():
@@ -160,8 +174,14 @@ def test_fit_is_deterministic_by_seed(device_dir):
 
 def test_mlp_forward_matches_an_independent_evaluation():
     g = torch.Generator().manual_seed(0)
-    t = {"mu": torch.rand(3, generator=g), "sd": torch.rand(3, generator=g) + 0.5, "W0": torch.randn(5, 3, generator=g),
-         "b0": torch.randn(5, generator=g), "W1": torch.randn(2, 5, generator=g), "b1": torch.randn(2, generator=g)}
+    t = {
+        "mu": torch.rand(3, generator=g),
+        "sd": torch.rand(3, generator=g) + 0.5,
+        "W0": torch.randn(5, 3, generator=g),
+        "b0": torch.randn(5, generator=g),
+        "W1": torch.randn(2, 5, generator=g),
+        "b1": torch.randn(2, generator=g),
+    }
     x = torch.rand(4, 3, generator=g)
     u = (x - t["mu"]) / t["sd"]
     z = u @ t["W0"].T + t["b0"]
@@ -277,10 +297,20 @@ def test_inputs_out_of_range_and_state_round_trip(fitted):
 
 # ------------------------------------------------------------------ training on it
 def _config(path: Path, rule: dict) -> dict:
-    return {"run": {"name": "m", "seed": 0, "progress": False}, "data": {"dataset": "digits", "limit": 64},
-            "model": {"kind": "physical_mlp", "substrate": f"measured:{path}", "physical": [3], "hidden": [4, 4],
-                      "input_pad": 0},
-            "rule": rule, "optim": {"name": "adam", "lr": 1e-2}, "train": {"epochs": 1, "batch_size": 32}}
+    return {
+        "run": {"name": "m", "seed": 0, "progress": False},
+        "data": {"dataset": "digits", "limit": 64},
+        "model": {
+            "kind": "physical_mlp",
+            "substrate": f"measured:{path}",
+            "physical": [3],
+            "hidden": [4, 4],
+            "input_pad": 0,
+        },
+        "rule": rule,
+        "optim": {"name": "adam", "lr": 1e-2},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
 
 
 def test_mfff_never_differentiates_the_measured_device_pat_uses_it_as_twin(tmp_path):
@@ -290,11 +320,16 @@ def test_mfff_never_differentiates_the_measured_device_pat_uses_it_as_twin(tmp_p
     paths = []
     for n_in in (74, 4):
         x = torch.rand(200, n_in, generator=g)
-        y = torch.stack([x[:, :3].sum(1), x[:, 1:].mean(1), (x[:, 0] - 0.5) ** 2], 1) + 0.01 * torch.randn(200, 3, generator=g)
+        y = torch.stack([x[:, :3].sum(1), x[:, 1:].mean(1), (x[:, 0] - 0.5) ** 2], 1) + 0.01 * torch.randn(
+            200, 3, generator=g
+        )
         dev = fit_device(MeasuredPairs(x, y, f"toy{n_in}", "mem", "0"), classes=("linear",), noise=False)
         paths.append(dev.save(tmp_path / f"d{n_in}.pt"))
-    for rule, expect_exact in (({"name": "mfff", "variant": "supervised"}, False), ({"name": "mfff"}, False),
-                               ({"name": "pat", "twin": "exact"}, True)):
+    for rule, expect_exact in (
+        ({"name": "mfff", "variant": "supervised"}, False),
+        ({"name": "mfff"}, False),
+        ({"name": "pat", "twin": "exact"}, True),
+    ):
         cfg = _config(paths[0], rule)
         cfg["model"]["substrates"] = [f"measured:{p}" for p in paths]
         exp = build_experiment(cfg)

@@ -40,7 +40,10 @@ def load_vowels_phyll(root=None, *, seed: int = 0, limit: int | None = None) -> 
     by_class = {v: [i for i in keep if names[i][3:5] == v] for v in VOWELS}
     n_each = min(len(v) for v in by_class.values())
     if n_each < 2:
-        raise DataError(f"vowel file {path} has too few women's tokens of {', '.join(VOWELS)}; re-copy it from ../shared/data/{SUBDIR}")
+        raise DataError(
+            f"vowel file {path} has too few women's tokens of {', '.join(VOWELS)}; "
+            f"re-copy it from ../shared/data/{SUBDIR}"
+        )
     rows = [i for v in VOWELS for i in sorted(by_class[v], key=lambda i: names[i])[:n_each]]
     x = table[rows][:, cols].astype(np.float64)
     y = np.array([VOWELS.index(names[i][3:5]) for i in rows], dtype=np.int64)
@@ -52,9 +55,16 @@ def load_vowels_phyll(root=None, *, seed: int = 0, limit: int | None = None) -> 
     z = (x - mean) / std
     z = z - z[tr].min()
     return Dataset(
-        name="vowels_phyll", train=make_split(z, y, tr, limit), val=make_split(z, y, tr[:0], None),
-        test=make_split(z, y, te, limit), n_features=len(FEATURES), n_classes=len(VOWELS),
-        feature_shape=(len(FEATURES),), class_names=VOWELS,
-        source=(f"Hillenbrand et al. 1995, {path}: women, vowels {' '.join(VOWELS)}, 12 formant features, "
-                f"{n_each} tokens per vowel ({len(rows)}), random 80/20 split (seed {seed}), PhyLL protocol"),
+        name="vowels_phyll",
+        train=make_split(z, y, tr, limit),
+        val=make_split(z, y, tr[:0], None),
+        test=make_split(z, y, te, limit),
+        n_features=len(FEATURES),
+        n_classes=len(VOWELS),
+        feature_shape=(len(FEATURES),),
+        class_names=VOWELS,
+        source=(
+            f"Hillenbrand et al. 1995, {path}: women, vowels {' '.join(VOWELS)}, 12 formant features, "
+            f"{n_each} tokens per vowel ({len(rows)}), random 80/20 split (seed {seed}), PhyLL protocol"
+        ),
     )

@@ -67,7 +67,10 @@ class PhysicalBlock(nn.Module):
     def __init__(self, physical: PhysicalLayer, n_hidden: int, *, encoding: str, gain: float, seed: int,
                  skip_width: int = 0, activation: str = "relu", standardize: bool = True) -> None:
         super().__init__()
-        self.encoder = UnitNormEncoder(physical.input_range) if encoding == "unit_norm" else InputEncoder(physical.input_range, encoding, gain)
+        if encoding == "unit_norm":
+            self.encoder = UnitNormEncoder(physical.input_range)
+        else:
+            self.encoder = InputEncoder(physical.input_range, encoding, gain)
         self.physical = physical
         self.skip = skip_width > 0
         self.standardize = standardize
@@ -99,7 +102,8 @@ class PhysicalMLP(nn.Module):
         self.n_features, self.n_classes, self.label_scale = n_features, n_classes, float(label_scale)
         self.input_pad = int(input_pad) or n_classes
         if self.input_pad < n_classes:
-            raise ConfigError(f"model.input_pad = {input_pad} must be >= the number of classes ({n_classes}): the label is written over them")
+            raise ConfigError(f"model.input_pad = {input_pad} must be >= the number of classes ({n_classes}), "
+                              "since the label is written over the first of them")
         self.label_mode, self.between_blocks = label_mode, between
         blocks, width = [], n_features + self.input_pad
         for k, (sub, n_h, name) in enumerate(zip(substrates, hidden, names)):
