@@ -21,13 +21,19 @@ Variants (``variant``; default ``contrastive``):
   readout on the detached, normalized block outputs is trained with cross-entropy (local, digital)
   and gives the prediction.
 
-When the supervised variant is worse: with the default architecture (length-normalized blocks,
-no skip) it trails the contrastive variant on vowels by several points, because its deeper
-blocks learn little: block ``l > 1`` must read the label-vs-data agreement from ``y_l``, a noisy
-random scattering of block ``l-1``'s length-normalized activity, and that agreement is mostly
-gone after one physical layer (per-block goodness accuracy 72/54/44 % on vowels).  Giving each
-digital layer its own block input as well (``model.skip = true``, PhyLL's concatenation) restores
-it (``bench/physical_phyll.py --diagnose`` prints the per-block accuracies with and without skip).
+When the supervised variant is worse, and why its deeper blocks learn little: with its default
+goodness (``mean_squares``, logistic loss around ``theta``) it trails the contrastive variant on
+vowels by 6 points and in-silico backprop by 8 (bench/RESULTS.md), and its blocks 2-3 add little
+(per-block goodness accuracy 70 / 60 / 50 %).  Cause (``python -m bench.physical_phyll --diagnose``,
+vowels, 30 epochs, seed 0; per-block accuracy, test accuracy): the squared-length goodness puts what a
+block learned (label agrees with input or not) into the *length* of its activity, and the length
+normalization between blocks deletes exactly that, so block ``l+1`` starts from a direction that
+carries little of it.  It is not the physics: noise-free physics 68 / 60 / 45 % (67.5 %), the
+skip concatenation 67 / 54 / 27 % (66.7 %), the pairwise loss alone 69 / 55 / 24 % (63.0 %).  A
+goodness that reads the *direction* of the activity, PhyLL's ``goodness = "cosine_random"`` with
+``loss = "pairwise"``, survives the normalization and fixes it: 68 / 69 / 67 % (68.3 % test, against
+63.8 % with the defaults; 67.1 % with skip added).  Set those two options when using the supervised
+variant; its defaults are kept for compatibility.
 
 PhyLL options (Momeni et al. 2023, the authors' ``Acoustic/acoustics_pnn.py``; see
 ``examples/vowels_phyll.toml``): ``goodness = "cosine_random"`` (``G = cos(|a|, r_l)``, ``r_l`` a
