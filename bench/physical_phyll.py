@@ -19,7 +19,13 @@ architecture, Adam lr and number of optimizer steps (200 full-batch epochs x 10 
   layer reads ``[e; h]``, so it has exactly as many parameters).
 
 Test accuracy on the noisy substrate, mean +- std over seeds.  Every run uses one thread; the
-numbers are accuracies, not timings, so a busy machine changes only how long it takes.
+numbers are accuracies, not timings, so a busy machine changes only how long it takes (about 95 s
+of one idle core per seed for the 8 runs).  Raw results of 2026-12-02: physical_phyll_2026-12-02.jsonl.
+
+Drift (``--drift``): on the measured substrate the hidden input mixing random-walks (relative step
+``--drift-step`` per 256 samples) and jumps (relative size ``--jump``) at mid-run; ``mfff`` trains in
+situ on it, while the networks trained on the drift-free device (``mfff`` and ``insilico``) are
+deployed on the same device at the in-situ run's final device time.
 """
 
 from __future__ import annotations
@@ -238,9 +244,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="/tmp/physical_phyll.jsonl")
     ap.add_argument("--drift", action="store_true", help="run the drift/perturbation comparison instead")
     ap.add_argument(
-        "--drift-step", type=float, default=0.005, help="relative random-walk step of the input mixing per 256 samples"
+        "--drift-step", type=float, default=0.01, help="relative random-walk step of the input mixing per 256 samples"
     )
-    ap.add_argument("--jump", type=float, default=0.3, help="relative size of the sudden change at mid-run")
+    ap.add_argument("--jump", type=float, default=1.0, help="relative size of the sudden change at mid-run")
     ap.add_argument("--diagnose", action="store_true", help="per-block accuracies of the supervised variant (vowels)")
     ap.add_argument("--diagnose-epochs", type=int, default=30)
     ap.add_argument(
