@@ -179,21 +179,23 @@ class Trainer:
                 n_global = batch.y.numel()
                 shard = distributed.shard(n_global)  # DISTRIBUTED: this rank's rows of the global batch
                 batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.autocast(), batch_shard(shard):
-                    metrics = self.rule.step(self.model, batch)
-                    # DISTRIBUTED: g = sum_r (n_r / N) g_r over the ranks (no-op in one process)
-                    distributed.all_reduce_grads(p for g in self.optimizer.param_groups for p in g["params"])
-                if "loss" in metrics and not math.isfinite(float(metrics["loss"])):
-                    self._diverged(f"the loss is {float(metrics['loss'])} at step {self.step + 1} (epoch {epoch})")
-                if self.grad_clip:
-                    params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                self.optimizer.step()
-                self.step += 1
-                for k, v in metrics.items():  # DISTRIBUTED: means weighted by n_r / N, counts summed (below)
-                    sums[k] = sums.get(k, 0.0) + (float(v) if k.startswith("n_") else shard.weight * float(v))
-                    counts[k] = counts.get(k, 0) + 1
+                # a rule may ask for several optimizer steps per batch (``inner_steps``, e.g. PhyLL's 10)
+                for _ in range(max(1, int(getattr(self.rule, "inner_steps", 1)))):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    with self.autocast(), batch_shard(shard):
+                        metrics = self.rule.step(self.model, batch)
+                        # DISTRIBUTED: g = sum_r (n_r / N) g_r over the ranks (no-op in one process)
+                        distributed.all_reduce_grads(p for g in self.optimizer.param_groups for p in g["params"])
+                    if "loss" in metrics and not math.isfinite(float(metrics["loss"])):
+                        self._diverged(f"the loss is {float(metrics['loss'])} at step {self.step + 1} (epoch {epoch})")
+                    if self.grad_clip:
+                        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    self.optimizer.step()
+                    self.step += 1
+                    for k, v in metrics.items():  # DISTRIBUTED: means weighted by n_r / N, counts summed (below)
+                        sums[k] = sums.get(k, 0.0) + (float(v) if k.startswith("n_") else shard.weight * float(v))
+                        counts[k] = counts.get(k, 0) + 1
                 bar.update(n_global)
                 if "loss" in metrics:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)

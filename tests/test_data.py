@@ -56,10 +56,10 @@ def _rows_key(x: torch.Tensor) -> set[bytes]:
 # ---------------------------------------------------------------- dispatch and root
 
 def test_names_and_unknown_name():
-    assert set(dataset_names()) == {"digits", "mnist", "vowels", "yinyang"}
+    assert {"digits", "mnist", "vowels", "vowels_phyll", "yinyang"} <= set(dataset_names())
     with pytest.raises(ConfigError) as e:
         load_dataset("cifar")
-    _assert_one_line(e, "cifar", "digits, mnist, vowels, yinyang")
+    _assert_one_line(e, "cifar", "digits, mnist, vowels, vowels_phyll, yinyang")
 
 
 @pytest.mark.parametrize("kw", [{"val_fraction": 1.0}, {"val_fraction": -0.1}, {"seed": -1}, {"limit": 0}])
@@ -323,3 +323,20 @@ def test_torch_datasets_and_dataloaders_train_like_builtin_data():
     assert trainer.step == 2 * 7  # 200 samples in batches of 32
     with pytest.raises(DataError, match="labels must be class indices"):
         from_torch((torch.rand(4, 3), torch.tensor([0.5, 1.0, 2.0, 0.0])))
+
+
+def test_vowels_phyll_is_the_authors_task():
+    """Women's tokens of 7 vowels with all 12 formant features, balanced to 37 per vowel, 80/20 split by seed."""
+    import collections
+
+    root = _need("hillenbrand_vowels")
+    ds = load_dataset("vowels_phyll", root, seed=3)
+    assert (ds.n_features, ds.n_classes, len(ds.val)) == (12, 7, 0)
+    assert ds.class_names == ("ae", "ah", "aw", "er", "ih", "iy", "uw")
+    assert (len(ds.train), len(ds.test)) == (207, 52)
+    counts = collections.Counter(ds.train.y.tolist()) + collections.Counter(ds.test.y.tolist())
+    assert set(counts.values()) == {37}
+    assert float(ds.train.x.min()) == 0.0 and float(ds.test.x.min()) > -3
+    other = load_dataset("vowels_phyll", root, seed=4)
+    assert not torch.equal(other.test.x, ds.test.x)
+    assert torch.equal(load_dataset("vowels_phyll", root, seed=3).test.x, ds.test.x)

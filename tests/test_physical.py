@@ -218,7 +218,7 @@ def test_config_errors_are_one_line():
 def test_deployed_copy_sees_the_same_drifting_device():
     from neuro.deployment import DeployedBaseline
 
-    cfg = config({"name": "mfff"}, noise=0.0)
+    cfg = config({"name": "mfff", "variant": "supervised"}, noise=0.0)  # goodness prediction: one pass per class
     cfg["model"]["substrate_options"].update({"drift": 0.05, "drift_tick": 8})
     live, frozen = build_experiment(cfg), build_experiment(cfg)
     live.rule.step(live.model, batch_of(live))  # device time passes on the live device only
@@ -233,3 +233,90 @@ def test_deployed_copy_sees_the_same_drifting_device():
     a.advance_time(b.clock - a.clock)
     c = {"control": torch.zeros(3)}  # (SPSA left a perturbed control written on the live device)
     assert torch.equal(a.exact_forward(e, c), b.exact_forward(e, c))
+
+
+# ------------------------------------------------------------------ PhyLL options (issue 17)
+def phyll_config(epochs: int = 2, **rule) -> dict:
+    import tomllib
+    from pathlib import Path
+
+    if not (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillenbrand_vowels").is_dir():
+        pytest.skip("../shared/data/hillenbrand_vowels is absent (offline data not copied on this machine)")
+    with open(Path(__file__).resolve().parents[1] / "examples" / "vowels_phyll.toml", "rb") as fh:
+        cfg = tomllib.load(fh)
+    cfg["run"]["progress"] = False
+    cfg["model"]["substrate"] = "wave:scattering"  # the example's fitted device takes a minute to fit on first use
+    cfg["model"]["substrate_options"] = {"n_control": 0, "noise": 0.01}
+    cfg["train"]["epochs"] = epochs
+    cfg["rule"].update(rule)
+    return cfg
+
+
+def test_cosine_goodness_and_pairwise_loss_golden_values():
+    from neuro.rules.goodness import cosine_goodness, random_direction, symba_loss
+
+    h = torch.tensor([[-3.0, 4.0], [0.0, -2.0]])
+    assert cosine_goodness(h, torch.tensor([1.0, 0.0])).tolist() == pytest.approx([0.6, 0.0])
+    assert cosine_goodness(h, torch.tensor([1.0, 1.0]) * 5).tolist() == pytest.approx([7 / 5 / 2**0.5, 1 / 2**0.5])
+    r = random_direction(20, 3)
+    assert float(r.norm()) == pytest.approx(1.0) and torch.equal(r, random_direction(20, 3))
+    assert not torch.equal(r, random_direction(20, 4))
+    gp, gn = torch.tensor([0.9, 0.2]), torch.tensor([0.1, 0.4])
+    by_hand = (torch.log(1 + torch.exp(-4 * torch.tensor(0.8))) + torch.log(1 + torch.exp(-4 * torch.tensor(-0.2)))) / 2
+    assert float(symba_loss(gp, gn, alpha=4.0)) == pytest.approx(float(by_hand), rel=1e-6)
+
+
+def test_phyll_network_skip_concatenation_input_pad_and_unit_norm_encoding():
+    exp = build_experiment(phyll_config())
+    model = exp.model
+    assert exp.data.n_features == 12 and exp.data.n_classes == 7 and len(exp.data.train) == 207
+    assert [b.digital.linear.in_features for b in model.blocks] == [20 + 20, 20 + 20]
+    assert [b.physical.n_in for b in model.blocks] == [20, 20]
+    x = exp.data.train.x[:5]
+    e = model.embed(x, torch.tensor([0, 1, 2, 3, 6]))
+    top = float(x.abs().max())
+    assert e.shape == (5, 20) and torch.equal(e[:, 8:], x) and torch.all(e[:, 7] == 0)
+    assert torch.equal(e[:, :7], top * torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 6]), 7).float())
+    h = torch.tensor([[3.0, -4.0] + [0.0] * 18])
+    assert model.blocks[0].encoder(h)[0, :2].tolist() == pytest.approx([0.6, 0.8], abs=1e-6)
+    # the digital layer reads [y; h] with y the raw measurement (no standardization) and is linear
+    block = model.blocks[0]
+    y_meas, a = block(e)
+    ref = block.digital.linear(torch.cat([y_meas, e], dim=1))
+    assert torch.allclose(a, ref, atol=1e-6) and (a < 0).any()
+    # the readout of the default architecture is unchanged
+    assert torch.equal(model.between(a), a)
+
+
+def test_inner_steps_take_that_many_optimizer_steps_with_the_same_negatives(monkeypatch):
+    exp = build_experiment(phyll_config(epochs=1))
+    drawn = []
+    real = torch.randint
+
+    def counting(*args, **kw):
+        out = real(*args, **kw)
+        drawn.append(out)
+        return out
+
+    monkeypatch.setattr(torch, "randint", counting)
+    trainer = exp.trainer(None, progress=False)
+    records = trainer.fit()
+    assert trainer.step == 10 and records[0]["batches"] == 1  # full batch, 10 inner steps
+    assert len(drawn) == 1  # one draw of negative labels for the batch's 10 steps
+    assert records[0]["n_physical_evals"] == 10 * 2 * 2 * 207  # 10 steps x 2 blocks x (positives + negatives)
+
+
+def test_phyll_mfff_learns_vowels_model_free():
+    exp = build_experiment(phyll_config(epochs=20))
+    trainer = exp.trainer(None, progress=False)
+    trainer.fit()
+    subs = [layer.substrate for layer in exp.model.physical_layers()]
+    assert all(s.grad_touches == 0 and s.exact_calls == 0 for s in subs)
+    acc = trainer.evaluate("test")["accuracy"]
+    assert acc > 0.75  # chance is 1/7; 200 epochs reach about 92 % (bench/physical_phyll.py)
+    blocks = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
+    assert len(blocks) == 2 and min(blocks) > 0.5
+
+
+def test_mfff_default_variant_is_contrastive():
+    assert MFFFSpec().variant == "contrastive" and MFFFSpec().loss == "logistic" and MFFFSpec().inner_steps == 1

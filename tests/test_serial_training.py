@@ -35,7 +35,7 @@ def config(rule: dict, out, name: str, substrates: list[str] | None = None, epoc
             "train": {"epochs": epochs, "batch_size": 32}}
 
 
-RULES = {"mfff": {"name": "mfff"},
+RULES = {"mfff": {"name": "mfff", "variant": "supervised"},  # its request counts (disconnect_at) assume this variant
          "pat": {"name": "pat", "twin": "fitted", "twin_hidden": 32, "twin_samples": 256, "twin_epochs": 3}}
 
 

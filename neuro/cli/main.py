@@ -13,10 +13,10 @@ import logging
 import sys
 
 from neuro import __version__
-from neuro.cli import demo, deploy, devices, evaluate, info, report, sweep, train
+from neuro.cli import demo, deploy, devices, evaluate, info, report, substrate, sweep, train
 from neuro.errors import UserFacingError
 
-COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy, sweep)
+COMMAND_MODULES = (train, evaluate, report, demo, info, devices, deploy, substrate, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

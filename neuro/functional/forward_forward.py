@@ -12,7 +12,9 @@ For a layer's activity ``h [batch, n]``:
   ``L = mean(softplus(theta - G_pos)) + mean(softplus(G_neg - theta))``
   (``softplus(-u) = -log sigmoid(u)``, the logistic loss); the negative form swaps the signs.
 - SymBa (Lee & Song 2023) pairs each positive with a negative sample and needs no threshold:
-  ``L = mean(softplus(alpha (G_neg - G_pos)))``.
+  ``L = mean(softplus(alpha (G_neg - G_pos)))``; PhyLL's loss ``log(1 + exp(-theta (G_pos - G_neg)))``
+  is the same function with ``alpha = theta``.
+- PhyLL's goodness (:func:`cosine_goodness`): the cosine between ``|h|`` and a fixed random unit vector.
 - collaborative FF (Lorberbom et al. 2023): layer ``k`` is judged on
   ``G_k + gamma * sum_{j != k} sg(G_j)`` (``sg``: stop-gradient) against the threshold
   ``theta (1 + gamma (L - 1))``, so ``gamma = 0`` is plain FF exactly.
@@ -42,6 +44,23 @@ def goodness(h: torch.Tensor, kind: str = "sum_squares") -> torch.Tensor:
     if kind == "mean_squares":
         return sq.mean(dim=-1)
     raise ValueError(f"unknown goodness '{kind}'; choose one of {', '.join(GOODNESS_KINDS)}")
+
+
+def random_direction(n: int, seed: int) -> torch.Tensor:
+    """A fixed random unit vector ``r`` of length ``n``: ``g / ||g||_2`` with ``g ~ N(0, I)`` from ``seed``."""
+    g = torch.randn(n, generator=torch.Generator().manual_seed(int(seed)))
+    return g / g.norm()
+
+
+def cosine_goodness(h: torch.Tensor, direction: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """PhyLL's goodness (Momeni et al. 2023): ``G(h) = cos(|h|, r) = <|h|, r> / (||h|| ||r||)`` per sample, ``[batch]``.
+
+    ``r`` is a fixed random direction (:func:`random_direction`); ``G`` lies in [-1, 1] and does
+    not depend on the length of ``h``, so no normalization between layers is needed to hide it.
+    """
+    a = h.abs()
+    r = direction.to(a)
+    return (a @ r) / (a.norm(dim=-1).clamp_min(eps) * r.norm().clamp_min(eps))
 
 
 def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, negative_form: bool = False) -> torch.Tensor:

@@ -1,0 +1,302 @@
+"""The PhyLL protocol (Momeni et al., Science 2023), 10 seeds: mfff vs backprop vs digital-only vs PAT.
+
+    python -m bench.physical_phyll                      # the table: 2 substrates x 4 arms x 10 seeds
+    python -m bench.physical_phyll --seeds 0 1 --substrates measured:phyll_acoustic
+    python -m bench.physical_phyll --drift              # drift + a sudden change on the measured substrate
+    python -m bench.physical_phyll --diagnose           # why the supervised variant's deeper blocks learn little
+
+Table: the network of ``examples/vowels_phyll.toml`` (2 blocks, 20 -> 20 physical layer driven with
+``|h|/||h||``, linear digital layer on ``[y; h]``) on ``vowels_phyll`` (random 80/20 split per seed),
+on each substrate (``measured:phyll_acoustic``: fitted to the authors' cavity measurements, noise
+re-injected; ``wave:scattering``: 1 % noise, no control inputs), every arm with the same seed, split,
+architecture, Adam lr and number of optimizer steps (200 full-batch epochs x 10 steps):
+
+- ``mfff``: PhyLL (supervised FF, cosine-to-random-direction goodness, pairwise loss, goodness prediction);
+- ``insilico``: backprop of the readout's cross-entropy through the substrate's exact model
+  (``exact_forward``; for the measured substrate: the fitted model), evaluated on the noisy device;
+- ``pat``: measured forward, backward through the exact model (the fitted model is the twin);
+- ``digital``: mfff on the same network with the physical layers removed (``y = e``: the digital
+  layer reads ``[e; h]``, so it has exactly as many parameters).
+
+Test accuracy on the noisy substrate, mean +- std over seeds.  Every run uses one thread; the
+numbers are accuracies, not timings, so a busy machine changes only how long it takes (about 95 s
+of one idle core per seed for the 8 runs).  Raw results of 2026-12-02: physical_phyll_2026-12-02.jsonl.
+
+Drift (``--drift``): on the measured substrate the hidden input mixing random-walks (relative step
+``--drift-step`` per 256 samples) and jumps (relative size ``--jump``) at mid-run; ``mfff`` trains in
+situ on it, while the networks trained on the drift-free device (``mfff`` and ``insilico``) are
+deployed on the same device at the in-situ run's final device time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from neuro.build import build_experiment  # noqa: E402
+from simulators.substrate import SUBSTRATE_FAMILIES  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "vowels_phyll.toml"
+SUBSTRATES = ("measured:phyll_acoustic", "wave:scattering")
+ARMS = ("mfff", "insilico", "pat", "digital")
+INNER_STEPS = 10
+
+
+class WireSubstrate:
+    """No physics: ``y = e`` (the physical layer removed; same widths, so the same parameter count)."""
+
+    input_range = (-1.0, 1.0)
+
+    def __init__(self, n: int) -> None:
+        self.n_in = self.n_out = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().float().clone()
+
+    def exact_forward(self, x, params=None):
+        return x
+
+    def set_params(self, params) -> None:
+        if params:
+            raise KeyError(next(iter(params)))
+
+    def get_params(self) -> dict:
+        return {}
+
+    def reset(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"kind": "wire", "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range)}
+
+
+def open_wire(variant, n_in, n_out, *, seed=0, options):
+    if n_in != n_out:
+        raise ValueError(f"wire needs n_in == n_out, got {n_in}, {n_out}")
+    return WireSubstrate(n_in)
+
+
+SUBSTRATE_FAMILIES.register("wire", open_wire, variants=(), emulatable=False, replace=True)
+
+
+def base_config() -> dict:
+    with open(EXAMPLE, "rb") as fh:
+        cfg = tomllib.load(fh)
+    cfg["run"]["progress"] = False
+    return cfg
+
+
+def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
+    cfg = copy.deepcopy(base_config())
+    cfg["run"]["seed"] = seed  # the split and the negative labels
+    cfg["model"]["seed"] = seed  # the initial weights (and, for wave:*, the random medium)
+    cfg["run"]["name"] = f"phyll-{arm}-{seed}"
+    cfg["train"]["epochs"] = epochs
+    cfg["model"]["substrate"] = substrate
+    if substrate.startswith("wave:"):
+        cfg["model"]["substrate_options"] = {"n_control": 0, "noise": 0.01}
+    if arm == "digital":
+        cfg["model"]["substrate"] = "wire"
+        cfg["model"].pop("substrate_options", None)
+    if arm == "insilico":
+        cfg["rule"] = {"name": "insilico"}
+    if arm == "pat":
+        cfg["rule"] = {"name": "pat", "twin": "exact"}
+    return cfg
+
+
+def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
+    exp = build_experiment(arm_config(arm, substrate, seed, epochs))
+    if arm in ("insilico", "pat"):
+        exp.rule.inner_steps = INNER_STEPS  # the same number of optimizer steps as mfff's inner steps
+    trainer = exp.trainer(None, progress=False)
+    start = time.perf_counter()
+    records = trainer.fit()
+    wall = time.perf_counter() - start
+    out = {
+        "arm": arm,
+        "substrate": substrate,
+        "seed": seed,
+        "epochs": epochs,
+        "test_accuracy": trainer.evaluate("test")["accuracy"],
+        "train_accuracy": trainer.evaluate("train")["accuracy"],
+        "n_physical_evals": sum(r.get("n_physical_evals", 0.0) for r in records),
+        "wall_s": wall,
+        "n_params": sum(p.numel() for b in exp.model.blocks for p in b.digital.parameters()),
+    }
+    if arm in ("mfff", "digital"):
+        out["block_accuracy"] = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
+    return out
+
+
+def summarize(rows: list[dict]) -> None:
+    print("\n| substrate | arm | test accuracy (%), mean +- std | seeds | per seed |")
+    print("|---|---|---|---|---|")
+    keys = sorted({(r["substrate"], r["arm"]) for r in rows}, key=lambda k: (k[0], ARMS.index(k[1])))
+    for sub, arm in keys:
+        acc = [100 * r["test_accuracy"] for r in rows if r["substrate"] == sub and r["arm"] == arm]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        print(
+            f"| {sub} | {arm} | {statistics.mean(acc):.2f} +- {sd:.2f} | {len(acc)} | "
+            f"{' '.join(f'{a:.1f}' for a in acc)} |"
+        )
+
+
+# ---------------------------------------------------------------- drift
+def drift_run(seed: int, epochs: int, drift: float, jump_at: int, jump: float) -> dict:
+    """mfff in situ on a drifting measured device vs networks trained offline (drift-free) then deployed."""
+    still = build_experiment(arm_config("mfff", "measured:phyll_acoustic", seed, epochs))
+    t_still = still.trainer(None, progress=False)
+    t_still.fit()
+    acc_still = t_still.evaluate("test")["accuracy"]
+    offline_bp = build_experiment(arm_config("insilico", "measured:phyll_acoustic", seed, epochs))
+    offline_bp.rule.inner_steps = INNER_STEPS
+    offline_bp.trainer(None, progress=False).fit()
+
+    def drifting(arm: str) -> dict:
+        cfg = arm_config(arm, "measured:phyll_acoustic", seed, epochs)
+        cfg["model"]["substrate_options"] = {"drift": drift, "perturb_at": [jump_at], "perturb_scale": jump}
+        return cfg
+
+    insitu = build_experiment(drifting("mfff"))
+    t_insitu = insitu.trainer(None, progress=False)
+    t_insitu.fit()
+    clock = insitu.model.blocks[0].physical.substrate.clock
+    acc_insitu = t_insitu.evaluate("test")["accuracy"]
+    out = {
+        "seed": seed,
+        "drift": drift,
+        "perturb_at": jump_at,
+        "perturb_scale": jump,
+        "device_time": clock,
+        "mfff_drift_free": acc_still,
+        "mfff_in_situ_drift": acc_insitu,
+    }
+    for label, trained in (("offline_mfff_deployed", still), ("offline_insilico_deployed", offline_bp)):
+        free = trained.trainer(None, progress=False).evaluate("test")["accuracy"]
+        deployed = build_experiment(drifting("mfff" if label == "offline_mfff_deployed" else "insilico"))
+        deployed.model.load_state_dict(trained.model.state_dict(), strict=False)
+        for layer in deployed.model.physical_layers():
+            layer.substrate.advance_time(clock)  # the same device, at the in-situ run's final device time
+            layer._written = {}
+        out[label.replace("deployed", "drift_free")] = free
+        out[label] = deployed.trainer(None, progress=False).evaluate("test")["accuracy"]
+    return out
+
+
+# ---------------------------------------------------------------- diagnosis
+def diagnose(seed: int, epochs: int, only: list[int] | None = None) -> list[dict]:
+    """Per-block goodness accuracy of the supervised variant on the default 3-block network (vowels),
+    without and with the skip concatenation, and with PhyLL's goodness/loss."""
+    from bench.physical_table import config as table_config
+
+    rows = []
+    variants = {
+        "supervised (default architecture)": ({}, {}),
+        "supervised + skip": ({"skip": True}, {}),
+        "supervised + skip, cosine goodness, pairwise loss": (
+            {"skip": True},
+            {"goodness": "cosine_random", "loss": "pairwise", "theta": 4.0},
+        ),
+        "supervised, noise-free physics": ({"substrate_options": {"noise": 0.0, "n_control": 8}}, {}),
+        "supervised, pairwise loss": ({}, {"loss": "pairwise", "theta": 4.0}),
+        "supervised, cosine goodness, pairwise loss": (
+            {},
+            {"goodness": "cosine_random", "loss": "pairwise", "theta": 4.0},
+        ),
+    }
+    for i, (label, (model, rule)) in enumerate(variants.items()):
+        if only and i not in only:
+            continue
+        cfg = table_config(
+            "vowels", {"name": "mfff", "variant": "supervised", **rule}, 2e-2, epochs, seed=seed, model=model
+        )
+        cfg["run"]["progress"] = False
+        exp = build_experiment(cfg)
+        tr = exp.trainer(None, progress=False)
+        tr.fit()
+        acc = tr.evaluate("test")["accuracy"]
+        blocks = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
+        rows.append({"variant": label, "test_accuracy": acc, "block_accuracy": blocks})
+        print(
+            f"{label:55s} test {100 * acc:.1f}%  per block {' / '.join(f'{100 * b:.0f}' for b in blocks)} %", flush=True
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    ap.add_argument("--substrates", nargs="+", default=list(SUBSTRATES))
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--json", default="/tmp/physical_phyll.jsonl")
+    ap.add_argument("--drift", action="store_true", help="run the drift/perturbation comparison instead")
+    ap.add_argument(
+        "--drift-step", type=float, default=0.01, help="relative random-walk step of the input mixing per 256 samples"
+    )
+    ap.add_argument("--jump", type=float, default=1.0, help="relative size of the sudden change at mid-run")
+    ap.add_argument("--diagnose", action="store_true", help="per-block accuracies of the supervised variant (vowels)")
+    ap.add_argument("--diagnose-epochs", type=int, default=30)
+    ap.add_argument(
+        "--diagnose-only", type=int, nargs="*", default=None, help="indices of the diagnosis variants to run"
+    )
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    with open(args.json, "a") as log:
+        if args.diagnose:
+            for row in diagnose(args.seeds[0], args.diagnose_epochs, args.diagnose_only):
+                log.write(json.dumps({"mode": "diagnose", **row}) + "\n")
+            return 0
+        if args.drift:
+            rows = []
+            for seed in args.seeds:
+                # mid-run: half the device time of one block in a drift-free run of this length
+                per_epoch = 2 * 207 * INNER_STEPS
+                r = drift_run(seed, args.epochs, args.drift_step, per_epoch * args.epochs // 2, args.jump)
+                log.write(json.dumps({"mode": "drift", **r}) + "\n")
+                log.flush()
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+            keys = [k for k in rows[0] if k.startswith(("mfff_", "offline_"))]
+            print("\n| seeds | " + " | ".join(keys) + " |")
+            print("|---|" + "---|" * len(keys))
+            print(
+                f"| {len(rows)} | "
+                + " | ".join(
+                    f"{100 * statistics.mean(r[k] for r in rows):.1f} +- "
+                    f"{100 * (statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0):.1f}"
+                    for k in keys
+                )
+                + " |"
+            )
+            return 0
+        rows = []
+        for sub in args.substrates:
+            for seed in args.seeds:
+                for arm in args.arms:
+                    r = run_arm(arm, sub, seed, args.epochs)
+                    log.write(json.dumps({"mode": "table", **r}) + "\n")
+                    log.flush()
+                    rows.append(r)
+                    print(
+                        f"{sub:24s} {arm:9s} seed {seed}: test {100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
+                        flush=True,
+                    )
+        summarize(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
