@@ -10,8 +10,10 @@ two-shot symmetric form with a reference ``b [C]`` (here ``b = beta * 1``)::
     |R(b + e)|^2 - |R(b - e)|^2 = 4 Re( conj(R b) * (R e) )            (elementwise over the H outputs)
 
 which is exactly linear in ``e``: the projection is ``B_opt e`` with the fixed real random matrix
-``B_opt = Re( diag(conj(R b)) R ) / s`` after the normalization ``s = |b| sqrt(C / 2)`` (then
-``E[B_opt_ij^2] = 1/C``, the variance of the digital ``B ~ N(0, 1/C)``).  Every signal recovered this
+``B_opt = Re( diag(conj(R b)) R ) / s`` after the normalization ``s = |b| sqrt(C / 2)``.  Then
+``E[B_opt_ij^2] = (C + 3) / C^2`` (``(R b)_i`` contains ``beta R_ij`` itself: ``Re(conj(R b)_i R_ij) = beta |R_ij|^2 +
+Re(conj(z) R_ij)`` with ``z ~ CN(0, beta^2 (C - 1))`` independent of ``R_ij``), close to the ``1/C`` of the digital
+``B ~ N(0, 1/C)``, and ``E[B_opt_ij] = beta / s`` (a small common offset).  Every signal recovered this
 way is ``(|R(b + e)|^2 - |R(b - e)|^2) / (4 s)``.  Optional camera noise: each intensity gets
 ``noise * I * n`` (relative, ``n ~ N(0, 1)``) before the difference.
 """

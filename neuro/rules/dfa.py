@@ -14,7 +14,7 @@ detached (no error travels backwards through the network, nor through a physical
 ``projection``: ``digital``: ``B ~ N(0, 1/C)``, seeded; ``optical``: ``B e`` is *measured* as the intensity
 difference of a fixed random scattering medium, ``(|R(b + e)|^2 - |R(b - e)|^2) / (4 s)``
 (:mod:`neuro.functional.optical_projection`: exactly ``B_opt e`` with ``B_opt = Re(diag(conj(R b)) R) / s``,
-``E[B_opt^2] = 1/C``), i.e. two camera frames per batch; ``optical_noise`` adds relative camera noise.
+``E[B_opt^2] = (C + 3)/C^2``), i.e. two camera frames per batch; ``optical_noise`` adds relative camera noise.
 ``scale`` multiplies ``B`` (both projections).  Hardware parameters of physical layers get no update.
 """
 
