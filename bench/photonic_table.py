@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--digits-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--digits-epochs", type=int, default=15)
+    ap.add_argument("--rows", nargs="+", default=None, help="only the digits rows whose label contains one of these")
     ap.add_argument("--json", default="/tmp/photonic_table.jsonl")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
         if "digits" in args.parts:
             rows = []
             for label, (model, rule, lr) in DIGITS.items():
+                if args.rows and not any(r in label for r in args.rows):
+                    continue
                 accs = []
                 for seed in args.digits_seeds:
                     r = digits_run(model, rule, lr, args.digits_epochs, seed)
