@@ -33,11 +33,14 @@ import json
 import statistics
 import time
 
+from pathlib import Path
+
 import torch
 
 from neuro.build import build_experiment
 from neuro.data.vowels4 import load_vowels4
-from neuro.layers.photonic_mlp import PhotonicMLPSpec, build_photonic_mlp, deploy_photonic
+from neuro.layers.photonic_mlp import PhotonicMLPSpec, build_photonic_mlp, deploy_photonic, mesh_report
+from neuro.report.photonic import draw_accuracy_vs_noise, draw_meshes
 from neuro.rules.base import Batch
 from neuro.rules.photonic import InSitu, InSituSpec, accuracy_with, pretrain_in_silico, twin_physics
 
@@ -49,7 +52,7 @@ PRETRAIN = {"epochs": 100, "lr": 0.03, "batch": 64}
 INSITU = {"steps": 800, "batch": 64, "lr": 0.01, "eps": 0.02}
 
 
-def vowels_seed(seed: int, ds) -> dict:
+def vowels_seed(seed: int, ds, mesh_png: Path | None = None) -> dict:
     torch.manual_seed(seed)
     out = {"seed": seed}
     t0 = time.perf_counter()
@@ -78,13 +81,13 @@ def vowels_seed(seed: int, ds) -> dict:
     out["insitu_evals"] = model.counters()[0] - evals0
     out["insitu"] = accuracy_with(model, ds.test.x, ds.test.y)
     out["fidelity_insitu"] = _mean_fidelity(model)
+    if mesh_png is not None:
+        draw_meshes(mesh_report(model), mesh_png)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
 
 def _mean_fidelity(model) -> float:
-    from neuro.layers.photonic_mlp import mesh_report
-
     fids = [m["fidelity"] for layer in mesh_report(model)["layers"] for m in layer["meshes"].values()]
     return sum(fids) / len(fids)
 
@@ -141,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-epochs", type=int, default=15)
     ap.add_argument("--rows", nargs="+", default=None, help="only the digits rows whose label contains one of these")
     ap.add_argument("--json", default="/tmp/photonic_table.jsonl")
+    ap.add_argument("--figures", default=str(Path(__file__).resolve().parent),
+                    help="folder for photonic_mesh_vowels4.png (first seed, after in situ) and photonic_noise_vowels4.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     with open(args.json, "a") as log:
@@ -148,7 +153,8 @@ def main(argv=None) -> int:
             ds = load_vowels4()
             rows = []
             for seed in args.seeds:
-                r = vowels_seed(seed, ds)
+                png = Path(args.figures) / "photonic_mesh_vowels4.png" if seed == args.seeds[0] else None
+                r = vowels_seed(seed, ds, png)
                 rows.append(r)
                 log.write(json.dumps({"part": "vowels4", "budget": BUDGET, **r}) + "\n")
                 log.flush()
@@ -163,6 +169,7 @@ def main(argv=None) -> int:
             log.write(json.dumps({"part": "vowels4_noise", "seed": args.seeds[0], **r}) + "\n")
             log.flush()
             print("\naccuracy vs per-shot phase noise:", json.dumps(r), flush=True)
+            draw_accuracy_vs_noise(r, Path(args.figures) / "photonic_noise_vowels4.png")
         if "digits" in args.parts:
             rows = []
             for label, (model, rule, lr) in DIGITS.items():
