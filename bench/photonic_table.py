@@ -113,9 +113,9 @@ DIGITS = {
     "photonic physical_mlp, mfff in situ (contrastive, SPSA phases)": (
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive"}, 1e-2),
-    "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 1e-3),
-    "mlp 64-256-256, dfa digital": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "digital"}, 1e-3),
-    "mlp 64-256-256, dfa optical": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "optical"}, 1e-3),
+    "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
+    "mlp 64-256-256, dfa digital": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "digital"}, 3e-3),
+    "mlp 64-256-256, dfa optical": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "optical"}, 3e-3),
 }
 
 
