@@ -113,6 +113,12 @@ DIGITS = {
     "photonic physical_mlp, mfff in situ (contrastive, SPSA phases)": (
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive"}, 1e-2),
+    "photonic physical_mlp, mfff in situ (contrastive, phases fixed)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 0}, 1e-2),
+    "photonic physical_mlp, mfff in situ (contrastive, SPSA phases every 10 steps, eps 0.01)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 10, "spsa_eps": 0.01}, 1e-2),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
     "mlp 64-256-256, dfa digital": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "digital"}, 3e-3),
     "mlp 64-256-256, dfa optical": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "optical"}, 3e-3),

@@ -134,7 +134,7 @@ def test_hwaware_gradients_are_those_of_the_ideal_chip():
             p[0] = value
             return float(F.cross_entropy(model(x, physics=twin_physics(True)), y))
 
-    v0, h = float(p[0]), 1e-3
+    v0, h = float(p[0].detach()), 1e-3
     fd = (loss_at(v0 + h) - loss_at(v0 - h)) / (2 * h)
     loss_at(v0)
     assert got[0].item() == pytest.approx(fd, rel=2e-2, abs=1e-4)
