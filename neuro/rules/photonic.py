@@ -27,6 +27,7 @@ physical layers are photonic simulators (``photonic_mlp``, or ``physical_mlp`` w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ class HWAwareSpec:
     """
 
     name: str = "hwaware"
-    twin: str = "ideal"
+    twin: Literal["ideal", "exact"] = "ideal"
     phase_noise: float = 0.0
     seed: int = 0
 
