@@ -32,7 +32,6 @@ import argparse
 import json
 import statistics
 import time
-
 from pathlib import Path
 
 import torch
@@ -106,6 +105,7 @@ def accuracy_vs_noise(seed: int, ds, levels=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2)) -
     return {"phase_noise": list(levels), **out}
 
 
+MLP_MODEL = {"kind": "mlp", "hidden": [256, 256]}
 DIGITS = {
     "photonic physical_mlp, insilico (backprop through the simulator)": (
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
@@ -120,8 +120,8 @@ DIGITS = {
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive", "spsa_every": 10, "spsa_eps": 0.01}, 1e-2),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
-    "mlp 64-256-256, dfa digital": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "digital"}, 3e-3),
-    "mlp 64-256-256, dfa optical": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "dfa", "projection": "optical"}, 3e-3),
+    "mlp 64-256-256, dfa digital": (MLP_MODEL, {"name": "dfa", "projection": "digital"}, 3e-3),
+    "mlp 64-256-256, dfa optical": (MLP_MODEL, {"name": "dfa", "projection": "optical"}, 3e-3),
 }
 
 
@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", nargs="+", default=None, help="only the digits rows whose label contains one of these")
     ap.add_argument("--json", default="/tmp/photonic_table.jsonl")
     ap.add_argument("--figures", default=str(Path(__file__).resolve().parent),
-                    help="folder for photonic_mesh_vowels4.png (first seed, after in situ) and photonic_noise_vowels4.png")
+                    help="folder for photonic_mesh_vowels4.png (first seed, after in situ) and "
+                         "photonic_noise_vowels4.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     with open(args.json, "a") as log:
@@ -166,7 +167,8 @@ def main(argv=None) -> int:
                 log.flush()
                 print(json.dumps(r), flush=True)
             print(f"\nvowels4, seeds {args.seeds}, budget {BUDGET}, test accuracy (%) mean ± std:")
-            print("| in silico (ideal chip) | deployed on budget chip | hardware-aware, deployed | in situ (SPSA) on budget chip |")
+            print("| in silico (ideal chip) | deployed on budget chip | hardware-aware, deployed "
+                  "| in situ (SPSA) on budget chip |")
             print("|---|---|---|---|")
             print(f"| {_ms([r['insilico_ideal'] for r in rows])} | {_ms([r['deployed'] for r in rows])} | "
                   f"{_ms([r['aware_deployed'] for r in rows])} | {_ms([r['insitu'] for r in rows])} |")
@@ -188,7 +190,8 @@ def main(argv=None) -> int:
                     log.write(json.dumps({"part": "digits", "row": label, "seed": seed, "epochs": args.digits_epochs,
                                           "lr": lr, **r}) + "\n")
                     log.flush()
-                    print(f"digits {label}: seed {seed} {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)", flush=True)
+                    print(f"digits {label}: seed {seed} {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)",
+                          flush=True)
                 rows.append((label, accs))
             print(f"\n| digits, {args.digits_epochs} epochs, seeds {args.digits_seeds} | test accuracy (%) |")
             print("|---|---|")

@@ -658,7 +658,8 @@ def fidelity(target: torch.Tensor, realized: torch.Tensor) -> float:
     other pair of unitaries, and for lossy ``U_realized``)."""
     t, r = torch.as_tensor(target), torch.as_tensor(realized)
     if t.shape != r.shape or t.dim() != 2 or t.shape[0] != t.shape[1]:
-        raise SettingError(f"fidelity needs two square matrices of the same size, got {list(t.shape)} and {list(r.shape)}")
+        raise SettingError(f"fidelity needs two square matrices of the same size, "
+                           f"got {list(t.shape)} and {list(r.shape)}")
     r = r.to(t.dtype)
     return float(torch.abs(torch.trace(t.conj().T @ r))) / max(int(t.shape[0]), 1)
 

@@ -16,9 +16,17 @@ from neuro.layers.photonic_mlp import PhotonicMLPSpec, build_photonic_mlp, deplo
 from neuro.layers.physical import PhysicalLayer
 from neuro.rules.base import Batch
 from neuro.rules.dfa import DFA, DFASpec
-from neuro.rules.photonic import HWAware, HWAwareSpec, InSitu, InSituSpec, accuracy_with, pretrain_in_silico, twin_physics
-from simulators.photonic import (PHASE_KEYS, PhotonicOptions, PhotonicSubstrate, fidelity, mesh_matrix, mesh_spec)
+from neuro.rules.photonic import (
+    HWAware,
+    HWAwareSpec,
+    InSitu,
+    InSituSpec,
+    accuracy_with,
+    pretrain_in_silico,
+    twin_physics,
+)
 from neuro.substrates import open_substrate
+from simulators.photonic import PHASE_KEYS, PhotonicOptions, PhotonicSubstrate, fidelity, mesh_matrix, mesh_spec
 
 
 class _Data:

@@ -85,8 +85,10 @@ class DFA(Rule):
 
     def check_compatible(self, model: nn.Module) -> None:
         super().check_compatible(model)
-        if not isinstance(model, MLP) and not (isinstance(model, PhysicalMLP) and type(model).forward is PhysicalMLP.forward):
-            raise IncompatibleError(f"rule `dfa` trains model.kind = \"mlp\" or \"physical_mlp\", got {type(model).__name__}")
+        physical = isinstance(model, PhysicalMLP) and type(model).forward is PhysicalMLP.forward
+        if not isinstance(model, MLP) and not physical:
+            raise IncompatibleError(f"rule `dfa` trains model.kind = \"mlp\" or \"physical_mlp\", "
+                                    f"got {type(model).__name__}")
 
     def _setup(self, n_hidden: int, n_classes: int) -> None:
         s = self.spec
@@ -115,7 +117,8 @@ class DFA(Rule):
             proj = self.project(e).split(widths, dim=1)
         surrogate = loss + sum((h * p).sum() for h, p in zip(hs, proj))
         surrogate.backward()
-        metrics = {"loss": float(loss.detach()), "accuracy": float((scores.detach().argmax(1) == batch.y).float().mean())}
+        accuracy = float((scores.detach().argmax(1) == batch.y).float().mean())
+        metrics = {"loss": float(loss.detach()), "accuracy": accuracy}
         if self.optical is not None:
             metrics["n_optical_frames"] = 2.0 * batch.y.numel()
         return metrics

@@ -48,7 +48,8 @@ def require_photonic(rule_name: str, model: nn.Module) -> PhysicalMLP:
     for k, layer in enumerate(model.physical_layers()):
         if not isinstance(layer.substrate, PhotonicSubstrate):
             raise IncompatibleError(f"rule `{rule_name}` trains photonic networks, but layer {k} runs on "
-                                    f"{layer.where}; use substrate = \"photonic:clements\" (or `insilico`/`pat`/`mfff`)")
+                                    f"{layer.where}; use substrate = \"photonic:clements\" "
+                                    "(or `insilico`/`pat`/`mfff`)")
     return model
 
 
@@ -148,7 +149,8 @@ class InSituSpec:
     def check(self) -> None:
         if not self.eps > 0 or self.directions < 1:
             raise ConfigError(f"rule needs eps > 0 and directions >= 1 (got {self.eps}, {self.directions})")
-        if self.pretrain_epochs < 0 or not self.pretrain_lr > 0 or self.pretrain_batch < 1 or self.pretrain_phase_noise < 0:
+        if (self.pretrain_epochs < 0 or not self.pretrain_lr > 0 or self.pretrain_batch < 1
+                or self.pretrain_phase_noise < 0):
             raise ConfigError("rule needs pretrain_epochs >= 0, pretrain_lr > 0, pretrain_batch >= 1, "
                               "pretrain_phase_noise >= 0")
 
