@@ -275,3 +275,21 @@ def test_vowels4_is_talker_disjoint_and_scaled():
     assert np.allclose(ds.train.x.std(0, unbiased=False).numpy(), 1, atol=1e-4)
     assert len(ds.train) + len(ds.val) + len(ds.test) == 534
     assert sorted(torch.bincount(ds.test.y).tolist())[0] > 30
+
+
+# ------------------------------------------------------------------ example configs
+@pytest.mark.parametrize("name", ["vowels4_photonic_insilico", "vowels4_photonic_insitu", "digits_photonic_mfff",
+                                  "digits_dfa_optical"])
+def test_example_configs_build(name):
+    import tomllib
+    from pathlib import Path
+
+    from neuro.build import build_experiment
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.toml"
+    cfg = tomllib.loads(path.read_text())
+    if cfg["data"]["dataset"] == "vowels4":
+        _vowels()
+    exp = build_experiment(cfg)
+    trainer = exp.trainer(None, progress=False)  # runs the rule's compatibility check
+    assert trainer.rule.name == cfg["rule"]["name"]
