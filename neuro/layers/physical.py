@@ -159,6 +159,8 @@ def _param_ranges(substrate, names: tuple[str, ...], default: tuple[float, float
             info = fn() or {}
         except Exception:  # noqa: BLE001 - a device that cannot describe itself keeps the defaults
             info = {}
+    if "param_ranges" not in info and isinstance(info.get("device"), dict):
+        info = info["device"]  # a serial driver nests the firmware's own description
     ranges = info.get("param_ranges") or {}
     periodic = info.get("param_periodic") or {}
     out_r, out_p = {}, {}
