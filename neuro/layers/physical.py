@@ -61,8 +61,8 @@ class PhysicalLayer(nn.Module):
         ``"serial:/dev/pts/3"``.
     Hardware parameters: every entry of ``substrate.get_params()`` becomes a trainable
     ``nn.Parameter`` of this layer (initialised from the device's values, or uniformly in
-    the device range with ``init_params="uniform"``); they are kept inside the device range
-    and written to the device whenever they change.
+    the device range with ``init_params="uniform"``); they are kept inside their ranges (periodic
+    ones, e.g. phases, wrap; see :meth:`sync_params`) and written to the device whenever they change.
     Counters: ``n_evals`` (samples measured through this layer).
     """
 
