@@ -590,7 +590,8 @@ def layer_field(x: torch.Tensor, settings: dict[str, torch.Tensor], opt: Photoni
 
     x: ``[batch, n_in]`` real (or complex) field amplitudes; settings: ``v_theta, v_phi, v_out, sigma, u_theta,
     u_phi, u_out`` in rad (sigma: signed amplitude transmission); hidden: :func:`init_hidden` state (None or
-    ``ideal=True``: a perfect chip, no DAC); shots: per-mesh ``[batch, H]`` phase noise (rad).
+    ``ideal=True``: a perfect chip, no DAC); shots: per-mesh ``[batch, H]`` phase noise (rad), added to the
+    realized phases (also on a perfect chip).
     complex128 for float64 inputs, complex64 otherwise; differentiable in ``x`` and every setting.
     """
     specs = opt.specs()
@@ -601,6 +602,8 @@ def layer_field(x: torch.Tensor, settings: dict[str, torch.Tensor], opt: Photoni
         setting = torch.cat([settings[f"{mesh}_{k}"].reshape(-1).to(real) for k in PHASE_KEYS])
         if ideal or hidden is None:
             phase, errors = setting, {}
+            if shots is not None and shots.get(mesh) is not None:
+                phase = phase + shots[mesh].to(real)
         else:
             phase = realized_phases(setting, hidden, mesh, spec, opt, shot=None if shots is None else shots.get(mesh),
                                     ste=ste)
@@ -648,6 +651,17 @@ def layer_macs(opt: PhotonicOptions) -> int:
     for spec in opt.specs().values():
         total += 12 * spec.n * spec.n_cols + 4 * spec.n
     return total + 2 * opt.k + 2 * opt.n_out
+
+
+def fidelity(target: torch.Tensor, realized: torch.Tensor) -> float:
+    """``|tr(U_target^dagger U_realized)| / N`` (1 for equal unitaries, also up to a global phase; < 1 for any
+    other pair of unitaries, and for lossy ``U_realized``)."""
+    t, r = torch.as_tensor(target), torch.as_tensor(realized)
+    if t.shape != r.shape or t.dim() != 2 or t.shape[0] != t.shape[1]:
+        raise SettingError(f"fidelity needs two square matrices of the same size, "
+                           f"got {list(t.shape)} and {list(r.shape)}")
+    r = r.to(t.dtype)
+    return float(torch.abs(torch.trace(t.conj().T @ r))) / max(int(t.shape[0]), 1)
 
 
 # ------------------------------------------------------------------ the substrate
@@ -770,9 +784,10 @@ class PhotonicSubstrate:
         o = self.options
         lim = o.sigma_limit
         ranges = {k: ([-lim, lim] if k == "sigma" else [-1.0, 1.0]) for k in PARAM_NAMES}
+        periodic = {k: k != "sigma" for k in PARAM_NAMES}  # phases: period 2 (units of pi rad), wrap, never clamp
         return {
             "kind": self.kind, "n_in": self.n_in, "n_out": self.n_out, "input_range": list(self.input_range),
-            "params": self.param_shapes(), "param_ranges": ranges,
+            "params": self.param_shapes(), "param_ranges": ranges, "param_periodic": periodic,
             "param_units": {k: ("amplitude transmission" if k == "sigma" else "pi rad") for k in PARAM_NAMES},
             "detection": o.detection, "nonlinearity": o.nonlinearity, "amplifier": o.amplifier,
             "noise": o.noise, "shot_noise": o.shot_noise, "noise_floor": o.noise_floor, "phase_noise": o.phase_noise,
@@ -791,23 +806,58 @@ class PhotonicSubstrate:
 
     # -- explicit, documented escape hatch for in-silico training and exact twins
     def exact_forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None, *,
-                      ideal: bool = False) -> torch.Tensor:
+                      ideal: bool = False, phase_noise: float = 0.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Differentiable, noise-free response at the current hidden state (no clock advance, no draws).
 
         ``params`` may hold any hardware parameter (same units as ``set_params``; e.g. torch Parameters to
         differentiate with respect to); the others are the written settings.  Static non-idealities
         (fabrication errors, couplers, loss, crosstalk, drift so far, the DAC with straight-through
         rounding) are included; per-shot phase noise and detector noise are not.  ``ideal=True`` evaluates a
-        perfect chip.  Dtype follows ``x`` (float64 -> complex128 inside).  Only for in-silico
-        backpropagation and exact twins: a real device has no such method.
+        perfect chip.  ``phase_noise > 0`` (rad std): hardware-aware training, a fresh Gaussian draw per sample
+        and phase shifter (from ``generator``, the chip's own noise generator is not touched) added to the
+        phases in the light (on a perfect chip too); the draw does not depend on ``params``, so gradients
+        with respect to the settings are those of the perturbed chip.  Dtype follows ``x`` (float64 ->
+        complex128 inside).  Only for in-silico backpropagation and exact twins: a real device has no such
+        method.
         """
         self.exact_calls += 1
         if x.dim() != 2 or x.shape[1] != self.n_in:
             raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {tuple(x.shape)}")
+        if not float(phase_noise) >= 0:
+            raise SettingError(f"{self.kind} exact_forward phase_noise must be >= 0 rad, got {phase_noise}")
         real = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        shots = None
+        if phase_noise > 0:
+            shots = {m: float(phase_noise) * torch.randn(x.shape[0], s.n_heaters, generator=generator, dtype=real)
+                     for m, s in self.options.specs().items()}
         e = layer_field(x.to(real), self._radians(params or {}, real), self.options, self._state.hidden,
-                        ste=True, ideal=ideal)
+                        shots=shots, ste=True, ideal=ideal)
         return detect(e, self.options)
+
+    def mesh_matrices(self, *, ideal: bool = False) -> dict[str, torch.Tensor]:
+        """Transfer matrices ``{"v": [n_in, n_in], "u": [n_out, n_out]}`` (complex128) of the two meshes at the
+        written settings: ``ideal=True`` the target (a perfect chip), else what the chip realizes now (DAC,
+        crosstalk, static errors and drift so far, couplers, loss; no per-shot noise).  Only for reports and
+        tests (a real chip would need a calibration measurement)."""
+        opt, real = self.options, torch.float64
+        settings = self._radians({}, real)
+        out = {}
+        for mesh, spec in opt.specs().items():
+            setting = torch.cat([settings[f"{mesh}_{k}"].reshape(-1) for k in PHASE_KEYS])
+            errors = {}
+            if ideal:
+                phase = setting
+            else:
+                hidden = self._state.hidden
+                phase = realized_phases(setting, hidden, mesh, spec, opt)
+                if opt.bs_error > 0:
+                    errors.update(alpha1=hidden[f"{mesh}_alpha1"], alpha2=hidden[f"{mesh}_alpha2"])
+                if opt.loss_db > 0 or opt.loss_db_std > 0:
+                    errors["amp"] = hidden[f"{mesh}_amp"]
+            k = spec.n_mzi
+            out[mesh] = mesh_matrix(spec, phase[:k], phase[k:2 * k], phase[2 * k:], **errors)
+        return out
 
     def simulation_macs(self, batch: int) -> int:
         """Digital MACs of one :meth:`exact_forward` over ``batch`` samples."""

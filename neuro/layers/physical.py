@@ -61,8 +61,8 @@ class PhysicalLayer(nn.Module):
         ``"serial:/dev/pts/3"``.
     Hardware parameters: every entry of ``substrate.get_params()`` becomes a trainable
     ``nn.Parameter`` of this layer (initialised from the device's values, or uniformly in
-    the device range with ``init_params="uniform"``); they are kept inside the device range
-    and written to the device whenever they change.
+    the device range with ``init_params="uniform"``); they are kept inside their ranges (periodic
+    ones, e.g. phases, wrap; see :meth:`sync_params`) and written to the device whenever they change.
     Counters: ``n_evals`` (samples measured through this layer).
     """
 
@@ -81,6 +81,7 @@ class PhysicalLayer(nn.Module):
                 value = lo + (hi - lo) * torch.rand(value.shape, generator=g)
             self.hardware[key] = nn.Parameter(value)
         self._written: dict[str, torch.Tensor] = {}
+        self.param_ranges, self.param_periodic = _param_ranges(substrate, tuple(self.hardware), self.input_range)
         self.n_evals = 0
         self.capabilities = Capabilities(
             differentiable=False, precision="analog", substrate=name,
@@ -88,12 +89,20 @@ class PhysicalLayer(nn.Module):
         )
 
     def sync_params(self) -> None:
-        """Clamp the hardware parameters into the device range and write any that changed."""
-        lo, hi = self.input_range
+        """Bring the hardware parameters into their ranges and write any that changed.
+
+        A parameter the substrate declares periodic (``describe()["param_periodic"]``, e.g. a phase with
+        range ``[lo, hi)`` = one period) wraps: ``p <- lo + (p - lo) mod (hi - lo)``; any other is clamped to its
+        range (``describe()["param_ranges"]``, else the device input range).
+        """
         changed = {}
         with torch.no_grad():
             for key, p in self.hardware.items():
-                p.clamp_(lo, hi)
+                lo, hi = self.param_ranges[key]
+                if self.param_periodic[key]:
+                    p.copy_(lo + torch.remainder(p - lo, hi - lo))
+                else:
+                    p.clamp_(lo, hi)
                 if key not in self._written or not torch.equal(self._written[key], p):
                     changed[key] = p.detach().clone()
         if changed:
@@ -138,6 +147,28 @@ class PhysicalLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.n_in} -> {self.n_out} on {self.where}, hardware parameters: {', '.join(self.hardware) or 'none'}"
+
+
+def _param_ranges(substrate, names: tuple[str, ...], default: tuple[float, float]):
+    """Per hardware parameter ``(lo, hi)`` and whether it is periodic, from the substrate's ``describe()``
+    (keys ``param_ranges`` and ``param_periodic``, both optional) with the input range as the default."""
+    fn = getattr(substrate, "describe", None)
+    info = {}
+    if callable(fn):
+        try:
+            info = fn() or {}
+        except Exception:  # noqa: BLE001 - a device that cannot describe itself keeps the defaults
+            info = {}
+    if "param_ranges" not in info and isinstance(info.get("device"), dict):
+        info = info["device"]  # a serial driver nests the firmware's own description
+    ranges = info.get("param_ranges") or {}
+    periodic = info.get("param_periodic") or {}
+    out_r, out_p = {}, {}
+    for name in names:
+        lo, hi = ranges.get(name, default)
+        out_r[name] = (float(lo), float(hi))
+        out_p[name] = bool(periodic.get(name, False)) and float(hi) > float(lo)
+    return out_r, out_p
 
 
 def standardize(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
