@@ -126,37 +126,43 @@ def drives(x: torch.Tensor, states: States, weights, biases, activation: Activat
     return out
 
 
-def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float, beta: float = 0.0,
-                target: torch.Tensor | None = None, clamp_output: bool = False,
+def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float, beta=0.0,
+                target: torch.Tensor | None = None, clamp_output=False,
                 activation: Activation = "hard_sigmoid", input_drive: torch.Tensor | None = None) -> States:
     """One synchronous Euler step of ``ds/dt = -dF/ds`` (projected onto [0, 1] for the hard sigmoid).
 
-    eps: step size (dimensionless time).  beta: nudging strength (0: free phase).
-    clamp_output: hold ``s_L = y`` (CHL's clamped phase); then ``beta`` is ignored.
+    eps: step size (dimensionless time).  beta: nudging strength (0: free phase), a number or a
+    per-sample tensor [batch, 1].  clamp_output: hold ``s_L = y`` (CHL's clamped phase), a bool or a
+    per-sample bool tensor [batch, 1]; clamped samples ignore ``beta``.
     """
     d = drives(x, states, weights, biases, activation, input_drive)
+    nudged = isinstance(beta, torch.Tensor) or bool(beta)
+    clamped = isinstance(clamp_output, torch.Tensor) or bool(clamp_output)
     new = []
     last = len(states) - 1
     for k, (s, dk) in enumerate(zip(states, d)):
-        if k == last and clamp_output:
+        if k == last and clamped and not isinstance(clamp_output, torch.Tensor):
             new.append(target.to(s.dtype))
             continue
         if activation == "hard_sigmoid":
             grad = s - dk
-            if k == last and beta:
+            if k == last and nudged:
                 grad = grad + beta * 2.0 * (s - target)
-            new.append((s - eps * grad).clamp(0.0, 1.0))
+            out = (s - eps * grad).clamp(0.0, 1.0)
         else:
             r = rho(s, activation)
             grad = rho_prime(s, activation) * (r - dk)
-            if k == last and beta:
+            if k == last and nudged:
                 grad = grad + beta * 2.0 * (r - target) * rho_prime(s, activation)
-            new.append(s - eps * grad)
+            out = s - eps * grad
+        if k == last and isinstance(clamp_output, torch.Tensor):
+            out = torch.where(clamp_output, target.to(s.dtype), out)
+        new.append(out)
     return new
 
 
-def settle(x: torch.Tensor, states: States, weights, biases, *, steps: int, eps: float, beta: float = 0.0,
-           target: torch.Tensor | None = None, clamp_output: bool = False, activation: Activation = "hard_sigmoid",
+def settle(x: torch.Tensor, states: States, weights, biases, *, steps: int, eps: float, beta=0.0,
+           target: torch.Tensor | None = None, clamp_output=False, activation: Activation = "hard_sigmoid",
            input_drive: torch.Tensor | None = None, trace: Callable[[int, States], None] | None = None) -> States:
     """``steps`` settling steps from ``states``; ``trace(t, states)`` is called after each step if given."""
     if input_drive is None and len(weights):

@@ -19,11 +19,12 @@ circuit, an Ising machine, a resistive network) plugs in as an object with this 
         name: str                                   # e.g. "serial:/dev/ttyUSB0", shown in capabilities
         def set_params(self, weights: list[Tensor], biases: list[Tensor]) -> None: ...
         def settle(self, x: Tensor, states: list[Tensor] | None, *, steps: int, eps: float,
-                   beta: float = 0.0, target: Tensor | None = None,
-                   clamp_output: bool = False) -> list[Tensor]: ...
+                   beta: float | Tensor = 0.0, target: Tensor | None = None,
+                   clamp_output: bool | Tensor = False) -> list[Tensor]: ...
 
 ``settle`` drives the input ``x`` [batch, n_0] (and, for a nudged or clamped phase, the target
-[batch, n_L] with strength ``beta``), lets the device evolve for ``steps`` of its own time steps
+[batch, n_L] with strength ``beta``; ``beta`` and ``clamp_output`` may be per-sample tensors
+[batch, 1] when each sample has its own phase signal), lets the device evolve for ``steps`` of its own time steps
 from ``states`` (``None``: from rest, or from wherever the device is: the temporally local rules
 never reset it), and returns the states it reads out (settled, or current when ``steps`` is short).
 ``steps`` and ``eps`` are the simulator's units; a device maps them to its own settling time.
@@ -111,8 +112,8 @@ class EnergyNet(nn.Module):
         """``W_1 x + b_1`` [batch, n_1]: the clamped input's drive, computed once per batch."""
         return torch.addmm(self.biases[0], x, self.weights[0].t())
 
-    def settle(self, x: torch.Tensor, states: fe.States | None = None, *, steps: int, beta: float = 0.0,
-               target: torch.Tensor | None = None, clamp_output: bool = False, eps: float | None = None,
+    def settle(self, x: torch.Tensor, states: fe.States | None = None, *, steps: int, beta=0.0,
+               target: torch.Tensor | None = None, clamp_output=False, eps: float | None = None,
                input_drive: torch.Tensor | None = None, trace=None) -> fe.States:
         """``steps`` settling steps (free, nudged with ``beta`` towards one-hot ``target``, or output clamped).
 

@@ -82,6 +82,7 @@ from neuro.rules.base import check_compatible as base_check_compatible
 PhaseForm = Literal["two_phase", "temporally_local", "non_periodic"]
 Nudging = Literal["positive", "negative", "random_sign", "symmetric"]
 LengthDistribution = Literal["fixed", "geometric", "exponential"]
+PhaseSignal = Literal["global", "per_sample"]
 
 
 # ------------------------------------------------------------------------ specs
@@ -99,6 +100,8 @@ class ContrastiveSpec:
     phases_per_batch: learning phases per batch (flexible forms; even for temporally_local).
     p_positive: probability that a phase is positive (non_periodic).
     substeps: settling steps per tick, i.e. between two reads of the state (flexible forms).
+    phase_signal: "global" (one phase process for the whole batch) or "per_sample" (each sample of
+        the batch, a separate presentation to its own copy of the network, has its own; non_periodic).
     layer_scales: per-layer multipliers of the pseudo-gradient (empty: all 1).
     diag_every: compute the diagnostics every this many batches (0: never).
     diag_betas: the betas of the cosine-versus-beta diagnostic.
@@ -115,6 +118,7 @@ class ContrastiveSpec:
     phases_per_batch: int = 2
     p_positive: float = 0.5
     substeps: int = 1
+    phase_signal: PhaseSignal = "global"
     layer_scales: list[float] = field(default_factory=list)
     diag_every: int = 0
     diag_betas: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
@@ -134,6 +138,13 @@ class ContrastiveSpec:
                               f"phases alternate), got {self.phases_per_batch}")
         if not 0.0 < self.p_positive < 1.0:
             raise ConfigError(f"rule.p_positive must be in (0, 1), got {self.p_positive}")
+        if self.phase_signal == "per_sample" and self.phases != "non_periodic":
+            raise ConfigError("rule.phase_signal = 'per_sample' is for phases = 'non_periodic' (the other forms have "
+                              "the same phases for every sample); use phase_signal = 'global'")
+        if (self.phase_signal == "per_sample" and self.phase_distribution == "fixed"
+                and self.phase_length != round(self.phase_length)):
+            raise ConfigError(f"rule.phase_length must be a whole number of ticks for per-sample fixed phases, "
+                              f"got {self.phase_length}")
         if self.substeps < 1:
             raise ConfigError(f"rule.substeps must be >= 1, got {self.substeps}")
         if any(not a > 0 for a in self.layer_scales):
@@ -202,15 +213,21 @@ class _Accumulator:
         self.r1 = torch.zeros(x.shape[0], model.sizes[1], dtype=x.dtype, device=x.device)
         self.gw = [torch.zeros_like(w) for w in model.weights[1:]]
         self.gb = [torch.zeros_like(b) for b in model.biases[1:]]
-        self.total = 0.0
 
-    def add(self, states: fe.States, w: float) -> None:
+    def add(self, states: fe.States, w) -> None:
+        """Add ``w * dE(states)``; ``w`` a number or per-sample weights [batch]."""
         r = [fe.rho(s, self.act) for s in states]
+        if isinstance(w, torch.Tensor):
+            wr = [w.unsqueeze(1) * rk for rk in r]
+            self.r1.add_(wr[0])
+            for k in range(1, len(r)):
+                self.gw[k - 1].addmm_(wr[k].t(), r[k - 1])
+                self.gb[k - 1].add_(wr[k].sum(0))
+            return
         self.r1.add_(r[0], alpha=w)
         for k in range(1, len(r)):
             self.gw[k - 1].addmm_(r[k].t(), r[k - 1], alpha=w)
             self.gb[k - 1].add_(r[k].sum(0), alpha=w)
-        self.total += abs(w)
 
     def result(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         b = self.x.shape[0]
@@ -256,8 +273,11 @@ class ContrastiveRule(Rule):
     def free_steps(self, model: EnergyNet) -> int:
         return self.spec.free_steps or model.settle_steps
 
-    def _settle(self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None):
-        return model.settle(x, states, steps=steps, beta=phase.beta, target=target, clamp_output=phase.clamp, eps=eps,
+    def _settle(self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None, beta=None,
+                clamp=None):
+        beta = phase.beta if beta is None else beta
+        clamp = phase.clamp if clamp is None else clamp
+        return model.settle(x, states, steps=steps, beta=beta, target=target, clamp_output=clamp, eps=eps,
                             input_drive=drive, trace=trace)
 
     # ------------------------------------------------------------------ forms
@@ -310,6 +330,61 @@ class ContrastiveRule(Rule):
         gw, gb = acc.result()
         return gw, gb, s0
 
+    def per_sample_schedule(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample phase signals on a common tick clock: sigma [ticks, batch] in {+1, -1, 0} (0: done).
+
+        Each sample draws ``phases_per_batch`` phases (type and integer length in ticks; exponential
+        lengths are rounded up, i.e. geometric with ``q = 1 - exp(-1 / phase_length)``).
+        """
+        spec = self.spec
+        n = spec.phases_per_batch
+        positive = torch.rand(batch_size, n, generator=generator) < spec.p_positive
+        if spec.phase_distribution == "fixed":
+            lengths = torch.full((batch_size, n), int(round(spec.phase_length)))
+        else:
+            u = torch.rand(batch_size, n, generator=generator, dtype=torch.float64)
+            if spec.phase_distribution == "geometric":
+                q = 1.0 / spec.phase_length
+                lengths = (1 + torch.floor(torch.log1p(-u) / math.log1p(-q))).long() if q < 1 else torch.ones_like(u).long()
+            else:
+                lengths = torch.ceil(-spec.phase_length * torch.log1p(-u)).clamp_min(1).long()
+        total = int(lengths.sum(1).max())
+        sigma = torch.zeros(total, batch_size)
+        for b in range(batch_size):
+            t = 0
+            for i in range(n):
+                sigma[t:t + int(lengths[b, i]), b] = 1.0 if bool(positive[b, i]) else -1.0
+                t += int(lengths[b, i])
+        return sigma
+
+    def mean_tick_length(self) -> float:
+        """Mean phase length in ticks of the per-sample process (the normalization ``phase_length`` of the update)."""
+        spec = self.spec
+        if spec.phase_distribution == "exponential":
+            return 1.0 / (1.0 - math.exp(-1.0 / spec.phase_length))
+        return float(round(spec.phase_length)) if spec.phase_distribution == "fixed" else float(spec.phase_length)
+
+    def flexible_per_sample(self, model: EnergyNet, x, target, *, pair=None, sigma=None, drive=None, generator=None):
+        """Non-periodic update with a phase signal per sample; returns ``(gw, gb, s0)``."""
+        spec = self.spec
+        pos, neg, c = pair if pair is not None else self.phase_pair(generator)
+        sigma = sigma if sigma is not None else self.per_sample_schedule(x.shape[0], generator)
+        sigma = sigma.to(x.dtype)
+        n_first = self.free_steps(model) if spec.settle_first < 0 else spec.settle_first
+        s = self._settle(model, x, None, FREE, n_first, target, drive) if n_first else model.zero_states(x)
+        s0 = s
+        base = (2.0 / spec.phases_per_batch) * c / self.mean_tick_length()
+        w_pos, w_neg = 1.0 / (2.0 * spec.p_positive), 1.0 / (2.0 * (1.0 - spec.p_positive))
+        acc = _Accumulator(x, model)
+        for sig in sigma:
+            is_pos, is_neg = (sig > 0).unsqueeze(1), (sig < 0).unsqueeze(1)
+            beta = torch.where(is_pos, pos.beta, torch.where(is_neg, neg.beta, 0.0)).to(x.dtype)
+            clamp = (is_pos & pos.clamp) | (is_neg & neg.clamp)
+            s = self._settle(model, x, s, Phase(), spec.substeps, target, drive, beta=beta, clamp=clamp)
+            acc.add(s, base * (w_pos * (sig > 0).to(x.dtype) - w_neg * (sig < 0).to(x.dtype)))
+        gw, gb = acc.result()
+        return gw, gb, s0
+
     # ------------------------------------------------------------------- step
     @torch.no_grad()
     def compute(self, model: EnergyNet, batch: Batch):
@@ -319,6 +394,8 @@ class ContrastiveRule(Rule):
         drive = model.input_drive(x) if model.substrate is None else None
         if self.spec.phases == "two_phase":
             return self.two_phase(model, x, target, drive=drive)
+        if self.spec.phase_signal == "per_sample":
+            return self.flexible_per_sample(model, x, target, drive=drive)
         return self.flexible(model, x, target, drive=drive)
 
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
