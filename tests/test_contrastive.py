@@ -79,6 +79,26 @@ def test_energy_dynamics_and_parameter_terms_agree_with_autograd():
         assert torch.allclose(mine, ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("nudge", [{}, {"beta": 0.7}, {"beta": "per_sample"}, {"clamp_output": True}, {"clamp_output": "per_sample"}])
+def test_hard_sigmoid_fast_step_equals_general_step(nudge):
+    """The fused hard-sigmoid step (used when the input drive is precomputed) against the general one."""
+    net = make_net(sizes=(12, 10, 8, 4), bias_std=0.5, seed=2)
+    x, _, t = make_batch(net, n=5)
+    w, b = list(net.weights), list(net.biases)
+    g = torch.Generator().manual_seed(0)
+    states = [torch.rand(x.shape[0], n, generator=g, dtype=DT) for n in net.sizes[1:]]
+    kw = dict(nudge)
+    if kw.get("beta") == "per_sample":
+        kw["beta"] = torch.tensor([[0.5], [0.0], [-0.5], [0.5], [0.0]], dtype=DT)
+    if kw.get("clamp_output") == "per_sample":
+        kw["clamp_output"] = torch.tensor([[True], [False], [True], [False], [False]])
+    general = fe.settle_step(x, states, w, b, eps=0.4, target=t, **kw)
+    fast = fe.settle_step(x, states, w, b, eps=0.4, target=t, input_drive=x @ w[0].t() + b[0], **kw)
+    for a, c in zip(general, fast):
+        assert torch.allclose(a, c, atol=1e-13)
+    assert not torch.allclose(general[0], states[0])
+
+
 @pytest.mark.parametrize("activation,eps", [("hard_sigmoid", 0.2), ("sigmoid", 0.1)])
 @pytest.mark.parametrize("beta", [0.0, 0.5, -0.5])
 def test_settling_decreases_energy_monotonically(activation, eps, beta):
@@ -114,6 +134,7 @@ def test_large_step_can_break_monotonicity():
 
 
 # ---------------------------------------------------------------- gradient agreement
+@torch.no_grad()
 def settled(net, x, steps=3000):
     s = net.settle(x, steps=steps)
     res = max(float((a - c).abs().max()) for a, c in zip(net.settle(x, s, steps=1), s))

@@ -135,9 +135,12 @@ def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float,
     per-sample tensor [batch, 1].  clamp_output: hold ``s_L = y`` (CHL's clamped phase), a bool or a
     per-sample bool tensor [batch, 1]; clamped samples ignore ``beta``.
     """
-    d = drives(x, states, weights, biases, activation, input_drive)
     nudged = isinstance(beta, torch.Tensor) or bool(beta)
     clamped = isinstance(clamp_output, torch.Tensor) or bool(clamp_output)
+    if activation == "hard_sigmoid" and input_drive is not None:
+        return _hard_sigmoid_step(states, weights, biases, eps, beta if nudged else None, target, clamp_output if clamped else None,
+                                  input_drive)
+    d = drives(x, states, weights, biases, activation, input_drive)
     new = []
     last = len(states) - 1
     for k, (s, dk) in enumerate(zip(states, d)):
@@ -156,6 +159,35 @@ def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float,
                 grad = grad + beta * 2.0 * (r - target) * rho_prime(s, activation)
             out = s - eps * grad
         if k == last and isinstance(clamp_output, torch.Tensor):
+            out = torch.where(clamp_output, target.to(s.dtype), out)
+        new.append(out)
+    return new
+
+
+def _hard_sigmoid_step(states, weights, biases, eps, beta, target, clamp_output, input_drive) -> States:
+    """:func:`settle_step` for the hard sigmoid with states in [0, 1] (where ``rho(s) = s``), in fewer operations.
+
+    ``s_k <- clip((1 - eps) s_k + eps (drive_k - beta dC/ds_k), 0, 1)``; ``drive_1`` starts from ``input_drive``.
+    """
+    n = len(states)
+    new = []
+    for k in range(n):
+        s = states[k]
+        if k == 0:
+            d = input_drive if n == 1 else torch.addmm(input_drive, states[1], weights[1])
+        else:
+            d = torch.addmm(biases[k], states[k - 1], weights[k].t())
+            if k < n - 1:
+                d.addmm_(states[k + 1], weights[k + 1])
+        if k == n - 1:
+            if clamp_output is not None and not isinstance(clamp_output, torch.Tensor):
+                new.append(target.to(s.dtype))
+                continue
+            if beta is not None:
+                d = d - (2.0 * beta) * (s - target)
+        out = torch.add(d, s, alpha=(1.0 - eps) / eps).mul_(eps) if eps != 0 else s.clone()
+        out.clamp_(0.0, 1.0)
+        if k == n - 1 and isinstance(clamp_output, torch.Tensor):
             out = torch.where(clamp_output, target.to(s.dtype), out)
         new.append(out)
     return new
