@@ -400,3 +400,43 @@ def test_mnist_first50k_split():
     # val is exactly images 50000..59999: same multiset of labels and the same pixel sum
     assert torch.equal(torch.bincount(d.val.y, minlength=10), torch.bincount(torch.from_numpy(y[50000:]), minlength=10))
     assert float((d.val.x.double() * 255).round().sum()) == float(x[50000:].astype("float64").sum())
+
+
+def test_settling_substrate_hook():
+    """A device-like substrate (here a torch simulator behind the documented interface) trains with EP."""
+
+    class FakeDevice:
+        name = "fake:hopfield0"
+
+        def __init__(self):
+            self.writes, self.w, self.b = 0, None, None
+
+        def set_params(self, weights, biases):
+            self.writes += 1
+            self.w, self.b = [w.clone() for w in weights], [b.clone() for b in biases]
+
+        def settle(self, x, states, *, steps, eps, beta=0.0, target=None, clamp_output=False):
+            states = states if states is not None else [x.new_zeros(x.shape[0], w.shape[0]) for w in self.w]
+            return fe.settle(x, states, self.w, self.b, steps=steps, eps=eps, beta=beta, target=target,
+                             clamp_output=clamp_output)
+
+    net = make_net(bias_std=0.2).float()
+    twin = make_net(bias_std=0.2).float()
+    dev = FakeDevice()
+    net.set_substrate(dev)
+    assert not net.capabilities.differentiable and net.capabilities.substrate == "fake:hopfield0"
+    x, y, _ = make_batch(net)
+    r = rule(nudging="positive", free_steps=30, nudged_steps=10)
+    r.step(net, Batch(x.float(), y))
+    r.step(twin, Batch(x.float(), y))
+    for p, q in zip(net.parameters(), twin.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+    writes = dev.writes
+    net(x.float())
+    assert dev.writes == writes  # parameters unchanged: not written again
+    with torch.no_grad():
+        net.weights[0].add_(0.01)
+    net(x.float())
+    assert dev.writes == writes + 1
+    with pytest.raises(ConfigError, match="set_params"):
+        net.set_substrate(object())
