@@ -435,8 +435,9 @@ class ContrastiveRule(Rule):
                 prev[0] = states
             return trace
 
-        # settling convergence of the phases this rule uses (on its own step counts)
-        pos, neg, _ = self.phase_pair()
+        # settling convergence of the phases this rule uses (on its own step counts); a private generator,
+        # so that diagnostics leave the training's random stream (e.g. random nudging signs) untouched
+        pos, neg, _ = self.phase_pair(torch.Generator().manual_seed(self.batches_seen))
         zero = model.zero_states(x)
         free_log: list = []
         s0 = self._settle(model, x, zero, FREE, self.free_steps(model), target, drive, trace=tracer(free_log, [zero], FREE))
