@@ -440,3 +440,20 @@ def test_settling_substrate_hook():
     assert dev.writes == writes + 1
     with pytest.raises(ConfigError, match="set_params"):
         net.set_substrate(object())
+
+
+def test_diagnostics_skip_cosines_when_the_loss_is_exactly_zero():
+    """Saturated outputs on their targets: gradient exactly 0, so no cosine (not a misleading 0)."""
+    net = make_net(sizes=(5, 4, 3)).float()
+    with torch.no_grad():
+        net.weights[1].zero_()
+        net.biases[1].copy_(torch.tensor([5.0, -5.0, -5.0]))  # output pinned at (1, 0, 0)
+    x = torch.rand(4, 5)
+    y = torch.zeros(4, dtype=torch.long)
+    r = rule(diag_every=1, diag_steps=50)
+    metrics = r.step(net, Batch(x, y))
+    assert metrics["loss"] == 0.0 and metrics["diag_zero_gradient"] == 1.0 and "cos_true" not in metrics
+    with torch.no_grad():
+        net.biases[1].fill_(0.5)  # outputs inside (0, 1): the loss has a gradient
+    metrics = r.step(net, Batch(x, y))
+    assert metrics["diag_zero_gradient"] == 0.0 and -1 <= metrics["cos_true"] <= 1

@@ -55,7 +55,8 @@ gradient ``dL/dtheta`` of ``L = mean C(s*)`` at the free fixed point (``diag_ste
 by recurrent backprop (:func:`neuro.functional.energy.fixed_point_gradient`), and its cosine with
 (a) the update this rule just wrote (``cos_true``), (b) two-phase EP with one-sided and symmetric
 nudging for each ``beta`` in ``diag_betas`` on settled phases (``cos_ep_b<beta>``,
-``cos_sym_b<beta>``), (c) CHL (``cos_chl``); and the settling convergence of each phase (the
+``cos_sym_b<beta>``), (c) CHL (``cos_chl``) -- left out, with ``diag_zero_gradient = 1``, on a batch whose
+outputs all sit exactly on their targets (saturated hard sigmoids: loss and gradient exactly 0); and the settling convergence of each phase (the
 max-norm change of the state per step, and the total energy ``F``).  The run report plots them.
 
 Metrics per batch: ``loss`` (mean cost ``C`` of the free state), ``accuracy`` (argmax of the free
@@ -450,6 +451,15 @@ class ContrastiveRule(Rule):
         true = fe.flat(true_w, true_b)
         out: dict[str, float] = {"adjoint_residual": adj, "free_residual": free_log[-1][0] if free_log else 0.0,
                                  "nudged_residual": pos_log[-1][0] if pos_log else 0.0}
+        settling = {"batch": self.batches_seen,
+                    "free_residual": [r for r, _ in free_log], "free_energy": [e for _, e in free_log],
+                    "nudged_residual": [r for r, _ in pos_log], "nudged_energy": [e for _, e in pos_log]}
+        out["diag_zero_gradient"] = float(not float(true.norm()) > 0)
+        if out["diag_zero_gradient"]:
+            # every output sits exactly on its target (hard sigmoid saturated at 0 / 1): the loss and its
+            # gradient are exactly 0 and no cosine is defined; keep the last defined cosines for the report
+            self.diagnostics = {**self.diagnostics, **settling}
+            return out
         if update is not None:
             out["cos_true"] = fe.cosine(update, true)
         ep_one, ep_sym = [], []
@@ -464,13 +474,8 @@ class ContrastiveRule(Rule):
         chl = self.two_phase(model, x, target, nudged_steps=spec.diag_steps, pair=(Phase(clamp=True), FREE, 1.0),
                              drive=drive, s0=star)
         out["cos_chl"] = fe.cosine(fe.flat(*chl[:2]), true)
-        self.diagnostics = {
-            "batch": self.batches_seen,
-            "betas": list(spec.diag_betas), "cos_ep": ep_one, "cos_sym": ep_sym, "cos_chl": out["cos_chl"],
-            "cos_true": out.get("cos_true"),
-            "free_residual": [r for r, _ in free_log], "free_energy": [e for _, e in free_log],
-            "nudged_residual": [r for r, _ in pos_log], "nudged_energy": [e for _, e in pos_log],
-        }
+        self.diagnostics = {"betas": list(spec.diag_betas), "cos_ep": ep_one, "cos_sym": ep_sym, "cos_chl": out["cos_chl"],
+                            "cos_true": out.get("cos_true"), "cos_batch": self.batches_seen, **settling}
         return out
 
     # ---------------------------------------------------------------- report
@@ -494,7 +499,7 @@ class ContrastiveRule(Rule):
             if d.get("cos_true") is not None:
                 series[f"this rule ({self.spec.phases})"] = [d["cos_true"]] * len(betas)
             plot_series(betas, series, run_dir / "ep_cosine_beta.png", "log10 beta",
-                        "cosine with true gradient", title=f"update vs dL/dtheta at the fixed point (batch {d['batch']})")
+                        "cosine with true gradient", title=f"update vs dL/dtheta at the fixed point (batch {d['cos_batch']})")
             figures.append(("Contrastive update vs true gradient", "ep_cosine_beta.png",
                             "Cosine between two-phase EP updates on settled phases and the gradient of the loss at the "
                             "free fixed point (recurrent backprop), against beta; flat lines: CHL and this rule's update."))
