@@ -274,9 +274,9 @@ def flat(gw: Sequence[torch.Tensor], gb: Sequence[torch.Tensor]) -> torch.Tensor
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine similarity of two vectors (0 when either is zero)."""
+    """Cosine similarity of two vectors, clipped to [-1, 1] against rounding (0 when either is zero)."""
     na, nb = float(a.norm()), float(b.norm())
-    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+    return max(-1.0, min(1.0, float(a @ b) / (na * nb))) if na > 0 and nb > 0 else 0.0
 
 
 def one_hot(y: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
