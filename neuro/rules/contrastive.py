@@ -50,7 +50,8 @@ Per-layer learning rates: ``layer_scales = [a_1, ..., a_L]`` multiplies layer ``
 by ``a_k``; with ``[optim] name = "sgd", lr = 1`` that is SGD with per-layer rates ``a_k``
 (Scellier & Bengio's MNIST: ``[0.1, 0.05]``).
 
-Diagnostics (``diag_every = N > 0``: every N-th batch, on that batch, simulator only): the true
+Diagnostics (``diag_every = N > 0``: every N-th batch, on that batch, simulator only, in float64 on a copy
+of the network): the true
 gradient ``dL/dtheta`` of ``L = mean C(s*)`` at the free fixed point (``diag_steps`` settling steps)
 by recurrent backprop (:func:`neuro.functional.energy.fixed_point_gradient`), and its cosine with
 (a) the update this rule just wrote (``cos_true``), (b) two-phase EP with one-sided and symmetric
@@ -65,6 +66,7 @@ output), ``update_norm``; the diagnostics' entries on the batches that compute t
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -424,10 +426,14 @@ class ContrastiveRule(Rule):
     def diagnose(self, model: EnergyNet, batch: Batch, update: torch.Tensor | None = None) -> dict[str, float]:
         """Cosines with the true fixed-point gradient and per-phase settling convergence (module docstring)."""
         spec = self.spec
-        x = batch.x.to(model.weights[0].dtype)
+        # in float64: near convergence the loss gradient is tiny and the EP differences (1/beta)[dE(s^beta) - dE(s^0)]
+        # of O(1) terms lose it to float32 rounding for small beta
+        model = copy.deepcopy(model).double()
+        x = batch.x.to(torch.float64)
         target = fe.one_hot(batch.y, model.sizes[-1], x.dtype)
         drive = model.input_drive(x)
         w, b = list(model.weights), list(model.biases)
+        update = update.to(torch.float64) if update is not None else None
 
         def tracer(store: list, prev: list, phase: Phase):
             def trace(t, states):
@@ -454,7 +460,8 @@ class ContrastiveRule(Rule):
         settling = {"batch": self.batches_seen,
                     "free_residual": [r for r, _ in free_log], "free_energy": [e for _, e in free_log],
                     "nudged_residual": [r for r, _ in pos_log], "nudged_energy": [e for _, e in pos_log]}
-        out["diag_zero_gradient"] = float(not float(true.norm()) > 0)
+        out["true_grad_norm"] = float(true.norm())
+        out["diag_zero_gradient"] = float(not out["true_grad_norm"] > 0)
         if out["diag_zero_gradient"]:
             # every output sits exactly on its target (hard sigmoid saturated at 0 / 1): the loss and its
             # gradient are exactly 0 and no cosine is defined; keep the last defined cosines for the report
