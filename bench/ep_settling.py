@@ -60,7 +60,7 @@ def bench(batch: int, steps: int, repeats: int, warmup: int) -> dict:
     torch.manual_seed(0)
     net = EnergyNet([784, 500, 10], step_size=0.5, settle_steps=steps)
     x = torch.rand(batch, 784)
-    w1, b1, w2 = net.weights[0].detach(), net.biases[0].detach(), net.weights[1].detach()
+    w1, w2 = net.weights[0].detach(), net.weights[1].detach()
     h = torch.empty(batch, 500)
     td = torch.empty(batch, 500)
     o = torch.empty(batch, 10)
@@ -81,10 +81,14 @@ def bench(batch: int, steps: int, repeats: int, warmup: int) -> dict:
     t_roof = statistics.median(time_phase(roofline, repeats, warmup))
     flops = 2 * batch * (784 * 500 + steps * 2 * 500 * 10)
     return {
-        "batch": batch, "steps": steps,
-        "settle_it_per_s": steps / t_settle, "roofline_it_per_s": steps / t_roof,
-        "ratio": t_settle / t_roof, "roofline_gflops": flops / t_roof / 1e9,
-        "settle_ms_per_phase": 1e3 * t_settle, "roofline_ms_per_phase": 1e3 * t_roof,
+        "batch": batch,
+        "steps": steps,
+        "settle_it_per_s": steps / t_settle,
+        "roofline_it_per_s": steps / t_roof,
+        "ratio": t_settle / t_roof,
+        "roofline_gflops": flops / t_roof / 1e9,
+        "settle_ms_per_phase": 1e3 * t_settle,
+        "roofline_ms_per_phase": 1e3 * t_roof,
     }
 
 
@@ -103,17 +107,28 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     rows = [bench(b, args.steps, args.repeats, args.warmup) for b in args.batches]
     load_after = os.getloadavg()
-    meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-            "load_before": load_before[0], "load_after": load_after[0], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print(f"# {meta['cpu']}, {meta['cores']} cores, {args.threads} thread(s), torch {meta['torch']}; "
-          f"load average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after")
+    meta = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "load_before": load_before[0],
+        "load_after": load_after[0],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    print(
+        f"# {meta['cpu']}, {meta['cores']} cores, {args.threads} thread(s), torch {meta['torch']}; "
+        f"load average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after"
+    )
     if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1):
         print("# WARNING: the machine was busy; these timings are not valid measurements")
     print("| batch | settle it/s | roofline it/s | settle / roofline | roofline GFLOP/s |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['settle_it_per_s']:.0f} | {r['roofline_it_per_s']:.0f} | {r['ratio']:.2f} | "
-              f"{r['roofline_gflops']:.1f} |")
+        print(
+            f"| {r['batch']} | {r['settle_it_per_s']:.0f} | {r['roofline_it_per_s']:.0f} | {r['ratio']:.2f} | "
+            f"{r['roofline_gflops']:.1f} |"
+        )
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:
             for r in rows:

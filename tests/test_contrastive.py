@@ -17,12 +17,14 @@ from neuro.errors import ConfigError, IncompatibleError
 from neuro.functional import energy as fe
 from neuro.layers.energy import EnergyNet
 from neuro.rules.base import Batch
-from neuro.rules.contrastive import CHLSpec, ContrastiveRule, EPSpec, FREE, Phase, draw_length
+from neuro.rules.contrastive import FREE, CHLSpec, ContrastiveRule, EPSpec, Phase, draw_length
 
 DT = torch.float64
 
 
-def make_net(sizes=(12, 9, 4), activation="hard_sigmoid", seed=0, weight_scale=1.0, bias_std=0.0, eps=0.5, bias_mean=0.0):
+def make_net(
+    sizes=(12, 9, 4), activation="hard_sigmoid", seed=0, weight_scale=1.0, bias_std=0.0, eps=0.5, bias_mean=0.0
+):
     torch.manual_seed(seed)
     net = EnergyNet(list(sizes), step_size=eps, settle_steps=50, activation=activation).to(DT)
     with torch.no_grad():
@@ -45,7 +47,12 @@ def energy_by_hand(x, states, weights, biases, act):
     r = [x] + [fe.rho(s, act) for s in states]
     e = torch.zeros(x.shape[0], dtype=x.dtype)
     for k in range(1, len(r)):
-        e = e + 0.5 * (r[k] ** 2).sum(1) - torch.einsum("bi,ij,bj->b", r[k], weights[k - 1], r[k - 1]) - r[k] @ biases[k - 1]
+        e = (
+            e
+            + 0.5 * (r[k] ** 2).sum(1)
+            - torch.einsum("bi,ij,bj->b", r[k], weights[k - 1], r[k - 1])
+            - r[k] @ biases[k - 1]
+        )
     return e
 
 
@@ -79,7 +86,9 @@ def test_energy_dynamics_and_parameter_terms_agree_with_autograd():
         assert torch.allclose(mine, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("nudge", [{}, {"beta": 0.7}, {"beta": "per_sample"}, {"clamp_output": True}, {"clamp_output": "per_sample"}])
+@pytest.mark.parametrize(
+    "nudge", [{}, {"beta": 0.7}, {"beta": "per_sample"}, {"clamp_output": True}, {"clamp_output": "per_sample"}]
+)
 def test_hard_sigmoid_fast_step_equals_general_step(nudge):
     """The fused hard-sigmoid step (used when the input drive is precomputed) against the general one."""
     net = make_net(sizes=(12, 10, 8, 4), bias_std=0.5, seed=2)
@@ -106,8 +115,18 @@ def test_settling_decreases_energy_monotonically(activation, eps, beta):
     x, _, t = make_batch(net, n=8)
     w, b = list(net.weights), list(net.biases)
     energies = []
-    fe.settle(x, net.zero_states(x), w, b, steps=150, eps=eps, beta=beta, target=t, activation=activation,
-              trace=lambda i, s: energies.append(float(fe.total_energy(x, s, w, b, beta, t, activation).sum())))
+    fe.settle(
+        x,
+        net.zero_states(x),
+        w,
+        b,
+        steps=150,
+        eps=eps,
+        beta=beta,
+        target=t,
+        activation=activation,
+        trace=lambda i, s: energies.append(float(fe.total_energy(x, s, w, b, beta, t, activation).sum())),
+    )
     diffs = torch.tensor(energies).diff()
     assert (diffs <= 1e-12).all(), f"energy rose by {float(diffs.max())}"
     assert energies[-1] < energies[0] - 1e-3  # and it actually moved
@@ -125,8 +144,15 @@ def test_large_step_can_break_monotonicity():
     b = [torch.ones(1, dtype=DT), torch.ones(1, dtype=DT)]
     for eps, rises in ((1.0, True), (0.2, False)):
         energies = []
-        fe.settle(x, [torch.zeros(1, 1, dtype=DT)] * 2, w, b, steps=20, eps=eps,
-                  trace=lambda i, s: energies.append(float(fe.energy(x, s, w, b).sum())))
+        fe.settle(
+            x,
+            [torch.zeros(1, 1, dtype=DT)] * 2,
+            w,
+            b,
+            steps=20,
+            eps=eps,
+            trace=lambda i, s, energies=energies: energies.append(float(fe.energy(x, s, w, b).sum())),
+        )
         if rises:
             assert energies[:4] == [1.0, 0.0, 1.0, 0.0]
         else:
@@ -146,8 +172,9 @@ def test_fixed_point_gradient_matches_finite_differences():
     net = make_net(bias_std=0.2)
     x, _, t = make_batch(net)
     star = settled(net, x)
-    gw, gb, adj = fe.fixed_point_gradient(x, star, t, list(net.weights), list(net.biases), eps=net.step_size,
-                                          iterations=5000, tol=1e-14)
+    gw, gb, adj = fe.fixed_point_gradient(
+        x, star, t, list(net.weights), list(net.biases), eps=net.step_size, iterations=5000, tol=1e-14
+    )
     assert adj < 1e-12
 
     def loss():
@@ -172,12 +199,25 @@ def test_fixed_point_gradient_matches_finite_differences():
 
 @pytest.mark.parametrize("activation,weight_scale,beta", [("hard_sigmoid", 1.0, 1e-3), ("sigmoid", 0.15, 1e-2)])
 def test_symmetric_ep_matches_backprop_gradient_for_small_beta(activation, weight_scale, beta):
-    net = make_net(activation=activation, weight_scale=weight_scale, bias_std=0.2,
-                   bias_mean=0.5 if activation == "sigmoid" else 0.0)
+    net = make_net(
+        activation=activation,
+        weight_scale=weight_scale,
+        bias_std=0.2,
+        bias_mean=0.5 if activation == "sigmoid" else 0.0,
+    )
     x, _, t = make_batch(net)
     star = settled(net, x, 4000)
-    gw, gb, _ = fe.fixed_point_gradient(x, star, t, list(net.weights), list(net.biases), eps=net.step_size,
-                                        activation=activation, iterations=5000, tol=1e-14)
+    gw, gb, _ = fe.fixed_point_gradient(
+        x,
+        star,
+        t,
+        list(net.weights),
+        list(net.biases),
+        eps=net.step_size,
+        activation=activation,
+        iterations=5000,
+        tol=1e-14,
+    )
     true = fe.flat(gw, gb)
     r = rule(beta=beta, nudging="symmetric")
     sym = r.two_phase(net, x, t, nudged_steps=4000, pair=(Phase(beta), Phase(-beta), 0.5 / beta), s0=star)
@@ -192,15 +232,25 @@ def test_symmetric_nudging_has_smaller_bias_than_one_sided():
     net = make_net(activation="sigmoid", weight_scale=0.15, bias_std=0.2, bias_mean=0.5)
     x, _, t = make_batch(net)
     star = settled(net, x, 4000)
-    gw, gb, _ = fe.fixed_point_gradient(x, star, t, list(net.weights), list(net.biases), eps=net.step_size,
-                                        activation="sigmoid", iterations=5000, tol=1e-14)
+    gw, gb, _ = fe.fixed_point_gradient(
+        x,
+        star,
+        t,
+        list(net.weights),
+        list(net.biases),
+        eps=net.step_size,
+        activation="sigmoid",
+        iterations=5000,
+        tol=1e-14,
+    )
     true = fe.flat(gw, gb)
     r = rule()
     errors = {}
     for beta in (0.1, 0.05):
         one = fe.flat(*r.two_phase(net, x, t, nudged_steps=4000, pair=(Phase(beta), FREE, 1 / beta), s0=star)[:2])
-        sym = fe.flat(*r.two_phase(net, x, t, nudged_steps=4000, pair=(Phase(beta), Phase(-beta), 0.5 / beta),
-                                   s0=star)[:2])
+        sym = fe.flat(
+            *r.two_phase(net, x, t, nudged_steps=4000, pair=(Phase(beta), Phase(-beta), 0.5 / beta), s0=star)[:2]
+        )
         errors[beta] = (float((one - true).norm()), float((sym - true).norm()))
     assert errors[0.1][1] < 0.5 * errors[0.1][0]
     # halving beta halves the one-sided error and quarters the symmetric one (to 20 %)
@@ -215,22 +265,27 @@ def test_temporally_local_sum_equals_two_phase_update_when_settled(name, nudging
     x, _, t = make_batch(net)
     kw = {"nudging": nudging, "beta": 0.3} if name == "ep" else {}
     two = rule(name, free_steps=3000, nudged_steps=3000, **kw)
-    local = rule(name, phases="temporally_local", phase_length=3.0, phases_per_batch=2, substeps=3000,
-                 settle_first=3000, **kw)
+    local = rule(
+        name, phases="temporally_local", phase_length=3.0, phases_per_batch=2, substeps=3000, settle_first=3000, **kw
+    )
     gw2, gb2, _ = two.two_phase(net, x, t)
     gwl, gbl, _ = local.flexible(net, x, t)
     for a, c in zip((*gw2, *gb2), (*gwl, *gbl)):
         assert torch.allclose(a, c, rtol=1e-9, atol=1e-12)
     # the same with 4 alternating phases of fractional length (last tick of each phase partial)
-    local4 = rule(name, phases="temporally_local", phase_length=2.5, phases_per_batch=4, substeps=3000,
-                  settle_first=3000, **kw)
+    local4 = rule(
+        name, phases="temporally_local", phase_length=2.5, phases_per_batch=4, substeps=3000, settle_first=3000, **kw
+    )
     gw4, gb4, _ = local4.flexible(net, x, t)
     for a, c in zip((*gw2, *gb2), (*gw4, *gb4)):
         assert torch.allclose(a, c, rtol=1e-9, atol=1e-12)
 
 
 def test_temporally_local_with_transients_differs_from_two_phase():
-    """Few substeps: the time average over the trajectory is not the end-state difference (so the test above can fail)."""
+    """Few substeps: the time average over the trajectory is not the end-state difference.
+
+    (So the test above can fail.)
+    """
     net = make_net(bias_std=0.2)
     x, _, t = make_batch(net)
     two = rule(free_steps=3000, nudged_steps=3000, nudging="positive")
@@ -254,8 +309,18 @@ def test_non_periodic_mean_update_matches_two_phase(distribution, signal):
     two = rule(free_steps=400, nudged_steps=400, nudging="positive", beta=beta)
     g = fe.flat(*two.two_phase(net, x, t)[:2])
     length = 3.0 if distribution == "fixed" else 2.5
-    r = rule(phases="non_periodic", phase_distribution=distribution, phase_length=length, phases_per_batch=4,
-             p_positive=0.3, substeps=400, settle_first=400, nudging="positive", beta=beta, phase_signal=signal)
+    r = rule(
+        phases="non_periodic",
+        phase_distribution=distribution,
+        phase_length=length,
+        phases_per_batch=4,
+        p_positive=0.3,
+        substeps=400,
+        settle_first=400,
+        nudging="positive",
+        beta=beta,
+        phase_signal=signal,
+    )
     gen = torch.Generator().manual_seed(7)
     drive = net.input_drive(x)
     s0 = net.settle(x, steps=400)
@@ -288,8 +353,19 @@ class _SettledNet:
     def zero_states(self, x):
         return self.net.zero_states(x)
 
-    def settle(self, x, states=None, *, steps, beta=0.0, target=None, clamp_output=False, eps=None, input_drive=None,
-               trace=None):
+    def settle(
+        self,
+        x,
+        states=None,
+        *,
+        steps,
+        beta=0.0,
+        target=None,
+        clamp_output=False,
+        eps=None,
+        input_drive=None,
+        trace=None,
+    ):
         if isinstance(beta, torch.Tensor):
             pos = (beta != 0).to(x.dtype)
             return [pos * p + (1 - pos) * f for p, f in zip(self.s_pos, self.s0)]
@@ -300,8 +376,16 @@ def test_non_periodic_fast_stand_in_matches_real_settling():
     """The stand-in used above gives the same update as real settling (a few batches, same random draws)."""
     net = make_net(sizes=(8, 6, 3), bias_std=0.2)
     x, _, t = make_batch(net, n=4)
-    r = rule(phases="non_periodic", phase_distribution="exponential", phase_length=2.5, phases_per_batch=4,
-             substeps=400, settle_first=400, nudging="positive", beta=0.5)
+    r = rule(
+        phases="non_periodic",
+        phase_distribution="exponential",
+        phase_length=2.5,
+        phases_per_batch=4,
+        substeps=400,
+        settle_first=400,
+        nudging="positive",
+        beta=0.5,
+    )
     s0 = net.settle(x, steps=400)
     fast = _SettledNet(net, s0, net.settle(x, s0, steps=400, beta=0.5, target=t), 0.5)
     for seed in range(3):
@@ -330,9 +414,11 @@ def test_rule_writes_descent_direction_and_layer_scales():
     r.step(net, Batch(x.float(), y))
     gw, gb, _ = r.two_phase(net, x.float(), fe.one_hot(y, 4))
     assert torch.allclose(net.weights[0].grad, 0.1 * gw[0]) and torch.allclose(net.biases[1].grad, 0.05 * gb[1])
+
     # a small SGD step along -grad lowers the loss of the settled network
     def loss():
         return float(fe.cost(net.settle(x.float(), steps=200), fe.one_hot(y, 4)).mean())
+
     before = loss()
     with torch.no_grad():
         for p in net.parameters():
@@ -345,10 +431,14 @@ def test_ep_learns_digits(phases):
     torch.set_num_threads(1)
     from neuro.build import build_experiment
 
-    cfg = {"run": {"progress": False, "seed": 0}, "data": {"dataset": "digits"},
-           "model": {"kind": "energy", "hidden": [64]},
-           "rule": {"name": "ep", "phases": phases, "layer_scales": [0.1, 0.05], "diag_every": 40},
-           "optim": {"name": "sgd", "lr": 1.0}, "train": {"epochs": 4, "batch_size": 20}}
+    cfg = {
+        "run": {"progress": False, "seed": 0},
+        "data": {"dataset": "digits"},
+        "model": {"kind": "energy", "hidden": [64]},
+        "rule": {"name": "ep", "phases": phases, "layer_scales": [0.1, 0.05], "diag_every": 40},
+        "optim": {"name": "sgd", "lr": 1.0},
+        "train": {"epochs": 4, "batch_size": 20},
+    }
     exp = build_experiment(cfg)
     trainer = exp.trainer(progress=False)
     records = trainer.fit()
@@ -417,8 +507,9 @@ def test_settling_substrate_hook():
 
         def settle(self, x, states, *, steps, eps, beta=0.0, target=None, clamp_output=False):
             states = states if states is not None else [x.new_zeros(x.shape[0], w.shape[0]) for w in self.w]
-            return fe.settle(x, states, self.w, self.b, steps=steps, eps=eps, beta=beta, target=target,
-                             clamp_output=clamp_output)
+            return fe.settle(
+                x, states, self.w, self.b, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output
+            )
 
     net = make_net(bias_std=0.2).float()
     twin = make_net(bias_std=0.2).float()

@@ -44,5 +44,6 @@ def load_mnist_first50k(root=None, *, val_fraction: float = 0.1, seed: int = 0, 
         n_classes=10,
         feature_shape=(28, 28),
         class_names=tuple(str(i) for i in range(10)),
-        source=f"MNIST IDX files in {folder}: train = first {N_TRAIN} of {n}, val = the rest, test = {y_te.size} (/255)",
+        source=f"MNIST IDX files in {folder}: train = first {N_TRAIN} of {n}, val = the rest, "
+        f"test = {y_te.size} (/255)",
     )

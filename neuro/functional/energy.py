@@ -50,7 +50,8 @@ fixed point: :func:`fixed_point_gradient`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 
@@ -96,8 +97,9 @@ def cost(states: States, target: torch.Tensor, activation: Activation = "hard_si
     return ((rho(states[-1], activation) - target) ** 2).sum(1)
 
 
-def total_energy(x, states, weights, biases, beta: float = 0.0, target=None,
-                 activation: Activation = "hard_sigmoid") -> torch.Tensor:
+def total_energy(
+    x, states, weights, biases, beta: float = 0.0, target=None, activation: Activation = "hard_sigmoid"
+) -> torch.Tensor:
     """``F = E + beta C`` per sample [batch]."""
     e = energy(x, states, weights, biases, activation)
     if beta:
@@ -105,8 +107,14 @@ def total_energy(x, states, weights, biases, beta: float = 0.0, target=None,
     return e
 
 
-def drives(x: torch.Tensor, states: States, weights, biases, activation: Activation = "hard_sigmoid",
-           input_drive: torch.Tensor | None = None) -> States:
+def drives(
+    x: torch.Tensor,
+    states: States,
+    weights,
+    biases,
+    activation: Activation = "hard_sigmoid",
+    input_drive: torch.Tensor | None = None,
+) -> States:
     """``drive_k = W_k rho(s_{k-1}) + W_{k+1}^T rho(s_{k+1}) + b_k`` for k = 1 .. L.
 
     ``input_drive``: ``W_1 x + b_1`` precomputed once per batch (the input is clamped), which
@@ -126,9 +134,19 @@ def drives(x: torch.Tensor, states: States, weights, biases, activation: Activat
     return out
 
 
-def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float, beta=0.0,
-                target: torch.Tensor | None = None, clamp_output=False,
-                activation: Activation = "hard_sigmoid", input_drive: torch.Tensor | None = None) -> States:
+def settle_step(
+    x: torch.Tensor,
+    states: States,
+    weights,
+    biases,
+    *,
+    eps: float,
+    beta=0.0,
+    target: torch.Tensor | None = None,
+    clamp_output=False,
+    activation: Activation = "hard_sigmoid",
+    input_drive: torch.Tensor | None = None,
+) -> States:
     """One synchronous Euler step of ``ds/dt = -dF/ds`` (projected onto [0, 1] for the hard sigmoid).
 
     eps: step size (dimensionless time).  beta: nudging strength (0: free phase), a number or a
@@ -138,8 +156,16 @@ def settle_step(x: torch.Tensor, states: States, weights, biases, *, eps: float,
     nudged = isinstance(beta, torch.Tensor) or bool(beta)
     clamped = isinstance(clamp_output, torch.Tensor) or bool(clamp_output)
     if activation == "hard_sigmoid" and input_drive is not None:
-        return _hard_sigmoid_step(states, weights, biases, eps, beta if nudged else None, target, clamp_output if clamped else None,
-                                  input_drive)
+        return _hard_sigmoid_step(
+            states,
+            weights,
+            biases,
+            eps,
+            beta if nudged else None,
+            target,
+            clamp_output if clamped else None,
+            input_drive,
+        )
     d = drives(x, states, weights, biases, activation, input_drive)
     new = []
     last = len(states) - 1
@@ -193,15 +219,37 @@ def _hard_sigmoid_step(states, weights, biases, eps, beta, target, clamp_output,
     return new
 
 
-def settle(x: torch.Tensor, states: States, weights, biases, *, steps: int, eps: float, beta=0.0,
-           target: torch.Tensor | None = None, clamp_output=False, activation: Activation = "hard_sigmoid",
-           input_drive: torch.Tensor | None = None, trace: Callable[[int, States], None] | None = None) -> States:
+def settle(
+    x: torch.Tensor,
+    states: States,
+    weights,
+    biases,
+    *,
+    steps: int,
+    eps: float,
+    beta=0.0,
+    target: torch.Tensor | None = None,
+    clamp_output=False,
+    activation: Activation = "hard_sigmoid",
+    input_drive: torch.Tensor | None = None,
+    trace: Callable[[int, States], None] | None = None,
+) -> States:
     """``steps`` settling steps from ``states``; ``trace(t, states)`` is called after each step if given."""
     if input_drive is None and len(weights):
         input_drive = torch.addmm(biases[0], x, weights[0].t())
     for t in range(steps):
-        states = settle_step(x, states, weights, biases, eps=eps, beta=beta, target=target, clamp_output=clamp_output,
-                             activation=activation, input_drive=input_drive)
+        states = settle_step(
+            x,
+            states,
+            weights,
+            biases,
+            eps=eps,
+            beta=beta,
+            target=target,
+            clamp_output=clamp_output,
+            activation=activation,
+            input_drive=input_drive,
+        )
         if trace is not None:
             trace(t, states)
     return states
@@ -216,8 +264,9 @@ def energy_grads(x: torch.Tensor, states: States, activation: Activation = "hard
     return gw, gb
 
 
-def contrastive_grads(x: torch.Tensor, plus: States, minus: States, scale: float,
-                      activation: Activation = "hard_sigmoid") -> tuple[States, States]:
+def contrastive_grads(
+    x: torch.Tensor, plus: States, minus: States, scale: float, activation: Activation = "hard_sigmoid"
+) -> tuple[States, States]:
     """``scale * [dE/dtheta(plus) - dE/dtheta(minus)]`` for every ``W_k``, ``b_k``.
 
     EP one-sided: ``plus = s^beta, minus = s^0, scale = 1/beta``; symmetric: ``s^beta, s^-beta,
@@ -234,9 +283,18 @@ def contrastive_grads(x: torch.Tensor, plus: States, minus: States, scale: float
     return gw, gb
 
 
-def fixed_point_gradient(x: torch.Tensor, states: States, target: torch.Tensor, weights, biases, *, eps: float,
-                         activation: Activation = "hard_sigmoid", iterations: int = 500,
-                         tol: float = 1e-10) -> tuple[States, States, float]:
+def fixed_point_gradient(
+    x: torch.Tensor,
+    states: States,
+    target: torch.Tensor,
+    weights,
+    biases,
+    *,
+    eps: float,
+    activation: Activation = "hard_sigmoid",
+    iterations: int = 500,
+    tol: float = 1e-10,
+) -> tuple[States, States, float]:
     """``dL/dtheta`` of ``L = mean_b C(s*)`` at a free fixed point ``s* = G(s*, theta)`` (recurrent backprop).
 
     ``G`` is one free :func:`settle_step`.  With ``J = dG/ds`` at ``s*``, the adjoint solves

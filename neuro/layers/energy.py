@@ -58,8 +58,14 @@ class EnergyNet(nn.Module):
     activation: ``"hard_sigmoid"`` (states in [0, 1], Scellier's) or ``"sigmoid"`` (smooth).
     """
 
-    def __init__(self, sizes: list[int], *, step_size: float = 0.5, settle_steps: int = 20,
-                 activation: fe.Activation = "hard_sigmoid") -> None:
+    def __init__(
+        self,
+        sizes: list[int],
+        *,
+        step_size: float = 0.5,
+        settle_steps: int = 20,
+        activation: fe.Activation = "hard_sigmoid",
+    ) -> None:
         super().__init__()
         if len(sizes) < 2 or any(n < 1 for n in sizes):
             raise ConfigError(f"an energy network needs at least an input and an output layer, got sizes {sizes}")
@@ -78,16 +84,22 @@ class EnergyNet(nn.Module):
     @property
     def capabilities(self) -> Capabilities:
         if self.substrate is not None:
-            return Capabilities(differentiable=False, time_stepped=False, substrate=str(getattr(self.substrate, "name", "device")),
-                                hardware_parameters=tuple(n for n, _ in self.named_parameters()))
+            return Capabilities(
+                differentiable=False,
+                time_stepped=False,
+                substrate=str(getattr(self.substrate, "name", "device")),
+                hardware_parameters=tuple(n for n, _ in self.named_parameters()),
+            )
         return Capabilities(differentiable=True, time_stepped=False, substrate="simulator:energy")
 
     def set_substrate(self, substrate) -> None:
         """Settle on ``substrate`` (see module docstring) instead of in torch; ``None`` goes back to the simulator."""
         for attr in ("settle", "set_params"):
             if substrate is not None and not callable(getattr(substrate, attr, None)):
-                raise ConfigError(f"substrate {substrate!r} has no {attr}(); an energy network's substrate needs "
-                                  f"settle(...) and set_params(...) (see neuro/layers/energy.py)")
+                raise ConfigError(
+                    f"substrate {substrate!r} has no {attr}(); an energy network's substrate needs "
+                    f"settle(...) and set_params(...) (see neuro/layers/energy.py)"
+                )
         self.substrate = substrate
         self._written_version = None
 
@@ -112,9 +124,19 @@ class EnergyNet(nn.Module):
         """``W_1 x + b_1`` [batch, n_1]: the clamped input's drive, computed once per batch."""
         return torch.addmm(self.biases[0], x, self.weights[0].t())
 
-    def settle(self, x: torch.Tensor, states: fe.States | None = None, *, steps: int, beta=0.0,
-               target: torch.Tensor | None = None, clamp_output=False, eps: float | None = None,
-               input_drive: torch.Tensor | None = None, trace=None) -> fe.States:
+    def settle(
+        self,
+        x: torch.Tensor,
+        states: fe.States | None = None,
+        *,
+        steps: int,
+        beta=0.0,
+        target: torch.Tensor | None = None,
+        clamp_output=False,
+        eps: float | None = None,
+        input_drive: torch.Tensor | None = None,
+        trace=None,
+    ) -> fe.States:
         """``steps`` settling steps (free, nudged with ``beta`` towards one-hot ``target``, or output clamped).
 
         ``states = None`` starts from zero.  ``eps`` defaults to ``step_size``.  ``trace(t, states)``
@@ -126,13 +148,27 @@ class EnergyNet(nn.Module):
             if version != self._written_version:
                 self.substrate.set_params([w.detach() for w in self.weights], [b.detach() for b in self.biases])
                 self._written_version = version
-            return self.substrate.settle(x, states, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output)
+            return self.substrate.settle(
+                x, states, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output
+            )
         if states is None:
             states = self.zero_states(x)
         if input_drive is None:
             input_drive = self.input_drive(x)
-        return fe.settle(x, states, list(self.weights), list(self.biases), steps=steps, eps=eps, beta=beta, target=target,
-                         clamp_output=clamp_output, activation=self.activation, input_drive=input_drive, trace=trace)
+        return fe.settle(
+            x,
+            states,
+            list(self.weights),
+            list(self.biases),
+            steps=steps,
+            eps=eps,
+            beta=beta,
+            target=target,
+            clamp_output=clamp_output,
+            activation=self.activation,
+            input_drive=input_drive,
+            trace=trace,
+        )
 
     def energy(self, x: torch.Tensor, states: fe.States) -> torch.Tensor:
         """Per-sample energy ``E`` [batch] of ``states``."""
@@ -170,5 +206,9 @@ class EnergySpec:
 
 @MODEL_KINDS.register("energy", spec=EnergySpec, bf16=False)
 def build_energy(spec: EnergySpec, data) -> nn.Module:
-    return EnergyNet([data.n_features, *spec.hidden, data.n_classes], step_size=spec.step_size,
-                     settle_steps=spec.settle_steps, activation=spec.activation)
+    return EnergyNet(
+        [data.n_features, *spec.hidden, data.n_classes],
+        step_size=spec.step_size,
+        settle_steps=spec.settle_steps,
+        activation=spec.activation,
+    )

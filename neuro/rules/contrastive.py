@@ -57,7 +57,8 @@ by recurrent backprop (:func:`neuro.functional.energy.fixed_point_gradient`), an
 (a) the update this rule just wrote (``cos_true``), (b) two-phase EP with one-sided and symmetric
 nudging for each ``beta`` in ``diag_betas`` on settled phases (``cos_ep_b<beta>``,
 ``cos_sym_b<beta>``), (c) CHL (``cos_chl``) -- left out, with ``diag_zero_gradient = 1``, on a batch whose
-outputs all sit exactly on their targets (saturated hard sigmoids: loss and gradient exactly 0); and the settling convergence of each phase (the
+outputs all sit exactly on their targets (saturated hard sigmoids: loss and gradient exactly 0); and the
+settling convergence of each phase (the
 max-norm change of the state per step, and the total energy ``F``).  The run report plots them.
 
 Metrics per batch: ``loss`` (mean cost ``C`` of the free state), ``accuracy`` (argmax of the free
@@ -130,24 +131,37 @@ class ContrastiveSpec:
     def check(self) -> None:
         where = f"rule ({self.name})"
         if self.free_steps < 0 or self.nudged_steps < 1:
-            raise ConfigError(f"{where}: free_steps must be >= 0 (0: model.settle_steps) and nudged_steps >= 1, "
-                              f"got {self.free_steps}, {self.nudged_steps}")
+            raise ConfigError(
+                f"{where}: free_steps must be >= 0 (0: model.settle_steps) and nudged_steps >= 1, "
+                f"got {self.free_steps}, {self.nudged_steps}"
+            )
         if self.settle_first < -1:
-            raise ConfigError(f"rule.settle_first must be >= 0, or -1 for the free phase's length; got {self.settle_first}")
+            raise ConfigError(
+                f"rule.settle_first must be >= 0, or -1 for the free phase's length; got {self.settle_first}"
+            )
         if not self.phase_length > 0 or (self.phase_distribution == "geometric" and self.phase_length < 1):
             raise ConfigError(f"rule.phase_length must be > 0 (>= 1 for geometric lengths), got {self.phase_length}")
         if self.phases_per_batch < 1 or (self.phases == "temporally_local" and self.phases_per_batch % 2):
-            raise ConfigError(f"rule.phases_per_batch must be >= 1 (and even for temporally_local: negative and positive "
-                              f"phases alternate), got {self.phases_per_batch}")
+            raise ConfigError(
+                f"rule.phases_per_batch must be >= 1 (and even for temporally_local: negative and positive "
+                f"phases alternate), got {self.phases_per_batch}"
+            )
         if not 0.0 < self.p_positive < 1.0:
             raise ConfigError(f"rule.p_positive must be in (0, 1), got {self.p_positive}")
         if self.phase_signal == "per_sample" and self.phases != "non_periodic":
-            raise ConfigError("rule.phase_signal = 'per_sample' is for phases = 'non_periodic' (the other forms have "
-                              "the same phases for every sample); use phase_signal = 'global'")
-        if (self.phase_signal == "per_sample" and self.phase_distribution == "fixed"
-                and self.phase_length != round(self.phase_length)):
-            raise ConfigError(f"rule.phase_length must be a whole number of ticks for per-sample fixed phases, "
-                              f"got {self.phase_length}")
+            raise ConfigError(
+                "rule.phase_signal = 'per_sample' is for phases = 'non_periodic' (the other forms have "
+                "the same phases for every sample); use phase_signal = 'global'"
+            )
+        if (
+            self.phase_signal == "per_sample"
+            and self.phase_distribution == "fixed"
+            and self.phase_length != round(self.phase_length)
+        ):
+            raise ConfigError(
+                f"rule.phase_length must be a whole number of ticks for per-sample fixed phases, "
+                f"got {self.phase_length}"
+            )
         if self.substeps < 1:
             raise ConfigError(f"rule.substeps must be >= 1, got {self.substeps}")
         if any(not a > 0 for a in self.layer_scales):
@@ -254,11 +268,15 @@ class ContrastiveRule(Rule):
     # ----------------------------------------------------------- compatibility
     def check_compatible(self, model: nn.Module) -> None:
         if not isinstance(model, EnergyNet):
-            raise IncompatibleError(f"rule `{self.name}` trains energy-based networks; set model.kind = \"energy\" "
-                                    f"(got a {type(model).__name__})")
+            raise IncompatibleError(
+                f'rule `{self.name}` trains energy-based networks; set model.kind = "energy" '
+                f"(got a {type(model).__name__})"
+            )
         if self.spec.layer_scales and len(self.spec.layer_scales) != model.n_layers:
-            raise IncompatibleError(f"rule.layer_scales has {len(self.spec.layer_scales)} entries but the network has "
-                                    f"{model.n_layers} coupled layers; give one scale per layer")
+            raise IncompatibleError(
+                f"rule.layer_scales has {len(self.spec.layer_scales)} entries but the network has "
+                f"{model.n_layers} coupled layers; give one scale per layer"
+            )
         base_check_compatible(self, model)
 
     # ----------------------------------------------------------------- phases
@@ -276,16 +294,27 @@ class ContrastiveRule(Rule):
     def free_steps(self, model: EnergyNet) -> int:
         return self.spec.free_steps or model.settle_steps
 
-    def _settle(self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None, beta=None,
-                clamp=None):
+    def _settle(
+        self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None, beta=None, clamp=None
+    ):
         beta = phase.beta if beta is None else beta
         clamp = phase.clamp if clamp is None else clamp
-        return model.settle(x, states, steps=steps, beta=beta, target=target, clamp_output=clamp, eps=eps,
-                            input_drive=drive, trace=trace)
+        return model.settle(
+            x,
+            states,
+            steps=steps,
+            beta=beta,
+            target=target,
+            clamp_output=clamp,
+            eps=eps,
+            input_drive=drive,
+            trace=trace,
+        )
 
     # ------------------------------------------------------------------ forms
-    def two_phase(self, model: EnergyNet, x, target, *, free_steps=None, nudged_steps=None, pair=None, drive=None,
-                  s0=None):
+    def two_phase(
+        self, model: EnergyNet, x, target, *, free_steps=None, nudged_steps=None, pair=None, drive=None, s0=None
+    ):
         """Standard update ``c [dE(s^+) - dE(s^-)]``; returns ``(gw, gb, s0)``."""
         pos, neg, c = pair if pair is not None else self.phase_pair()
         n_free = self.free_steps(model) if free_steps is None else free_steps
@@ -343,12 +372,14 @@ class ContrastiveRule(Rule):
         n = spec.phases_per_batch
         positive = torch.rand(batch_size, n, generator=generator) < spec.p_positive
         if spec.phase_distribution == "fixed":
-            lengths = torch.full((batch_size, n), int(round(spec.phase_length)))
+            lengths = torch.full((batch_size, n), round(spec.phase_length))
         else:
             u = torch.rand(batch_size, n, generator=generator, dtype=torch.float64)
             if spec.phase_distribution == "geometric":
                 q = 1.0 / spec.phase_length
-                lengths = (1 + torch.floor(torch.log1p(-u) / math.log1p(-q))).long() if q < 1 else torch.ones_like(u).long()
+                lengths = (
+                    (1 + torch.floor(torch.log1p(-u) / math.log1p(-q))).long() if q < 1 else torch.ones_like(u).long()
+                )
             else:
                 lengths = torch.ceil(-spec.phase_length * torch.log1p(-u)).clamp_min(1).long()
         total = int(lengths.sum(1).max())
@@ -356,7 +387,7 @@ class ContrastiveRule(Rule):
         for b in range(batch_size):
             t = 0
             for i in range(n):
-                sigma[t:t + int(lengths[b, i]), b] = 1.0 if bool(positive[b, i]) else -1.0
+                sigma[t : t + int(lengths[b, i]), b] = 1.0 if bool(positive[b, i]) else -1.0
                 t += int(lengths[b, i])
         return sigma
 
@@ -417,7 +448,11 @@ class ContrastiveRule(Rule):
                 "accuracy": float((out.argmax(1) == batch.y).float().mean()),
                 "update_norm": float(fe.flat(gw, gb).norm()),
             }
-        if self.spec.diag_every and model.substrate is None and self.batches_seen % self.spec.diag_every == 1 % self.spec.diag_every:
+        if (
+            self.spec.diag_every
+            and model.substrate is None
+            and self.batches_seen % self.spec.diag_every == 1 % self.spec.diag_every
+        ):
             metrics.update(self.diagnose(model, batch, fe.flat(gw, gb)))
         return metrics
 
@@ -437,29 +472,44 @@ class ContrastiveRule(Rule):
 
         def tracer(store: list, prev: list, phase: Phase):
             def trace(t, states):
-                store.append((max(float((a - c).abs().max()) for a, c in zip(states, prev[0])),
-                              float(fe.total_energy(x, states, w, b, phase.beta, target, model.activation).mean())))
+                store.append(
+                    (
+                        max(float((a - c).abs().max()) for a, c in zip(states, prev[0])),
+                        float(fe.total_energy(x, states, w, b, phase.beta, target, model.activation).mean()),
+                    )
+                )
                 prev[0] = states
+
             return trace
 
         # settling convergence of the phases this rule uses (on its own step counts); a private generator,
         # so that diagnostics leave the training's random stream (e.g. random nudging signs) untouched
-        pos, neg, _ = self.phase_pair(torch.Generator().manual_seed(self.batches_seen))
+        pos, _neg, _ = self.phase_pair(torch.Generator().manual_seed(self.batches_seen))
         zero = model.zero_states(x)
         free_log: list = []
-        s0 = self._settle(model, x, zero, FREE, self.free_steps(model), target, drive, trace=tracer(free_log, [zero], FREE))
+        s0 = self._settle(
+            model, x, zero, FREE, self.free_steps(model), target, drive, trace=tracer(free_log, [zero], FREE)
+        )
         pos_log: list = []
         self._settle(model, x, s0, pos, spec.nudged_steps, target, drive, trace=tracer(pos_log, [s0], pos))
         # true gradient at a settled free fixed point
         star = self._settle(model, x, s0, FREE, spec.diag_steps, target, drive)
-        true_w, true_b, adj = fe.fixed_point_gradient(x, star, target, w, b, eps=model.step_size,
-                                                      activation=model.activation)
+        true_w, true_b, adj = fe.fixed_point_gradient(
+            x, star, target, w, b, eps=model.step_size, activation=model.activation
+        )
         true = fe.flat(true_w, true_b)
-        out: dict[str, float] = {"adjoint_residual": adj, "free_residual": free_log[-1][0] if free_log else 0.0,
-                                 "nudged_residual": pos_log[-1][0] if pos_log else 0.0}
-        settling = {"batch": self.batches_seen,
-                    "free_residual": [r for r, _ in free_log], "free_energy": [e for _, e in free_log],
-                    "nudged_residual": [r for r, _ in pos_log], "nudged_energy": [e for _, e in pos_log]}
+        out: dict[str, float] = {
+            "adjoint_residual": adj,
+            "free_residual": free_log[-1][0] if free_log else 0.0,
+            "nudged_residual": pos_log[-1][0] if pos_log else 0.0,
+        }
+        settling = {
+            "batch": self.batches_seen,
+            "free_residual": [r for r, _ in free_log],
+            "free_energy": [e for _, e in free_log],
+            "nudged_residual": [r for r, _ in pos_log],
+            "nudged_energy": [e for _, e in pos_log],
+        }
         out["true_grad_norm"] = float(true.norm())
         out["diag_zero_gradient"] = float(not out["true_grad_norm"] > 0)
         if out["diag_zero_gradient"]:
@@ -471,18 +521,40 @@ class ContrastiveRule(Rule):
             out["cos_true"] = fe.cosine(update, true)
         ep_one, ep_sym = [], []
         for beta in spec.diag_betas:
-            one = self.two_phase(model, x, target, nudged_steps=spec.diag_steps, pair=(Phase(beta), FREE, 1.0 / beta),
-                                 drive=drive, s0=star)
-            sym = self.two_phase(model, x, target, nudged_steps=spec.diag_steps,
-                                 pair=(Phase(beta), Phase(-beta), 0.5 / beta), drive=drive, s0=star)
+            one = self.two_phase(
+                model,
+                x,
+                target,
+                nudged_steps=spec.diag_steps,
+                pair=(Phase(beta), FREE, 1.0 / beta),
+                drive=drive,
+                s0=star,
+            )
+            sym = self.two_phase(
+                model,
+                x,
+                target,
+                nudged_steps=spec.diag_steps,
+                pair=(Phase(beta), Phase(-beta), 0.5 / beta),
+                drive=drive,
+                s0=star,
+            )
             ep_one.append(fe.cosine(fe.flat(*one[:2]), true))
             ep_sym.append(fe.cosine(fe.flat(*sym[:2]), true))
             out[f"cos_ep_b{beta:g}"], out[f"cos_sym_b{beta:g}"] = ep_one[-1], ep_sym[-1]
-        chl = self.two_phase(model, x, target, nudged_steps=spec.diag_steps, pair=(Phase(clamp=True), FREE, 1.0),
-                             drive=drive, s0=star)
+        chl = self.two_phase(
+            model, x, target, nudged_steps=spec.diag_steps, pair=(Phase(clamp=True), FREE, 1.0), drive=drive, s0=star
+        )
         out["cos_chl"] = fe.cosine(fe.flat(*chl[:2]), true)
-        self.diagnostics = {"betas": list(spec.diag_betas), "cos_ep": ep_one, "cos_sym": ep_sym, "cos_chl": out["cos_chl"],
-                            "cos_true": out.get("cos_true"), "cos_batch": self.batches_seen, **settling}
+        self.diagnostics = {
+            "betas": list(spec.diag_betas),
+            "cos_ep": ep_one,
+            "cos_sym": ep_sym,
+            "cos_chl": out["cos_chl"],
+            "cos_true": out.get("cos_true"),
+            "cos_batch": self.batches_seen,
+            **settling,
+        }
         return out
 
     # ---------------------------------------------------------------- report
@@ -501,36 +573,86 @@ class ContrastiveRule(Rule):
         d = self.diagnostics
         if d.get("betas"):
             betas = np.log10(np.asarray(d["betas"], dtype=float))
-            series = {"EP one-sided (+beta)": d["cos_ep"], "EP symmetric (+-beta)": d["cos_sym"],
-                      "CHL (clamped)": [d["cos_chl"]] * len(betas)}
+            series = {
+                "EP one-sided (+beta)": d["cos_ep"],
+                "EP symmetric (+-beta)": d["cos_sym"],
+                "CHL (clamped)": [d["cos_chl"]] * len(betas),
+            }
             if d.get("cos_true") is not None:
                 series[f"this rule ({self.spec.phases})"] = [d["cos_true"]] * len(betas)
-            plot_series(betas, series, run_dir / "ep_cosine_beta.png", "log10 beta",
-                        "cosine with true gradient", title=f"update vs dL/dtheta at the fixed point (batch {d['cos_batch']})")
-            figures.append(("Contrastive update vs true gradient", "ep_cosine_beta.png",
-                            "Cosine between two-phase EP updates on settled phases and the gradient of the loss at the "
-                            "free fixed point (recurrent backprop), against beta; flat lines: CHL and this rule's update."))
-            tables.append(("Cosine with the true gradient", ["beta", "EP one-sided", "EP symmetric"],
-                           [[b_, o, s] for b_, o, s in zip(d["betas"], d["cos_ep"], d["cos_sym"])]))
+            plot_series(
+                betas,
+                series,
+                run_dir / "ep_cosine_beta.png",
+                "log10 beta",
+                "cosine with true gradient",
+                title=f"update vs dL/dtheta at the fixed point (batch {d.get('cos_batch', d.get('batch'))})",
+            )
+            figures.append(
+                (
+                    "Contrastive update vs true gradient",
+                    "ep_cosine_beta.png",
+                    (
+                        "Cosine between two-phase EP updates on settled phases and the gradient of the loss at the "
+                        "free fixed point (recurrent backprop), against beta; flat lines: CHL and this rule's update."
+                    ),
+                )
+            )
+            tables.append(
+                (
+                    "Cosine with the true gradient",
+                    ["beta", "EP one-sided", "EP symmetric"],
+                    [[b_, o, s] for b_, o, s in zip(d["betas"], d["cos_ep"], d["cos_sym"])],
+                )
+            )
         for phase in ("free", "nudged"):
             res = d.get(f"{phase}_residual") or []
             if res:
                 steps = np.arange(1, len(res) + 1)
-                plot_series(steps, {"log10 max |s_t - s_(t-1)|": np.log10(np.maximum(res, 1e-30))},
-                            run_dir / f"ep_settle_{phase}.png", "settling step", "log10 state change",
-                            title=f"{phase} phase: convergence (batch {d['batch']})")
-                plot_series(steps, {"mean F = E + beta C": d[f"{phase}_energy"]}, run_dir / f"ep_energy_{phase}.png",
-                            "settling step", "energy", title=f"{phase} phase: energy")
-                figures.append((f"Settling, {phase} phase", f"ep_settle_{phase}.png",
-                                f"Largest change of any state per step in the {phase} phase (this rule's step counts)."))
+                plot_series(
+                    steps,
+                    {"log10 max |s_t - s_(t-1)|": np.log10(np.maximum(res, 1e-30))},
+                    run_dir / f"ep_settle_{phase}.png",
+                    "settling step",
+                    "log10 state change",
+                    title=f"{phase} phase: convergence (batch {d['batch']})",
+                )
+                plot_series(
+                    steps,
+                    {"mean F = E + beta C": d[f"{phase}_energy"]},
+                    run_dir / f"ep_energy_{phase}.png",
+                    "settling step",
+                    "energy",
+                    title=f"{phase} phase: energy",
+                )
+                figures.append(
+                    (
+                        f"Settling, {phase} phase",
+                        f"ep_settle_{phase}.png",
+                        f"Largest change of any state per step in the {phase} phase (this rule's step counts).",
+                    )
+                )
                 figures.append((f"Energy, {phase} phase", f"ep_energy_{phase}.png", "Total energy per settling step."))
         epochs = [r for r in records if r.get("event") == "epoch" and r.get("train_cos_true") is not None]
         if epochs:
-            plot_series([r["epoch"] for r in epochs], {"this rule": [r["train_cos_true"] for r in epochs],
-                                                       "CHL": [r.get("train_cos_chl", float("nan")) for r in epochs]},
-                        run_dir / "ep_cosine_epochs.png", "epoch", "cosine", title="cosine with the true gradient")
-            figures.append(("Cosine per epoch", "ep_cosine_epochs.png",
-                            "Mean cosine of this rule's update with the true gradient over the epoch's diagnostic batches."))
+            plot_series(
+                [r["epoch"] for r in epochs],
+                {
+                    "this rule": [r["train_cos_true"] for r in epochs],
+                    "CHL": [r.get("train_cos_chl", float("nan")) for r in epochs],
+                },
+                run_dir / "ep_cosine_epochs.png",
+                "epoch",
+                "cosine",
+                title="cosine with the true gradient",
+            )
+            figures.append(
+                (
+                    "Cosine per epoch",
+                    "ep_cosine_epochs.png",
+                    "Mean cosine of this rule's update with the true gradient over the epoch's diagnostic batches.",
+                )
+            )
         return figures, tables
 
 
