@@ -56,10 +56,10 @@ def _rows_key(x: torch.Tensor) -> set[bytes]:
 # ---------------------------------------------------------------- dispatch and root
 
 def test_names_and_unknown_name():
-    assert set(dataset_names()) == {"digits", "mnist", "vowels", "yinyang"}
+    assert set(dataset_names()) == {"digits", "mnist", "mnist_first50k", "vowels", "yinyang"}
     with pytest.raises(ConfigError) as e:
         load_dataset("cifar")
-    _assert_one_line(e, "cifar", "digits, mnist, vowels, yinyang")
+    _assert_one_line(e, "cifar", "digits, mnist, mnist_first50k, vowels, yinyang")
 
 
 @pytest.mark.parametrize("kw", [{"val_fraction": 1.0}, {"val_fraction": -0.1}, {"seed": -1}, {"limit": 0}])
