@@ -72,7 +72,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -565,96 +564,9 @@ class ContrastiveRule(Rule):
         self.batches_seen = int(state.get("batches_seen", 0))
         self.diagnostics = dict(state.get("diagnostics") or {})
 
-    def report_extras(self, run_dir, records) -> tuple[list, list]:
-        """Figures: cosine with the true gradient against beta and per epoch; settling convergence per phase."""
-        from neuro.report.plots import plot_series
-
-        figures, tables = [], []
-        d = self.diagnostics
-        if d.get("betas"):
-            betas = np.log10(np.asarray(d["betas"], dtype=float))
-            series = {
-                "EP one-sided (+beta)": d["cos_ep"],
-                "EP symmetric (+-beta)": d["cos_sym"],
-                "CHL (clamped)": [d["cos_chl"]] * len(betas),
-            }
-            if d.get("cos_true") is not None:
-                series[f"this rule ({self.spec.phases})"] = [d["cos_true"]] * len(betas)
-            plot_series(
-                betas,
-                series,
-                run_dir / "ep_cosine_beta.png",
-                "log10 beta",
-                "cosine with true gradient",
-                title=f"update vs dL/dtheta at the fixed point (batch {d.get('cos_batch', d.get('batch'))})",
-            )
-            figures.append(
-                (
-                    "Contrastive update vs true gradient",
-                    "ep_cosine_beta.png",
-                    (
-                        "Cosine between two-phase EP updates on settled phases and the gradient of the loss at the "
-                        "free fixed point (recurrent backprop), against beta; flat lines: CHL and this rule's update."
-                    ),
-                )
-            )
-            tables.append(
-                (
-                    "Cosine with the true gradient",
-                    ["beta", "EP one-sided", "EP symmetric"],
-                    [[b_, o, s] for b_, o, s in zip(d["betas"], d["cos_ep"], d["cos_sym"])],
-                )
-            )
-        for phase in ("free", "nudged"):
-            res = d.get(f"{phase}_residual") or []
-            if res:
-                steps = np.arange(1, len(res) + 1)
-                plot_series(
-                    steps,
-                    {"log10 max |s_t - s_(t-1)|": np.log10(np.maximum(res, 1e-30))},
-                    run_dir / f"ep_settle_{phase}.png",
-                    "settling step",
-                    "log10 state change",
-                    title=f"{phase} phase: convergence (batch {d['batch']})",
-                )
-                plot_series(
-                    steps,
-                    {"mean F = E + beta C": d[f"{phase}_energy"]},
-                    run_dir / f"ep_energy_{phase}.png",
-                    "settling step",
-                    "energy",
-                    title=f"{phase} phase: energy",
-                )
-                figures.append(
-                    (
-                        f"Settling, {phase} phase",
-                        f"ep_settle_{phase}.png",
-                        f"Largest change of any state per step in the {phase} phase (this rule's step counts).",
-                    )
-                )
-                figures.append((f"Energy, {phase} phase", f"ep_energy_{phase}.png", "Total energy per settling step."))
-        epochs = [r for r in records if r.get("event") == "epoch" and r.get("train_cos_true") is not None]
-        if epochs:
-            plot_series(
-                [r["epoch"] for r in epochs],
-                {
-                    "this rule": [r["train_cos_true"] for r in epochs],
-                    "CHL": [r.get("train_cos_chl", float("nan")) for r in epochs],
-                },
-                run_dir / "ep_cosine_epochs.png",
-                "epoch",
-                "cosine",
-                title="cosine with the true gradient",
-            )
-            figures.append(
-                (
-                    "Cosine per epoch",
-                    "ep_cosine_epochs.png",
-                    "Mean cosine of this rule's update with the true gradient over the epoch's diagnostic batches.",
-                )
-            )
-        return figures, tables
-
+    def report_data(self, records=None) -> dict:
+        """Report section ``contrastive`` (drawn by :mod:`neuro.report.contrastive`)."""
+        return {"contrastive": {"diagnostics": self.diagnostics, "phases": self.spec.phases}}
 
 @RULES.register("ep", spec=EPSpec)
 def build_ep(spec: EPSpec, data) -> Rule:
