@@ -77,7 +77,7 @@ def _record_segments() -> None:
 def group_members(pgid: int) -> list:
     """Pids of the live (not zombie) processes of group ``pgid``, from /proc ([] without /proc)."""
     out = []
-    for entry in (os.listdir("/proc") if os.path.isdir("/proc") else []):
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
             continue
         try:
@@ -85,7 +85,7 @@ def group_members(pgid: int) -> list:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             out.append(int(entry))
     return out
@@ -100,7 +100,7 @@ def _mapped_segments(pids) -> set:
                 for line in f:  # "address perms offset dev inode [path]"; a removed file ends in " (deleted)"
                     parts = line.split(maxsplit=5)
                     if len(parts) == 6 and parts[5].startswith("/dev/shm/"):
-                        names.add("/" + parts[5].strip().removesuffix(" (deleted)")[len("/dev/shm/"):])
+                        names.add("/" + parts[5].strip().removesuffix(" (deleted)")[len("/dev/shm/") :])
         except OSError:
             continue
     return names
@@ -212,7 +212,9 @@ def check_graph(graph, spec: dict) -> list[tuple[str, str]]:
         if isinstance(obj, nir.Output):
             break
         if not isinstance(obj, (nir.Affine, nir.Linear)):
-            raise ValueError(f"node '{node}' is {type(obj).__name__}; only Affine/Linear -> CubaLIF|LIF layers run on Loihi here")
+            raise ValueError(
+                f"node '{node}' is {type(obj).__name__}; only Affine/Linear -> CubaLIF|LIF layers run on Loihi here"
+            )
         syn = node
         nxt = succ.get(node, [])
         if len(nxt) != 1 or not isinstance(graph.nodes[nxt[0]], (nir.CubaLIF, nir.LIF)):
@@ -319,8 +321,14 @@ def build_and_run(job: Path) -> dict:
         if nir_w.shape != w.shape:
             raise ValueError(f"layer {k}: NIR weight shape {nir_w.shape} != fixed-point weights {w.shape}")
         dense = Dense(weights=w, weight_exp=int(lay["weight_exp"]), num_weight_bits=8, sign_mode=SignMode.MIXED)
-        common = dict(shape=(w.shape[0],), du=int(lay["du"]), dv=int(lay["dv"]), vth=int(lay["vth"]),
-                      bias_mant=ints[f"bias_mant_{k}"].astype(np.int32), bias_exp=int(lay["bias_exp"]))
+        common = dict(
+            shape=(w.shape[0],),
+            du=int(lay["du"]),
+            dv=int(lay["dv"]),
+            vth=int(lay["vth"]),
+            bias_mant=ints[f"bias_mant_{k}"].astype(np.int32),
+            bias_exp=int(lay["bias_exp"]),
+        )
         if run["neuron"] == "LIFReset":
             interval = int(run["reset_interval"])
             lif = LIFReset(**common, reset_interval=interval, reset_offset=(k + 2) % interval)
@@ -341,8 +349,11 @@ def build_and_run(job: Path) -> dict:
 
     hardware = is_installed()
     # The recorders are mapped to their models by instance (Lava's compiler looks instances up first).
-    cfg = (Loihi2HwCfg(exception_proc_model_map=recorders) if hardware
-           else Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=recorders))
+    cfg = (
+        Loihi2HwCfg(exception_proc_model_map=recorders)
+        if hardware
+        else Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=recorders)
+    )
     t0 = time.perf_counter()
     hang = float(run.get("debug_hang_s") or 0)
     if hang:  # test hook: a run that never finishes (Lava's worker processes are alive meanwhile)

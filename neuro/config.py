@@ -153,7 +153,9 @@ def _deep_copy(d: dict) -> dict:
 def check_sections(config: dict) -> None:
     for key in config:
         if key not in SECTIONS:
-            raise ConfigError(f"unknown config section [{key}]{_suggest(key, SECTIONS)}; sections are {', '.join(SECTIONS)}")
+            raise ConfigError(
+                f"unknown config section [{key}]{_suggest(key, SECTIONS)}; sections are {', '.join(SECTIONS)}"
+            )
         if not isinstance(config[key], dict):
             raise ConfigError(f"config key '{key}' must be a table [{key}], got a {type(config[key]).__name__}")
 
@@ -177,7 +179,8 @@ def _coerce(value: Any, tp, where: str) -> Any:
         allowed = typing.get_args(tp)
         if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
             shown = ", ".join(str(a) for a in allowed)
-            raise ConfigError(f"{where} = {value!r} is not one of {shown}{_suggest(str(value), [str(a) for a in allowed])}")
+            hint = _suggest(str(value), [str(a) for a in allowed])
+            raise ConfigError(f"{where} = {value!r} is not one of {shown}{hint}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

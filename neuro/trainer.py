@@ -70,8 +70,13 @@ def rng_state() -> dict:
     ``torch``: ``torch.get_rng_state()`` (uint8 tensor).
     """
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    numpy_state = {
+        "name": str(name),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
     return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
@@ -238,8 +243,10 @@ class Trainer:
             record = self.train_epoch()
             bad = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
             if bad:
-                self._diverged(f"parameter {bad[0]} is not finite after epoch {self.epoch + 1}"
-                               + (f" ({len(bad)} parameters)" if len(bad) > 1 else ""))
+                self._diverged(
+                    f"parameter {bad[0]} is not finite after epoch {self.epoch + 1}"
+                    + (f" ({len(bad)} parameters)" if len(bad) > 1 else "")
+                )
             self.epoch += 1
             if len(self.data.val):
                 val = self.evaluate("val")
@@ -253,9 +260,11 @@ class Trainer:
         return out
 
     def _diverged(self, what: str) -> None:
-        kept = (f"the checkpoint of epoch {self.epoch} is kept ({self.run.checkpoint_path})"
-                if self.run is not None and self.epoch > 0 and self.run.checkpoint_path.is_file()
-                else "no checkpoint was written")
+        kept = (
+            f"the checkpoint of epoch {self.epoch} is kept ({self.run.checkpoint_path})"
+            if self.run is not None and self.epoch > 0 and self.run.checkpoint_path.is_file()
+            else "no checkpoint was written"
+        )
         raise NeuroError(f"training diverged: {what}; {kept}; lower optim.lr or set train.grad_clip")
 
     # ---------------------------------------------------------------- evaluation
@@ -288,7 +297,9 @@ class Trainer:
                     batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
                     with self.autocast(), batch_shard(shard):
                         scores = self.rule.evaluate(self.model, batch)
-                    share = shard.weight if shard.replicated else 1.0  # a batch all ranks compute whole counts 1/world each
+                    share = (
+                        shard.weight if shard.replicated else 1.0
+                    )  # a batch all ranks compute whole counts 1/world each
                     for k2, v in scores.items():
                         totals[k2] = totals.get(k2, 0.0) + share * v
                     bar.update(batch.y.numel())
@@ -332,18 +343,26 @@ class Trainer:
             except OSError:
                 pass
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
-            kept = ("the previous checkpoint is intact (`neuro train --resume` continues from it)" if path.is_file()
-                    else "no checkpoint was written")
-            raise CheckpointError(f"cannot write checkpoint {path}: {why}; {kept}; free disk space or check the "
-                                  "folder's permissions") from None
+            kept = (
+                "the previous checkpoint is intact (`neuro train --resume` continues from it)"
+                if path.is_file()
+                else "no checkpoint was written"
+            )
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {why}; {kept}; free disk space or check the folder's permissions"
+            ) from None
         return path
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict):
-            raise CheckpointError(f"not a NeuroHIL checkpoint (it holds a {type(state).__name__}, expected a dict of "
-                                  f"format {CHECKPOINT_FORMAT})")
+            raise CheckpointError(
+                f"not a NeuroHIL checkpoint (it holds a {type(state).__name__}, expected a dict of "
+                f"format {CHECKPOINT_FORMAT})"
+            )
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"not a NeuroHIL checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT})")
+            raise CheckpointError(
+                f"not a NeuroHIL checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT})"
+            )
         missing = [k for k in ("model", "optimizer", "epoch", "step", "rng") if k not in state]
         if missing:
             raise CheckpointError(f"the checkpoint lacks {', '.join(missing)}; it is incomplete or damaged: retrain")
@@ -361,9 +380,11 @@ class Trainer:
             set_rng_state(state["rng"])
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
-            raise CheckpointError(f"the checkpoint's training state does not fit ({type(exc).__name__}: {first}); "
-                                  "was the config changed (optim.schedule, rule)? resume with the run's own "
-                                  "settings") from None
+            raise CheckpointError(
+                f"the checkpoint's training state does not fit ({type(exc).__name__}: {first}); "
+                "was the config changed (optim.schedule, rule)? resume with the run's own "
+                "settings"
+            ) from None
 
     def _load_optimizer(self, state: dict) -> None:
         """Load the optimizer state, refusing one saved by another optimizer (``optim.name`` changed)."""
@@ -371,16 +392,19 @@ class Trainer:
         groups = state["optimizer"].get("param_groups") if isinstance(state["optimizer"], dict) else None
         fix = f"resume with the run's optim.name ({saved or 'as trained'}), or start a new run"
         if saved is not None and saved != ours:
-            raise CheckpointError(f"the checkpoint's optimizer state is for {saved}, this run builds {ours} "
-                                  f"(optim.name changed?); {fix}")
+            raise CheckpointError(
+                f"the checkpoint's optimizer state is for {saved}, this run builds {ours} (optim.name changed?); {fix}"
+            )
         if not isinstance(groups, list) or len(groups) != len(self.optimizer.param_groups):
             raise CheckpointError(f"the checkpoint's optimizer state does not fit {ours}; {fix}")
         for g_saved, g_ours in zip(groups, self.optimizer.param_groups):
             keys_saved = set(g_saved) - {"params"} if isinstance(g_saved, dict) else set()
             if keys_saved != set(g_ours) - {"params"}:
                 other = sorted(keys_saved ^ (set(g_ours) - {"params"}))
-                raise CheckpointError(f"the checkpoint's optimizer state was written by another optimizer than {ours} "
-                                      f"(settings differ: {', '.join(other[:4])}; optim.name changed?); {fix}")
+                raise CheckpointError(
+                    f"the checkpoint's optimizer state was written by another optimizer than {ours} "
+                    f"(settings differ: {', '.join(other[:4])}; optim.name changed?); {fix}"
+                )
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -400,8 +424,11 @@ def _legacy_numpy_globals() -> dict:
     """
     from numpy._core import multiarray
 
-    out = {"numpy._core.multiarray._reconstruct": multiarray._reconstruct, "numpy.ndarray": np.ndarray,
-           "numpy.dtype": np.dtype}
+    out = {
+        "numpy._core.multiarray._reconstruct": multiarray._reconstruct,
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
+    }
     for code in "?bBhHiIlLqQefdg":
         cls = type(np.dtype(code))
         out[f"{cls.__module__}.{cls.__name__}"] = cls
@@ -421,22 +448,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError:
         pass  # needs globals beyond plain values: see which
     except Exception as exc:  # noqa: BLE001 - any other failure means the file is unusable
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
-                              "delete it and retrain") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it and retrain"
+        ) from None
     try:
         needed = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it and retrain") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it and retrain"
+        ) from None
     legacy = _legacy_numpy_globals()
     refused = [g for g in needed if g not in legacy]
     if refused:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain values ({', '.join(sorted(refused)[:3])}); "
-            "refusing to unpickle it, since that could run code: use checkpoints written by NeuroHIL, or retrain")
+            "refusing to unpickle it, since that could run code: use checkpoints written by NeuroHIL, or retrain"
+        )
     try:
         with torch.serialization.safe_globals(list(legacy.values())):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); "
-                              "retrain") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); retrain"
+        ) from None

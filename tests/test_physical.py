@@ -26,8 +26,12 @@ def config(rule: dict, noise: float = 0.01, n_control: int = 3, **train) -> dict
     return {
         "run": {"name": "p", "seed": 1, "progress": False},
         "data": {"dataset": "digits", "limit": 64},
-        "model": {"kind": "physical_mlp", "physical": [24], "hidden": [12, 12, 12],
-                  "substrate_options": {"noise": noise, "n_control": n_control}},
+        "model": {
+            "kind": "physical_mlp",
+            "physical": [24],
+            "hidden": [12, 12, 12],
+            "substrate_options": {"noise": noise, "n_control": n_control},
+        },
         "rule": rule,
         "optim": {"name": "adam", "lr": 0.01},
         "train": {"epochs": 2, "batch_size": B, **train},
@@ -44,13 +48,18 @@ def test_physical_layer_refuses_backprop_with_a_clear_error():
     assert layer.capabilities.substrate == "simulator:wave-scattering"
     assert layer.capabilities.hardware_parameters == ("hardware.control",)
     x = (torch.rand(2, 3) * 0.5).requires_grad_()
-    with pytest.raises(HardwareGradientError, match=r"cannot backpropagate through layer 'simulator:wave-scattering'.*mfff, pat"):
+    with pytest.raises(
+        HardwareGradientError, match=r"cannot backpropagate through layer 'simulator:wave-scattering'.*mfff, pat"
+    ):
         layer(x).sum().backward()
     # even with a constant input, a loss on the measurement cannot silently skip the controls
     with pytest.raises(HardwareGradientError, match="it is measured, not differentiable"):
         layer(x.detach()).sum().backward()
     exp = build_experiment(config({"name": "mfff"}))
-    with pytest.raises(IncompatibleError, match=r"rule `bptt` needs gradients through layer 0 .*simulator:wave-scattering.*`mfff` or `pat`"):
+    with pytest.raises(
+        IncompatibleError,
+        match=r"rule `bptt` needs gradients through layer 0 .*simulator:wave-scattering.*`mfff` or `pat`",
+    ):
         BPTT().check_compatible(exp.model)
 
 
@@ -91,7 +100,18 @@ def test_pat_with_exact_twin_equals_backprop_gradient():
 
 
 def test_pat_with_fitted_twin_learns_from_measurements():
-    exp = build_experiment(config({"name": "pat", "twin": "fitted", "twin_samples": 2048, "twin_epochs": 8, "twin_hidden": 64, "twin_lr": 0.005}))
+    exp = build_experiment(
+        config(
+            {
+                "name": "pat",
+                "twin": "fitted",
+                "twin_samples": 2048,
+                "twin_epochs": 8,
+                "twin_hidden": 64,
+                "twin_lr": 0.005,
+            }
+        )
+    )
     rule = exp.rule
     first = rule.step(exp.model, batch_of(exp))
     assert first["n_physical_evals"] == 3 * 2048 + 3 * B  # warm-up measurements are counted
@@ -155,6 +175,7 @@ def test_spsa_expectation_matches_the_true_gradient():
     theta = torch.tensor([0.3, -0.7, 1.1, 0.4])
     t0, t1, t2, t3 = theta.tolist()
     import math
+
     true = a * theta + torch.tensor([t1 * math.cos(t0 * t1), t0 * math.cos(t0 * t1), t3**2, 2 * t2 * t3])
     g = torch.Generator().manual_seed(0)
     est = torch.stack([spsa_gradient(f, theta, 1e-3, 1, g)[0] for _ in range(4000)])

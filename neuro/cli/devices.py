@@ -14,51 +14,94 @@ from neuro.errors import ConfigError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("devices", help="serial devices: list, probe, emulate",
-                       description="Serial hardware-in-the-loop devices (NeuroHIL protocol v1).")
+    p = sub.add_parser(
+        "devices",
+        help="serial devices: list, probe, emulate",
+        description="Serial hardware-in-the-loop devices (NeuroHIL protocol v1).",
+    )
     dsub = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND")
     dsub.required = True
 
-    q = dsub.add_parser("list", help="list serial ports on this machine",
-                        description="List serial ports (pyserial's list_ports) and /dev/serial/by-id links.")
+    q = dsub.add_parser(
+        "list",
+        help="list serial ports on this machine",
+        description="List serial ports (pyserial's list_ports) and /dev/serial/by-id links.",
+    )
     q.set_defaults(func=run_list)
 
-    q = dsub.add_parser("probe", help="identify a device and read its health",
-                        description="Open PORT, say HELLO, print the device's identity and health.",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q = dsub.add_parser(
+        "probe",
+        help="identify a device and read its health",
+        description="Open PORT, say HELLO, print the device's identity and health.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     q.add_argument("port", help="/dev/ttyUSB0, an emulator link or pty path, socket://host:port, loop://")
     q.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each reply")
     q.add_argument("--retries", type=int, default=2, help="resends of a request before giving up")
-    q.add_argument("--forward", type=int, default=0, metavar="N",
-                   help="also time N single-sample FORWARD round trips at mid-range inputs")
+    q.add_argument(
+        "--forward",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N single-sample FORWARD round trips at mid-range inputs",
+    )
     q.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     q.set_defaults(func=run_probe)
 
     from devices.emulator import substrate_names
 
-    q = dsub.add_parser("emulate", help="serve a simulator substrate over a pty as a device",
-                        description=("Run NeuroHIL firmware in Python over a pseudo-terminal. The first line printed is "
-                                     "the port to open (the --link path if given, else the pty). Substrates available now: "
-                                     f"{', '.join(substrate_names())} (photonic and SFQ join when they exist)."),
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q = dsub.add_parser(
+        "emulate",
+        help="serve a simulator substrate over a pty as a device",
+        description=(
+            "Run NeuroHIL firmware in Python over a pseudo-terminal. The first line printed is "
+            "the port to open (the --link path if given, else the pty). Substrates available now: "
+            f"{', '.join(substrate_names())} (photonic and SFQ join when they exist)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     q.add_argument("--substrate", default="affine", help=f"one of: {', '.join(substrate_names())}")
-    q.add_argument("--for-config", metavar="CONFIG",
-                   help="instead of --substrate: emulate every layer substrate of this training config (TOML, e.g. each "
-                        "block of a physical_mlp) exactly as built in-process, one pty per block under --link-dir; "
-                        "prints the model.substrates value that trains through them")
-    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --for-config: override a config setting, as in `neuro train --set`")
+    q.add_argument(
+        "--for-config",
+        metavar="CONFIG",
+        help="instead of --substrate: emulate every layer substrate of this training config (TOML, e.g. each "
+        "block of a physical_mlp) exactly as built in-process, one pty per block under --link-dir; "
+        "prints the model.substrates value that trains through them",
+    )
+    q.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --for-config: override a config setting, as in `neuro train --set`",
+    )
     q.add_argument("--link-dir", help="with --for-config: folder for the links block0, block1, ...")
     q.add_argument("--n-in", type=int, default=8, help="inputs of the substrate")
     q.add_argument("--n-out", type=int, default=4, help="outputs of the substrate")
     q.add_argument("--seed", type=int, default=0, help="seed of the substrate and of the fault injection")
-    q.add_argument("--noise", type=float, default=None, help="measurement noise of the substrate (0 = off; default: the substrate's)")
-    q.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="substrate option, e.g. --option n_control=8 (repeatable; same names as model.substrate_options)")
-    q.add_argument("--link", help="stable symlink to the pty (re-created after each emulated disconnect), "
-                                  "like /dev/serial/by-id/...; needed for hosts to reconnect")
+    q.add_argument(
+        "--noise",
+        type=float,
+        default=None,
+        help="measurement noise of the substrate (0 = off; default: the substrate's)",
+    )
+    q.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="substrate option, e.g. --option n_control=8 (repeatable; same names as model.substrate_options)",
+    )
+    q.add_argument(
+        "--link",
+        help="stable symlink to the pty (re-created after each emulated disconnect), "
+        "like /dev/serial/by-id/...; needed for hosts to reconnect",
+    )
     q.add_argument("--max-batch", type=int, default=256, help="largest FORWARD batch the device accepts")
-    q.add_argument("--protocol-version", type=int, default=None, help="speak only this protocol version (test mismatches)")
+    q.add_argument(
+        "--protocol-version", type=int, default=None, help="speak only this protocol version (test mismatches)"
+    )
     q.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
     f = q.add_argument_group("fault injection (probabilities per frame)")
     f.add_argument("--drop", type=float, default=0.0, help="lose a request or a reply")
@@ -169,19 +212,33 @@ def run_probe(args) -> int:
             times.sort()
             latency = {"n": len(times), "median_ms": 1e3 * times[len(times) // 2], "max_ms": 1e3 * times[-1]}
     if args.json:  # strict JSON: non-finite numbers (e.g. a rate with no requests yet) become null
-        print(json.dumps(_finite({"describe": desc, "health": health, "forward_latency": latency}), default=str,
-                         allow_nan=False))
+        print(
+            json.dumps(
+                _finite({"describe": desc, "health": health, "forward_latency": latency}), default=str, allow_nan=False
+            )
+        )
         return 0
-    print(f"{args.port}: {desc['device'].get('kind', desc['kind'])} ({desc['firmware']}), protocol v{desc['protocol_version']}")
-    print(f"  inputs {desc['n_in']} in [{desc['input_range'][0]:g}, {desc['input_range'][1]:g}], outputs {desc['n_out']}, "
-          f"max batch {desc['max_batch']}")
+    print(
+        f"{args.port}: {desc['device'].get('kind', desc['kind'])} ({desc['firmware']}), protocol "
+        f"v{desc['protocol_version']}"
+    )
+    print(
+        f"  inputs {desc['n_in']} in [{desc['input_range'][0]:g}, {desc['input_range'][1]:g}], outputs "
+        f"{desc['n_out']}, "
+        f"max batch {desc['max_batch']}"
+    )
     params = ", ".join(f"{k} {v}" for k, v in desc["params"].items()) or "none"
     print(f"  hardware parameters: {params}")
     d = health["device"]
-    print(f"  health: {d['frames_ok']} frames ok, {d['bad_frames']} bad, {d['replays']} replays, {d['errors']} errors, "
-          f"up {d['uptime_s']:.1f} s")
+    print(
+        f"  health: {d['frames_ok']} frames ok, {d['bad_frames']} bad, {d['replays']} replays, {d['errors']} errors, "
+        f"up {d['uptime_s']:.1f} s"
+    )
     if latency:
-        print(f"  FORWARD round trip: median {latency['median_ms']:.3f} ms, max {latency['max_ms']:.3f} ms over {latency['n']}")
+        print(
+            f"  FORWARD round trip: median {latency['median_ms']:.3f} ms, max {latency['max_ms']:.3f} ms over "
+            f"{latency['n']}"
+        )
     return 0
 
 
@@ -210,8 +267,16 @@ def _options(pairs: list[str]) -> dict:
 def _faults(args):
     from devices.emulator import Faults
 
-    return Faults(drop=args.drop, corrupt=args.corrupt, garbage=args.garbage, delay=args.delay, delay_s=args.delay_s,
-                  error=args.error, disconnect_at=_disconnects(args.disconnect_at), down_s=args.down_s)
+    return Faults(
+        drop=args.drop,
+        corrupt=args.corrupt,
+        garbage=args.garbage,
+        delay=args.delay,
+        delay_s=args.delay_s,
+        error=args.error,
+        disconnect_at=_disconnects(args.disconnect_at),
+        down_s=args.down_s,
+    )
 
 
 def _summary(emus) -> str:
@@ -220,8 +285,10 @@ def _summary(emus) -> str:
         for k, v in e.fault_summary().items():
             faults[k] = faults.get(k, 0) + v
     seen = ", ".join(f"{k} x{v}" for k, v in faults.items()) or "none"
-    return (f"served {sum(e.requests for e in emus)} requests, measured "
-            f"{sum(e.firmware.counts['samples_measured'] for e in emus)} samples; faults injected: {seen}")
+    return (
+        f"served {sum(e.requests for e in emus)} requests, measured "
+        f"{sum(e.firmware.counts['samples_measured'] for e in emus)} samples; faults injected: {seen}"
+    )
 
 
 def _wait(stop: threading.Event, duration: float | None) -> None:
@@ -246,12 +313,19 @@ def run_emulate_config(args) -> int:
         print(json.dumps([f"serial:{e.port}" for e in emus]), flush=True)
         for k, e in enumerate(emus):
             d = e.firmware.substrate.describe()
-            print(f"block {k}: {d.get('kind', '?')} ({e.firmware.substrate.n_in} -> {e.firmware.substrate.n_out}) on "
-                  f"{e.slave_path} (link {e.port})", flush=True)
-        print(f"train through them: neuro train {args.for_config} --set 'model.substrates=<first line>'; Ctrl-C to stop",
-              flush=True)
-        entries = [{"port": e.port, "serves": f"{e.firmware.substrate.describe().get('kind', '?')} (block {k})"}
-                   for k, e in enumerate(emus)]
+            print(
+                f"block {k}: {d.get('kind', '?')} ({e.firmware.substrate.n_in} -> {e.firmware.substrate.n_out}) on "
+                f"{e.slave_path} (link {e.port})",
+                flush=True,
+            )
+        print(
+            f"train through them: neuro train {args.for_config} --set 'model.substrates=<first line>'; Ctrl-C to stop",
+            flush=True,
+        )
+        entries = [
+            {"port": e.port, "serves": f"{e.firmware.substrate.describe().get('kind', '?')} (block {k})"}
+            for k, e in enumerate(emus)
+        ]
         with _announced(entries):
             _wait(threading.Event(), args.duration)
     finally:
@@ -280,8 +354,10 @@ def run_emulate(args) -> int:
 
         folder = Path(args.link).absolute().parent
         if not folder.is_dir():
-            raise ConfigError(f"--link {args.link}: folder {folder} does not exist; create it or pick a path in an "
-                              "existing folder (e.g. /tmp/ttyNH0)")
+            raise ConfigError(
+                f"--link {args.link}: folder {folder} does not exist; create it or pick a path in an "
+                "existing folder (e.g. /tmp/ttyNH0)"
+            )
     options = _options(args.option)
     if args.noise is not None:
         options["noise"] = args.noise
@@ -294,8 +370,11 @@ def run_emulate(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: emu.request_stop())
     desc = substrate.describe()
     print(emu.port, flush=True)
-    print(f"emulating {desc.get('kind', args.substrate)} ({substrate.n_in} -> {substrate.n_out}) on {emu.slave_path}"
-          f"{f' (link {args.link})' if args.link else ''}, protocol v{emu.firmware.version}; Ctrl-C to stop", flush=True)
+    print(
+        f"emulating {desc.get('kind', args.substrate)} ({substrate.n_in} -> {substrate.n_out}) on {emu.slave_path}"
+        f"{f' (link {args.link})' if args.link else ''}, protocol v{emu.firmware.version}; Ctrl-C to stop",
+        flush=True,
+    )
     try:
         with _announced([{"port": emu.port, "serves": str(desc.get("kind", args.substrate))}]):
             emu.serve_forever(args.duration)

@@ -1,6 +1,7 @@
 """``neuro``: entry point.  Each sub-command lives in its own module with ``add_parser(subparsers)``.
 
-Every :class:`~simulators.errors.UserFacingError` (``neuro.errors`` and the lower packages' errors) is printed as one line ``error: ...`` with exit
+Every :class:`~simulators.errors.UserFacingError` (``neuro.errors`` and the lower packages' errors) is printed
+as one line ``error: ...`` with exit
 status 2; so is an :class:`OSError` that reaches the top (a folder that is a file or read-only,
 a full disk, a missing path): one line naming the path and the system's reason.  Ctrl-C exits
 with 130 after the last checkpoint, which ``--resume`` continues.
@@ -37,12 +38,23 @@ def _add_verbosity(sub) -> None:
     """``-v`` (INFO, ``-vv`` DEBUG) and ``-q`` (errors only) on every command and sub-command."""
     for p in set(sub.choices.values()):
         if "-q" not in p._option_string_actions:
-            p.add_argument("-q", "--quiet", dest="quiet", action="count", default=0,
-                           help="log errors only (library warnings, e.g. recovered device faults, are hidden)")
+            p.add_argument(
+                "-q",
+                "--quiet",
+                dest="quiet",
+                action="count",
+                default=0,
+                help="log errors only (library warnings, e.g. recovered device faults, are hidden)",
+            )
         if "-v" not in p._option_string_actions:
             option = ["-v"] + (["--verbose"] if "--verbose" not in p._option_string_actions else [])
-            p.add_argument(*option, dest="verbosity", action="count", default=0,
-                           help="log more: -v info (e.g. every recovered device fault), -vv debug")
+            p.add_argument(
+                *option,
+                dest="verbosity",
+                action="count",
+                default=0,
+                help="log more: -v info (e.g. every recovered device fault), -vv debug",
+            )
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _add_verbosity(action)
@@ -65,8 +77,10 @@ def os_error_line(exc: OSError) -> str:
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     where = f"{paths}: " if paths else ""
-    return (f"{where}{reason}; check that the path exists, is a folder where one is expected, is writable, "
-            "and that the disk has space")
+    return (
+        f"{where}{reason}; check that the path exists, is a folder where one is expected, is writable, "
+        "and that the disk has space"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

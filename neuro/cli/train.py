@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
                                  "with --resume, where to look for a run given by name")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its checkpoint: a run directory, or a run name "
                                                     "under --out (other settings come from the run)")
-    p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse the run directory if it exists instead of making <name>-2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train data-parallel on N processes of this machine "

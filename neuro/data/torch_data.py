@@ -37,8 +37,10 @@ def _as_split(source, what: str) -> Split:
             xs.append(torch.as_tensor(item[0]).unsqueeze(0))
             ys.append(torch.as_tensor(item[1]).reshape(1))
     else:
-        raise DataError(f"{what} data must be a torch Dataset, a DataLoader or an (x, y) pair of tensors, "
-                        f"got {type(source).__name__}")
+        raise DataError(
+            f"{what} data must be a torch Dataset, a DataLoader or an (x, y) pair of tensors, "
+            f"got {type(source).__name__}"
+        )
     if not xs:
         raise DataError(f"the {what} data holds no samples")
     x = torch.cat([t.reshape(t.shape[0], -1) for t in xs]).to(torch.float32)
@@ -48,8 +50,15 @@ def _as_split(source, what: str) -> Split:
     return Split(x, y.to(torch.int64))
 
 
-def from_torch(train, test=None, val=None, *, n_classes: int | None = None, name: str = "custom",
-               class_names: tuple[str, ...] | None = None) -> Dataset:
+def from_torch(
+    train,
+    test=None,
+    val=None,
+    *,
+    n_classes: int | None = None,
+    name: str = "custom",
+    class_names: tuple[str, ...] | None = None,
+) -> Dataset:
     """A :class:`Dataset` from torch data (see the module docstring)."""
     tr = _as_split(train, "train")
     parts = {"train": tr}
@@ -62,15 +71,27 @@ def from_torch(train, test=None, val=None, *, n_classes: int | None = None, name
     if n_classes is None:
         n_classes = int(max(int(s.y.max()) for s in parts.values() if len(s))) + 1
     names = tuple(class_names) if class_names else tuple(str(c) for c in range(n_classes))
-    return Dataset(name=name, train=parts["train"], val=parts["val"], test=parts["test"], n_features=n_features,
-                   n_classes=n_classes, feature_shape=(n_features,), class_names=names,
-                   source=f"user data ({len(tr)} train, {len(parts['val'])} val, {len(parts['test'])} test samples)")
+    return Dataset(
+        name=name,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        n_features=n_features,
+        n_classes=n_classes,
+        feature_shape=(n_features,),
+        class_names=names,
+        source=f"user data ({len(tr)} train, {len(parts['val'])} val, {len(parts['test'])} test samples)",
+    )
 
 
 def as_dataset(data) -> Dataset:
     """``data`` itself if it is a :class:`Dataset` (or None: a trainer used only to step or evaluate by hand);
     a torch ``DataLoader``/``Dataset`` becomes the train split."""
-    if data is None or isinstance(data, Dataset) or all(hasattr(data, a) for a in ("train", "val", "test", "n_features", "n_classes")):
+    if (
+        data is None
+        or isinstance(data, Dataset)
+        or all(hasattr(data, a) for a in ("train", "val", "test", "n_features", "n_classes"))
+    ):
         return data
     if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
         return from_torch(data)

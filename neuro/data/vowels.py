@@ -43,10 +43,21 @@ N_COLUMNS = 16
 VOWELS = ("ae", "ah", "aw", "eh", "ei", "er", "ih", "iy", "oa", "oo", "uh", "uw")
 # feature name -> 0-based column index in a vowdata.dat row (column 0 is the filename)
 COLUMNS = {
-    "dur": 1, "f0": 2, "F1": 3, "F2": 4, "F3": 5, "F4": 6,
-    "F1@20": 7, "F2@20": 8, "F3@20": 9,
-    "F1@50": 10, "F2@50": 11, "F3@50": 12,
-    "F1@80": 13, "F2@80": 14, "F3@80": 15,
+    "dur": 1,
+    "f0": 2,
+    "F1": 3,
+    "F2": 4,
+    "F3": 5,
+    "F4": 6,
+    "F1@20": 7,
+    "F2@20": 8,
+    "F3@20": 9,
+    "F1@50": 10,
+    "F2@50": 11,
+    "F3@50": 12,
+    "F1@80": 13,
+    "F2@80": 14,
+    "F3@80": 15,
 }
 DEFAULT_FEATURES = ("f0", "F1", "F2", "F3")
 VAL_TEST_FRACTIONS = (0.15, 0.15)
@@ -85,8 +96,14 @@ def parse_vowdata(path) -> tuple[list[str], np.ndarray]:
     return names, np.asarray(rows, dtype=np.int64)
 
 
-def load_vowels_with_talkers(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None,
-                             features: tuple[str, ...] = DEFAULT_FEATURES) -> tuple[Dataset, dict[str, tuple[str, ...]]]:
+def load_vowels_with_talkers(
+    root=None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    features: tuple[str, ...] = DEFAULT_FEATURES,
+) -> tuple[Dataset, dict[str, tuple[str, ...]]]:
     """Like :func:`load_vowels`, plus {"train"|"val"|"test": talker id of each sample, aligned with the Split rows}."""
     check_split_args(val_fraction, seed, limit)
     unknown = [f for f in features if f not in COLUMNS]
@@ -102,7 +119,10 @@ def load_vowels_with_talkers(root=None, *, val_fraction: float = 0.1, seed: int 
     names = [n for n, k in zip(names, ok) if k]
     x = x_all[ok]
     if x.shape[0] == 0:
-        raise DataError(f"vowel file {path} has no rows with all of {', '.join(features)} measured; {'re-copy it from ../shared/data/' + SUBDIR}")
+        raise DataError(
+            f"vowel file {path} has no rows with all of {', '.join(features)} measured; "
+            f"{'re-copy it from ../shared/data/' + SUBDIR}"
+        )
     y = np.array([VOWELS.index(n[3:5]) for n in names], dtype=np.int64)
     talkers = np.array([n[:3] for n in names])
     groups = np.array([n[0] for n in names])
@@ -136,7 +156,13 @@ def load_vowels_with_talkers(root=None, *, val_fraction: float = 0.1, seed: int 
 
 
 @DATASETS.register("vowels")
-def load_vowels(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None,
-                features: tuple[str, ...] = DEFAULT_FEATURES) -> Dataset:
+def load_vowels(
+    root=None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    features: tuple[str, ...] = DEFAULT_FEATURES,
+) -> Dataset:
     """Load the Hillenbrand vowels (see module docstring: columns, dropped rows, talker split, z-scoring)."""
     return load_vowels_with_talkers(root, val_fraction=val_fraction, seed=seed, limit=limit, features=features)[0]

@@ -134,7 +134,9 @@ def _neuron_node(p: LIFParameters, n: int):
     common = dict(r=r, v_leak=full(p.v_leak))
     if p.tau_syn is None:
         if p.spiking:
-            return nir.LIF(tau=full(p.tau_mem), v_threshold=full(p.v_th), v_reset=full(p.v_reset), metadata=meta, **common)
+            return nir.LIF(
+                tau=full(p.tau_mem), v_threshold=full(p.v_th), v_reset=full(p.v_reset), metadata=meta, **common
+            )
         return nir.LI(tau=full(p.tau_mem), metadata=meta, **common)
     syn = dict(tau_syn=full(p.tau_syn), tau_mem=full(p.tau_mem), w_in=full(1.0 / (1.0 - p.alpha)))
     if p.spiking:
@@ -160,9 +162,11 @@ def to_nir(model: nn.Module, *, strict: bool = False) -> nir.NIRGraph:
     subtract = [k for k, layer in enumerate(layers) if layer.params.spiking and layer.params.reset == "subtract"]
     if subtract:
         which = ", ".join(f"lif{k}" for k in subtract)
-        msg = (f"layer(s) {which} reset by subtraction (v -= v_th), which NIR cannot express: Norse, snnTorch, Lava "
-               f"and other NIR readers will reset to v_reset = 0 instead and give other spikes (NeuroHIL reads it back "
-               f"exactly); for a portable graph train with [model.lif] reset = \"zero\" and v_reset = 0")
+        msg = (
+            f"layer(s) {which} reset by subtraction (v -= v_th), which NIR cannot express: Norse, snnTorch, Lava "
+            f"and other NIR readers will reset to v_reset = 0 instead and give other spikes (NeuroHIL reads it back "
+            f'exactly); for a portable graph train with [model.lif] reset = "zero" and v_reset = 0'
+        )
         if strict:
             raise ConfigError(msg)
         warnings.warn(msg, NIRResetWarning, stacklevel=2)
@@ -179,8 +183,12 @@ def to_nir(model: nn.Module, *, strict: bool = False) -> nir.NIRGraph:
         prev = f"lif{k}"
     nodes["output"] = nir.Output(output_type={"output": np.array([layers[-1].linear.out_features])})
     edges.append((prev, "output"))
-    meta = {"dt": float(layers[0].params.dt), "time_unit": "s",
-            "voltage_unit": "V (normalized: v_threshold = 1 by default)", "producer": "neurohil"}
+    meta = {
+        "dt": float(layers[0].params.dt),
+        "time_unit": "s",
+        "voltage_unit": "V (normalized: v_threshold = 1 by default)",
+        "producer": "neurohil",
+    }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
@@ -237,11 +245,17 @@ def _import_neuron(name: str, node, n: int, dt: float, dialect: str, base: dict)
         kw["spiking"] = False
     try:
         if kind in ("LIF", "LI"):
-            p = LIFParameters(tau_mem=_uniform("tau", name, node.tau, n) * tscale, tau_syn=None, input_gain="leak", **kw)
+            p = LIFParameters(
+                tau_mem=_uniform("tau", name, node.tau, n) * tscale, tau_syn=None, input_gain="leak", **kw
+            )
             return p, r
         if kind in ("CubaLIF", "CubaLI"):
-            p = LIFParameters(tau_mem=_uniform("tau_mem", name, node.tau_mem, n) * tscale,
-                              tau_syn=_uniform("tau_syn", name, node.tau_syn, n) * tscale, input_gain="leak", **kw)
+            p = LIFParameters(
+                tau_mem=_uniform("tau_mem", name, node.tau_mem, n) * tscale,
+                tau_syn=_uniform("tau_syn", name, node.tau_syn, n) * tscale,
+                input_gain="leak",
+                **kw,
+            )
             w_in = _vec(node.w_in, n)
             jump = 1.0 if dialect == "norse" else (1.0 - p.alpha)  # Norse's LIFCell adds the input to i
             return p, r * w_in * jump
@@ -255,13 +269,23 @@ def _import_neuron(name: str, node, n: int, dt: float, dialect: str, base: dict)
 
 def _unsupported(name: str, kind: str, after: str | None = None) -> str:
     where = f" after '{after}'" if after else ""
-    return (f"NIR node '{name}' is a {kind}{where}, which from_nir does not import; it imports chains "
-            f"Input -> (Affine|Linear -> {'|'.join(NEURON_KINDS)})* -> Output")
+    return (
+        f"NIR node '{name}' is a {kind}{where}, which from_nir does not import; it imports chains "
+        f"Input -> (Affine|Linear -> {'|'.join(NEURON_KINDS)})* -> Output"
+    )
 
 
-def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator: str = "euler",
-             reset: str = "zero", detach_reset: bool = True, engine: str = "native",
-             surrogate: Surrogate | None = None) -> SpikingChain:
+def from_nir(
+    graph,
+    *,
+    dt: float | None = None,
+    dialect: str = "nir",
+    integrator: str = "euler",
+    reset: str = "zero",
+    detach_reset: bool = True,
+    engine: str = "native",
+    surrogate: Surrogate | None = None,
+) -> SpikingChain:
     """A :class:`SpikingChain` running ``graph`` on our engine (float32 weights).
 
     Graphs written by :func:`to_nir` carry their own parameters (all other arguments are
@@ -280,24 +304,32 @@ def from_nir(graph, *, dt: float | None = None, dialect: str = "nir", integrator
         kind, prev = kinds[k], kinds[k - 1]
         synapse_slot = prev == "Input" or prev in NEURON_KINDS
         if synapse_slot and kind not in SYNAPSE_KINDS:
-            raise ConfigError(_unsupported(order[k], kind, order[k - 1]) if kind not in NEURON_KINDS else
-                              f"NIR node '{order[k]}' ({kind}) follows '{order[k - 1]}' without a weight node; "
-                              "from_nir needs Affine/Linear before every neuron node")
+            raise ConfigError(
+                _unsupported(order[k], kind, order[k - 1])
+                if kind not in NEURON_KINDS
+                else f"NIR node '{order[k]}' ({kind}) follows '{order[k - 1]}' without a weight node; "
+                "from_nir needs Affine/Linear before every neuron node"
+            )
         if not synapse_slot and kind not in NEURON_KINDS:
             raise ConfigError(_unsupported(order[k], kind, order[k - 1]))
     if kinds[-2] in SYNAPSE_KINDS:
-        raise ConfigError(f"NIR node '{order[-2]}' ({kinds[-2]}) feeds the Output without a neuron node; from_nir "
-                          f"needs a neuron ({', '.join(NEURON_KINDS)}) after every Affine/Linear")
+        raise ConfigError(
+            f"NIR node '{order[-2]}' ({kinds[-2]}) feeds the Output without a neuron node; from_nir "
+            f"needs a neuron ({', '.join(NEURON_KINDS)}) after every Affine/Linear"
+        )
     if len(nodes) < 4:
-        raise ConfigError("the NIR graph has no layer (Input -> Output); from_nir needs at least "
-                          "Affine/Linear -> neuron")
+        raise ConfigError(
+            "the NIR graph has no layer (Input -> Output); from_nir needs at least Affine/Linear -> neuron"
+        )
     neurons = [n for n, k in zip(nodes, kinds) if k in NEURON_KINDS]
     ours = bool(neurons) and all(_META_KEY in (getattr(n, "metadata", None) or {}) for n in neurons)
     meta = getattr(graph, "metadata", {}) or {}
     if dt is None:
         if "dt" not in meta:
-            raise ConfigError("this NIR graph carries no time step; pass dt= in seconds (snnTorch 1.0 exports assume "
-                              "dt = 1e-4, Norse 1.1 exports dt = 1e-3 by default)")
+            raise ConfigError(
+                "this NIR graph carries no time step; pass dt= in seconds (snnTorch 1.0 exports assume "
+                "dt = 1e-4, Norse 1.1 exports dt = 1e-3 by default)"
+            )
         dt = float(meta["dt"])
     base = dict(integrator=integrator, reset=reset, detach_reset=detach_reset, surrogate=surrogate or Surrogate())
     layers: list[LIFLayer] = []

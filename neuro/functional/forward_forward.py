@@ -70,10 +70,14 @@ def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, negative_for
     return F.softplus(theta - g_pos).mean() + F.softplus(g_neg - theta).mean()
 
 
-def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float = 4.0, negative_form: bool = False) -> torch.Tensor:
+def symba_loss(
+    g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float = 4.0, negative_form: bool = False
+) -> torch.Tensor:
     """SymBa loss ``mean(softplus(alpha (G_neg - G_pos)))`` over paired samples (signs swapped in the negative form)."""
     if g_pos.shape != g_neg.shape:
-        raise ValueError(f"SymBa pairs positives with negatives: shapes {tuple(g_pos.shape)} and {tuple(g_neg.shape)} differ")
+        raise ValueError(
+            f"SymBa pairs positives with negatives: shapes {tuple(g_pos.shape)} and {tuple(g_neg.shape)} differ"
+        )
     gap = g_pos - g_neg if negative_form else g_neg - g_pos
     return F.softplus(alpha * gap).mean()
 
@@ -123,8 +127,9 @@ def label_feature_indices(n_features: int, n_classes: int, offset: int = 0, feat
     return idx
 
 
-def embed_label(x: torch.Tensor, label: torch.Tensor, n_classes: int, scale: float = 1.0, offset: int = 0,
-                features=None) -> torch.Tensor:
+def embed_label(
+    x: torch.Tensor, label: torch.Tensor, n_classes: int, scale: float = 1.0, offset: int = 0, features=None
+) -> torch.Tensor:
     """Hinton's label embedding: overwrite ``n_classes`` input features with ``scale * one_hot(label)``.
 
     The features are ``offset .. offset + n_classes - 1`` (Hinton: the first 10 pixels of

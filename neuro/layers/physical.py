@@ -14,7 +14,8 @@ followed by length normalization before the next block:
   ``set_params`` whenever they change, so checkpoints hold them and a resumed run re-writes them.
 - :class:`DigitalLayer`: the trainable digital part, ``relu(W s(y) + b)`` (or linear), counting MACs;
   ``s`` standardizes the measured intensities per sample (:func:`standardize`).
-- length normalization between blocks: :func:`neuro.functional.forward_forward.length_normalize`, which removes the goodness
+- length normalization between blocks: :func:`neuro.functional.forward_forward.length_normalize`, which removes
+  the goodness
   (squared length) of one block from the input of the next (Hinton 2022).
 """
 
@@ -84,7 +85,9 @@ class PhysicalLayer(nn.Module):
         self.param_ranges, self.param_periodic = _param_ranges(substrate, tuple(self.hardware), self.input_range)
         self.n_evals = 0
         self.capabilities = Capabilities(
-            differentiable=False, precision="analog", substrate=name,
+            differentiable=False,
+            precision="analog",
+            substrate=name,
             hardware_parameters=tuple(f"hardware.{k}" for k in self.hardware),
         )
 
@@ -182,7 +185,9 @@ class DigitalLayer(nn.Module):
     """Trainable digital part ``act(W s(y) + b)``, ``s`` = :func:`standardize` (``standardize_input``)
     or identity; ``n_macs`` counts forward multiply-accumulates."""
 
-    def __init__(self, n_in: int, n_out: int, activation: str = "relu", seed: int = 0, standardize_input: bool = False) -> None:
+    def __init__(
+        self, n_in: int, n_out: int, activation: str = "relu", seed: int = 0, standardize_input: bool = False
+    ) -> None:
         super().__init__()
         self.standardize_input = standardize_input
         if activation not in ("relu", "linear"):

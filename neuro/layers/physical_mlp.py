@@ -66,8 +66,18 @@ class UnitNormEncoder(nn.Module):
 
 
 class PhysicalBlock(nn.Module):
-    def __init__(self, physical: PhysicalLayer, n_hidden: int, *, encoding: str, gain: float, seed: int,
-                 skip_width: int = 0, activation: str = "relu", standardize: bool = True) -> None:
+    def __init__(
+        self,
+        physical: PhysicalLayer,
+        n_hidden: int,
+        *,
+        encoding: str,
+        gain: float,
+        seed: int,
+        skip_width: int = 0,
+        activation: str = "relu",
+        standardize: bool = True,
+    ) -> None:
         super().__init__()
         if encoding == "unit_norm":
             self.encoder = UnitNormEncoder(physical.input_range)
@@ -76,8 +86,13 @@ class PhysicalBlock(nn.Module):
         self.physical = physical
         self.skip = skip_width > 0
         self.standardize = standardize
-        self.digital = DigitalLayer(physical.n_out + skip_width, n_hidden, activation, seed=seed,
-                                    standardize_input=standardize and not self.skip)
+        self.digital = DigitalLayer(
+            physical.n_out + skip_width,
+            n_hidden,
+            activation,
+            seed=seed,
+            standardize_input=standardize and not self.skip,
+        )
 
     def digital_input(self, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """What the digital layer reads: ``y``, or ``[s(y); h]`` with ``skip`` (``s``: standardize or identity)."""
@@ -85,7 +100,9 @@ class PhysicalBlock(nn.Module):
             return y
         return torch.cat([standardize(y) if self.standardize else y, h], dim=1)
 
-    def forward(self, h: torch.Tensor, index: int = 0, physics: Physics = measured) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, index: int = 0, physics: Physics = measured
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, h')``: the physical output and the digital activity (before normalization)."""
         y = physics(index, self.physical, self.encoder(h))
         return y, self.digital(self.digital_input(y, h))
@@ -94,26 +111,52 @@ class PhysicalBlock(nn.Module):
 class PhysicalMLP(nn.Module):
     """N physical blocks and a readout; ``substrates[l]`` is any Substrate object for block ``l``."""
 
-    def __init__(self, n_features: int, n_classes: int, substrates: list, hidden: list[int], names: list[str], *,
-                 label_scale: float = 1.0, encoding: str = "tanh", gain: float = 1.0, seed: int = 0,
-                 input_pad: int = 0, label_mode: str = "fixed", skip: bool = False, digital_activation: str = "relu",
-                 standardize: bool = True, between: str = "length_normalize") -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        substrates: list,
+        hidden: list[int],
+        names: list[str],
+        *,
+        label_scale: float = 1.0,
+        encoding: str = "tanh",
+        gain: float = 1.0,
+        seed: int = 0,
+        input_pad: int = 0,
+        label_mode: str = "fixed",
+        skip: bool = False,
+        digital_activation: str = "relu",
+        standardize: bool = True,
+        between: str = "length_normalize",
+    ) -> None:
         super().__init__()
         if len(substrates) != len(hidden) or len(names) != len(hidden):
             raise ValueError("need one substrate, one hidden size and one name per block")
         self.n_features, self.n_classes, self.label_scale = n_features, n_classes, float(label_scale)
         self.input_pad = int(input_pad) or n_classes
         if self.input_pad < n_classes:
-            raise ConfigError(f"model.input_pad = {input_pad} must be >= the number of classes ({n_classes}), "
-                              "since the label is written over the first of them")
+            raise ConfigError(
+                f"model.input_pad = {input_pad} must be >= the number of classes ({n_classes}), "
+                "since the label is written over the first of them"
+            )
         self.label_mode, self.between_blocks = label_mode, between
         blocks, width = [], n_features + self.input_pad
         for k, (sub, n_h, name) in enumerate(zip(substrates, hidden, names)):
             if int(sub.n_in) != width:
                 raise ConfigError(f"block {k} substrate {name} has n_in {sub.n_in}, but its input has {width} values")
-            blocks.append(PhysicalBlock(PhysicalLayer(sub, name, seed=seed + 101 * k), n_h, encoding=encoding,
-                                        gain=gain, seed=seed + 7 + 101 * k, skip_width=width if skip else 0,
-                                        activation=digital_activation, standardize=standardize))
+            blocks.append(
+                PhysicalBlock(
+                    PhysicalLayer(sub, name, seed=seed + 101 * k),
+                    n_h,
+                    encoding=encoding,
+                    gain=gain,
+                    seed=seed + 7 + 101 * k,
+                    skip_width=width if skip else 0,
+                    activation=digital_activation,
+                    standardize=standardize,
+                )
+            )
             width = n_h
         self.blocks = nn.ModuleList(blocks)
         self.readout = DigitalLayer(sum(hidden), n_classes, "linear", seed=seed + 13)
@@ -132,8 +175,13 @@ class PhysicalMLP(nn.Module):
         return length_normalize(h_raw) if self.between_blocks == "length_normalize" else h_raw
 
     # -- forward passes
-    def block_outputs(self, x: torch.Tensor, label: torch.Tensor | None = None, physics: Physics = measured,
-                      detach_between: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def block_outputs(
+        self,
+        x: torch.Tensor,
+        label: torch.Tensor | None = None,
+        physics: Physics = measured,
+        detach_between: bool = False,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per block ``(y_l, h_l)``; ``detach_between`` cuts the graph between blocks (local rules)."""
         h = self.embed(x, label)
         out = []
@@ -205,12 +253,18 @@ class PhysicalMLPSpec:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"model.hidden must list >= 1 positive sizes, got {self.hidden}")
         if len(self.physical) not in (1, len(self.hidden)) or any(p < 1 for p in self.physical):
-            raise ConfigError(f"model.physical must be one positive size or one per block ({len(self.hidden)}), got {self.physical}")
+            raise ConfigError(
+                f"model.physical must be one positive size or one per block ({len(self.hidden)}), got {self.physical}"
+            )
         if self.substrates and len(self.substrates) != len(self.hidden):
-            raise ConfigError(f"model.substrates must name one substrate per block ({len(self.hidden)}), got {len(self.substrates)}")
-        for key, value, choices in (("label_mode", self.label_mode, ("fixed", "batch_max")),
-                                    ("digital_activation", self.digital_activation, ("relu", "linear")),
-                                    ("between", self.between, BETWEEN)):
+            raise ConfigError(
+                f"model.substrates must name one substrate per block ({len(self.hidden)}), got {len(self.substrates)}"
+            )
+        for key, value, choices in (
+            ("label_mode", self.label_mode, ("fixed", "batch_max")),
+            ("digital_activation", self.digital_activation, ("relu", "linear")),
+            ("between", self.between, BETWEEN),
+        ):
             if value not in choices:
                 raise ConfigError(f"model.{key} = '{value}' is not one of {', '.join(choices)}")
         if self.input_pad < 0:
@@ -225,10 +279,25 @@ def build_physical_mlp(spec: PhysicalMLPSpec, data, substrates: list | None = No
     sizes = list(spec.physical) * (n if len(spec.physical) == 1 else 1)
     if substrates is None:
         widths = [data.n_features + (spec.input_pad or data.n_classes), *spec.hidden[:-1]]
-        substrates = [open_substrate(names[k], widths[k], sizes[k], seed=spec.seed + 1000 * k, options=spec.substrate_options)
-                      for k in range(n)]
+        substrates = [
+            open_substrate(names[k], widths[k], sizes[k], seed=spec.seed + 1000 * k, options=spec.substrate_options)
+            for k in range(n)
+        ]
     labels = [substrate_label(nm) for nm in names]
-    return PhysicalMLP(data.n_features, data.n_classes, substrates, list(spec.hidden), labels,
-                       label_scale=spec.label_scale, encoding=spec.encoding, gain=spec.gain, seed=spec.seed,
-                       input_pad=spec.input_pad, label_mode=spec.label_mode, skip=spec.skip,
-                       digital_activation=spec.digital_activation, standardize=spec.standardize, between=spec.between)
+    return PhysicalMLP(
+        data.n_features,
+        data.n_classes,
+        substrates,
+        list(spec.hidden),
+        labels,
+        label_scale=spec.label_scale,
+        encoding=spec.encoding,
+        gain=spec.gain,
+        seed=spec.seed,
+        input_pad=spec.input_pad,
+        label_mode=spec.label_mode,
+        skip=spec.skip,
+        digital_activation=spec.digital_activation,
+        standardize=spec.standardize,
+        between=spec.between,
+    )

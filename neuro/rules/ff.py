@@ -234,7 +234,12 @@ def ff_view(model: nn.Module, spec: FFSpec):
     if isinstance(model, MLP):
         return DenseView(model)
     layers = getattr(model, "layers", None)
-    if hasattr(model, "encoder") and isinstance(layers, nn.ModuleList) and len(layers) and all(isinstance(layer, LIFLayer) for layer in layers):
+    if (
+        hasattr(model, "encoder")
+        and isinstance(layers, nn.ModuleList)
+        and len(layers)
+        and all(isinstance(layer, LIFLayer) for layer in layers)
+    ):
         return SpikingView(model, spec.activity, spec.spike_norm)
     raise IncompatibleError(
         f"rule `ff` trains layer by layer and needs a model whose layers it can run one at a time "
@@ -258,7 +263,9 @@ class FF(Rule):
     # -- helpers
     def embed(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         s = self.spec
-        return embed_label(x, label, self.n_classes, scale=s.label_scale, offset=s.label_offset, features=s.label_features)
+        return embed_label(
+            x, label, self.n_classes, scale=s.label_scale, offset=s.label_offset, features=s.label_features
+        )
 
     def check_compatible(self, model: nn.Module) -> None:
         super().check_compatible(model)
@@ -348,14 +355,19 @@ class FF(Rule):
     def _train_readout(self, view, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy step of the readout on detached neutral-pass features; returns its scores (detached)."""
         if view.readout is None:
-            raise IncompatibleError(f"rule.readout = true but {type(view.model).__name__} has no readout; set rule.readout = false")
+            raise IncompatibleError(
+                f"rule.readout = true but {type(view.model).__name__} has no readout; set rule.readout = false"
+            )
         with torch.no_grad():
             feats = self._readout_features(view, x)
         scores = view.readout(feats)
         loss = F.cross_entropy(scores, y)
         loss.backward()
         scores = scores.detach()
-        return scores, {"readout_loss": float(loss.detach()), "readout_accuracy": float((scores.argmax(1) == y).float().mean())}
+        return scores, {
+            "readout_loss": float(loss.detach()),
+            "readout_accuracy": float((scores.argmax(1) == y).float().mean()),
+        }
 
     # -- report
     def report_data(self, records=None) -> dict:
@@ -365,7 +377,8 @@ class FF(Rule):
     # -- prediction
     @torch.no_grad()
     def goodness_scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``[batch, classes]``: goodness summed over layers (from the second with ``skip_first``) per embedded label."""
+        """``[batch, classes]``: goodness summed over layers (from the second with ``skip_first``) per embedded
+        label."""
         s = self.spec
         view = ff_view(model, s)
         seed = self._noise_seed()

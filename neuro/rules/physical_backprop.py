@@ -56,7 +56,8 @@ class InSilico(Rule):
         for k, layer in enumerate(model.physical_layers()):
             if not callable(getattr(layer.substrate, "exact_forward", None)):
                 raise IncompatibleError(
-                    f"rule `insilico` needs an exact simulator of layer {k} ('{layer.where}'), which exposes none; use `mfff` or `pat` with twin = \"fitted\""
+                    f"rule `insilico` needs an exact simulator of layer {k} ('{layer.where}'), which exposes none; "
+                    'use `mfff` or `pat` with twin = "fitted"'
                 )
 
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
@@ -134,7 +135,8 @@ class PAT(Rule):
             for k, layer in enumerate(model.physical_layers()):
                 if not callable(getattr(layer.substrate, "exact_forward", None)):
                     raise IncompatibleError(
-                        f"rule `pat` with twin = \"exact\" needs an exact simulator of layer {k} ('{layer.where}'); use twin = \"fitted\""
+                        f"rule `pat` with twin = \"exact\" needs an exact simulator of layer {k} ('{layer.where}'); "
+                        'use twin = "fitted"'
                     )
 
     # ---------------------------------------------------------------- twins
@@ -142,7 +144,11 @@ class PAT(Rule):
         twins = []
         for k, layer in enumerate(model.physical_layers()):
             c = _control(layer)
-            twins.append(FittedTwin(layer.n_in, 0 if c is None else c.numel(), layer.n_out, self.spec.twin_hidden, self.seed + 31 * k))
+            twins.append(
+                FittedTwin(
+                    layer.n_in, 0 if c is None else c.numel(), layer.n_out, self.spec.twin_hidden, self.seed + 31 * k
+                )
+            )
         self.twins = nn.ModuleList(twins)
         self.twin_optim = torch.optim.Adam(self.twins.parameters(), lr=self.spec.twin_lr)
         if self._pending_state is not None:
@@ -150,8 +156,9 @@ class PAT(Rule):
             self.twin_optim.load_state_dict(self._pending_state["optim"])
             self._pending_state = None
 
-    def _fit_step(self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor,
-                  sync: bool = True) -> float:
+    def _fit_step(
+        self, twin: FittedTwin, e: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor, sync: bool = True
+    ) -> float:
         self.twin_optim.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = F.mse_loss(twin(e, c), y)
@@ -170,7 +177,8 @@ class PAT(Rule):
         if distributed.is_main():
             self._measure_and_fit(model)
         state = distributed.broadcast_object(  # DISTRIBUTED: no-op in one process
-            {"twins": self.twins.state_dict(), "optim": self.twin_optim.state_dict()})
+            {"twins": self.twins.state_dict(), "optim": self.twin_optim.state_dict()}
+        )
         if not distributed.is_main():
             self.twins.load_state_dict(state["twins"])
             self.twin_optim.load_state_dict(state["optim"])
