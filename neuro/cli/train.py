@@ -30,12 +30,19 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its checkpoint (other settings come from the run)")
     p.add_argument("--overwrite", action="store_true", help="reuse the run directory if it exists instead of making <name>-2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--continual", metavar="STRATEGY",
+                   help="train on the [continual] task stream with this strategy: hlop, finetune, ewc, gpm, multitask")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     progress = False if args.no_progress else None
     if args.resume:
+        if continual_run(args.resume):
+            from neuro.continual.workflow import resume_continual
+
+            resume_continual(args.resume, progress=progress)
+            return 0
         workflow.resume(args.resume, epochs=args.epochs, progress=progress)
         return 0
     config = cfg.load_toml(args.config) if args.config else {}
@@ -48,5 +55,17 @@ def run(args) -> int:
             section, name = key.split(".")
             config.setdefault(section, {})[name] = value
     config = cfg.apply_overrides(config, args.overrides)
+    if args.continual or "continual" in config:
+        from neuro.continual.workflow import check_no_conflict, train_continual
+
+        train_continual(check_no_conflict(config, args.continual), overwrite=args.overwrite, progress=progress)
+        return 0
     workflow.train(config, overwrite=args.overwrite, progress=progress)
     return 0
+
+
+def continual_run(path) -> bool:
+    """Whether the run at ``path`` was trained on a task stream (its config has [continual])."""
+    from neuro.runs import Run
+
+    return "continual" in cfg.load_toml(Run.open(path).config_path)
