@@ -2,7 +2,7 @@
 upper bound on permuted MNIST (and HLOP around forward-forward), several seeds, with wall times.
 
     python -m bench.continual_table                                  # full protocol (examples/pmnist_hlop.toml)
-    python -m bench.continual_table --preset reduced                 # 3 tasks, 10k samples/task, 784-100-100-10
+    python -m bench.continual_table --preset reduced                 # 3 tasks, 3000 samples/task, 784-100-100-10, T = 10
     python -m bench.continual_table --strategies hlop,finetune --seeds 0 --rules bptt
     python -m bench.continual_table --preset reduced --set continual.ewc_lambda=1000
 
@@ -25,7 +25,7 @@ import torch
 from neuro import config as cfg
 
 REDUCED = [
-    "continual.tasks=3", "data.limit=10000", "model.hidden=[100,100]",
+    "continual.tasks=3", "data.limit=3000", "model.hidden=[100,100]", "model.time_steps=10",
     "continual.subspace=[80,25,15]", "continual.increment=[70,9,9]",
 ]
 # FF settings for the spiking MLP: goodness of firing rates, labels written into the first 10 pixels.
