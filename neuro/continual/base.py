@@ -92,7 +92,7 @@ class ContinualSpec:
     hebbian_clip: float = 10.0
     activity: Activity = "weighted_rate"
     basis: Basis = "orthonormal"
-    ewc_lambda: float = 100.0
+    ewc_lambda: float = 10.0
     fisher_samples: int = 200
     gpm_threshold: list[float] = field(default_factory=lambda: [0.97])
     gpm_threshold_step: float = 0.003
