@@ -56,9 +56,9 @@ def run(args) -> int:
             config.setdefault(section, {})[name] = value
     config = cfg.apply_overrides(config, args.overrides)
     if args.continual or "continual" in config:
-        from neuro.continual.workflow import check_no_conflict, train_continual
+        from neuro.continual.workflow import apply_continual_flag, train_continual
 
-        train_continual(check_no_conflict(config, args.continual), overwrite=args.overwrite, progress=progress)
+        train_continual(apply_continual_flag(config, args.continual), overwrite=args.overwrite, progress=progress)
         return 0
     workflow.train(config, overwrite=args.overwrite, progress=progress)
     return 0

@@ -299,7 +299,7 @@ def load_task_checkpoint(path: Path) -> dict:
     return state
 
 
-def check_no_conflict(config: dict, continual_flag: str | None) -> dict:
+def apply_continual_flag(config: dict, continual_flag: str | None) -> dict:
     """Apply ``--continual NAME`` to a config (sets ``continual.strategy``)."""
     if continual_flag is None:
         return config
