@@ -2,7 +2,7 @@
 upper bound on permuted MNIST (and HLOP around forward-forward), several seeds, with wall times.
 
     python -m bench.continual_table                                  # full protocol (examples/pmnist_hlop.toml)
-    python -m bench.continual_table --preset reduced                 # 3 tasks, 3000 samples/task, 784-100-100-10, T = 10
+    python -m bench.continual_table --preset reduced    # 3 tasks, 3000 samples/task, 784-100-100-10, T = 10
     python -m bench.continual_table --strategies hlop,finetune --seeds 0 --rules bptt
     python -m bench.continual_table --preset reduced --set continual.ewc_lambda=1000
 
@@ -37,7 +37,8 @@ FF_MLP = FF + ["rule.readout=true", "rule.predict=readout", "optim.lr=0.05"]
 
 def as_mlp(config: dict) -> dict:
     """``config`` with its spiking [model] replaced by a bias-free ReLU MLP of the same hidden sizes."""
-    return {**config, "model": {"kind": "mlp", "hidden": list(config["model"].get("hidden", [800, 800])), "bias": False}}
+    hidden = list(config["model"].get("hidden", [800, 800]))
+    return {**config, "model": {"kind": "mlp", "hidden": hidden, "bias": False}}
 
 
 def run_one(config: dict, out: Path, name: str) -> dict:
@@ -59,7 +60,8 @@ def table(rows: list[dict]) -> str:
     for (rule, strategy), rs in groups.items():
         accs = [100 * r["ACC"] for r in rs]
         bwts = [100 * r["BWT"] for r in rs if r["BWT"] is not None]
-        per = "; ".join(f"s{r['seed']}: {100 * r['ACC']:.2f} / " + (f"{100 * r['BWT']:+.2f}" if r["BWT"] is not None else "-")
+        per = "; ".join(f"s{r['seed']}: {100 * r['ACC']:.2f} / "
+                        + (f"{100 * r['BWT']:+.2f}" if r["BWT"] is not None else "-")
                         for r in rs)
         lines.append(f"| {rule} | {strategy} | {sum(accs) / len(accs):.2f} | "
                      + (f"{sum(bwts) / len(bwts):+.2f}" if bwts else "-")

@@ -235,7 +235,8 @@ def _train_tasks(strategy, model, tasks, epochs=30):
         Trainer(model, strategy, opt, data, epochs=epochs, batch_size=32, seed=i, progress=False).fit()
         strategy.end_task(i, model, data)
         with torch.no_grad():
-            accs.append([float((strategy.predict(model, d.test.x).argmax(1) == d.test.y).float().mean()) for d in tasks])
+            accs.append([float((strategy.predict(model, d.test.x).argmax(1) == d.test.y).float().mean())
+                         for d in tasks])
     return accs
 
 

@@ -124,7 +124,8 @@ class ContinualSpec:
         if self.ewc_lambda < 0 or self.fisher_samples < 1 or self.gpm_samples < 1:
             raise ConfigError("continual.ewc_lambda must be >= 0 and fisher_samples, gpm_samples >= 1")
         if not self.gpm_threshold or any(not 0.0 < t <= 1.0 for t in self.gpm_threshold):
-            raise ConfigError(f"continual.gpm_threshold must be a list of fractions in (0, 1], got {self.gpm_threshold}")
+            raise ConfigError(
+                f"continual.gpm_threshold must be a list of fractions in (0, 1], got {self.gpm_threshold}")
 
     def per_layer(self, key: str, n_layers: int) -> list:
         """The list setting ``key`` for ``n_layers`` projectable layers (one value is broadcast)."""

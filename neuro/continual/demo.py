@@ -29,12 +29,14 @@ def run_demo_part(out_dir: str | os.PathLike, *, echo=print, strategies=("hlop",
 
     results = {}
     for strategy in strategies:
-        config = {**DEMO_CONFIG, "run": {**DEMO_CONFIG["run"], "name": f"demo-continual-{strategy}", "out_dir": str(out_dir)},
+        run = {**DEMO_CONFIG["run"], "name": f"demo-continual-{strategy}", "out_dir": str(out_dir)}
+        config = {**DEMO_CONFIG, "run": run,
                   "continual": {**DEMO_CONFIG["continual"], "strategy": strategy}}
         _, summary = train_continual(config, overwrite=True, progress=False, echo=lambda *a: None)
         results[strategy] = summary
         echo(f"{strategy:>9}: ACC {100 * summary['ACC']:.1f}%  BWT {100 * summary['BWT']:+.1f}%  "
              f"(report: {Path(out_dir) / f'demo-continual-{strategy}' / 'report.html'})")
         for i, row in enumerate(summary["R"]):
-            echo(f"           after task {i}: " + " ".join(f"{100 * v:5.1f}" if v is not None else "    -" for v in row))
+            cells = " ".join(f"{100 * v:5.1f}" if v is not None else "    -" for v in row)
+            echo(f"           after task {i}: {cells}")
     return results

@@ -69,7 +69,8 @@ class HebbianProjection(ProjectedRule):
                 H = torch.cat([H, new], 0)
             self.H[layer.name] = H
             M = self.M.get(layer.name, torch.zeros((0, layer.in_features), device=dev))
-            self.M[layer.name] = torch.cat([M, torch.zeros((H.shape[0] - M.shape[0], layer.in_features), device=dev)], 0)
+            grow = torch.zeros((H.shape[0] - M.shape[0], layer.in_features), device=dev)
+            self.M[layer.name] = torch.cat([M, grow], 0)
             self.n_frozen.setdefault(layer.name, 0)
 
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:

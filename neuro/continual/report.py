@@ -91,7 +91,8 @@ def write_continual_report(run, exp, stream, strategy, state: dict, summary: dic
     }
     header = ["after task"] + names
     rows = [[state["task_names"][i]] + [None if v is None else round(100 * v, 2) for v in r] for i, r in enumerate(R)]
-    per_task = [[i, state["task_names"][i], state["task_times"][i], str(state["sizes"][i] or "-")] for i in range(len(R))]
+    per_task = [[i, state["task_names"][i], state["task_times"][i], str(state["sizes"][i] or "-")]
+                for i in range(len(R))]
     tables = [("Accuracy matrix R (%)", header, rows),
               ("Tasks", ["task", "name", "train time (s)", "subspace sizes"], per_task)]
     return report.write_report(run.path, f"NeuroHIL continual run {run.name}", info, figures, tables)

@@ -209,7 +209,8 @@ def _run_stream(run: Run, exp: Experiment, spec: ContinualSpec, stream: TaskStre
         strategy.begin_task(i, model, data)
         if stream.scenario == "task" and hasattr(strategy, "protect_head_rows"):
             strategy.protect_head_rows([c for t in plan[:i] for c in t.classes])
-        params = [p for p in model.parameters() if p.requires_grad and not (spec.freeze_bias and i > 0 and p.dim() == 1)]
+        frozen_1d = spec.freeze_bias and i > 0
+        params = [p for p in model.parameters() if p.requires_grad and not (frozen_1d and p.dim() == 1)]
         optimizer = build_optimizer(optim_spec, params)
         scheduler = None
         if optim_spec.schedule == "cosine":
@@ -293,7 +294,8 @@ def load_task_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise CheckpointError(f"task checkpoint {path} is unreadable ({type(exc).__name__}); delete it to redo that task") from None
+        raise CheckpointError(
+            f"task checkpoint {path} is unreadable ({type(exc).__name__}); delete it to redo that task") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a continual task checkpoint (expected format {FORMAT})")
     return state

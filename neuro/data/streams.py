@@ -99,7 +99,8 @@ class TaskStream:
 
 # ---------------------------------------------------------------- transformations
 def _map_splits(base: Dataset, name: str, fn: Callable[[Split], Split], source: str, **changes) -> Dataset:
-    return replace(base, name=name, train=fn(base.train), val=fn(base.val), test=fn(base.test), source=source, **changes)
+    return replace(base, name=name, train=fn(base.train), val=fn(base.val), test=fn(base.test), source=source,
+                   **changes)
 
 
 def permutation(n_features: int, seed: int, k: int) -> np.ndarray:

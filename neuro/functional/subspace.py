@@ -48,7 +48,8 @@ def oja_subspace_step(
     Units: ``H`` is dimensionless (y has the units of x); ``lr`` is per (unit of x)^2.
     """
     if H.dim() != 2 or x.dim() != 2 or H.shape[1] != x.shape[1]:
-        raise ValueError(f"oja_subspace_step: H [k, n] and x [B, n] must share n, got {tuple(H.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"oja_subspace_step: H [k, n] and x [B, n] must share n, got {tuple(H.shape)} and {tuple(x.shape)}")
     x = x.to(H.dtype)
     y = x @ H.t()  # [B, k]
     residual = x - y @ H  # [B, n]
