@@ -71,7 +71,7 @@ def write_continual_report(run, exp, stream, strategy, state: dict, summary: dic
     names = [t.name for t in stream.tasks]
     figures = []
     plot_accuracy_matrix(R, run.path / "accuracy_matrix.png", task_names=names,
-                         title=f"{run.name}: R[i, j] = accuracy on task j after task i")
+                         title=f"{run.name}\nR[i, j] = accuracy on task j after task i")
     figures.append(("Accuracy matrix R", "accuracy_matrix.png",
                     "Rows: after training task i; columns: test accuracy on task j (percent)."))
     if any(state["sizes"]):
