@@ -27,7 +27,7 @@ PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 T = TypeVar("T")
 
-SECTIONS = ("run", "data", "model", "rule", "optim", "train")
+SECTIONS = ("run", "data", "model", "rule", "optim", "train", "continual")  # [continual]: neuro.continual
 
 
 @dataclasses.dataclass

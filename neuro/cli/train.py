@@ -8,6 +8,7 @@ from pathlib import Path
 from neuro import config as cfg
 from neuro import distributed, parallel, workflow
 from neuro.errors import ConfigError
+from neuro.runs import Run
 
 
 def add_parser(sub) -> None:
@@ -46,6 +47,8 @@ def add_parser(sub) -> None:
                    help="train data-parallel on N processes of this machine "
                         "(torchrun --standalone --nproc-per-node N); "
                         "train.batch_size stays the global batch. Several machines: run torchrun yourself (README)")
+    p.add_argument("--continual", metavar="STRATEGY",
+                   help="train on the [continual] task stream with this strategy: hlop, finetune, ewc, gpm, multitask")
     p.set_defaults(func=run)
 
 
@@ -66,9 +69,20 @@ def run(args) -> int:
     if distributed.launched():
         return parallel.run_worker(_run_rank, args, progress)
     if args.resume:
+        if continual_run(args.resume, args.out):
+            from neuro.continual.workflow import resume_continual
+
+            resume_continual(str(Run.find(args.resume, args.out).path), progress=progress)
+            return 0
         workflow.resume(args.resume, epochs=args.epochs, progress=progress, out_dir=args.out)
         return 0
-    workflow.train(_config(args), overwrite=args.overwrite, progress=progress)
+    config = _config(args)
+    if args.continual or "continual" in config:
+        from neuro.continual.workflow import apply_continual_flag, train_continual
+
+        train_continual(apply_continual_flag(config, args.continual), overwrite=args.overwrite, progress=progress)
+        return 0
+    workflow.train(config, overwrite=args.overwrite, progress=progress)
     return 0
 
 
@@ -111,3 +125,8 @@ def check_out_dir(path: str, what: str) -> None:
             if not os.access(q, os.W_OK | os.X_OK):
                 raise ConfigError(f"{what} {path}: folder {q} is not writable; pass a folder you can write to")
             return
+
+
+def continual_run(path, out_dir=None) -> bool:
+    """Whether the run at ``path`` was trained on a task stream (its config has [continual])."""
+    return "continual" in cfg.load_toml(Run.find(path, out_dir).config_path)
