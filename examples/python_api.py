@@ -17,7 +17,8 @@ args = parser.parse_args()
 
 torch.manual_seed(0)
 data = neuro.load_dataset("digits")  # 8x8 digits, features in [0, 1]
-model = neuro.SpikingMLP(data.n_features, [128], data.n_classes, time_steps=20)  # rate coding -> LIF -> spike counts
+lif = neuro.LIFParameters(reset="zero")  # rate coding -> LIF (a reset every NIR reader reproduces) -> spike counts
+model = neuro.SpikingMLP(data.n_features, [128], data.n_classes, time_steps=20, lif=lif)
 optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
 trainer = neuro.Trainer(model, neuro.BPTT(), optimizer, data, epochs=5, batch_size=32, progress=False)
 for record in trainer.fit():
@@ -25,5 +26,5 @@ for record in trainer.fit():
 test = trainer.evaluate("test")
 print(f"test accuracy {100 * test['accuracy']:.2f}% on {test['count']} digits")
 path = Path(args.out) / "model.nir"
-neuro.write_nir(neuro.to_nir(model), path)  # topology + float parameters, read by other tools
+neuro.write_nir(model, path)  # topology + float parameters, read by other tools
 print(f"NIR graph written to {path}")

@@ -12,7 +12,7 @@ The main objects are importable from here (loaded on first use, so ``import neur
     trainer = neuro.Trainer(model, neuro.BPTT(), torch.optim.Adam(model.parameters(), 5e-3), data,
                             epochs=5, batch_size=32)
     trainer.fit(); print(trainer.evaluate("test"))
-    neuro.write_nir(neuro.to_nir(model), "model.nir")
+    neuro.write_nir(model, "model.nir")
 
 or from a config, as the command line does: ``run, test = neuro.train(neuro.load_config("examples/digits_bptt.toml"))``.
 See ``examples/python_api.py``.

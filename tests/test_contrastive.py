@@ -446,13 +446,16 @@ def test_ep_learns_digits(phases):
     assert -1.0 <= records[-1]["train_cos_true"] <= 1.0 and records[-1]["train_cos_ep_b0.01"] > 0.5
 
 
-def test_report_extras_draw_figures(tmp_path):
+def test_report_section_draws_figures(tmp_path):
     net = make_net(bias_std=0.2).float()
     x, y, _ = make_batch(net)
     r = rule(diag_every=1, diag_steps=100)
     metrics = r.step(net, Batch(x.float(), y))
     assert {"cos_true", "cos_chl", "free_residual", "nudged_residual"} <= set(metrics)
-    figures, tables = r.report_extras(tmp_path, [{"event": "epoch", "epoch": 1, "train_cos_true": metrics["cos_true"]}])
+    from neuro.report import as_legacy, collect_sections
+
+    records = [{"event": "epoch", "epoch": 1, "train_cos_true": metrics["cos_true"]}]
+    figures, tables = as_legacy(collect_sections([r], records, tmp_path))
     for _, png, _ in figures:
         assert (tmp_path / png).stat().st_size > 1000
     assert tables and len(tables[0][2]) == len(r.spec.diag_betas)

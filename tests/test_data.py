@@ -59,7 +59,7 @@ def test_names_and_unknown_name():
     assert {"digits", "mnist", "vowels", "vowels_phyll", "yinyang"} <= set(dataset_names())
     with pytest.raises(ConfigError) as e:
         load_dataset("cifar")
-    _assert_one_line(e, "cifar", "digits, mnist, vowels, vowels_phyll, yinyang")
+    _assert_one_line(e, "cifar", "digits, mnist, mnist_first50k, vowels, vowels4, vowels_phyll, yinyang")
 
 
 @pytest.mark.parametrize("kw", [{"val_fraction": 1.0}, {"val_fraction": -0.1}, {"seed": -1}, {"limit": 0}])

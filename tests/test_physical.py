@@ -274,7 +274,7 @@ def phyll_config(epochs: int = 2, **rule) -> dict:
 
 
 def test_cosine_goodness_and_pairwise_loss_golden_values():
-    from neuro.rules.goodness import cosine_goodness, random_direction, symba_loss
+    from neuro.functional.forward_forward import cosine_goodness, random_direction, symba_loss
 
     h = torch.tensor([[-3.0, 4.0], [0.0, -2.0]])
     assert cosine_goodness(h, torch.tensor([1.0, 0.0])).tolist() == pytest.approx([0.6, 0.0])
