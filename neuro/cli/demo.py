@@ -8,7 +8,7 @@ from neuro.demo import run_demo
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the demo on embedded defaults (about 25 s on 2 idle cores)",
+        help="run the demo on embedded defaults (about 20 s on 2 idle cores)",
         description="Train and evaluate small networks on built-in data, write runs and reports, print where they are.",
     )
     p.add_argument("--out", default="runs", help="folder for the demo runs (default runs)")
