@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devices.serial.driver import LINK_FAULT_KINDS as FAULT_KINDS
 from neuro import config as cfg
 from neuro.build import Experiment, build_experiment, count_parameters
 from neuro.errors import ConfigError
@@ -206,17 +207,6 @@ def _flatten(d: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-FAULT_KINDS = (
-    "timeout",
-    "bad frame",
-    "stale reply",
-    "device error",
-    "port lost",
-    "reconnects",
-    "request corrupted",
-    "write stalled",
-    "non-finite reply",
-)
 
 
 def _device_fault_hook(model, echo):

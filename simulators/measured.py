@@ -98,7 +98,7 @@ import torch.nn.functional as F
 
 from simulators.errors import SettingError, SubstrateFault
 from simulators.substrate import SUBSTRATE_FAMILIES, check_options
-from simulators.wave import WaveState, _generator, advance
+from simulators.wave import DriftingState, WaveState, _generator, advance
 
 FORMAT = "neurohil-measured-v1"
 MODEL_CLASSES = ("linear", "quadratic", "mlp")
@@ -615,7 +615,7 @@ class MeasuredOptions:
         object.__setattr__(self, "perturb_at", tuple(sorted(int(t) for t in self.perturb_at)))
 
 
-class MeasuredSubstrate:
+class MeasuredSubstrate(DriftingState):
     """A fitted device behind the Substrate protocol (equation in the module docstring).
 
     ``forward(x [batch, n_in])`` measures (noise, drift, no gradients); ``set_params({"control": c})``.
@@ -727,14 +727,6 @@ class MeasuredSubstrate:
         }
 
     # -- device time
-    @property
-    def clock(self) -> int:
-        return self._state.clock
-
-    def advance_time(self, n_samples: int) -> None:
-        """Let ``n_samples`` of device time pass without measuring (drift keeps going)."""
-        self._state = advance(self._state, int(n_samples), self._scales, self.options)
-
     # -- the documented escape hatch, as WaveSubstrate.exact_forward
     def exact_forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Differentiable, noise-free ``f(clip(M [x; c]))`` at the current hidden state (no clock advance).
@@ -753,31 +745,6 @@ class MeasuredSubstrate:
     def simulation_macs(self, batch: int) -> int:
         m = self.device.n_in
         return batch * (model_macs(self.device.kind, self.device.tensors) + m * m)
-
-    # -- checkpointing of the explicit state
-    def state_dict(self) -> dict:
-        s = self._state
-        return {
-            "hidden": {k: v.clone() for k, v in s.hidden.items()},
-            "clock": s.clock,
-            "ticks": s.ticks,
-            "perturbations": s.perturbations,
-            "noise_rng": self._noise.get_state(),
-            "control": self._control.clone(),
-            "n_evals": self.n_evals,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self._state = WaveState(
-            hidden={k: v.clone() for k, v in state["hidden"].items()},
-            clock=int(state["clock"]),
-            ticks=int(state["ticks"]),
-            perturbations=int(state["perturbations"]),
-            noise_rng=state["noise_rng"],
-        )
-        self._noise.set_state(state["noise_rng"])
-        self._control = state["control"].clone()
-        self.n_evals = int(state.get("n_evals", 0))
 
 
 @SUBSTRATE_FAMILIES.register("measured", variants=None, variant_hint="<name|path>", emulatable=True)

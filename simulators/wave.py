@@ -269,7 +269,51 @@ def measure(y: torch.Tensor, opt: WaveOptions, g: torch.Generator) -> torch.Tens
 
 
 # ------------------------------------------------------------------ the black box
-class WaveSubstrate:
+class DriftingState:
+    """Device time and checkpointing shared by substrates whose hidden physics drifts with device time
+    (:class:`WaveSubstrate`, :class:`simulators.measured.MeasuredSubstrate`).
+
+    The class keeps ``self._state`` (a :class:`WaveState`), ``self._scales``, ``self.options`` (with the drift
+    settings), ``self._noise`` (its measurement-noise generator), ``self._control`` and ``self.n_evals``.
+    """
+
+    # -- device time
+    @property
+    def clock(self) -> int:
+        """Device time: samples measured (plus any :meth:`advance_time`)."""
+        return self._state.clock
+
+    def advance_time(self, n_samples: int) -> None:
+        """Let ``n_samples`` of device time pass without measuring (drift keeps going)."""
+        self._state = advance(self._state, int(n_samples), self._scales, self.options)
+
+    # -- checkpointing of the explicit state (so a resumed run continues the same noise and drift)
+    def state_dict(self) -> dict:
+        s = self._state
+        return {
+            "hidden": {k: v.clone() for k, v in s.hidden.items()},
+            "clock": s.clock,
+            "ticks": s.ticks,
+            "perturbations": s.perturbations,
+            "noise_rng": self._noise.get_state(),
+            "control": self._control.clone(),
+            "n_evals": self.n_evals,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._state = WaveState(
+            hidden={k: v.clone() for k, v in state["hidden"].items()},
+            clock=int(state["clock"]),
+            ticks=int(state["ticks"]),
+            perturbations=int(state["perturbations"]),
+            noise_rng=state["noise_rng"],
+        )
+        self._noise.set_state(state["noise_rng"])
+        self._control = state["control"].clone()
+        self.n_evals = int(state.get("n_evals", 0))
+
+
+class WaveSubstrate(DriftingState):
     """A wave substrate behind the :class:`~simulators.substrate.Substrate` protocol.
 
     ``forward(x)`` measures (no gradients, noise, drift advancing the clock by the batch size);
@@ -359,16 +403,6 @@ class WaveSubstrate:
             "perturb_at": list(o.perturb_at),
         }
 
-    # -- device time
-    @property
-    def clock(self) -> int:
-        """Device time: samples measured (plus any :meth:`advance_time`)."""
-        return self._state.clock
-
-    def advance_time(self, n_samples: int) -> None:
-        """Let ``n_samples`` of device time pass without measuring (drift keeps going)."""
-        self._state = advance(self._state, int(n_samples), self._scales, self.options)
-
     # -- explicit, documented escape hatch for in-silico training and exact twins
     def exact_forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Differentiable, noise-free response at the current hidden state (no clock advance).
@@ -390,30 +424,6 @@ class WaveSubstrate:
         """Digital MACs of one :meth:`exact_forward` over ``batch`` samples."""
         return batch * transfer_macs(self.options)
 
-    # -- checkpointing of the explicit state (so a resumed run continues the same noise and drift)
-    def state_dict(self) -> dict:
-        s = self._state
-        return {
-            "hidden": {k: v.clone() for k, v in s.hidden.items()},
-            "clock": s.clock,
-            "ticks": s.ticks,
-            "perturbations": s.perturbations,
-            "noise_rng": self._noise.get_state(),
-            "control": self._control.clone(),
-            "n_evals": self.n_evals,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self._state = WaveState(
-            hidden={k: v.clone() for k, v in state["hidden"].items()},
-            clock=int(state["clock"]),
-            ticks=int(state["ticks"]),
-            perturbations=int(state["perturbations"]),
-            noise_rng=state["noise_rng"],
-        )
-        self._noise.set_state(state["noise_rng"])
-        self._control = state["control"].clone()
-        self.n_evals = int(state.get("n_evals", 0))
 
 
 def wave_substrate(kind: str, n_in: int, n_out: int, *, seed: int = 0, **options) -> WaveSubstrate:

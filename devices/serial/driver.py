@@ -57,6 +57,10 @@ from devices.serial import protocol as P
 
 log = logging.getLogger("devices.serial")
 
+LINK_FAULT_KINDS = ("timeout", "bad frame", "stale reply", "device error", "port lost", "reconnects",
+                    "request corrupted", "write stalled", "non-finite reply")
+"""The fault counters of :meth:`SerialDevice.link_stats` (each a fault the link recovered from)."""
+
 
 class _PortLost(Exception):
     pass

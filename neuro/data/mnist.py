@@ -109,14 +109,23 @@ def load_mnist(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: in
     rng = np.random.default_rng(seed)
     keep, val = stratified_holdout(y_tr, val_fraction, rng)
     test = rng.permutation(y_te.size)
+    source = f"MNIST IDX files in {folder} ({y_tr.size} train incl. val, {y_te.size} test; CC BY-SA 3.0; /255)"
+    return mnist_dataset("mnist", (x_tr, y_tr, x_te, y_te), (keep, val, test), limit, source)
+
+
+def mnist_dataset(name: str, arrays, indices, limit: int | None, source: str) -> Dataset:
+    """A :class:`Dataset` of MNIST arrays ``(x_train, y_train, x_test, y_test)`` and the row indices
+    ``(train, val, test)`` (train and val index the training file), pixels scaled by 1/255."""
+    x_tr, y_tr, x_te, y_te = arrays
+    train, val, test = indices
     return Dataset(
-        name="mnist",
-        train=make_split(x_tr, y_tr, keep, limit, 255.0),
+        name=name,
+        train=make_split(x_tr, y_tr, train, limit, 255.0),
         val=make_split(x_tr, y_tr, val, limit, 255.0),
         test=make_split(x_te, y_te, test, limit, 255.0),
         n_features=784,
         n_classes=10,
         feature_shape=(28, 28),
         class_names=tuple(str(i) for i in range(10)),
-        source=f"MNIST IDX files in {folder} ({y_tr.size} train incl. val, {y_te.size} test; CC BY-SA 3.0; /255)",
+        source=source,
     )

@@ -15,9 +15,9 @@ import numpy as np
 from neuro.registry import DATASETS
 
 from .dataset import Dataset
-from .mnist import SUBDIR, _read_pair
+from .mnist import SUBDIR, _read_pair, mnist_dataset
 from .paths import data_root
-from .splits import check_split_args, make_split
+from .splits import check_split_args
 
 N_TRAIN = 50_000
 
@@ -35,15 +35,5 @@ def load_mnist_first50k(root=None, *, val_fraction: float = 0.1, seed: int = 0, 
     train = np.arange(min(N_TRAIN, n))[rng.permutation(min(N_TRAIN, n))]
     val = N_TRAIN + rng.permutation(max(n - N_TRAIN, 0))
     test = rng.permutation(y_te.size)
-    return Dataset(
-        name="mnist_first50k",
-        train=make_split(x_tr, y_tr, train, limit, 255.0),
-        val=make_split(x_tr, y_tr, val, limit, 255.0),
-        test=make_split(x_te, y_te, test, limit, 255.0),
-        n_features=784,
-        n_classes=10,
-        feature_shape=(28, 28),
-        class_names=tuple(str(i) for i in range(10)),
-        source=f"MNIST IDX files in {folder}: train = first {N_TRAIN} of {n}, val = the rest, "
-        f"test = {y_te.size} (/255)",
-    )
+    source = f"MNIST IDX files in {folder}: train = first {N_TRAIN} of {n}, val = the rest, test = {y_te.size} (/255)"
+    return mnist_dataset("mnist_first50k", (x_tr, y_tr, x_te, y_te), (train, val, test), limit, source)

@@ -14,22 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from devices.serial.driver import LINK_FAULT_KINDS
 from neuro.registry import REPORT_SECTIONS
 from neuro.report.plots import DPI
 from neuro.report.sections import Figure, Section, Table
 
-FAULT_KINDS = (
-    "timeout",
-    "bad frame",
-    "stale reply",
-    "device error",
-    "port lost",
-    "reconnects",
-    "request corrupted",
-    "write stalled",
-    "non-finite reply",
-    "rewrites_after_reboot",
-)
+FAULT_KINDS = (*LINK_FAULT_KINDS, "rewrites_after_reboot")  # the table also counts parameter rewrites
+
 
 
 def _fmt(value, spec: str) -> str:
