@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -29,14 +30,22 @@ from neuro.trainer import Trainer, seed_everything
 @dataclass
 class OptimSpec:
     """``[optim]``: any ``torch.optim`` optimizer by name (case-insensitive), its learning rate,
-    an LR schedule ("constant" or "cosine" over the run's epochs), and extra keyword
-    arguments of that optimizer in ``[optim.options]`` (e.g. ``betas``, ``momentum``)."""
+    an LR schedule over the run's ``E`` epochs ("constant"; "cosine"; "linear_cooldown": constant for the
+    first half, then ``lr * 2 (E - e) / E`` after epoch ``e > E / 2``, loeweX's FF schedule), and extra keyword
+    arguments of that optimizer in ``[optim.options]`` (e.g. ``betas``, ``momentum``).
+
+    ``[optim.groups.<prefix>]`` gives the parameters whose name (``model.named_parameters()``)
+    starts with ``<prefix>`` their own settings, e.g. ``[optim.groups.readout] lr = 0.01``,
+    ``weight_decay = 0.003``; every other parameter uses the top-level ones.  The first prefix that
+    matches (in the order written) wins; a prefix that matches nothing is an error.
+    """
 
     name: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "linear_cooldown"] = "constant"
     options: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
 
     def check(self) -> None:
         if not self.lr > 0:
@@ -59,20 +68,64 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return getattr(torch.optim, names[key])
 
 
-def build_optimizer(spec: OptimSpec, params) -> torch.optim.Optimizer:
-    cls = optimizer_class(spec.name)
+def _check_options(cls, options: dict, where: str) -> dict:
     accepted = set(inspect.signature(cls).parameters) - {"params", "self"}
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"{where}: optimizer {cls.__name__} has no option '{key}'{cfg._suggest(key, accepted)}; it accepts "
+                f"{', '.join(sorted(accepted))}"
+            )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def parameter_groups(spec: OptimSpec, named_params) -> list[dict]:
+    """Split ``(name, parameter)`` pairs into torch param groups by ``spec.groups`` name prefixes.
+
+    Returns the default group first (top-level settings) and then one group per prefix, each with its
+    overrides; empty groups are dropped, but a prefix that matches no parameter is a ConfigError.
+    """
+    cls = optimizer_class(spec.name)
+    prefixes = list(spec.groups)
+    for prefix, settings in spec.groups.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"optim.groups.{prefix} must be a table of settings (e.g. lr = 0.01), got {settings!r}")
+    buckets: dict[str | None, list] = {None: [], **{p: [] for p in prefixes}}
+    names = []
+    for name, param in named_params:
+        names.append(name)
+        key = next((p for p in prefixes if name.startswith(p)), None)
+        buckets[key].append(param)
+    unmatched = [p for p in prefixes if not buckets[p]]
+    if unmatched:
+        sample = ", ".join(sorted({n.split(".")[0] for n in names})[:8])
+        raise ConfigError(
+            f"optim.groups: no trainable parameter name starts with {', '.join(map(repr, unmatched))}; "
+            f"names start with: {sample}"
+        )
+    groups = [{"params": buckets[None]}] if buckets[None] else []
+    for prefix in prefixes:
+        groups.append({"params": buckets[prefix], **_check_options(cls, spec.groups[prefix], f"optim.groups.{prefix}")})
+    return groups
+
+
+def linear_cooldown(epoch: int, epochs: int) -> float:
+    """LR factor for the epoch after ``epoch`` completed ones (``e = epoch + 1`` counted from 1) of ``epochs``:
+    1 while ``e <= epochs // 2``, then ``2 (1 + epochs - e) / epochs`` (loeweX's linear cooldown)."""
+    e = epoch + 1
+    if e <= epochs // 2:
+        return 1.0
+    return 2.0 * (1 + epochs - e) / max(epochs, 1)
+
+
+def build_optimizer(spec: OptimSpec, params) -> torch.optim.Optimizer:
+    """The optimizer for ``params``: a list of tensors, or of torch param-group dicts (see :func:`parameter_groups`)."""
+    cls = optimizer_class(spec.name)
     kwargs = dict(spec.options)
     kwargs["lr"] = spec.lr
     if spec.weight_decay:
         kwargs["weight_decay"] = spec.weight_decay
-    for key in kwargs:
-        if key not in accepted:
-            raise ConfigError(
-                f"optimizer {cls.__name__} has no option '{key}'{cfg._suggest(key, accepted)}; it accepts "
-                f"{', '.join(sorted(accepted))}"
-            )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kwargs = _check_options(cls, kwargs, "optim")
     try:
         return cls(params, **kwargs)
     except (TypeError, ValueError) as exc:
@@ -171,10 +224,14 @@ def build_experiment(config: dict) -> Experiment:
     )
     model = model_builder(model_spec, data).to(run.device)
     rule = rule_builder(rule_spec, data)
-    optimizer = build_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = parameter_groups(optim, trainable) if optim.groups else [p for _, p in trainable]
+    optimizer = build_optimizer(optim, params)
     scheduler = None
     if optim.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
+    elif optim.schedule == "linear_cooldown":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_cooldown, epochs=train.epochs))
     rule.check_compatible(model)
     return Experiment(resolved, run, train, data, model, rule, optimizer, scheduler)
 

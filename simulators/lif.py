@@ -186,6 +186,23 @@ def initial_state(like: torch.Tensor, p: LIFParameters) -> LIFState:
     return LIFState(v=torch.full_like(like, p.v_leak), i=torch.zeros_like(like))
 
 
+def pre_reset_potential(spikes: torch.Tensor, membrane: torch.Tensor, p: LIFParameters) -> torch.Tensor:
+    """The membrane potential before reset, ``p[t]``, from a trace's spikes ``z`` and carried membrane ``v``.
+
+    - ``reset_timing = "next_step"``: the carried potential *is* ``p[t]``.
+    - ``"immediate"``, ``reset = "subtract"``: ``p[t] = v[t] + v_th z[t]`` (exact; ``z`` enters detached, so
+      the gradient is that of ``v``, which equals ``p``'s with ``detach_reset``).
+    - ``"immediate"``, ``reset = "zero"``: ``p[t]`` is lost where ``z[t] = 1`` (``v = v_reset``); there the
+      value returned is ``v_th`` (the least ``p`` a spike implies) with no gradient; elsewhere ``p = v``.
+    """
+    if p.reset_timing == "next_step":
+        return membrane
+    if p.reset == "subtract":
+        return membrane + p.v_th * spikes.detach()
+    fired = spikes.detach() > 0
+    return torch.where(fired, torch.full_like(membrane, p.v_th), membrane)
+
+
 def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.Tensor, LIFState]:
     """One step of the equations above, differentiable with plain autograd.
 

@@ -38,11 +38,16 @@ class DenseReLU(nn.Module):
     def capabilities(self) -> Capabilities:
         return Capabilities(differentiable=True, time_stepped=False, substrate="simulator:dense")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pass_through: bool = False) -> torch.Tensor:
+        """``relu(W x + b)``; with ``pass_through`` the backward treats the ReLU as the identity
+        (``dL/dz = dL/da`` everywhere: forward-forward's "full-gradient" ReLU), the forward is unchanged."""
         z = self.linear(x)
         # Under bfloat16 autocast (train.precision) the matmul runs in bf16; the activity, and
         # so goodness, normalization and losses computed from it, stay at least float32.
-        return torch.relu(z.to(torch.promote_types(z.dtype, torch.float32)))
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
+        if pass_through:
+            return z + (torch.relu(z) - z).detach()
+        return torch.relu(z)
 
 
 class MLP(nn.Module):

@@ -77,11 +77,15 @@ from neuro.layers.lif import LIFLayer
 from neuro.layers.mlp import MLP
 from neuro.registry import RULES
 from neuro.rules.base import Batch, Requirements, Rule
+from simulators.lif import pre_reset_potential
 
 Loss = Literal["logistic", "symba"]
 Negatives = Literal["random", "hard", "readout"]
 Activity = Literal["rate", "membrane"]
 Prediction = Literal["goodness", "readout"]
+ThresholdScale = Literal["absolute", "per_unit"]
+ReluGradient = Literal["relu", "pass_through"]
+RateGradient = Literal["soft", "spikes"]
 LOSSES, NEGATIVES, ACTIVITIES, PREDICTIONS = (get_args(t) for t in (Loss, Negatives, Activity, Prediction))
 
 
@@ -111,6 +115,30 @@ class FFSpec:
         layers 2..L (the pixels and the label are never dropped); kept units are scaled by
         1 / (1 - p).  A sample's positive and negative copy share the mask, so they still
         differ only in the label.  Prediction and the readout's pass use no dropout.
+    threshold_scale: "absolute" uses ``threshold`` as theta for every layer; "per_unit" uses
+        ``theta_k = threshold * n_k`` (``n_k`` = layer k's width).  With ``goodness = "sum_squares"``,
+        ``threshold = 1`` and "per_unit", the logistic loss is ``softplus(-(sum_j a_j^2 - n_k))`` on
+        positives: Hinton's and loeweX's form (logit = sum of squares minus the number of units).
+    peer_normalization: weight ``lambda_p`` of loeweX's peer-normalization loss (0 = off).  Per layer,
+        a running mean ``m_j <- mu sg(m_j) + (1 - mu) mean_{positives}(a_j)`` of each unit's activity on
+        positive samples (momentum ``mu = peer_momentum``; the current batch's term keeps its gradient)
+        and the loss ``lambda_p * mean_j (mean_i m_i - m_j)^2`` added to the layer's FF loss: it pulls
+        every unit's mean activity towards the layer's, so no unit dies or dominates.
+    relu_gradient: dense layers only.  "relu": the ReLU's true derivative; "pass_through": the
+        forward is ``relu(z)``, the backward passes ``dL/da`` to ``z`` unchanged everywhere (loeweX's
+        ``ReLU_full_grad``), so units that are off still learn.
+    rate_gradient: LIF layers with ``activity = "rate"``.  The goodness of firing rates ``r_j`` has
+        derivative ``dG/dr_j ~ r_j``, zero for a silent unit, so a layer that never fires never learns.
+        "soft" (default) keeps the value ``G(r)`` but takes its gradient as that of ``G(r~)``, with the
+        soft rate ``r~_j = (1/T) sum_t S(p_j[t] - v_th)`` (``S`` the layer surrogate's smooth function,
+        ``p`` the membrane potential before reset): ``dr~/dW`` is the same surrogate path as ``dr/dW``, and
+        ``r~ > 0`` always, so silent units get a gradient.  "spikes": ``dG/dr`` at the spike rate
+        itself (the earlier behaviour).
+    normalize_input: dense layers: length-normalize the label-embedded input before the first layer
+        (loeweX normalizes every layer's input, the image included).
+    readout_layers: 1-based indices of the layers whose neutral-pass features the readout sees
+        (empty: all).  The readout's weights for the other layers see zero features: they never
+        contribute (loeweX's classifier reads layers 2..3 of 3: ``readout_layers = [2, 3]``).
     """
 
     name: str = "ff"
@@ -131,6 +159,13 @@ class FFSpec:
     activity: Activity = "rate"
     spike_norm: bool = False
     dropout: float = 0.0
+    threshold_scale: ThresholdScale = "absolute"
+    peer_normalization: float = 0.0
+    peer_momentum: float = 0.9
+    relu_gradient: ReluGradient = "relu"
+    rate_gradient: RateGradient = "soft"
+    readout_layers: list[int] = field(default_factory=list)
+    normalize_input: bool = False
 
     def check(self) -> None:
         if self.negatives == "readout" and not self.readout:
@@ -143,6 +178,12 @@ class FFSpec:
             raise ConfigError(f"rule.collaboration must be >= 0, got {self.collaboration}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"rule.dropout must be in [0, 1), got {self.dropout}")
+        if self.peer_normalization < 0:
+            raise ConfigError(f"rule.peer_normalization must be >= 0, got {self.peer_normalization}")
+        if not 0.0 <= self.peer_momentum < 1.0:
+            raise ConfigError(f"rule.peer_momentum must be in [0, 1), got {self.peer_momentum}")
+        if any(k < 1 for k in self.readout_layers):
+            raise ConfigError(f"rule.readout_layers are 1-based layer numbers, got {self.readout_layers}")
 
 
 @RULES.register("ff", spec=FFSpec)
@@ -174,19 +215,27 @@ class DenseView:
 
     time_stepped = False
 
-    def __init__(self, model: MLP) -> None:
+    def __init__(self, model: MLP, relu_gradient: str = "relu", normalize_input: bool = False) -> None:
         self.model = model
         self.layers = list(model.layers)
         self.readout = model.readout
+        self.pass_through = relu_gradient == "pass_through"
+        self.normalize_input = normalize_input
 
     def inputs(self, x: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
-        return x
+        return length_normalize(x) if self.normalize_input else x
+
+    def width(self, k: int) -> int:
+        return self.layers[k].linear.out_features
 
     def layer(self, k: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.layers[k](u)
+        a = self.layers[k](u, pass_through=self.pass_through and torch.is_grad_enabled())
         with torch.no_grad():
             nxt = self.model.next_input(a)
         return a, nxt
+
+    def goodness(self, k: int, a: torch.Tensor, kind: str) -> torch.Tensor:
+        return goodness(a, kind)
 
     def features(self, a: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
         return nxt
@@ -201,11 +250,16 @@ class SpikingView:
 
     time_stepped = True
 
-    def __init__(self, model: nn.Module, activity: str, spike_norm: bool) -> None:
+    def __init__(self, model: nn.Module, activity: str, spike_norm: bool, rate_gradient: str = "soft") -> None:
         self.model = model
         self.layers = list(model.layers)
         self.readout = getattr(model, "ff_readout", None)
         self.activity, self.spike_norm = activity, spike_norm
+        self.rate_gradient = rate_gradient
+        self._soft: dict[int, torch.Tensor] = {}
+
+    def width(self, k: int) -> int:
+        return self.layers[k].linear.out_features
 
     def inputs(self, x: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
         gen = None
@@ -214,11 +268,16 @@ class SpikingView:
         return self.model.encoder(x, generator=gen)
 
     def layer(self, k: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.layers[k].params
         trace = self.layers[k].forward_trace(u)
-        if self.activity == "membrane" or not self.layers[k].params.spiking:
+        self._soft.pop(k, None)
+        if self.activity == "membrane" or not params.spiking:
             a = trace.membrane.mean(0)
         else:
             a = trace.spikes.mean(0)
+            if self.rate_gradient == "soft" and torch.is_grad_enabled():
+                p = pre_reset_potential(trace.spikes, trace.membrane, params)
+                self._soft[k] = params.surrogate.smooth(p - params.v_th).mean(0)
         with torch.no_grad():
             nxt = trace.spikes if self.layers[k].params.spiking else trace.membrane
             if self.spike_norm:
@@ -228,11 +287,21 @@ class SpikingView:
     def features(self, a: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
         return a
 
+    def goodness(self, k: int, a: torch.Tensor, kind: str) -> torch.Tensor:
+        """``G(a)``; for spike rates with ``rate_gradient = "soft"``, the value of ``G(r)`` with the gradient of
+        ``G(r~)`` (see :class:`FFSpec`)."""
+        g = goodness(a, kind)
+        soft = self._soft.pop(k, None)
+        if soft is None:
+            return g
+        g_soft = goodness(soft, kind)
+        return g.detach() + (g_soft - g_soft.detach())
+
 
 def ff_view(model: nn.Module, spec: FFSpec):
     """The FF view of ``model``; a one-line :class:`IncompatibleError` for models FF cannot train."""
     if isinstance(model, MLP):
-        return DenseView(model)
+        return DenseView(model, spec.relu_gradient, spec.normalize_input)
     layers = getattr(model, "layers", None)
     if (
         hasattr(model, "encoder")
@@ -240,7 +309,7 @@ def ff_view(model: nn.Module, spec: FFSpec):
         and len(layers)
         and all(isinstance(layer, LIFLayer) for layer in layers)
     ):
-        return SpikingView(model, spec.activity, spec.spike_norm)
+        return SpikingView(model, spec.activity, spec.spike_norm, spec.rate_gradient)
     raise IncompatibleError(
         f"rule `ff` trains layer by layer and needs a model whose layers it can run one at a time "
         f"(model kinds mlp or spiking_mlp); {type(model).__name__} is neither"
@@ -259,6 +328,7 @@ class FF(Rule):
         self.spec = spec or FFSpec()
         self.spec.check()
         self.n_classes = int(n_classes)
+        self.peer_means: dict[int, torch.Tensor] = {}
 
     # -- helpers
     def embed(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -270,6 +340,14 @@ class FF(Rule):
     def check_compatible(self, model: nn.Module) -> None:
         super().check_compatible(model)
         view = ff_view(model, self.spec)
+        bad = [k for k in self.spec.readout_layers if k > len(view.layers)]
+        if bad:
+            raise IncompatibleError(
+                f"rule.readout_layers {bad} name layers this model does not have (it has {len(view.layers)}); "
+                f"use numbers 1..{len(view.layers)}"
+            )
+        if self.spec.relu_gradient == "pass_through" and not isinstance(view, DenseView):
+            raise IncompatibleError("rule.relu_gradient = 'pass_through' applies to ReLU layers (model kind mlp) only")
         if self.spec.readout and view.readout is None:
             raise IncompatibleError(
                 f"rule.readout = true needs a model with a linear readout over its FF layers (model kind mlp); "
@@ -332,9 +410,14 @@ class FF(Rule):
             if k > 0 and s.dropout > 0:
                 u = paired_dropout(u, s.dropout, batch_dim=1 if view.time_stepped else 0)
             a, nxt = view.layer(k, u.detach())
-            g = goodness(a, s.goodness)
+            g = view.goodness(k, a, s.goodness)
             judged = collaborative_goodness(g_all, k, g, s.collaboration) if g_all is not None else g
-            loss = self._loss(judged, theta)
+            theta_k = theta * view.width(k) if s.threshold_scale == "per_unit" else theta
+            loss = self._loss(judged, theta_k)
+            if s.peer_normalization > 0:
+                peer = self._peer_loss(k, a[:B])
+                metrics[f"layer{k}_peer_loss"] = float(peer.detach())
+                loss = loss + s.peer_normalization * peer
             loss.backward()
             gd = g.detach()
             total += float(loss.detach())
@@ -346,11 +429,32 @@ class FF(Rule):
         metrics["ff_loss"] = total  # not "loss": the evaluation loss (cross-entropy of the scores) is another quantity
         return metrics
 
+    def _peer_loss(self, k: int, a_pos: torch.Tensor) -> torch.Tensor:
+        """loeweX's peer normalization for layer ``k`` (see :class:`FFSpec`); updates the running means."""
+        mu = self.spec.peer_momentum
+        batch_mean = a_pos.reshape(-1, a_pos.shape[-1]).float().mean(0)
+        old = self.peer_means.get(k)
+        if old is None or old.shape != batch_mean.shape:
+            old = torch.zeros_like(batch_mean)
+        m = mu * old.to(batch_mean) + (1.0 - mu) * batch_mean
+        self.peer_means[k] = m.detach()
+        return (m.mean() - m).pow(2).mean()
+
     def _readout_features(self, view, x: torch.Tensor) -> torch.Tensor:
         neutral = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         u = view.inputs(self.embed(x, neutral), self._noise_seed())
-        feats = [view.features(a, nxt) for _, a, nxt in self._layer_passes(view, u)]
+        chosen = set(self.spec.readout_layers)
+        feats = []
+        for k, a, nxt in self._layer_passes(view, u):
+            f = view.features(a, nxt)
+            feats.append(f if not chosen or (k + 1) in chosen else torch.zeros_like(f))
         return torch.cat(feats, dim=-1)
+
+    def state_dict(self) -> dict:
+        return {"peer_means": {int(k): v.clone() for k, v in self.peer_means.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.peer_means = {int(k): v.clone() for k, v in (state or {}).get("peer_means", {}).items()}
 
     def _train_readout(self, view, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy step of the readout on detached neutral-pass features; returns its scores (detached)."""
