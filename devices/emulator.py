@@ -37,12 +37,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pty
 import random
 import select
 import threading
 import time
-import tty
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,7 @@ from pathlib import Path
 from devices.errors import DeviceError
 from devices.serial import protocol as P
 from devices.serial.firmware import Firmware
+from devices.serial.pty_port import Pty, ServingThread, close_pty, open_pty, point_link, remove_link
 from simulators.affine import AffineTanhSubstrate  # noqa: F401 - re-exported for users of the emulator
 from simulators.errors import SettingError
 from simulators.substrate import open_substrate_spec
@@ -99,22 +98,10 @@ class FaultRecord:
     seq: int | None = None
 
 
-@dataclass
-class _Pty:
-    master: int
-    slave: int
-    path: str
-
-
-def _open_pty() -> _Pty:
-    master, slave = pty.openpty()
-    tty.setraw(slave)  # no echo, no line editing, 8-bit clean: what a serial port is
-    os.set_blocking(master, False)
-    return _Pty(master, slave, os.ttyname(slave))
-
-
-class Emulator:
+class Emulator(ServingThread):
     """Serve ``substrate`` over a pty.  ``port`` is the path hosts open (the link, if given)."""
+
+    thread_name = "neurohil-emulator"
 
     def __init__(self, substrate, *, faults: Faults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
                  protocol_versions: tuple[int, int] = P.SUPPORTED_VERSIONS, max_batch: int = 256,
@@ -137,9 +124,8 @@ class Emulator:
         self.requests = 0
         self.disconnects = 0
         self._parser = P.FrameParser(gap_timeout=self.frame_timeout)
-        self._pty: _Pty | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._pty: Pty | None = None
+        super().__init__()
         self._t0 = time.monotonic()
         self._pending_disconnects = sorted(self.faults.disconnect_at)
 
@@ -157,26 +143,17 @@ class Emulator:
         return self._pty.path if self._pty else None
 
     def _plug(self) -> None:
-        self._pty = _open_pty()
+        self._pty = open_pty()
         self._parser = P.FrameParser(gap_timeout=self.frame_timeout)
         self._out.clear()  # whatever was in flight was lost with the old port
         self._queue.clear()
         if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".tmp")
-            tmp.unlink(missing_ok=True)
-            os.symlink(self._pty.path, tmp)
-            os.replace(tmp, self.link)  # atomic, like udev re-creating /dev/serial/by-id/...
+            point_link(self.link, self._pty.path)
 
     def _unplug(self) -> None:
-        if self.link is not None:
-            self.link.unlink(missing_ok=True)
-        if self._pty is not None:
-            for fd in (self._pty.master, self._pty.slave):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self._pty = None
+        remove_link(self.link)
+        close_pty(self._pty)
+        self._pty = None
 
     def open(self) -> Emulator:
         """Open the pty (and link) without serving yet, so ``port`` can be announced first."""
@@ -184,24 +161,10 @@ class Emulator:
             self._plug()
         return self
 
-    def start(self) -> Emulator:
-        """Open the pty and serve in a daemon thread; returns self (``port`` is ready)."""
-        if self._thread is not None:
-            return self
-        self._stop.clear()
+    def _acquire(self) -> None:
         self.open()
-        self._thread = threading.Thread(target=self._loop, name="neurohil-emulator", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, join the thread, close the pty and remove the link (idempotent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise DeviceError(f"emulator thread did not stop within {timeout} s")
-            self._thread = None
+    def _release(self) -> None:
         self._unplug()
 
     def serve_forever(self, duration_s: float | None = None) -> None:
@@ -217,21 +180,11 @@ class Emulator:
                 timer.cancel()
             self._unplug()
 
-    def request_stop(self) -> None:
-        """Ask the serving loop to end (safe from signal handlers and other threads)."""
-        self._stop.set()
-
     def fault_summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for rec in self.fault_log:
             counts[rec.kind] = counts.get(rec.kind, 0) + 1
         return counts
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- the loop
     def _record(self, kind: str, seq: int | None = None) -> None:

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import logging
 import os
-import pty
 import random
 import select
-import threading
 import time
 import tty
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from devices.errors import DeviceError
+from devices.serial.pty_port import Pty, ServingThread, close_pty, open_pty, point_link, remove_link
 from simulators.errors import SettingError
 
 log = logging.getLogger("devices.relay")
@@ -96,13 +95,15 @@ def _raw_fd(path: str) -> int:
     return fd
 
 
-class Relay:
+class Relay(ServingThread):
     """Relay bytes between ``device_port`` and a new pty (``port``), injecting byte-level faults.
 
     faults: :class:`ByteFaults` for both directions; ``to_host`` overrides the device->host one.
     seed: seeds the two directions' random streams (``seed`` and ``seed + 1``).
     link: a stable path (symlink) to the relay's host-side pty, re-created after a replug.
     """
+
+    thread_name = "neurohil-relay"
 
     def __init__(self, device_port: str | os.PathLike, *, faults: ByteFaults | None = None,
                  to_host: ByteFaults | None = None, seed: int = 0, link: str | os.PathLike | None = None,
@@ -123,8 +124,7 @@ class Relay:
         self._master: int | None = None
         self._slave: int | None = None
         self._dev: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,56 +137,28 @@ class Relay:
             raise DeviceError("relay is not running; call start() first")
         return os.ttyname(self._slave)
 
-    def start(self) -> Relay:
-        if self._thread is not None:
-            return self
+    def _acquire(self) -> None:
         self._dev = _raw_fd(self.device_port)
         self._plug_host()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="neurohil-relay", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise DeviceError(f"relay thread did not stop within {timeout} s")
-            self._thread = None
+    def _release(self) -> None:
         self._unplug_host()
         self._close_dev()
-
-    def __enter__(self) -> Relay:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per direction: chunks and bytes moved and faults injected."""
         return {d: dict(c) for d, c in self.counts.items()}
 
     def _plug_host(self) -> None:
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
+        p = open_pty()
+        self._master, self._slave = p.master, p.slave
         if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".tmp")
-            tmp.unlink(missing_ok=True)
-            os.symlink(os.ttyname(slave), tmp)
-            os.replace(tmp, self.link)
+            point_link(self.link, p.path)
 
     def _unplug_host(self) -> None:
-        if self.link is not None:
-            self.link.unlink(missing_ok=True)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        remove_link(self.link)
+        if self._master is not None:
+            close_pty(Pty(self._master, self._slave, ""))
         self._master = self._slave = None
 
     def _close_dev(self) -> None:
