@@ -571,6 +571,48 @@ def lif_fused_output(currents: torch.Tensor, p: LIFParameters, state: LIFState |
     return out, LIFState(v, i)
 
 
+def lif_event_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: LIFParameters,
+                      state: LIFState | None = None, *, output: str = "spikes") -> tuple[torch.Tensor, LIFState] | None:
+    """A whole layer's forward without gradients, event-driven: ``x [T, B, n_in]`` binary spikes.
+
+    The synaptic input of row ``(t, b)`` is ``b + sum_{c: x[t, b, c] = 1} W[:, c]``, gathered from the
+    rows of ``W^T`` for the active inputs (compressed row format) and fed straight into the LIF step,
+    tile by tile of 128 neurons, in one compiled kernel: no ``[T, B, n_out]`` currents are stored.
+    Returns ``(spikes or membrane [T, B, n_out], final state)``, or ``None`` where the kernel cannot
+    run (not built, not CPU float32/float64, dtypes differ).  Raises ValueError for non-binary ``x``.
+    """
+    if output not in ("spikes", "membrane"):
+        raise ValueError(f"output must be 'spikes' or 'membrane', got '{output}'")
+    k = _kernel_for(x)
+    if not p.spiking and output == "spikes":
+        return None  # a leaky integrator's spikes are all zero: nothing to gain here
+    if k is None or weight.dtype != x.dtype or weight.device != x.device:
+        return None
+    if bias is not None and bias.dtype != x.dtype:
+        return None
+    T, B, n_in = x.shape
+    n_out = weight.shape[0]
+    if state is None:
+        state = initial_state(x.new_empty(B, n_out), p)
+    with torch.no_grad():
+        x = x.contiguous()
+        w_t = weight.detach().t().contiguous()
+        out = x.new_empty(T, B, n_out)
+        spk = out if output == "spikes" else x.new_empty(0)
+        mem = out if output == "membrane" else x.new_empty(0)
+        f = _flags(p)
+        v = state.v.detach().to(x.dtype).contiguous().clone()
+        i = state.i.detach().to(x.dtype).contiguous().clone()
+        nnz = k.lif_event_forward(
+            x, w_t, bias.detach().contiguous() if bias is not None else x.new_empty(0), spk, mem, i, v,
+            f["alpha"], f["beta"], f["gamma"], (1.0 - p.beta) * p.v_leak, f["v_th"], f["v_reset"],
+            f["has_current"], f["delay"], f["spiking"], f["next_step"], f["zero"],
+        )
+    if nnz < 0:
+        raise ValueError("the event-driven synapse needs binary spikes (0/1) as input; use synapse 'dense' or 'auto'")
+    return out, LIFState(v, i)
+
+
 @LIF_ENGINES.register("native")
 def lif_sequence_fused(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
     """Fast path: same result as :func:`lif_sequence_reference`, one autograd node.

@@ -31,52 +31,71 @@ inline const S* ptr_or_null(const at::Tensor& t) {
   return t.numel() ? t.data_ptr<S>() : nullptr;
 }
 
-// One chunk of neurons [j0, j0 + n) over all T steps: the forward equations of simulators/lif.py.
-// x: currents [T, M]; any of pre/spk/mem may be null (not wanted) and may alias x (each element is
-// read before it is written).  i, v: state of the chunk, updated in place.
+// One step of a chunk of n <= CHUNK neurons: the forward equations of simulators/lif.py, as a few
+// simple loops over the chunk (each one vectorizes; the chunk's arrays stay in L1).
+// x: this step's currents; pre/spk/mem: where to write (null: not wanted; may alias x, which is read
+// first).  i, v, zprev: the chunk's state, updated in place.
 template <typename S, int MODE>
-inline void forward_chunk(const S* x, S* pre, S* spk, S* mem, S* i, S* v, S* iprev, uint8_t* zprev,
-                          int64_t T, int64_t M, int64_t j0, int64_t n, const Params& q) {
+inline void forward_step(const S* x, S* pre, S* spk, S* mem, S* __restrict__ i, S* __restrict__ v,
+                         uint8_t* __restrict__ zprev, int64_t n, const Params& q) {
+  alignas(64) S d[CHUNK];
+  alignas(64) S z[CHUNK];
   const S alpha = (S)q.alpha, beta = (S)q.beta, gamma = (S)q.gamma, leak = (S)q.leak;
   const S v_th = (S)q.v_th, v_reset = (S)q.v_reset;
-  const bool cur = q.has_current, delay = q.delay, scale = q.gamma != 1.0, shift = q.leak != 0.0;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t o = t * M + j0;
-    for (int64_t k = 0; k < n; ++k) {
-      const S xin = x[o + k];
-      const S inew = cur ? (S)(xin + alpha * i[k]) : xin;
-      S d = delay ? i[k] : inew;  // i[k] holds the previous step's current
-      if (scale) d = d * gamma;
-      if (shift) d = d + leak;
-      S p = d + beta * v[k];
-      S z = 0, vout;
-      if constexpr (MODE == NONSPIKING) {
-        vout = p;
-      } else if constexpr (MODE == IMM_SUB) {
-        z = p > v_th ? (S)1 : (S)0;
-        vout = p - v_th * z;
-      } else if constexpr (MODE == IMM_ZERO) {
-        z = p > v_th ? (S)1 : (S)0;
-        vout = p > v_th ? v_reset : p;
-      } else if constexpr (MODE == NEXT_SUB) {
-        p = p - v_th * (S)zprev[k];
-        z = p > v_th ? (S)1 : (S)0;
-        zprev[k] = p > v_th;
-        vout = p;
-      } else {  // NEXT_ZERO
-        if (zprev[k]) p = v_reset;
-        z = p > v_th ? (S)1 : (S)0;
-        zprev[k] = p > v_th;
-        vout = p;
-      }
-      i[k] = inew;
-      v[k] = vout;
-      if (pre) pre[o + k] = p;
-      if (spk) spk[o + k] = z;
-      if (mem) mem[o + k] = vout;
+  if (q.has_current) {
+    if (q.delay) {
+      for (int64_t k = 0; k < n; ++k) { d[k] = i[k]; i[k] = x[k] + alpha * i[k]; }
+    } else {
+      for (int64_t k = 0; k < n; ++k) { const S u = x[k] + alpha * i[k]; i[k] = u; d[k] = u; }
+    }
+  } else {
+    if (q.delay) {
+      for (int64_t k = 0; k < n; ++k) { d[k] = i[k]; i[k] = x[k]; }
+    } else {
+      for (int64_t k = 0; k < n; ++k) { d[k] = x[k]; i[k] = x[k]; }
     }
   }
-  (void)iprev;
+  if (q.gamma != 1.0) for (int64_t k = 0; k < n; ++k) d[k] = d[k] * gamma;
+  if (q.leak != 0.0) for (int64_t k = 0; k < n; ++k) d[k] = d[k] + leak;
+  for (int64_t k = 0; k < n; ++k) {
+    S p = d[k] + beta * v[k];
+    if constexpr (MODE == NONSPIKING) {
+      v[k] = p;
+      z[k] = 0;
+    } else if constexpr (MODE == IMM_SUB) {
+      const S zk = p > v_th ? (S)1 : (S)0;
+      z[k] = zk;
+      v[k] = p - v_th * zk;
+    } else if constexpr (MODE == IMM_ZERO) {
+      z[k] = p > v_th ? (S)1 : (S)0;
+      v[k] = p > v_th ? v_reset : p;
+    } else if constexpr (MODE == NEXT_SUB) {
+      p = p - v_th * (S)zprev[k];
+      z[k] = p > v_th ? (S)1 : (S)0;
+      zprev[k] = p > v_th;
+      v[k] = p;
+    } else {  // NEXT_ZERO
+      p = zprev[k] ? v_reset : p;
+      z[k] = p > v_th ? (S)1 : (S)0;
+      zprev[k] = p > v_th;
+      v[k] = p;
+    }
+    d[k] = p;
+  }
+  if (pre) for (int64_t k = 0; k < n; ++k) pre[k] = d[k];
+  if (spk) for (int64_t k = 0; k < n; ++k) spk[k] = z[k];
+  if (mem) for (int64_t k = 0; k < n; ++k) mem[k] = v[k];
+}
+
+// One chunk of neurons [j0, j0 + n) over all T steps (x, pre, spk, mem: [T, M]).
+template <typename S, int MODE>
+inline void forward_chunk(const S* x, S* pre, S* spk, S* mem, S* i, S* v, uint8_t* zprev, int64_t T, int64_t M,
+                          int64_t j0, int64_t n, const Params& q) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t o = t * M + j0;
+    forward_step<S, MODE>(x + o, pre ? pre + o : nullptr, spk ? spk + o : nullptr, mem ? mem + o : nullptr, i, v,
+                          zprev, n, q);
+  }
 }
 
 template <typename S, int MODE>
@@ -97,7 +116,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& 
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t j0 = c * CHUNK, n = std::min(CHUNK, M - j0);
       for (int64_t k = 0; k < n; ++k) zprev[k] = vp[j0 + k] > v_th;
-      forward_chunk<S, MODE>(xp, prep, spkp, memp, ip + j0, vp + j0, nullptr, zprev, T, M, j0, n, q);
+      forward_chunk<S, MODE>(xp, prep, spkp, memp, ip + j0, vp + j0, zprev, T, M, j0, n, q);
     }
   });
 }
@@ -124,83 +143,82 @@ inline S surrogate(S x, S k) {
   }
 }
 
-// Backward of one chunk: the adjoint recursion of simulators/lif.py (_FusedLIF), one reverse pass.
+// Backward of one chunk: the adjoint recursion of simulators/lif.py (_FusedLIF), one reverse pass;
+// per step a few simple loops over the chunk (state arrays in L1).
 template <typename S, int MODE, int SURR>
 void backward_chunk(const S* pre, const S* gz, const S* gv, const S* gvT, const S* giT, const S* v0, S* dx,
                     S* dv0, S* di0, int64_t T, int64_t M, int64_t j0, int64_t n, const Params& q, S slope,
                     bool detach) {
   const S alpha = (S)q.alpha, beta = (S)q.beta, gamma = (S)q.gamma, v_th = (S)q.v_th, v_reset = (S)q.v_reset;
   const bool cur = q.has_current, delay = q.delay;
-  S dp_next[CHUNK], dc_next[CHUNK], du_next[CHUNK];
+  alignas(64) S dp_next[CHUNK], dc_next[CHUNK], du_next[CHUNK], A[CHUNK], G[CHUNK], du[CHUNK];
   for (int64_t k = 0; k < n; ++k) {
     dp_next[k] = 0;
     du_next[k] = 0;
-    dc_next[k] = giT ? giT[j0 + k] : (S)0;  // with delay: d_cur[T-1] = dL/di_final
+    dc_next[k] = giT ? giT[j0 + k] : (S)0;
   }
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t o = t * M + j0;
-    for (int64_t k = 0; k < n; ++k) {
-      const S p = MODE == NONSPIKING ? (S)0 : pre[o + k];  // no pre stored for a leaky integrator
-      S g_v = gv ? gv[o + k] : (S)0;
-      if (t == T - 1 && gvT) g_v = g_v + gvT[j0 + k];
-      const S g_z = gz ? gz[o + k] : (S)0;
-      S A, Mt;
-      if constexpr (MODE == NONSPIKING) {
-        A = g_v;
-        Mt = beta;
+    const S* __restrict__ pt = pre ? pre + o : nullptr;
+    // G = dL/dv[t] (membrane output), A = dL/dz[t] S'(p - v_th)
+    if (gv) for (int64_t k = 0; k < n; ++k) G[k] = gv[o + k];
+    else for (int64_t k = 0; k < n; ++k) G[k] = 0;
+    if (t == T - 1 && gvT) for (int64_t k = 0; k < n; ++k) G[k] = G[k] + gvT[j0 + k];
+    if (MODE != NONSPIKING && gz) {
+      for (int64_t k = 0; k < n; ++k) A[k] = gz[o + k] * surrogate<S, SURR>(pt[k] - v_th, slope);
+    } else {
+      for (int64_t k = 0; k < n; ++k) A[k] = 0;
+    }
+    // dp[t] = A + c G + M dp[t+1]
+    if constexpr (MODE == NONSPIKING || MODE == NEXT_SUB) {
+      for (int64_t k = 0; k < n; ++k) { const S dp = A[k] + G[k] + beta * dp_next[k]; dp_next[k] = dp; du[k] = dp; }
+    } else if constexpr (MODE == IMM_SUB) {
+      if (detach) {
+        for (int64_t k = 0; k < n; ++k) { const S dp = A[k] + G[k] + beta * dp_next[k]; dp_next[k] = dp; du[k] = dp; }
       } else {
-        const S sd = surrogate<S, SURR>(p - v_th, slope);
-        if constexpr (MODE == IMM_SUB) {
-          A = g_z * sd;
-          if (detach) {
-            A = A + g_v;
-            Mt = beta;
-          } else {
-            const S c = sd * (-v_th) + (S)1;
-            A = A + c * g_v;
-            Mt = c * beta;
-          }
-        } else if constexpr (MODE == IMM_ZERO) {
-          S c = (S)1 - (p > v_th ? (S)1 : (S)0);
-          if (!detach) c = c + (v_reset - p) * sd;
-          A = g_z * sd + c * g_v;
-          Mt = c * beta;
-        } else if constexpr (MODE == NEXT_SUB) {
-          A = g_z * sd + g_v;
-          Mt = beta;
-        } else {  // NEXT_ZERO
-          A = g_z * sd + g_v;
-          Mt = ((S)1 - (p > v_th ? (S)1 : (S)0)) * beta;
+        for (int64_t k = 0; k < n; ++k) {
+          const S c = surrogate<S, SURR>(pt[k] - v_th, slope) * (-v_th) + (S)1;
+          const S dp = A[k] + c * G[k] + (c * beta) * dp_next[k];
+          dp_next[k] = dp;
+          du[k] = dp;
         }
       }
-      const S dp = A + Mt * dp_next[k];
-      dp_next[k] = dp;
-      S du = dp;  // dL/du[t]: the gradient reaching the drive of step t
-      if constexpr (MODE == NEXT_ZERO) {
-        const bool zp = t > 0 ? pre[o - M + k] > v_th : v0[j0 + k] > v_th;
-        du = zp ? (S)0 : dp;
+    } else if constexpr (MODE == IMM_ZERO) {
+      for (int64_t k = 0; k < n; ++k) {
+        S c = (S)1 - (pt[k] > v_th ? (S)1 : (S)0);
+        if (!detach) c = c + (v_reset - pt[k]) * surrogate<S, SURR>(pt[k] - v_th, slope);
+        const S dp = A[k] + c * G[k] + (c * beta) * dp_next[k];
+        dp_next[k] = dp;
+        du[k] = dp;
       }
-      if (!delay) {
-        S dc = gamma * du;
-        if (t == T - 1) {
-          if (giT) dc = dc + giT[j0 + k];
-        } else if (cur) {
-          dc = dc + alpha * dc_next[k];
-        }
-        dc_next[k] = dc;
-        dx[o + k] = dc;
+    } else {  // NEXT_ZERO: u[t] is zeroed where the neuron spiked at t-1
+      const S* pp = t > 0 ? pre + o - M : v0 + j0;
+      for (int64_t k = 0; k < n; ++k) {
+        const S m = ((S)1 - (pt[k] > v_th ? (S)1 : (S)0)) * beta;
+        const S dp = A[k] + G[k] + m * dp_next[k];
+        dp_next[k] = dp;
+        du[k] = pp[k] > v_th ? (S)0 : dp;
+      }
+    }
+    // the current's adjoint and dL/dx[t]
+    S* __restrict__ out = dx + o;
+    if (!delay) {
+      if (t == T - 1) {
+        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k] + (giT ? giT[j0 + k] : (S)0); dc_next[k] = dc; out[k] = dc; }
+      } else if (cur) {
+        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k] + alpha * dc_next[k]; dc_next[k] = dc; out[k] = dc; }
       } else {
-        S dc;
-        if (t == T - 1) {
-          dc = giT ? giT[j0 + k] : (S)0;
-        } else {
-          dc = gamma * du_next[k];
-          if (cur) dc = dc + alpha * dc_next[k];
-        }
-        dc_next[k] = dc;
-        du_next[k] = du;
-        dx[o + k] = dc;
+        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k]; dc_next[k] = dc; out[k] = dc; }
       }
+    } else {
+      if (t == T - 1) {
+        for (int64_t k = 0; k < n; ++k) { const S dc = giT ? giT[j0 + k] : (S)0; dc_next[k] = dc; out[k] = dc; }
+      } else if (cur) {
+        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du_next[k] + alpha * dc_next[k]; dc_next[k] = dc; out[k] = dc; }
+      } else {
+        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du_next[k]; dc_next[k] = dc; out[k] = dc; }
+      }
+      for (int64_t k = 0; k < n; ++k) du_next[k] = du[k];
     }
   }
   for (int64_t k = 0; k < n; ++k) {
@@ -250,6 +268,22 @@ void backward_surr(int surr, const at::Tensor& pre, const at::Tensor& gz, const 
   }
 }
 
+// Adds to c the number of nonzero entries of x[0:n]; sets bad if one is neither 0 nor 1 (vectorized).
+template <typename S>
+inline void count_row(const S* __restrict__ x, int64_t n, int64_t& c, int& bad) {
+  for (int64_t k0 = 0; k0 < n; k0 += 4096) {
+    const int64_t k1 = std::min(n, k0 + 4096);
+    int32_t cnt = 0, b = 0;
+    for (int64_t k = k0; k < k1; ++k) {
+      const S v = x[k];
+      cnt += v != (S)0;
+      b |= (v != (S)0) & (v != (S)1);
+    }
+    c += cnt;
+    bad |= b;
+  }
+}
+
 // Compressed rows of a binary [R, n_in] matrix: offsets [R + 1] and column indices (int32).
 // Returns false if an entry is neither 0 nor 1.
 template <typename S>
@@ -259,13 +293,11 @@ bool compress_rows(const S* x, int64_t R, int64_t n_in, std::vector<int64_t>& of
   at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
     bool good = true;
     for (int64_t r = r0; r < r1; ++r) {
-      const S* row = x + r * n_in;
       int64_t c = 0;
-      for (int64_t k = 0; k < n_in; ++k) {
-        c += row[k] != (S)0;
-        good &= (row[k] == (S)0) | (row[k] == (S)1);
-      }
+      int bad = 0;
+      count_row(x + r * n_in, n_in, c, bad);
       off[r + 1] = c;
+      if (bad) good = false;
     }
     if (!good) ok = false;
   });
@@ -285,6 +317,29 @@ bool compress_rows(const S* x, int64_t R, int64_t n_in, std::vector<int64_t>& of
 
 constexpr int64_t TILE = 128;  // output columns per task: a [n_in, TILE] weight tile stays in L2
 
+// acc[0:TILE] = bias + sum over the listed rows of w (row stride ld): the sums live in vector registers.
+template <typename S>
+inline void gather_tile(const S* w, int64_t ld, const int32_t* rows, int64_t count, const S* bias, S* acc) {
+  constexpr int L = 64 / sizeof(S);  // lanes of a 64-byte vector
+  constexpr int V = TILE / L;
+  typedef S vec __attribute__((vector_size(64), aligned(sizeof(S))));
+  vec a[V];
+  for (int u = 0; u < V; ++u) {
+    if (bias) __builtin_memcpy(&a[u], bias + u * L, sizeof(vec));
+    else a[u] = vec{} ;
+  }
+  for (int64_t e = 0; e < count; ++e) {
+    const S* row = w + (int64_t)rows[e] * ld;
+#pragma GCC unroll 16
+    for (int u = 0; u < V; ++u) {
+      vec x;
+      __builtin_memcpy(&x, row + u * L, sizeof(vec));
+      a[u] += x;
+    }
+  }
+  for (int u = 0; u < V; ++u) __builtin_memcpy(acc + u * L, &a[u], sizeof(vec));
+}
+
 // Event-driven layer forward without gradients: synaptic input gathered from the weight rows of the
 // active inputs (w_t = W^T, [n_in, n_out]), then the LIF step, fused per (batch row, column tile).
 template <typename S, int MODE>
@@ -294,7 +349,7 @@ void event_impl(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bi
   const int64_t T = x.size(0), B = x.size(1), n_out = w_t.size(1);
   const S* wp = w_t.data_ptr<S>();
   const S* bp = ptr_or_null<S>(bias);
-  S* spkp = spk.data_ptr<S>();
+  S* spkp = spk.numel() ? spk.data_ptr<S>() : nullptr;
   S* memp = mem.numel() ? mem.data_ptr<S>() : nullptr;
   S* ip = i_state.data_ptr<S>();
   S* vp = v_state.data_ptr<S>();
@@ -312,15 +367,19 @@ void event_impl(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bi
       for (int64_t k = 0; k < n; ++k) zprev[k] = vp[j0 + k] > v_th;
       for (int64_t t = 0; t < T; ++t) {
         const int64_t r = t * B + b;
-        for (int64_t k = 0; k < n; ++k) acc[k] = bp ? bp[c0 + k] : (S)0;
-        for (int64_t e = off[r]; e < off[r + 1]; ++e) {
-          const S* w = wp + (int64_t)col[e] * n_out + c0;
-          for (int64_t k = 0; k < n; ++k) acc[k] += w[k];
+        if (n == TILE) {
+          gather_tile<S>(wp + c0, n_out, col.data() + off[r], off[r + 1] - off[r], bp ? bp + c0 : nullptr, acc);
+        } else {
+          for (int64_t k = 0; k < n; ++k) acc[k] = bp ? bp[c0 + k] : (S)0;
+          for (int64_t e = off[r]; e < off[r + 1]; ++e) {
+            const S* w = wp + (int64_t)col[e] * n_out + c0;
+            for (int64_t k = 0; k < n; ++k) acc[k] += w[k];
+          }
         }
-        // one LIF step of this row's tile: acc as the "currents" of a T = 1, M = n problem
-        S* out = spkp + t * M + j0;
-        forward_chunk<S, MODE>(acc, nullptr, out, memp ? memp + t * M + j0 : nullptr, ip + j0, vp + j0, nullptr,
-                               zprev, 1, n, 0, n, q);
+        // one LIF step of this row's tile, the gathered sums as its currents
+        const int64_t o = t * M + j0;
+        forward_step<S, MODE>(acc, nullptr, spkp ? spkp + o : nullptr, memp ? memp + o : nullptr, ip + j0, vp + j0,
+                              zprev, n, q);
       }
     }
   });
@@ -401,14 +460,11 @@ std::vector<double> activity(at::Tensor x) {
     std::vector<uint8_t> bins(nt + 1, 1);
     at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
       int64_t c = 0;
-      bool good = true;
-      for (int64_t k = a; k < b; ++k) {
-        c += p[k] != (scalar_t)0;
-        good &= (p[k] == (scalar_t)0) | (p[k] == (scalar_t)1);
-      }
+      int bad = 0;
+      count_row(p + a, b - a, c, bad);
       const int id = at::get_thread_num();
       counts[id] += c;
-      if (!good) bins[id] = 0;
+      if (bad) bins[id] = 0;
     });
     for (int k = 0; k <= nt; ++k) {
       nnz += counts[k];

@@ -91,6 +91,12 @@ def spike_activity(x: torch.Tensor) -> tuple[float, bool]:
     ``binary`` is only checked (one more pass) when the activity is below the threshold.
     (An explicit ``path="event"`` checks binarity on the active entries only.)
     """
+    from simulators import lif_kernel
+
+    k = lif_kernel.kernel() if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) else None
+    if k is not None:  # one pass on all threads
+        activity, binary = k.activity(x.contiguous())
+        return activity, activity < EVENT_MAX_ACTIVITY and binary == 1.0
     n = x.numel()
     nnz = int(torch.count_nonzero(x))
     activity = nnz / n if n else 0.0
