@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.machine import MAX_LOAD, cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 NETS = {"784": (784, 1000, 10), "4096": (4096, 4096, 10)}
 BATCH = 128
@@ -80,18 +82,6 @@ def _peak_reset() -> tuple[str, float]:
 
 def _peak_mb(method: str, base: float) -> float:
     return (_status_kb("VmHWM") / 1024.0 if method == "vmhwm" else _maxrss_mb()) - base
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    import platform
-
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
 
 
 def _busy_seconds() -> float:
@@ -243,7 +233,6 @@ def run_one(cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------------- driver
-MAX_LOAD = 1.5  # 1-min load average above which the machine was not idle
 MAX_OTHERS_CPU = 0.3  # cores used by other processes during a measurement above which it is invalid
 EVENT_SWEEP = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)  # input activities of the crossover sweep (784 width, T=25)
 
@@ -275,8 +264,15 @@ def key(c: dict) -> tuple:
 
 
 def valid(res: dict) -> bool:
-    """A measurement counts only if no other process used the CPUs meanwhile and the machine was idle."""
-    return res.get("others_cpu", 9.0) <= MAX_OTHERS_CPU and res.get("load_start", 9.0) <= MAX_LOAD
+    """A measurement counts only if the machine was idle and no other process used the CPUs meanwhile.
+
+    Idle: 1-min load average at most ``MAX_LOAD`` when the benchmark started, and before each process
+    at most ``MAX_LOAD`` above this benchmark's own ``THREADS`` busy threads (the load average of a
+    running benchmark includes itself); other processes' CPU use during the process at most
+    ``MAX_OTHERS_CPU`` cores (measured from ``/proc/stat``, the direct sign of interference).
+    """
+    return (res.get("others_cpu", 9.0) <= MAX_OTHERS_CPU and res.get("load_start", 9.0) <= MAX_LOAD
+            and res.get("load_before", 9.0) <= MAX_LOAD + THREADS)
 
 
 def drive(
