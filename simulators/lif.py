@@ -51,13 +51,20 @@ normalized so that ``v_th = 1``).  The spike's derivative is the surrogate of
 :mod:`simulators.surrogate`; with ``detach_reset=True`` (default, as in snnTorch and
 Norse) no gradient flows through the reset term.
 
-Two implementations of the same equations live here:
+Implementations of the same equations:
 
 - :func:`lif_step` / :func:`lif_sequence_reference`: plain autograd, one step at a time.
-- :func:`lif_sequence_fused`: the fast path.  A single autograd node for the whole
-  sequence; its forward runs without building a graph and its backward is the
-  hand-derived adjoint recursion (see :class:`_FusedLIF`).  It stores one tensor of
-  pre-reset potentials and one of spikes, so memory is ``2 T B N`` values.
+- :func:`lif_sequence_fused` (engine ``native``): the fast path, a single autograd node for the
+  whole sequence with the hand-derived adjoint recursion as its backward.  On CPU float32/float64 it
+  runs the compiled kernels of :mod:`simulators.lif_kernel` (:class:`_KernelLIF`: one forward pass
+  and one reverse pass, each parallel over neurons; it stores only the pre-reset potential
+  ``p [T, B, N]`` and recomputes spikes and surrogate derivatives from it).  Where the kernels are
+  not available (build failed: one warning) it runs :class:`_FusedLIF`, the same recursion as
+  vectorized torch ops, storing ``p`` and the spikes.
+- :func:`lif_fused_output`: one output (spikes or membrane) of the fused engine; without gradients
+  it keeps only the current state, optionally writing the output into the currents buffer.
+- :func:`lif_event_forward`: a layer's no-gradient forward from binary input spikes, the synaptic
+  gather and the neurons in one kernel.
 
 Both are tested to agree on values and gradients.
 """
