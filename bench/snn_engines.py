@@ -9,16 +9,28 @@ Shapes 784-1000-10 and 4096-4096-10, batch 128, T = 25 and 100, fp32, 2 threads.
 - ``matmul_folded``: the same matmuls with time folded into the batch (one matmul of
   ``T B`` rows each) -- the least matmul work any engine does, a stricter bar;
 - ``native``: our :class:`~neuro.layers.lif.LIFLayer` stack, fused engine, dense synapse;
-- ``event``: the same with the event-driven synapse (:mod:`simulators.synapse`), swept
-  over input activity;
+- ``event``: the same with the event-driven synapse (without gradients: the fused gather + LIF
+  kernel of :func:`simulators.lif.lif_event_forward`), swept over input activity against
+  ``native`` at the same activity to measure the crossover that ``synapse="auto"`` uses;
 - ``snntorch``: ``snntorch.Synaptic`` cells stepped over time (Linear folded over time);
 - ``norse``: ``norse.torch.LIF`` (CUBA, current synapse) over the sequence, Linear folded.
 
 ``forward`` runs under ``torch.no_grad()``; ``fwd+bwd`` is forward with autograd plus the
 backward of a cross-entropy on output spike counts.  Each configuration runs in its own
 process (``--one``), the driver interleaves processes over configurations and repeats,
-and reports the median and min of all timed iterations plus the peak-RSS growth of the
-process over its start (``getrusage`` maxrss; an upper bound on the run's peak memory).
+and reports the median and min of all timed iterations.
+
+Discipline (issue 19):
+
+- memory: the peak resident set of the warm-up and timed iterations over the resident set just
+  before them, after ``malloc_trim`` and a reset of the kernel's peak counter
+  (``/proc/self/clear_refs``; ``VmHWM``), so memory freed before the run does not hide the run's own;
+- each result records the CPU model, the 1-min load average before and after its process, the
+  cores other processes used meanwhile (``/proc/stat`` minus the child's CPU time) and the commit;
+  a result is *invalid* when the machine was not idle (see :func:`valid`); the tables print
+  ``invalid`` instead of any ratio that would involve one, and the summary refuses to compare;
+- the glibc malloc variables (``MALLOC_ENV``) are set for every engine alike unless
+  ``--no-malloc-env``; the header says which.
 
 Usage::
 
