@@ -217,9 +217,17 @@ void backward_chunk(const S* pre, const S* gz, const S* gv, const S* gvT, const 
     S* __restrict__ out = dx + o;
     if (!delay) {
       if (t == T - 1) {
-        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k] + (giT ? giT[j0 + k] : (S)0); dc_next[k] = dc; out[k] = dc; }
+        for (int64_t k = 0; k < n; ++k) {
+          const S dc = gamma * du[k] + (giT ? giT[j0 + k] : (S)0);
+          dc_next[k] = dc;
+          out[k] = dc;
+        }
       } else if (cur) {
-        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k] + alpha * dc_next[k]; dc_next[k] = dc; out[k] = dc; }
+        for (int64_t k = 0; k < n; ++k) {
+          const S dc = gamma * du[k] + alpha * dc_next[k];
+          dc_next[k] = dc;
+          out[k] = dc;
+        }
       } else {
         for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du[k]; dc_next[k] = dc; out[k] = dc; }
       }
@@ -227,7 +235,11 @@ void backward_chunk(const S* pre, const S* gz, const S* gv, const S* gvT, const 
       if (t == T - 1) {
         for (int64_t k = 0; k < n; ++k) { const S dc = giT ? giT[j0 + k] : (S)0; dc_next[k] = dc; out[k] = dc; }
       } else if (cur) {
-        for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du_next[k] + alpha * dc_next[k]; dc_next[k] = dc; out[k] = dc; }
+        for (int64_t k = 0; k < n; ++k) {
+          const S dc = gamma * du_next[k] + alpha * dc_next[k];
+          dc_next[k] = dc;
+          out[k] = dc;
+        }
       } else {
         for (int64_t k = 0; k < n; ++k) { const S dc = gamma * du_next[k]; dc_next[k] = dc; out[k] = dc; }
       }
@@ -273,11 +285,12 @@ template <typename S, int MODE>
 void backward_surr(int surr, const at::Tensor& pre, const at::Tensor& gz, const at::Tensor& gv, const at::Tensor& gvT,
                    const at::Tensor& giT, const at::Tensor& v0, at::Tensor& dx, at::Tensor& dv0, at::Tensor& di0,
                    const Params& q, double slope, bool detach) {
+  auto run = [&](auto impl) { impl(pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); };
   switch (surr) {
-    case FAST_SIGMOID: return backward_impl<S, MODE, FAST_SIGMOID>(pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach);
-    case SIGMOID: return backward_impl<S, MODE, SIGMOID>(pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach);
-    case ATAN: return backward_impl<S, MODE, ATAN>(pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach);
-    default: return backward_impl<S, MODE, TRIANGLE>(pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach);
+    case FAST_SIGMOID: return run(backward_impl<S, MODE, FAST_SIGMOID>);
+    case SIGMOID: return run(backward_impl<S, MODE, SIGMOID>);
+    case ATAN: return run(backward_impl<S, MODE, ATAN>);
+    default: return run(backward_impl<S, MODE, TRIANGLE>);
   }
 }
 
@@ -426,12 +439,13 @@ void lif_backward(at::Tensor pre, at::Tensor gz, at::Tensor gv, at::Tensor gvT, 
   const int mode = mode_of(spiking, next_step, zero);
   const int s = (int)surr;
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "lif_backward", [&] {
+    auto run = [&](auto impl) { impl(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); };
     switch (mode) {
-      case NONSPIKING: backward_surr<scalar_t, NONSPIKING>(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); break;
-      case IMM_SUB: backward_surr<scalar_t, IMM_SUB>(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); break;
-      case IMM_ZERO: backward_surr<scalar_t, IMM_ZERO>(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); break;
-      case NEXT_SUB: backward_surr<scalar_t, NEXT_SUB>(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); break;
-      default: backward_surr<scalar_t, NEXT_ZERO>(s, pre, gz, gv, gvT, giT, v0, dx, dv0, di0, q, slope, detach); break;
+      case NONSPIKING: run(backward_surr<scalar_t, NONSPIKING>); break;
+      case IMM_SUB: run(backward_surr<scalar_t, IMM_SUB>); break;
+      case IMM_ZERO: run(backward_surr<scalar_t, IMM_ZERO>); break;
+      case NEXT_SUB: run(backward_surr<scalar_t, NEXT_SUB>); break;
+      default: run(backward_surr<scalar_t, NEXT_ZERO>); break;
     }
   });
 }
