@@ -36,7 +36,7 @@ SYNAPSE_PATHS = ("auto", "dense", "event")
 
 #: Largest input activity (fraction of nonzero entries) at which ``path="auto"`` uses the
 #: event-driven gather: the measured crossover of the event and dense forward (module docstring).
-EVENT_MAX_ACTIVITY = 0.25
+EVENT_MAX_ACTIVITY = 0.29
 
 
 def _bags(rows: torch.Tensor, n_bags: int) -> torch.Tensor:
