@@ -95,6 +95,9 @@ def main() -> None:
         family, rule_name, depth = args.one
         print(json.dumps(run_one(family, rule_name, int(depth), args.steps)))
         return
+    from bench import machine
+
+    rec = machine.start()
     rows = []
     for family in FAMILIES:
         for rule_name in RULES:
@@ -123,6 +126,7 @@ def main() -> None:
                     flush=True,
                 )
     base = {(r["family"], r["rule"]): r["train_peak_mib"] for r in rows if r["depth"] == DEPTHS[0]}
+    print(machine.report(rec, own_threads=1))
     print(
         "| model | rule | depth | parameters | param+grad+Adam (MiB) | peak training memory (MiB) | ratio to depth 2 |"
     )

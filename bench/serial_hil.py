@@ -92,6 +92,9 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--faults", action="store_true")
     args = p.parse_args()
+    from bench import machine
+
+    rec = machine.start()
     torch.set_num_threads(1)
     batches = [int(b) for b in args.batches.split(",")]
     sub = make_substrate(args.substrate, args.n_in, args.n_out, 0, {"noise": 0.0})
@@ -124,6 +127,7 @@ def main() -> None:
                     f"faulty link: {link_stats.get('timeout', 0)} timeouts, {link_stats.get('bad frame', 0)} bad "
                     "frames recovered"
                 )
+    print(machine.report(rec, own_threads=2))  # the emulator process and this one
     print(f"substrate {args.substrate} {args.n_in} -> {args.n_out}, {args.calls} calls per row, float32 samples")
     print("| where | batch | median round trip (ms) | p95 (ms) | samples/s |")
     print("|---|---:|---:|---:|---:|")

@@ -79,6 +79,9 @@ def main() -> None:
     if len(sys.argv) == 3:
         print(json.dumps(run_one(sys.argv[1], int(sys.argv[2]))))
         return
+    from bench import machine
+
+    rec = machine.start()
     rows = {}
     for method in ("bptt", "sltt", "sltt_stored"):
         for T in (25, 100):
@@ -86,11 +89,8 @@ def main() -> None:
                 [sys.executable, "-m", "bench.sltt_memory", method, str(T)], capture_output=True, text=True, check=True
             )
             rows[(method, T)] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(
-        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 784-1000-10, batch {B}, input activity "
-        f"{ACTIVITY:.0%}; "
-        "glibc malloc env not set"
-    )
+    print(machine.report(rec, own_threads=2))
+    print(f"# 784-1000-10, batch {B}, input activity {ACTIVITY:.0%}")
     print("| method | peak RSS growth T=25 (MB) | T=100 (MB) | ratio T=100 / T=25 |\n|---|---|---|---|")
     for method in ("bptt", "sltt", "sltt_stored"):
         a, b = rows[(method, 25)]["peak_growth_mb"], rows[(method, 100)]["peak_growth_mb"]

@@ -51,13 +51,20 @@ normalized so that ``v_th = 1``).  The spike's derivative is the surrogate of
 :mod:`simulators.surrogate`; with ``detach_reset=True`` (default, as in snnTorch and
 Norse) no gradient flows through the reset term.
 
-Two implementations of the same equations live here:
+Implementations of the same equations:
 
 - :func:`lif_step` / :func:`lif_sequence_reference`: plain autograd, one step at a time.
-- :func:`lif_sequence_fused`: the fast path.  A single autograd node for the whole
-  sequence; its forward runs without building a graph and its backward is the
-  hand-derived adjoint recursion (see :class:`_FusedLIF`).  It stores one tensor of
-  pre-reset potentials and one of spikes, so memory is ``2 T B N`` values.
+- :func:`lif_sequence_fused` (engine ``native``): the fast path, a single autograd node for the
+  whole sequence with the hand-derived adjoint recursion as its backward.  On CPU float32/float64 it
+  runs the compiled kernels of :mod:`simulators.lif_kernel` (:class:`_KernelLIF`: one forward pass
+  and one reverse pass, each parallel over neurons; it stores only the pre-reset potential
+  ``p [T, B, N]`` and recomputes spikes and surrogate derivatives from it).  Where the kernels are
+  not available (build failed: one warning) it runs :class:`_FusedLIF`, the same recursion as
+  vectorized torch ops, storing ``p`` and the spikes.
+- :func:`lif_fused_output`: one output (spikes or membrane) of the fused engine; without gradients
+  it keeps only the current state, optionally writing the output into the currents buffer.
+- :func:`lif_event_forward`: a layer's no-gradient forward from binary input spikes, the synaptic
+  gather and the neurons in one kernel.
 
 Both are tested to agree on values and gradients.
 """
@@ -71,6 +78,7 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 
+from simulators import lif_kernel
 from simulators.registry import make_registry
 from simulators.surrogate import Surrogate
 
@@ -459,10 +467,187 @@ def _adjoint_recursion(p: LIFParameters, A, M, spikes, v0, g_i_final):
     return d_cur, d_v0, d_i0
 
 
-@LIF_ENGINES.register("native")
-def lif_sequence_fused(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
-    """Fast path: same result as :func:`lif_sequence_reference`, one autograd node."""
+# ----------------------------------------------------------------------------------- compiled kernel
+def _kernel_for(currents: torch.Tensor):
+    """The compiled extension if it can run on ``currents`` (CPU, float32/float64), else ``None``."""
+    if currents.device.type != "cpu" or currents.dtype not in (torch.float32, torch.float64):
+        return None
+    return lif_kernel.kernel()
+
+
+def _flags(p: LIFParameters) -> dict:
+    return dict(
+        alpha=p.alpha, beta=p.beta, gamma=p.gamma, v_th=p.v_th, v_reset=p.v_reset,
+        has_current=p.tau_syn is not None and p.alpha != 0.0, delay=p.current_delay, spiking=p.spiking,
+        next_step=p.spiking and p.reset_timing == "next_step", zero=p.reset == "zero",
+    )
+
+
+def _kernel_forward(k, currents, v0, i0, p: LIFParameters, *, pre, spikes, membrane):
+    """Run ``lif_forward``; returns the final state ``(v, i)`` [B, N] (fresh tensors)."""
+    f = _flags(p)
+    T = currents.shape[0]
+    v = v0.detach().to(currents.dtype).contiguous().clone()
+    i = i0.detach().to(currents.dtype).contiguous().clone()
+    empty = currents.new_empty(0)
+
+    def flat(t):
+        return empty if t is None else t.view(T, -1)
+
+    k.lif_forward(currents.view(T, -1), flat(pre), flat(spikes), flat(membrane), i.view(-1), v.view(-1),
+                  f["alpha"], f["beta"], f["gamma"], (1.0 - p.beta) * p.v_leak, f["v_th"], f["v_reset"],
+                  f["has_current"], f["delay"], f["spiking"], f["next_step"], f["zero"])
+    return v, i
+
+
+class _KernelLIF(torch.autograd.Function):
+    """:class:`_FusedLIF` on the compiled kernels: one forward pass and one reverse adjoint pass.
+
+    Saves only the pre-reset potential ``p [T, B, N]`` (spikes and the surrogate derivative are
+    recomputed from it in backward; nothing for a leaky integrator).  ``outputs`` picks what the
+    forward returns besides the final state: ``"both"`` (spikes, membrane), ``"spikes"`` or
+    ``"membrane"``.  ``overwrite=True`` lets the kernel write ``p`` (or the membrane of a leaky
+    integrator) into the ``currents`` buffer: only for a caller that owns it and never reads it again.
+    Returns ``(*outputs, v_final, i_final)``.
+    """
+
+    @staticmethod
+    def forward(ctx, currents, v0, i0, p: LIFParameters, outputs: str, overwrite: bool):  # type: ignore[override]
+        k = lif_kernel.kernel()
+        currents = currents.contiguous()
+        want_z = outputs in ("both", "spikes")
+        want_v = outputs in ("both", "membrane")
+        pre = (currents if overwrite else torch.empty_like(currents)) if p.spiking else None
+        if want_z:
+            spikes = torch.empty_like(currents) if p.spiking else torch.zeros_like(currents)
+        else:
+            spikes = None
+        membrane = torch.empty_like(currents) if want_v else None
+        v, i = _kernel_forward(k, currents, v0, i0, p, pre=pre, spikes=spikes if p.spiking else None,
+                               membrane=membrane)
+        ctx.p, ctx.outputs, ctx.T = p, outputs, currents.shape[0]
+        ctx.save_for_backward(pre if pre is not None else currents.new_empty(0), v0)
+        ctx.set_materialize_grads(False)
+        outs = tuple(t for t, w in ((spikes, want_z), (membrane, want_v)) if w)
+        return (*outs, v, i)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        p: LIFParameters = ctx.p
+        pre, v0 = ctx.saved_tensors
+        grads = list(grads)
+        g_z = grads.pop(0) if ctx.outputs in ("both", "spikes") else None
+        g_m = grads.pop(0) if ctx.outputs in ("both", "membrane") else None
+        g_vT, g_iT = grads
+        T, shape, dtype, M = ctx.T, v0.shape, pre.dtype, v0.numel()
+        empty = pre.new_empty(0)
+
+        def flat(t, rows):
+            if t is None:
+                return empty
+            t = t.to(dtype).contiguous()
+            return t.view(rows, M) if rows else t.view(M)
+
+        d_x = torch.empty((T, *shape), dtype=dtype)
+        d_v0 = torch.empty(shape, dtype=dtype)
+        d_i0 = torch.empty(shape, dtype=dtype)
+        f = _flags(p)
+        lif_kernel.kernel().lif_backward(
+            pre.view(T, M) if pre.numel() else empty, flat(g_z, T), flat(g_m, T), flat(g_vT, 0), flat(g_iT, 0),
+            v0.to(dtype).contiguous().view(M), d_x.view(T, M), d_v0.view(M), d_i0.view(M),
+            f["alpha"], f["beta"], f["gamma"], f["v_th"], f["v_reset"], f["has_current"], f["delay"], f["spiking"],
+            f["next_step"], f["zero"], p.detach_reset, lif_kernel.SURROGATE_IDS[p.surrogate.name], p.surrogate.slope,
+        )
+        return d_x, d_v0.to(v0.dtype), d_i0.to(v0.dtype), None, None, None
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lif_fused_output(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None, *,
+                     output: str = "spikes", overwrite: bool = False) -> tuple[torch.Tensor, LIFState]:
+    """One output of the fused engine (``"spikes"`` or ``"membrane"`` [T, B, N]) and the final state.
+
+    Cheaper than :func:`lif_sequence_fused` (which returns both): the other output is never written.
+    Without gradients the compiled kernel keeps only the current state (no ``T x B x N`` history;
+    with ``overwrite=True`` the output is written into the ``currents`` buffer, which the caller
+    must own and not read again).  With gradients it stores the pre-reset potential only.
+    """
+    if output not in ("spikes", "membrane"):
+        raise ValueError(f"output must be 'spikes' or 'membrane', got '{output}'")
+    k = _kernel_for(currents)
+    if k is None:
+        trace = lif_sequence_fused(currents, p, state)
+        return (trace.spikes if output == "spikes" else trace.membrane), trace.state
     if state is None:
         state = initial_state(currents[0], p)
+    if not _needs_grad(currents, state.v, state.i):
+        currents = currents.contiguous()
+        buf = currents if overwrite else torch.empty_like(currents)
+        if output == "spikes" and not p.spiking:
+            buf.zero_()
+        spk = buf if output == "spikes" and p.spiking else None
+        mem = buf if output == "membrane" else None
+        v, i = _kernel_forward(k, currents, state.v, state.i, p, pre=None, spikes=spk, membrane=mem)
+        return buf, LIFState(v, i)
+    out, v, i = _KernelLIF.apply(currents, state.v, state.i, p, output, overwrite)
+    return out, LIFState(v, i)
+
+
+def lif_event_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: LIFParameters,
+                      state: LIFState | None = None, *, output: str = "spikes") -> tuple[torch.Tensor, LIFState] | None:
+    """A whole layer's forward without gradients, event-driven: ``x [T, B, n_in]`` binary spikes.
+
+    The synaptic input of row ``(t, b)`` is ``b + sum_{c: x[t, b, c] = 1} W[:, c]``, gathered from the
+    rows of ``W^T`` for the active inputs (compressed row format) and fed straight into the LIF step,
+    tile by tile of 128 neurons, in one compiled kernel: no ``[T, B, n_out]`` currents are stored.
+    Returns ``(spikes or membrane [T, B, n_out], final state)``, or ``None`` where the kernel cannot
+    run (not built, not CPU float32/float64, dtypes differ).  Raises ValueError for non-binary ``x``.
+    """
+    if output not in ("spikes", "membrane"):
+        raise ValueError(f"output must be 'spikes' or 'membrane', got '{output}'")
+    k = _kernel_for(x)
+    if not p.spiking and output == "spikes":
+        return None  # a leaky integrator's spikes are all zero: nothing to gain here
+    if k is None or weight.dtype != x.dtype or weight.device != x.device:
+        return None
+    if bias is not None and bias.dtype != x.dtype:
+        return None
+    T, B, n_in = x.shape
+    n_out = weight.shape[0]
+    if state is None:
+        state = initial_state(x.new_empty(B, n_out), p)
+    with torch.no_grad():
+        x = x.contiguous()
+        w_t = weight.detach().t().contiguous()
+        out = x.new_empty(T, B, n_out)
+        spk = out if output == "spikes" else x.new_empty(0)
+        mem = out if output == "membrane" else x.new_empty(0)
+        f = _flags(p)
+        v = state.v.detach().to(x.dtype).contiguous().clone()
+        i = state.i.detach().to(x.dtype).contiguous().clone()
+        nnz = k.lif_event_forward(
+            x, w_t, bias.detach().contiguous() if bias is not None else x.new_empty(0), spk, mem, i, v,
+            f["alpha"], f["beta"], f["gamma"], (1.0 - p.beta) * p.v_leak, f["v_th"], f["v_reset"],
+            f["has_current"], f["delay"], f["spiking"], f["next_step"], f["zero"],
+        )
+    if nnz < 0:
+        raise ValueError("the event-driven synapse needs binary spikes (0/1) as input; use synapse 'dense' or 'auto'")
+    return out, LIFState(v, i)
+
+
+@LIF_ENGINES.register("native")
+def lif_sequence_fused(currents: torch.Tensor, p: LIFParameters, state: LIFState | None = None) -> LIFTrace:
+    """Fast path: same result as :func:`lif_sequence_reference`, one autograd node.
+
+    Runs the compiled kernels of :mod:`simulators.lif_kernel` for CPU float32/float64 input, and the
+    pure-torch :class:`_FusedLIF` otherwise (or if the kernels could not be built).
+    """
+    if state is None:
+        state = initial_state(currents[0], p)
+    if _kernel_for(currents) is not None:
+        spikes, membrane, v, i = _KernelLIF.apply(currents, state.v, state.i, p, "both", False)
+        return LIFTrace(spikes, membrane, LIFState(v, i))
     spikes, membrane, i_final = _FusedLIF.apply(currents, state.v, state.i, p)
     return LIFTrace(spikes, membrane, LIFState(membrane[-1], i_final))

@@ -17,14 +17,14 @@ Backward (both paths give the same gradients, to float rounding of the summation
 
 :func:`synaptic_input` with ``path="auto"`` takes the event path only for a forward pass
 that needs no gradient (inference, or ``torch.no_grad()``), when the input is binary and
-its measured activity (``count_nonzero``, one pass per call) is below
-:data:`EVENT_MAX_ACTIVITY`.  Both rules come from the activity sweep of
-``bench/snn_engines.py`` (``bench/RESULTS.md``, issue 3; 2 shared cores, fp32): the event
-forward beat our dense forward at 1 % and 5 % input activity (784-1000-10, T = 25, min
-times 156 and 174 ms against 219 ms; 4096-4096-10 at 5 %: 4.8 s against 5.3 s) and lost at
-20 % (400 ms), so the threshold sits between, at 10 %; the event forward+backward lost to
-the dense one at every activity measured (848 ms at 1 % against 561 ms), so training
-stays dense unless ``path="event"`` is asked for.
+its measured activity (one pass per call) is below :data:`EVENT_MAX_ACTIVITY`, the crossover
+activity measured by ``bench/snn_engines.py`` (event forward vs our dense forward, 784-1000-10,
+T = 25, batch 128, 2 threads, idle machine; ``bench/RESULTS.md``, issue 19).  A
+:class:`~neuro.layers.lif.LIFLayer` on the native engine then runs the fused event kernel of
+:func:`simulators.lif.lif_event_forward` (gather and neurons in one pass, no stored currents);
+this module's :func:`event_linear` is the differentiable (training) version.  Training stays
+dense unless ``path="event"`` is asked for: the event backward (a second gather per weight
+column plus the dense ``dL/dx``) measured slower than the dense one at every activity (issue 3).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 SYNAPSE_PATHS = ("auto", "dense", "event")
 
 #: Largest input activity (fraction of nonzero entries) at which ``path="auto"`` uses the
-#: event-driven gather; chosen from the benchmark's activity sweep (module docstring).
-EVENT_MAX_ACTIVITY = 0.10
+#: event-driven gather: the measured crossover of the event and dense forward (module docstring).
+EVENT_MAX_ACTIVITY = 0.29
 
 
 def _bags(rows: torch.Tensor, n_bags: int) -> torch.Tensor:
@@ -91,6 +91,12 @@ def spike_activity(x: torch.Tensor) -> tuple[float, bool]:
     ``binary`` is only checked (one more pass) when the activity is below the threshold.
     (An explicit ``path="event"`` checks binarity on the active entries only.)
     """
+    from simulators import lif_kernel
+
+    k = lif_kernel.kernel() if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) else None
+    if k is not None:  # one pass on all threads
+        activity, binary = k.activity(x.contiguous())
+        return activity, activity < EVENT_MAX_ACTIVITY and binary == 1.0
     n = x.numel()
     nnz = int(torch.count_nonzero(x))
     activity = nnz / n if n else 0.0

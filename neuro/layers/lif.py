@@ -8,8 +8,8 @@ from torch import nn
 from neuro.errors import ConfigError, IncompatibleError
 from neuro.layers.capabilities import Capabilities
 from simulators.errors import IncompatibleSettingError, UnknownNameError
-from simulators.lif import LIF_ENGINES, LIFParameters, LIFState, LIFTrace
-from simulators.synapse import SYNAPSE_PATHS, synaptic_input
+from simulators.lif import LIF_ENGINES, LIFParameters, LIFState, LIFTrace, lif_event_forward, lif_fused_output
+from simulators.synapse import SYNAPSE_PATHS, choose_path, synaptic_input
 
 
 def engine_names() -> tuple[str, ...]:
@@ -81,10 +81,7 @@ class LIFLayer(nn.Module):
 
     def forward_trace(self, x: torch.Tensor, state: LIFState | None = None) -> LIFTrace:
         """Spikes and membrane [T, batch, out] and the final state."""
-        if x.dim() != 3 or x.shape[-1] != self.linear.in_features:
-            raise ValueError(
-                f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         currents = synaptic_input(x, self.linear.weight, self.linear.bias, self.synapse)
         # Under bfloat16 autocast (train.precision) only the synapse's matmul runs in bf16:
         # membrane and synaptic state integrate in float32 (or the input's wider type).
@@ -92,8 +89,39 @@ class LIFLayer(nn.Module):
         return run_engine(self.engine, currents, self.params, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.engine == "native":
+            return self._forward_native(x)
         trace = self.forward_trace(x)
         return trace.spikes if self.params.spiking else trace.membrane
+
+    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused engine's fast path: only the layer's output is written, never the other trace.
+
+        Without gradients, an event-driven synapse (``"event"``, or ``"auto"`` below the measured
+        crossover activity) runs gather and neurons in one kernel with no stored currents; the dense
+        synapse's currents buffer is overwritten by the output (only the current state is kept).
+        """
+        self._check_input(x)
+        w, b, p = self.linear.weight, self.linear.bias, self.params
+        output = "spikes" if p.spiking else "membrane"
+        grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad))
+        path = self.synapse
+        if not grad and path != "dense":
+            path = choose_path(x, path)  # measures the input's activity once
+            if path == "event":
+                res = lif_event_forward(x, w, b, p, output=output)
+                if res is not None:
+                    return res[0]
+        currents = synaptic_input(x, w, b, path)
+        currents = currents.to(torch.promote_types(currents.dtype, torch.float32))
+        out, _ = lif_fused_output(currents, p, None, output=output, overwrite=True)
+        return out
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.linear.in_features:
+            raise ValueError(
+                f"LIFLayer expects input [time, batch, {self.linear.in_features}], got {tuple(x.shape)}"
+            )
 
     def extra_repr(self) -> str:
         p = self.params
