@@ -151,8 +151,6 @@ class EnergyNet(nn.Module):
             return self.substrate.settle(
                 x, states, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output
             )
-        if states is None:
-            states = self.zero_states(x)
         if input_drive is None:
             input_drive = self.input_drive(x)
         return fe.settle(
