@@ -531,7 +531,7 @@ class ContrastiveRule(Rule):
         for sig in sigma:
             is_pos, is_neg = (sig > 0).unsqueeze(1), (sig < 0).unsqueeze(1)
             beta = torch.where(is_pos, pos.beta, torch.where(is_neg, neg.beta, 0.0)).to(x.dtype)
-            clamp = (is_pos & pos.clamp) | (is_neg & neg.clamp)
+            clamp = (is_pos & pos.clamp) | (is_neg & neg.clamp) if pos.clamp or neg.clamp else False
             s = self._settle(model, x, s, Phase(), spec.substeps, target, drive, beta=beta, clamp=clamp)
             acc.add(s, w_pos * (sig > 0).to(x.dtype) - w_neg * (sig < 0).to(x.dtype))
         gw, gb = acc.result()
