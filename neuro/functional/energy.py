@@ -233,8 +233,12 @@ def settle(
     activation: Activation = "hard_sigmoid",
     input_drive: torch.Tensor | None = None,
     trace: Callable[[int, States], None] | None = None,
+    tick: tuple[int, Callable[[States], None]] | None = None,
 ) -> States:
     """``steps`` settling steps from ``states`` (``None``: all zero); ``trace(t, states)`` is called after each step.
+
+    ``tick = (every, fn)``: ``fn(states)`` after every ``every``-th step (e.g. a learning rule reading the
+    state once per tick); ``fn`` must use the states at once (they may be views of a buffer reused later).
 
     Hard sigmoid without a trace and without a per-sample clamp: the fused loop :func:`settle_hard_sigmoid`
     (same arithmetic, fewer operations); otherwise :func:`settle_step` repeated.
@@ -258,6 +262,7 @@ def settle(
             target=target,
             clamp_output=bool(clamp_output),
             input_drive=input_drive,
+            tick=tick,
         )
     if states is None:
         states = zero_states(x, [x.shape[1]] + [w.shape[0] for w in weights])
@@ -276,6 +281,8 @@ def settle(
         )
         if trace is not None:
             trace(t, states)
+        if tick is not None and (t + 1) % tick[0] == 0:
+            tick[1](states)
     return states
 
 
@@ -290,6 +297,7 @@ def settle_hard_sigmoid(
     target: torch.Tensor | None = None,
     clamp_output: bool = False,
     input_drive: torch.Tensor,
+    tick: tuple[int, Callable[[States], None]] | None = None,
 ) -> States:
     """``steps`` synchronous hard-sigmoid steps (states in [0, 1]) with the fewest operations per step.
 
@@ -301,7 +309,8 @@ def settle_hard_sigmoid(
     one ``addcmul`` over the whole buffer, one in-place ``addmm`` per coupling direction and one ``clamp``,
     with two preallocated buffers used alternately.  ``clamp_output``: hold ``s_L = y`` (``a = 0``, ``C = y``,
     no coupling into the output).  ``states = None``: start from zero.  Returns the layers as [batch, n_k]
-    views of the last buffer.  Not for autograd (in-place updates).
+    views of the last buffer.  ``tick = (every, fn)``: ``fn(states)`` after every ``every``-th step, with the
+    states as views that the following steps overwrite.  Not for autograd (in-place updates).
     """
     n = len(weights)
     bsz = input_drive.shape[0]
@@ -347,7 +356,8 @@ def settle_hard_sigmoid(
         return out
 
     plan = {id(cur): couplings(nxt, cur), id(nxt): couplings(cur, nxt)}
-    for _ in range(steps):
+    every, on_tick = tick if tick is not None else (0, None)
+    for t in range(steps):
         if leak is None:
             torch.add(const, cur, alpha=1.0 - eps, out=nxt)
         else:
@@ -356,6 +366,8 @@ def settle_hard_sigmoid(
             d.addmm_(m, v, alpha=eps)
         nxt.clamp_(0.0, 1.0)
         cur, nxt = nxt, cur
+        if on_tick is not None and (t + 1) % every == 0:
+            on_tick([cur[offs[k] : offs[k + 1]].t() for k in range(n)])
     return [cur[offs[k] : offs[k + 1]].t() for k in range(n)]
 
 

@@ -274,6 +274,10 @@ class _Accumulator:
         self.gw = [torch.zeros_like(w) for w in model.weights[1:]]
         self.gb = [torch.zeros_like(b) for b in model.biases[1:]]
 
+    def adder(self, w):
+        """``lambda states: self.add(states, w)``."""
+        return lambda states: self.add(states, w)
+
     def add(self, states: fe.States, w) -> None:
         """Add ``w * dE(states)``; ``w`` a number or per-sample weights [batch]."""
         r = [fe.rho(s, self.act) for s in states]
@@ -369,7 +373,19 @@ class ContrastiveRule(Rule):
         return self.spec.free_steps or model.settle_steps
 
     def _settle(
-        self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None, beta=None, clamp=None
+        self,
+        model,
+        x,
+        states,
+        phase: Phase,
+        steps: int,
+        target,
+        drive,
+        eps=None,
+        trace=None,
+        beta=None,
+        clamp=None,
+        tick=None,
     ):
         beta = phase.beta if beta is None else beta
         clamp = phase.clamp if clamp is None else clamp
@@ -383,6 +399,7 @@ class ContrastiveRule(Rule):
             eps=eps,
             input_drive=drive,
             trace=trace,
+            tick=tick,
         )
 
     # ------------------------------------------------------------------ forms
@@ -458,12 +475,16 @@ class ContrastiveRule(Rule):
         acc = _Accumulator(x, model)
         for sigma, length in schedule:
             phase = pos if sigma > 0 else neg
-            remaining = float(length)
-            while remaining > 1e-9:
-                h = min(1.0, remaining)
+            whole = math.floor(float(length) + 1e-9)  # whole ticks, then a partial last one of h = the rest
+            if whole:  # one settle for the phase's whole ticks, reading the state after each tick
+                w = sigma * weight[sigma] * base
+                s = self._settle(
+                    model, x, s, phase, whole * spec.substeps, target, drive, tick=(spec.substeps, acc.adder(w))
+                )
+            h = float(length) - whole
+            if h > 1e-9:
                 s = self._settle(model, x, s, phase, spec.substeps, target, drive, eps=model.step_size * h)
                 acc.add(s, sigma * weight[sigma] * base * h)
-                remaining -= h
         gw, gb = acc.result()
         return gw, gb, s0
 
