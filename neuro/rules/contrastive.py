@@ -717,6 +717,7 @@ class ContrastiveRule(Rule):
         """Report section ``contrastive`` (drawn by :mod:`neuro.report.contrastive`)."""
         return {"contrastive": {"diagnostics": self.diagnostics, "phases": self.spec.phases}}
 
+
 @RULES.register("ep", spec=EPSpec)
 def build_ep(spec: EPSpec, data) -> Rule:
     return ContrastiveRule(spec, n_train=_n_train(data))
