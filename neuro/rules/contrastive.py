@@ -74,7 +74,9 @@ The buffer is saved in checkpoints (float, 4 bytes per unit and sample: 102 MB f
 
 Implementation note: the local updates are summed into ``.grad`` tick by tick (for the first layer,
 whose presynaptic activity is the clamped input, as ``sum_t c_t rho(s_1,t)`` followed by one
-product with ``x``: the same sum, fewer operations); the trainer applies it once per batch.
+product with ``x``: the same sum, fewer operations); the trainer applies it once per batch.  With a
+global phase signal each phase's whole ticks are one settling call whose per-tick hook (``tick`` of
+:meth:`neuro.layers.energy.EnergyNet.settle`) adds the tick's term, so a tick costs no set-up of its own.
 
 Per-layer learning rates: ``layer_scales = [a_1, ..., a_L]`` multiplies layer ``k``'s pseudo-gradient
 by ``a_k``; with ``[optim] name = "sgd", lr = 1`` that is SGD with per-layer rates ``a_k``
