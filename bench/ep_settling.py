@@ -3,7 +3,9 @@
 For batch 20 (Scellier & Bengio's) and 256, float32, on ``--threads`` threads (default 1):
 
 - ``settle``: :meth:`neuro.layers.energy.EnergyNet.settle` for a free phase of ``--steps`` (20)
-  iterations from zero, including the once-per-phase input drive ``W_1 x + b_1``;
+  iterations from zero, including the once-per-phase input drive ``W_1 x + b_1`` (without autograd this
+  is the fused loop :func:`neuro.functional.energy.settle_hard_sigmoid`: per iteration one ``addcmul``/``add``
+  over all layers, one in-place ``addmm`` per coupling direction, one ``clamp``);
 - ``roofline``: the matrix products of exactly those iterations and nothing else: one
   ``x W_1^T`` [B, 784] x [784, 500] per phase, then per iteration ``rho(s_2) W_2`` [B, 10] x [10, 500]
   (top-down into the hidden layer) and ``rho(s_1) W_2^T`` [B, 500] x [500, 10] (into the output),

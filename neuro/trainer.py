@@ -98,7 +98,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, order: torch.Tens
     idx = order if order is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         sel = idx[start : start + batch_size]
-        yield Batch(x[sel], y[sel])
+        yield Batch(x[sel], y[sel], sel)
 
 
 class Trainer:
@@ -183,7 +183,11 @@ class Trainer:
             for batch in batches(split.x, split.y, self.batch_size, order):
                 n_global = batch.y.numel()
                 shard = distributed.shard(n_global)  # DISTRIBUTED: this rank's rows of the global batch
-                batch = Batch(batch.x[shard.rows].to(self.device), batch.y[shard.rows].to(self.device))
+                batch = Batch(
+                    batch.x[shard.rows].to(self.device),
+                    batch.y[shard.rows].to(self.device),
+                    batch.index[shard.rows].to(self.device),
+                )
                 # a rule may ask for several optimizer steps per batch (``inner_steps``, e.g. PhyLL's 10)
                 for _ in range(max(1, int(getattr(self.rule, "inner_steps", 1)))):
                     self.optimizer.zero_grad(set_to_none=True)

@@ -365,11 +365,15 @@ class _SettledNet:
         eps=None,
         input_drive=None,
         trace=None,
+        tick=None,
     ):
         if isinstance(beta, torch.Tensor):
             pos = (beta != 0).to(x.dtype)
             return [pos * p + (1 - pos) * f for p, f in zip(self.s_pos, self.s0)]
-        return self.s_pos if beta else self.s0
+        out = self.s_pos if beta else self.s0
+        for _ in range(steps // tick[0] if tick is not None else 0):
+            tick[1](out)
+        return out
 
 
 def test_non_periodic_fast_stand_in_matches_real_settling():
@@ -551,3 +555,191 @@ def test_diagnostics_skip_cosines_when_the_loss_is_exactly_zero():
         net.biases[1].fill_(0.5)  # outputs inside (0, 1): the loss has a gradient
     metrics = r.step(net, Batch(x, y))
     assert metrics["diag_zero_gradient"] == 0.0 and -1 <= metrics["cos_true"] <= 1
+
+
+# ------------------------------------------------------- fused settling (issue 15, settling cost)
+@pytest.mark.parametrize(
+    "sizes,nudge",
+    [
+        ((12, 10, 8, 4), {}),
+        ((12, 10, 8, 4), {"beta": 0.7}),
+        ((12, 10, 8, 4), {"beta": "per_sample"}),
+        ((12, 10, 8, 4), {"clamp_output": True}),
+        ((12, 4), {"beta": -0.5}),
+        ((12, 4), {"clamp_output": True}),
+    ],
+)
+@pytest.mark.parametrize("from_zero", [False, True])
+def test_fused_settle_equals_repeated_general_step(sizes, nudge, from_zero):
+    """``settle`` without a trace (fused loop, one transposed buffer) against ``settle_step`` repeated on the
+    general (autograd-friendly) path, from a random state and from zero; states leave the box on the way."""
+    net = make_net(sizes=sizes, bias_std=0.8, seed=4, weight_scale=2.0)
+    x, _, t = make_batch(net, n=5)
+    w, b = list(net.weights), list(net.biases)
+    g = torch.Generator().manual_seed(1)
+    start = None if from_zero else [torch.rand(x.shape[0], n, generator=g, dtype=DT) for n in net.sizes[1:]]
+    kw = dict(nudge)
+    if kw.get("beta") == "per_sample":
+        kw["beta"] = torch.tensor([[0.5], [0.0], [-0.5], [0.5], [0.0]], dtype=DT)
+    ref = start if start is not None else net.zero_states(x)
+    for _ in range(9):
+        ref = fe.settle_step(x, ref, w, b, eps=0.4, target=t, **kw)  # general path: no input_drive
+    with torch.no_grad():
+        fused = fe.settle(x, start, w, b, steps=9, eps=0.4, target=t, **kw)
+    for a, c in zip(ref, fused):
+        assert a.shape == c.shape
+        assert torch.allclose(a, c, rtol=0, atol=1e-13)
+    assert any(bool(((s == 0) | (s == 1)).any()) for s in ref)  # the projection was active
+    if start is not None:  # the caller's start states are not written to
+        g = torch.Generator().manual_seed(1)
+        assert all(torch.equal(s, torch.rand(x.shape[0], s.shape[1], generator=g, dtype=DT)) for s in start)
+
+
+# ------------------------------------------------------ duration-balanced non-periodic estimator
+def _masked_two_phase(net, x, s_pos, s_neg, c, mask):
+    """``c [dE(s+) - dE(s-)]`` summed only over the samples in ``mask`` (others contribute 0), batch mean."""
+    plus = [torch.where(mask.unsqueeze(1), p, m) for p, m in zip(s_pos, s_neg)]
+    return fe.flat(*fe.contrastive_grads(x, plus, s_neg, c))
+
+
+@torch.no_grad()
+def test_duration_balanced_update_equals_two_phase_when_settled():
+    """Settled phases: ``(c/P2)[mean over + ticks - mean over - ticks]`` is the two-phase update divided by P2,
+    whatever the realized durations (unequal here: the plain estimator is off by (T+ - T-) x rho rho).
+    Real settling (3000 substeps per tick) for one schedule, the settled stand-in for the others."""
+    net = make_net(bias_std=0.2)
+    x, _, t = make_batch(net)
+    beta = 0.4
+    two = rule(free_steps=3000, nudged_steps=3000, nudging="positive", beta=beta)
+    g = fe.flat(*two.two_phase(net, x, t)[:2])
+    kw = dict(phases="non_periodic", phases_per_batch=4, p_positive=0.3, substeps=3000, settle_first=3000)
+    bal = rule(nudging="positive", beta=beta, balance="duration", **kw)
+    p2 = 1 - 0.3**4 - 0.7**4
+    got = fe.flat(*bal.flexible(net, x, t, schedule=[(1, 2.0), (-1, 3.0), (1, 1.5), (-1, 1.0)])[:2])
+    assert torch.allclose(got, g / p2, rtol=1e-9, atol=1e-12)
+    s0 = net.settle(x, steps=3000)
+    fast = _SettledNet(net, s0, net.settle(x, s0, steps=3000, beta=beta, target=t), beta)
+    plain = rule(nudging="positive", beta=beta, **kw)
+    for schedule in ([(-1, 4.0), (-1, 1.0), (-1, 2.0), (1, 0.5)], [(1, 1.0), (1, 6.0), (-1, 1.0), (1, 2.0)]):
+        got = fe.flat(*bal.flexible(fast, x, t, schedule=schedule)[:2])
+        assert torch.allclose(got, g / p2, rtol=1e-9, atol=1e-12)
+        off = fe.flat(*plain.flexible(fast, x, t, schedule=schedule)[:2])
+        assert float((off - g).norm()) > 0.5 * float(g.norm())  # unbalanced: far off on a single window
+    # one phase type only: no contrast in the window, the update is exactly 0
+    one = fe.flat(*bal.flexible(fast, x, t, schedule=[(1, 2.0), (1, 3.0), (1, 1.0), (1, 1.0)])[:2])
+    assert float(one.abs().max()) == 0.0
+
+
+@torch.no_grad()
+def test_duration_balanced_per_sample_signal_equals_masked_two_phase():
+    """Per-sample phase signals: each sample with both types contributes ``(c/P2)[dE_b(s+) - dE_b(s-)]``
+    (its own durations cancel when settled), a sample with one type 0."""
+    net = make_net(sizes=(8, 6, 3), bias_std=0.2)
+    x, _, t = make_batch(net, n=4)
+    beta = 0.5
+    s0 = net.settle(x, steps=400)
+    s_pos = net.settle(x, s0, steps=400, beta=beta, target=t)
+    fast = _SettledNet(net, s0, s_pos, beta)
+    # ticks x samples: sample 0 +,+,-,0; sample 1 -,-,-,+ ; sample 2 +,+,+,+ (one type); sample 3 -,+,0,0
+    sigma = torch.tensor([[1, -1, 1, -1], [1, -1, 1, 1], [-1, -1, 1, 0], [0, 1, 1, 0]], dtype=DT)
+    r = rule(
+        phases="non_periodic",
+        phases_per_batch=2,
+        p_positive=0.5,
+        phase_signal="per_sample",
+        balance="duration",
+        nudging="positive",
+        beta=beta,
+        settle_first=400,
+    )
+    got = fe.flat(*r.flexible_per_sample(fast, x, t, sigma=sigma, drive=net.input_drive(x))[:2])
+    p2 = 1 - 0.5**2 - 0.5**2
+    want = _masked_two_phase(net, x, s_pos, s0, 1 / (beta * p2), torch.tensor([True, True, False, True]))
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("signal", ["global", "per_sample"])
+@torch.no_grad()
+def test_duration_balanced_mean_matches_two_phase_with_far_smaller_spread(signal):
+    """Random types and geometric lengths, settled phases: the balanced mean over 400 (200) windows equals the
+    two-phase update (same statistical tolerance as above), and a single window's spread around it is
+    far below the plain estimator's on the same draws."""
+    net = make_net(sizes=(8, 6, 3), bias_std=0.2)
+    x, _, t = make_batch(net, n=4)
+    beta = 0.5
+    g = fe.flat(*rule(free_steps=400, nudged_steps=400, nudging="positive", beta=beta).two_phase(net, x, t)[:2])
+    s0 = net.settle(x, steps=400)
+    fast = _SettledNet(net, s0, net.settle(x, s0, steps=400, beta=beta, target=t), beta)
+    kw = dict(
+        phases="non_periodic",
+        phase_distribution="geometric",
+        phase_length=2.5,
+        phases_per_batch=4,
+        p_positive=0.4,
+        settle_first=400,
+        nudging="positive",
+        beta=beta,
+        phase_signal=signal,
+    )
+    spreads = {}
+    n = 400 if signal == "global" else 200  # (the per-sample path is slower per window)
+    for balance in ("duration", "none"):
+        r = rule(balance=balance, **kw)
+        gen = torch.Generator().manual_seed(3)
+        call = r.flexible if signal == "global" else r.flexible_per_sample
+        u = torch.stack([fe.flat(*call(fast, x, t, generator=gen, drive=net.input_drive(x))[:2]) for _ in range(n)])
+        if balance == "duration":  # (the plain one's mean: test_non_periodic_mean_update_matches_two_phase)
+            err2 = float(((u.mean(0) - g) ** 2).sum())
+            assert err2 <= 3.0 * float((u.var(0) / n).sum()), err2
+        spreads[balance] = float((u - g).norm(dim=1).pow(2).mean().sqrt())
+    # measured ratios: 0.11 (global), 0.26 (per-sample signals: the plain one already averages over the batch)
+    assert spreads["duration"] < (0.25 if signal == "global" else 0.4) * spreads["none"], spreads
+
+
+def test_balance_needs_non_periodic():
+    with pytest.raises(ConfigError, match="non_periodic"):
+        rule(phases="temporally_local", balance="duration")
+
+
+# ---------------------------------------------------------------- persistent particles
+def test_persistent_particles_continue_each_samples_free_phase():
+    """With ``persistent``, sample i's free phase starts where its last one ended: after k visits (weights
+    unchanged) its stored state is the state after k x free_steps steps from zero; other rows stay 0."""
+    net = make_net(bias_std=0.2).float()
+    x, y, _ = make_batch(net, n=6)
+    x = x.float()
+    r = ContrastiveRule(EPSpec(persistent=True, free_steps=3, nudging="positive"), n_train=20)
+    index = torch.tensor([17, 2, 5, 11, 0, 9])
+    for _ in range(4):
+        r.step(net, Batch(x, y, index))
+    want = net.settle(x, steps=12)
+    with torch.no_grad():
+        for p, w in zip(r.particles, want):
+            assert p.shape == (20, w.shape[1])
+            assert torch.allclose(p[index], w, atol=1e-6)
+            rest = torch.ones(20, dtype=torch.bool)
+            rest[index] = False
+            assert float(p[rest].abs().max()) == 0.0
+    # a permuted batch of the same samples reads the right rows
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    s = r.particle_states(net, x[perm], index[perm])
+    assert torch.allclose(s[0], want[0][perm], atol=1e-6)
+    # checkpoint round trip
+    r2 = ContrastiveRule(EPSpec(persistent=True), n_train=20)
+    r2.load_state_dict(r.state_dict())
+    assert all(torch.equal(a, c) for a, c in zip(r.particles, r2.particles))
+    # without indices: a one-line error naming the fix
+    with pytest.raises(ConfigError, match="persistent"):
+        r.step(net, Batch(x, y))
+
+
+def test_trainer_batches_carry_sample_indices():
+    from neuro.trainer import batches
+
+    x, y = torch.arange(10.0).unsqueeze(1) * 3, torch.arange(10)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for b in batches(x, y, 4, order):
+        assert torch.equal(b.x[:, 0], 3.0 * b.index) and torch.equal(b.y, b.index)
+        seen.append(b.index)
+    assert torch.equal(torch.cat(seen), order)

@@ -221,7 +221,7 @@ def _hard_sigmoid_step(states, weights, biases, eps, beta, target, clamp_output,
 
 def settle(
     x: torch.Tensor,
-    states: States,
+    states: States | None,
     weights,
     biases,
     *,
@@ -233,10 +233,39 @@ def settle(
     activation: Activation = "hard_sigmoid",
     input_drive: torch.Tensor | None = None,
     trace: Callable[[int, States], None] | None = None,
+    tick: tuple[int, Callable[[States], None]] | None = None,
 ) -> States:
-    """``steps`` settling steps from ``states``; ``trace(t, states)`` is called after each step if given."""
+    """``steps`` settling steps from ``states`` (``None``: all zero); ``trace(t, states)`` is called after each step.
+
+    ``tick = (every, fn)``: ``fn(states)`` after every ``every``-th step (e.g. a learning rule reading the
+    state once per tick); ``fn`` must use the states at once (they may be views of a buffer reused later).
+
+    Hard sigmoid without a trace and without a per-sample clamp: the fused loop :func:`settle_hard_sigmoid`
+    (same arithmetic, fewer operations); otherwise :func:`settle_step` repeated.
+    """
     if input_drive is None and len(weights):
         input_drive = torch.addmm(biases[0], x, weights[0].t())
+    if (
+        activation == "hard_sigmoid"
+        and trace is None
+        and steps > 0
+        and not isinstance(clamp_output, torch.Tensor)
+        and not torch.is_grad_enabled()
+    ):
+        return settle_hard_sigmoid(
+            states,
+            weights,
+            biases,
+            steps=steps,
+            eps=eps,
+            beta=beta,
+            target=target,
+            clamp_output=bool(clamp_output),
+            input_drive=input_drive,
+            tick=tick,
+        )
+    if states is None:
+        states = zero_states(x, [x.shape[1]] + [w.shape[0] for w in weights])
     for t in range(steps):
         states = settle_step(
             x,
@@ -252,7 +281,94 @@ def settle(
         )
         if trace is not None:
             trace(t, states)
+        if tick is not None and (t + 1) % tick[0] == 0:
+            tick[1](states)
     return states
+
+
+def settle_hard_sigmoid(
+    states: States | None,
+    weights,
+    biases,
+    *,
+    steps: int,
+    eps: float,
+    beta=0.0,
+    target: torch.Tensor | None = None,
+    clamp_output: bool = False,
+    input_drive: torch.Tensor,
+    tick: tuple[int, Callable[[States], None]] | None = None,
+) -> States:
+    """``steps`` synchronous hard-sigmoid steps (states in [0, 1]) with the fewest operations per step.
+
+    The same map as :func:`settle_step`: ``s_k <- clip((1 - eps) s_k + eps (drive_k - beta dC/ds_k), 0, 1)``,
+    ``dC/ds_L = 2 (s_L - y)``.  Regrouped as ``s <- clip(a * s + C + eps * (couplings), 0, 1)`` with per-phase
+    constants: ``a = 1 - eps`` (output layer: ``1 - eps - 2 eps beta``), ``C_1 = eps input_drive``,
+    ``C_k = eps b_k`` (output: ``+ 2 eps beta y``); ``beta`` a number or per sample [batch, 1].  All layers live
+    transposed in one buffer [n_1 + ... + n_L, batch] (each layer a contiguous block of rows), so one step is
+    one ``addcmul`` over the whole buffer, one in-place ``addmm`` per coupling direction and one ``clamp``,
+    with two preallocated buffers used alternately.  ``clamp_output``: hold ``s_L = y`` (``a = 0``, ``C = y``,
+    no coupling into the output).  ``states = None``: start from zero.  Returns the layers as [batch, n_k]
+    views of the last buffer.  ``tick = (every, fn)``: ``fn(states)`` after every ``every``-th step, with the
+    states as views that the following steps overwrite.  Not for autograd (in-place updates).
+    """
+    n = len(weights)
+    bsz = input_drive.shape[0]
+    offs = [0]
+    for w in weights:
+        offs.append(offs[-1] + w.shape[0])
+    dtype, device = input_drive.dtype, input_drive.device
+    if states is None:
+        cur = torch.zeros(offs[-1], bsz, dtype=dtype, device=device)
+    else:
+        cur = torch.empty(offs[-1], bsz, dtype=dtype, device=device)
+        for k in range(n):
+            cur[offs[k] : offs[k + 1]].copy_(states[k].t())
+    nxt = torch.empty_like(cur)
+    const = torch.empty_like(cur)
+    torch.mul(input_drive.t(), eps, out=const[: offs[1]])
+    for k in range(1, n):
+        const[offs[k] : offs[k + 1]].copy_(biases[k].unsqueeze(1)).mul_(eps)
+    nudged = isinstance(beta, torch.Tensor) or bool(beta)
+    last = slice(offs[n - 1], offs[n])
+    leak = torch.full((offs[-1], bsz), 1.0 - eps, dtype=dtype, device=device) if clamp_output or nudged else None
+    if clamp_output:
+        const[last].copy_(target.t())
+        leak[last].zero_()
+    elif nudged:
+        b = beta.reshape(1, -1).to(dtype) if isinstance(beta, torch.Tensor) else beta
+        const[last].add_(2.0 * eps * b * target.t())
+        leak[last].sub_(2.0 * eps * b * torch.ones_like(leak[last]))
+    # views of the blocks; pairs (destination block, matrix, source block) for every coupling
+    wt = [w.t() for w in weights]
+
+    def couplings(dst, src):
+        out = []
+        for k in range(n):
+            d, down, up = dst[offs[k] : offs[k + 1]], None, None
+            if k > 0:
+                down = (weights[k], src[offs[k - 1] : offs[k]])  # W_k s_{k-1}^T, [n_k, batch]
+            if k < n - 1:
+                up = (wt[k + 1], src[offs[k + 1] : offs[k + 2]])  # W_{k+1}^T s_{k+1}^T
+            if clamp_output and k == n - 1:
+                down = up = None
+            out.extend((d, *pair) for pair in (down, up) if pair is not None)
+        return out
+
+    plan = {id(cur): couplings(nxt, cur), id(nxt): couplings(cur, nxt)}
+    every, on_tick = tick if tick is not None else (0, None)
+    for t in range(steps):
+        if leak is None:
+            torch.add(const, cur, alpha=1.0 - eps, out=nxt)
+        else:
+            torch.addcmul(const, leak, cur, out=nxt)
+        for d, m, v in plan[id(cur)]:
+            d.addmm_(m, v, alpha=eps)
+        nxt.clamp_(0.0, 1.0)
+        cur, nxt = nxt, cur
+        if on_tick is not None and (t + 1) % every == 0:
+            on_tick([cur[offs[k] : offs[k + 1]].t() for k in range(n)])
+    return [cur[offs[k] : offs[k + 1]].t() for k in range(n)]
 
 
 def energy_grads(x: torch.Tensor, states: States, activation: Activation = "hard_sigmoid") -> tuple[States, States]:

@@ -136,11 +136,13 @@ class EnergyNet(nn.Module):
         eps: float | None = None,
         input_drive: torch.Tensor | None = None,
         trace=None,
+        tick=None,
     ) -> fe.States:
         """``steps`` settling steps (free, nudged with ``beta`` towards one-hot ``target``, or output clamped).
 
         ``states = None`` starts from zero.  ``eps`` defaults to ``step_size``.  ``trace(t, states)``
-        sees the state after each step (simulator only).
+        sees the state after each step (simulator only).  ``tick = (every, fn)``: ``fn(states)`` after every
+        ``every``-th step (on a substrate: ``steps / every`` separate settles of ``every`` steps).
         """
         eps = self.step_size if eps is None else float(eps)
         if self.substrate is not None:
@@ -148,11 +150,17 @@ class EnergyNet(nn.Module):
             if version != self._written_version:
                 self.substrate.set_params([w.detach() for w in self.weights], [b.detach() for b in self.biases])
                 self._written_version = version
-            return self.substrate.settle(
-                x, states, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output
-            )
-        if states is None:
-            states = self.zero_states(x)
+            if tick is None:
+                return self.substrate.settle(
+                    x, states, steps=steps, eps=eps, beta=beta, target=target, clamp_output=clamp_output
+                )
+            every, fn = tick
+            for _ in range(steps // every):
+                states = self.substrate.settle(
+                    x, states, steps=every, eps=eps, beta=beta, target=target, clamp_output=clamp_output
+                )
+                fn(states)
+            return states
         if input_drive is None:
             input_drive = self.input_drive(x)
         return fe.settle(
@@ -168,6 +176,7 @@ class EnergyNet(nn.Module):
             activation=self.activation,
             input_drive=input_drive,
             trace=trace,
+            tick=tick,
         )
 
     def energy(self, x: torch.Tensor, states: fe.States) -> torch.Tensor:

@@ -28,6 +28,9 @@ from neuro.layers.capabilities import capable_layers
 class Batch(NamedTuple):
     x: torch.Tensor  # inputs [batch, F]
     y: torch.Tensor  # integer labels [batch]
+    #: the samples' row numbers in their split [batch] (int64), when the trainer knows them; ``None`` otherwise.
+    #: Rules that keep a state per training sample (e.g. EP's persistent particles) index it with this.
+    index: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

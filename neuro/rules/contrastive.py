@@ -42,9 +42,41 @@ transients (few substeps) the update is a time average over the trajectory (Will
 statistically).  Phase types and lengths come from torch's global generator (seeded by
 ``run.seed``, saved in checkpoints).
 
+Duration balancing (``balance = "duration"``, non_periodic).  With random phase *types* the plain
+estimator contains ``c (T+ w+ - T- w-) dE(s)``: the realized positive and negative durations ``T+``,
+``T-`` of the window (the batch's presentation) differ, and what multiplies the difference is the whole
+Hebbian correlation ``rho rho^T`` (O(1)), not its O(beta) contrast; its mean is 0 but its spread is many
+times the update (bench/RESULTS.md, issue 15).  The balanced form weights each tick by its phase type's
+*realized* duration in the window::
+
+    g = (c / P2) [ (1/T+) sum_{t positive} h_t dE(s_t)  -  (1/T-) sum_{t negative} h_t dE(s_t) ]     if T+, T- > 0
+    g = 0                                                                                         otherwise
+
+``P2 = 1 - p^n - (1-p)^n`` is the probability that a window of ``n = phases_per_batch`` phases has both
+types (``p = p_positive``).  Each synapse keeps two phase-gated running sums of ``rho rho^T`` and a global
+clock counts ``T+`` and ``T-``; the update is their difference at the window's end: still temporally
+local (only the current state enters, no end state of a phase is stored).  Properties: when the phases
+settle quickly compared with their length, ``g = c [dE(s^+) - dE(s^-)] / P2`` whenever both types occur, so
+the Hebbian term cancels exactly and ``E[g]`` equals the two-phase update (tested); its only noise is the
+Bernoulli(``P2``) presence of both types.  With transients (few substeps) ``g`` is a ratio of time averages:
+its mean can differ from the plain estimator's by O(Var(T)/E[T]^2) times the transient part of the
+update (the plain estimator is exactly unbiased for the time-averaged update, the balanced one only when
+settled).  With ``phase_signal = "per_sample"`` every sample has its own ``T+``, ``T-``.
+
+Persistent particles (``persistent = true``): one free-phase state per training sample, a buffer
+[n_train, n_1 + ... + n_L] indexed by :attr:`neuro.rules.base.Batch.index` (the sample's row in the
+training split).  The free phase (two_phase; ``settle_first`` in the flexible forms) starts from the
+sample's stored state instead of zero and its end state is stored back, as in Scellier & Bengio's code: over
+the epochs a sample's free state gets ``epochs x free_steps`` steps, so 20 steps per batch act like a
+well-settled free phase.  The particle is only a warm start of the dynamics (it never enters the update
+except through where the settling starts).  Evaluation settles ``model.settle_steps`` steps from zero.
+The buffer is saved in checkpoints (float, 4 bytes per unit and sample: 102 MB for MNIST 784-500-10).
+
 Implementation note: the local updates are summed into ``.grad`` tick by tick (for the first layer,
 whose presynaptic activity is the clamped input, as ``sum_t c_t rho(s_1,t)`` followed by one
-product with ``x``: the same sum, fewer operations); the trainer applies it once per batch.
+product with ``x``: the same sum, fewer operations); the trainer applies it once per batch.  With a
+global phase signal each phase's whole ticks are one settling call whose per-tick hook (``tick`` of
+:meth:`neuro.layers.energy.EnergyNet.settle`) adds the tick's term, so a tick costs no set-up of its own.
 
 Per-layer learning rates: ``layer_scales = [a_1, ..., a_L]`` multiplies layer ``k``'s pseudo-gradient
 by ``a_k``; with ``[optim] name = "sgd", lr = 1`` that is SGD with per-layer rates ``a_k``
@@ -86,6 +118,7 @@ PhaseForm = Literal["two_phase", "temporally_local", "non_periodic"]
 Nudging = Literal["positive", "negative", "random_sign", "symmetric"]
 LengthDistribution = Literal["fixed", "geometric", "exponential"]
 PhaseSignal = Literal["global", "per_sample"]
+Balance = Literal["none", "duration"]
 
 
 # ------------------------------------------------------------------------ specs
@@ -105,6 +138,12 @@ class ContrastiveSpec:
     substeps: settling steps per tick, i.e. between two reads of the state (flexible forms).
     phase_signal: "global" (one phase process for the whole batch) or "per_sample" (each sample of
         the batch, a separate presentation to its own copy of the network, has its own; non_periodic).
+    balance: "none" (each tick weighted by the phase type's *expected* duration) or "duration" (by its
+        *realized* duration in the batch's window; non_periodic; see the module docstring).
+    persistent: keep one free-phase state per training sample ("persistent particles", Scellier &
+        Bengio's code): the free phase (two_phase) or the free settling before the learning phases
+        (flexible forms) starts from the sample's stored state instead of zero, and its end state is stored
+        back.  Evaluation still settles ``model.settle_steps`` from zero.
     layer_scales: per-layer multipliers of the pseudo-gradient (empty: all 1).
     diag_every: compute the diagnostics every this many batches (0: never).
     diag_betas: the betas of the cosine-versus-beta diagnostic.
@@ -122,6 +161,8 @@ class ContrastiveSpec:
     p_positive: float = 0.5
     substeps: int = 1
     phase_signal: PhaseSignal = "global"
+    balance: Balance = "none"
+    persistent: bool = False
     layer_scales: list[float] = field(default_factory=list)
     diag_every: int = 0
     diag_betas: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
@@ -160,6 +201,11 @@ class ContrastiveSpec:
             raise ConfigError(
                 f"rule.phase_length must be a whole number of ticks for per-sample fixed phases, "
                 f"got {self.phase_length}"
+            )
+        if self.balance != "none" and self.phases != "non_periodic":
+            raise ConfigError(
+                f"rule.balance = {self.balance!r} is for phases = 'non_periodic' (the other forms have fixed, "
+                f"alternating phases); use balance = 'none'"
             )
         if self.substeps < 1:
             raise ConfigError(f"rule.substeps must be >= 1, got {self.substeps}")
@@ -230,6 +276,10 @@ class _Accumulator:
         self.gw = [torch.zeros_like(w) for w in model.weights[1:]]
         self.gb = [torch.zeros_like(b) for b in model.biases[1:]]
 
+    def adder(self, w):
+        """``lambda states: self.add(states, w)``."""
+        return lambda states: self.add(states, w)
+
     def add(self, states: fe.States, w) -> None:
         """Add ``w * dE(states)``; ``w`` a number or per-sample weights [batch]."""
         r = [fe.rho(s, self.act) for s in states]
@@ -258,11 +308,42 @@ class ContrastiveRule(Rule):
 
     requirements = Requirements()  # only read-out states: works on any substrate that settles
 
-    def __init__(self, spec: ContrastiveSpec) -> None:
+    def __init__(self, spec: ContrastiveSpec, n_train: int = 0) -> None:
         self.spec = spec
         self.name = spec.name
         self.batches_seen = 0
         self.diagnostics: dict = {}
+        self.n_train = int(n_train)
+        self.particles: list[torch.Tensor] | None = None  # persistent free states [n_train, n_k], k = 1 .. L
+
+    # ------------------------------------------------------ persistent particles
+    def particle_states(self, model: EnergyNet, x: torch.Tensor, index: torch.Tensor | None) -> fe.States | None:
+        """The samples' stored free states (copies), or ``None`` (start from zero) without ``persistent``."""
+        if not self.spec.persistent:
+            return None
+        if index is None:
+            raise ConfigError(
+                "rule.persistent = true needs the samples' indices (Batch.index), which the trainer gives; "
+                "this batch has none: set rule.persistent = false when calling the rule directly"
+            )
+        index = index.to(torch.long)
+        need = max(self.n_train, int(index.max()) + 1)
+        dtype, device = x.dtype, x.device
+        if self.particles is None or self.particles[0].shape[0] < need or self.particles[0].dtype != dtype:
+            old = self.particles
+            self.particles = [torch.zeros(need, n, dtype=dtype, device=device) for n in model.sizes[1:]]
+            if old is not None:
+                for new, o in zip(self.particles, old):
+                    new[: o.shape[0]] = o.to(dtype)
+        return [p.index_select(0, index.to(p.device)).to(device) for p in self.particles]
+
+    def store_particles(self, index: torch.Tensor | None, states: fe.States) -> None:
+        """Write the samples' free end states back into the buffer (no-op without ``persistent``)."""
+        if not self.spec.persistent or index is None or self.particles is None:
+            return
+        index = index.to(torch.long)
+        for p, s in zip(self.particles, states):
+            p.index_copy_(0, index.to(p.device), s.detach().to(p.device, p.dtype))
 
     # ----------------------------------------------------------- compatibility
     def check_compatible(self, model: nn.Module) -> None:
@@ -294,7 +375,19 @@ class ContrastiveRule(Rule):
         return self.spec.free_steps or model.settle_steps
 
     def _settle(
-        self, model, x, states, phase: Phase, steps: int, target, drive, eps=None, trace=None, beta=None, clamp=None
+        self,
+        model,
+        x,
+        states,
+        phase: Phase,
+        steps: int,
+        target,
+        drive,
+        eps=None,
+        trace=None,
+        beta=None,
+        clamp=None,
+        tick=None,
     ):
         beta = phase.beta if beta is None else beta
         clamp = phase.clamp if clamp is None else clamp
@@ -308,18 +401,32 @@ class ContrastiveRule(Rule):
             eps=eps,
             input_drive=drive,
             trace=trace,
+            tick=tick,
         )
 
     # ------------------------------------------------------------------ forms
     def two_phase(
-        self, model: EnergyNet, x, target, *, free_steps=None, nudged_steps=None, pair=None, drive=None, s0=None
+        self,
+        model: EnergyNet,
+        x,
+        target,
+        *,
+        free_steps=None,
+        nudged_steps=None,
+        pair=None,
+        drive=None,
+        s0=None,
+        start=None,
     ):
-        """Standard update ``c [dE(s^+) - dE(s^-)]``; returns ``(gw, gb, s0)``."""
+        """Standard update ``c [dE(s^+) - dE(s^-)]``; returns ``(gw, gb, s0)``.
+
+        ``start``: where the free phase starts (``None``: zero); ``s0``: skip the free phase, use this free state.
+        """
         pos, neg, c = pair if pair is not None else self.phase_pair()
         n_free = self.free_steps(model) if free_steps is None else free_steps
         n_nudged = self.spec.nudged_steps if nudged_steps is None else nudged_steps
         if s0 is None:
-            s0 = self._settle(model, x, None, FREE, n_free, target, drive)
+            s0 = self._settle(model, x, start, FREE, n_free, target, drive)
         s_pos = self._settle(model, x, s0, pos, n_nudged, target, drive)
         s_neg = s0 if neg == FREE else self._settle(model, x, s0, neg, n_nudged, target, drive)
         gw, gb = fe.contrastive_grads(x, s_pos, s_neg, c, model.activation)
@@ -336,28 +443,50 @@ class ContrastiveRule(Rule):
             out.append((sigma, draw_length(spec.phase_distribution, spec.phase_length, generator)))
         return out
 
-    def flexible(self, model: EnergyNet, x, target, *, pair=None, schedule=None, drive=None, generator=None):
+    def both_types_probability(self) -> float:
+        """``P2 = 1 - p^n - (1-p)^n``: a window of ``n`` non-periodic phases has both phase types."""
+        p, n = self.spec.p_positive, self.spec.phases_per_batch
+        return 1.0 - p**n - (1.0 - p) ** n
+
+    def flexible(
+        self, model: EnergyNet, x, target, *, pair=None, schedule=None, drive=None, generator=None, start=None
+    ):
         """Temporally local / non-periodic update: signed local terms summed tick by tick; returns ``(gw, gb, s0)``."""
         spec = self.spec
         pos, neg, c = pair if pair is not None else self.phase_pair(generator)
         schedule = schedule if schedule is not None else self.schedule(generator)
         n_first = self.free_steps(model) if spec.settle_first < 0 else spec.settle_first
-        s = self._settle(model, x, None, FREE, n_first, target, drive) if n_first else model.zero_states(x)
+        if n_first:
+            s = self._settle(model, x, start, FREE, n_first, target, drive)
+        else:
+            s = start if start is not None else model.zero_states(x)
         s0 = s
         if spec.phases == "non_periodic":
             weight = {1: 1.0 / (2.0 * spec.p_positive), -1: 1.0 / (2.0 * (1.0 - spec.p_positive))}
         else:
             weight = {1: 1.0, -1: 1.0}
         base = (2.0 / len(schedule)) * c / spec.phase_length if schedule else 0.0
+        if spec.phases == "non_periodic" and spec.balance == "duration":
+            # weight 1 / (realized duration of the tick's phase type in this window) / P2; 0 without both types
+            durations = {sig: sum(length for sg, length in schedule if sg == sig) for sig in (1, -1)}
+            both = durations[1] > 0 and durations[-1] > 0
+            weight = {sig: 1.0 / (durations[sig] * self.both_types_probability()) if both else 0.0 for sig in (1, -1)}
+            base = c
+            if not both:
+                schedule = []  # the window's update is 0 (a device would still run its phases; nothing depends on them)
         acc = _Accumulator(x, model)
         for sigma, length in schedule:
             phase = pos if sigma > 0 else neg
-            remaining = float(length)
-            while remaining > 1e-9:
-                h = min(1.0, remaining)
+            whole = math.floor(float(length) + 1e-9)  # whole ticks, then a partial last one of h = the rest
+            if whole:  # one settle for the phase's whole ticks, reading the state after each tick
+                w = sigma * weight[sigma] * base
+                s = self._settle(
+                    model, x, s, phase, whole * spec.substeps, target, drive, tick=(spec.substeps, acc.adder(w))
+                )
+            h = float(length) - whole
+            if h > 1e-9:
                 s = self._settle(model, x, s, phase, spec.substeps, target, drive, eps=model.step_size * h)
                 acc.add(s, sigma * weight[sigma] * base * h)
-                remaining -= h
         gw, gb = acc.result()
         return gw, gb, s0
 
@@ -397,24 +526,37 @@ class ContrastiveRule(Rule):
             return 1.0 / (1.0 - math.exp(-1.0 / spec.phase_length))
         return float(round(spec.phase_length)) if spec.phase_distribution == "fixed" else float(spec.phase_length)
 
-    def flexible_per_sample(self, model: EnergyNet, x, target, *, pair=None, sigma=None, drive=None, generator=None):
+    def flexible_per_sample(
+        self, model: EnergyNet, x, target, *, pair=None, sigma=None, drive=None, generator=None, start=None
+    ):
         """Non-periodic update with a phase signal per sample; returns ``(gw, gb, s0)``."""
         spec = self.spec
         pos, neg, c = pair if pair is not None else self.phase_pair(generator)
         sigma = sigma if sigma is not None else self.per_sample_schedule(x.shape[0], generator)
         sigma = sigma.to(x.dtype)
         n_first = self.free_steps(model) if spec.settle_first < 0 else spec.settle_first
-        s = self._settle(model, x, None, FREE, n_first, target, drive) if n_first else model.zero_states(x)
+        if n_first:
+            s = self._settle(model, x, start, FREE, n_first, target, drive)
+        else:
+            s = start if start is not None else model.zero_states(x)
         s0 = s
         base = (2.0 / spec.phases_per_batch) * c / self.mean_tick_length()
-        w_pos, w_neg = 1.0 / (2.0 * spec.p_positive), 1.0 / (2.0 * (1.0 - spec.p_positive))
+        w_pos = torch.full((x.shape[0],), base / (2.0 * spec.p_positive), dtype=x.dtype, device=x.device)
+        w_neg = torch.full((x.shape[0],), base / (2.0 * (1.0 - spec.p_positive)), dtype=x.dtype, device=x.device)
+        if spec.balance == "duration":
+            # per sample: weight 1 / (its realized duration of the tick's phase type) / P2; 0 without both types
+            t_pos, t_neg = (sigma > 0).sum(0).to(x.dtype), (sigma < 0).sum(0).to(x.dtype)
+            both = (t_pos > 0) & (t_neg > 0)
+            scale = c / self.both_types_probability()
+            w_pos = torch.where(both, scale / t_pos.clamp_min(1.0), 0.0)
+            w_neg = torch.where(both, scale / t_neg.clamp_min(1.0), 0.0)
         acc = _Accumulator(x, model)
         for sig in sigma:
             is_pos, is_neg = (sig > 0).unsqueeze(1), (sig < 0).unsqueeze(1)
             beta = torch.where(is_pos, pos.beta, torch.where(is_neg, neg.beta, 0.0)).to(x.dtype)
-            clamp = (is_pos & pos.clamp) | (is_neg & neg.clamp)
+            clamp = (is_pos & pos.clamp) | (is_neg & neg.clamp) if pos.clamp or neg.clamp else False
             s = self._settle(model, x, s, Phase(), spec.substeps, target, drive, beta=beta, clamp=clamp)
-            acc.add(s, base * (w_pos * (sig > 0).to(x.dtype) - w_neg * (sig < 0).to(x.dtype)))
+            acc.add(s, w_pos * (sig > 0).to(x.dtype) - w_neg * (sig < 0).to(x.dtype))
         gw, gb = acc.result()
         return gw, gb, s0
 
@@ -425,11 +567,15 @@ class ContrastiveRule(Rule):
         x = batch.x.to(model.weights[0].dtype)
         target = fe.one_hot(batch.y, model.sizes[-1], x.dtype)
         drive = model.input_drive(x) if model.substrate is None else None
+        start = self.particle_states(model, x, batch.index)
         if self.spec.phases == "two_phase":
-            return self.two_phase(model, x, target, drive=drive)
-        if self.spec.phase_signal == "per_sample":
-            return self.flexible_per_sample(model, x, target, drive=drive)
-        return self.flexible(model, x, target, drive=drive)
+            out = self.two_phase(model, x, target, drive=drive, start=start)
+        elif self.spec.phase_signal == "per_sample":
+            out = self.flexible_per_sample(model, x, target, drive=drive, start=start)
+        else:
+            out = self.flexible(model, x, target, drive=drive, start=start)
+        self.store_particles(batch.index, out[2])
+        return out
 
     def step(self, model: nn.Module, batch: Batch) -> dict[str, float]:
         gw, gb, s0 = self.compute(model, batch)
@@ -558,21 +704,35 @@ class ContrastiveRule(Rule):
 
     # ---------------------------------------------------------------- report
     def state_dict(self) -> dict:
-        return {"batches_seen": self.batches_seen, "diagnostics": self.diagnostics}
+        out = {"batches_seen": self.batches_seen, "diagnostics": self.diagnostics}
+        if self.particles is not None:
+            out["particles"] = list(self.particles)
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.batches_seen = int(state.get("batches_seen", 0))
         self.diagnostics = dict(state.get("diagnostics") or {})
+        particles = state.get("particles")
+        self.particles = [p.clone() for p in particles] if particles else None
 
     def report_data(self, records=None) -> dict:
         """Report section ``contrastive`` (drawn by :mod:`neuro.report.contrastive`)."""
         return {"contrastive": {"diagnostics": self.diagnostics, "phases": self.spec.phases}}
 
+
 @RULES.register("ep", spec=EPSpec)
 def build_ep(spec: EPSpec, data) -> Rule:
-    return ContrastiveRule(spec)
+    return ContrastiveRule(spec, n_train=_n_train(data))
 
 
 @RULES.register("chl", spec=CHLSpec)
 def build_chl(spec: CHLSpec, data) -> Rule:
-    return ContrastiveRule(spec)
+    return ContrastiveRule(spec, n_train=_n_train(data))
+
+
+def _n_train(data) -> int:
+    """Size of the training split (the persistent-particle buffer's rows); 0 when unknown (the buffer grows)."""
+    try:
+        return len(data.train)
+    except (AttributeError, TypeError):
+        return 0

@@ -197,7 +197,7 @@ class MFFF(Rule):
         model = require_physical_mlp(self.name, model)
         account = StepAccount(model)
         s = self.spec
-        x, y = batch
+        x, y = batch.x, batch.y
         if s.variant == "supervised":
             # inner steps on one batch share its negative labels (drawn on the batch's first step)
             if self.steps % s.inner_steps == 0 or self._negatives is None or self._negatives.shape != y.shape:
