@@ -190,7 +190,12 @@ def _random_net(rng, widths, second_layer_excitatory=False):
     return layers
 
 
-AGREEMENT_CASES = [("poisson", [3, 4], 0.05), ("poisson", [3, 4, 2], 0.10), ("periodic", [3, 4], 0.10), ("periodic", [3, 4, 2], 0.20)]
+AGREEMENT_CASES = [
+    ("poisson", [3, 4], 0.05),
+    ("poisson", [3, 4, 2], 0.10),
+    ("periodic", [3, 4], 0.10),
+    ("periodic", [3, 4, 2], 0.20),
+]
 
 
 @pytest.mark.parametrize("mode,widths,bound", AGREEMENT_CASES)
