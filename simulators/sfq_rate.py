@@ -11,26 +11,27 @@ circuit's behaviour depends on timing:
   for Poisson sources (then ``out = Lam / (1 + Lam tau)``, the Poisson collision formula);
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
-- neuron: arrivals are excitatory with probability ``q = lam+ / (lam+ + lam-)``; the embedded
-  chain over the stored count ``k`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and reset
-  to 0, or ``k -> max(k-1, n_min)``) has stationary distribution ``pi``; the firing probability per
-  arrival is ``f = sum_k pi_k q P(min(k+1, n_max))`` and, as every firing restarts the chain at 0
-  (a renewal), the firing rate without reset time is ``r0 = (lam+ + lam-) f``.  A reset of
-  ``tau_r = 1 / clock`` during which arrivals are lost adds ``tau_r`` to each renewal cycle:
-  ``r = r0 / (1 + r0 tau_r)``; exact for Poisson inputs, and ``r < clock`` always.  Only the part
-  of the reset beyond the shortest excitatory gap loses arrivals (see :func:`neuron_rate`).
+- neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
+  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the Fano factors of
+  the trains (regular trains alternate more than Poisson ones; see :func:`neuron_rate`).  The chain
+  over ``(k, type of the last arrival)`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and
+  reset to 0, or ``k -> max(k-1, n_min)``) renews at every firing, so the firing probability per
+  arrival is ``f = 1 / E[N]`` with ``E[N]`` the mean number of arrivals from ``(0, E)`` to the next
+  firing (absorbing-chain moments), and the rate without reset time is ``r0 = (lam+ + lam-) f``.
+  The reset ``tau_r = 1 / clock`` loses the arrivals that fall in it: excitatory ones beyond the
+  shortest excitatory gap (merger dead time, or ``1 / rate`` of a regular train) cost
+  ``E[N | (0,E)] - (1 - P(1)) E[N | (1,E)]`` arrivals each, inhibitory ones save
+  ``E[N | (-1,I)] - E[N | (0,E)]``: ``r = r0 / (1 + r0 * extra)``; exact for Poisson excitation alone.
+- Fano factors ``F = Var N(T) / E N(T)`` travel with the rates: Poisson converters 1, periodic ones
+  :data:`PERIODIC_FANO` (fitted), thinning by a synapse ``p F + 1 - p``, merging ``sum F_j lam_j /
+  Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.
 
-Validity: the merger and neuron formulas are exact for Poisson trains and the neuron's is exact
-for any excitatory-only input (only the order of arrivals matters).  With inhibition, regular
-trains (periodic converters, neuron outputs) fluctuate less than Poisson ones, so the model
-over-predicts the fluctuation-driven firing of a neuron whose excitation and inhibition balance
-(e.g. the XOR output for two active inputs at 10 GHz: model 2.2-3.5 GHz, pulses 0.002 GHz), and
-it ignores correlations between trains that share a source (the emulator's input stagger keeps
-copies of one pulse from colliding in mergers).  Mergers' dead time also makes their output more
-regular than Poisson, so balanced neurons fire less than the model says even with Poisson inputs.
-``tests/test_sfq.py`` checks the agreement on Poisson-driven random networks (>= 3/4 of neurons
-within 5 %, the rest over-predicted by <= 3 % of their drive); training with the model is then
-refined in situ (SPSA).
+Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
+networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.1 %
+(the model's assumption); two layers, Poisson inputs <= 7.8 % (hidden neurons fire on the same input
+pulses, so their trains are correlated, which the model ignores); periodic inputs <= 8.0 % (one
+layer), <= 16.2 % (two layers).  The model before the type correlation and the reset terms: 2.0,
+9.2, 22.9 and 28.1 %.  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
@@ -64,8 +65,9 @@ PERIODIC_FANO = 0.35
 A periodic train's count variance stays below 1/4 however long the window (Fano factor -> 0), but a
 neuron integrates over a few arrivals only, where the count of a train with a random phase
 fluctuates; 0.35 is fitted (not derived): it minimizes the largest error of the rate model against
-the pulse emulator on 6 random 3-4 and 6 random 3-4-2 networks with periodic inputs (rng seed 11;
-0.3 / 0.4 / 0.5 give 3.2 / 5.2 / 6.9 % of the largest input rate on the one-layer networks).
+the pulse emulator on 6 random 3-4 and 6 random 3-4-2 networks with periodic inputs (rng seed 11):
+largest error 2.9 % (one layer) and 5.6 % (two layers) of the largest input rate; 0.3 gives 3.2 and
+6.2 %, 0.5 gives 6.9 and 7.7 %.
 """
 
 
