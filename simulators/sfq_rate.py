@@ -121,8 +121,13 @@ def neuron_rate(
     fano_inh: torch.Tensor | float = 1.0,
     return_fano: bool = False,
     exc_hazard_GHz: torch.Tensor | float | None = None,
+    independent: bool = False,
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
+
+    ``independent=True``: the previous model (kept to reproduce earlier results): independent
+    arrival types (Fano factors taken as 1) and a reset that loses only excitatory time,
+    ``r = r0 / (1 + r0 max(tau_r - gap, 0))``.
 
     ``exc_min_gap_ns``: the shortest gap between excitatory arrivals (the merger dead time when
     they come through a merger, ``1 / clock`` or more for a periodic train or a neuron's output,
@@ -150,8 +155,8 @@ def neuron_rate(
     zero = -cells.n_min
     lam_exc, lam_inh, bias_uA = torch.broadcast_tensors(lam_exc, lam_inh, bias_uA)
     dtype = lam_exc.dtype
-    fe = torch.as_tensor(fano_exc, dtype=dtype)
-    fi = torch.as_tensor(fano_inh, dtype=dtype)
+    fe = torch.as_tensor(1.0 if independent else fano_exc, dtype=dtype)
+    fi = torch.as_tensor(1.0 if independent else fano_inh, dtype=dtype)
     total = lam_exc + lam_inh
     q = (lam_exc / total.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
     var = (fe * lam_exc + fi * lam_inh).clamp_min(1e-12)
@@ -190,6 +195,8 @@ def neuron_rate(
     n_inh = lam_inh * tau_r
     extra = (n_exc * (t0 - (1 - p_up[..., zero]) * t_up) + n_inh * (t0 - t_down)) / total.clamp_min(1e-12)
     r = r0 / (1.0 + r0 * extra).clamp_min(1e-3)
+    if independent:
+        r = r0 / (1.0 + r0 * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0))
     if not return_fano:
         return r
     with torch.no_grad():  # the output's Fano factor only shapes the next layer's chain: no gradient through it
@@ -222,6 +229,7 @@ def layer_rate(
     ic_uA=None,
     fano_in: torch.Tensor | float | None = None,
     return_fano: bool = False,
+    independent: bool = False,
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
@@ -255,7 +263,8 @@ def layer_rate(
             gap = (1 - single) * tau + single * (0.0 if poisson_inputs else 1.0 / cells.clock_GHz)
             hazard = lam_tot  # after the merger's dead time, arrivals come at the merger's input rate
     return neuron_rate(
-        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano, hazard
+        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano, hazard,
+        independent,
     )
 
 
@@ -266,16 +275,27 @@ def network_rate(
     *,
     input_mode: str = "periodic",
     return_hidden: bool = False,
+    arrivals: str = "correlated",
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
+
+    ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
     for i, layer in enumerate(layers):
+        if arrivals not in ("correlated", "independent"):
+            raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
         h, fano = layer_rate(
-            h, layer, cells, poisson_inputs=(i == 0 and input_mode == "poisson"), fano_in=fano, return_fano=True
+            h,
+            layer,
+            cells,
+            poisson_inputs=(i == 0 and input_mode == "poisson"),
+            fano_in=fano,
+            return_fano=True,
+            independent=arrivals == "independent",
         )
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
@@ -332,6 +352,7 @@ def train_float(
     init: list[RateLayer] | None = None,
     input_mode: str = "periodic",
     neu_lr_uA: float = 2.0,
+    arrivals: str = "correlated",
 ) -> list[RateLayer]:
     """Backprop through the rate model: float weights ``w in [-1, 1]`` and neuron biases (uA).
 
@@ -354,7 +375,7 @@ def train_float(
     scale = neu_lr_uA / lr
     for _ in range(int(steps)):
         layers = [RateLayer(w, b * scale) for w, b in zip(ws, bs)]
-        loss = loss_fn(network_rate(x, layers, cells, input_mode=input_mode))
+        loss = loss_fn(network_rate(x, layers, cells, input_mode=input_mode, arrivals=arrivals))
         opt.zero_grad()
         loss.backward()
         opt.step()
