@@ -234,6 +234,20 @@ def test_rate_model_agrees_with_pulse_emulator(mode, widths, bound):
     assert worst > 0.002  # the comparison ran on firing networks
 
 
+def test_independent_arrivals_is_the_previous_model():
+    # arrivals="independent": Poisson chain over k only, reset r = r0 / (1 + r0 max(tau_r - gap, 0)).
+    # A periodic single input (gap 1 / clock: no reset loss) with q = 1/2, n_max = 2, threshold 2: pi = (2/3, 1/3)
+    # as in test_neuron_rate_hand_derived, so r = 20 / 6 whatever the (correlated) model says about regular trains.
+    cells = CellParams(n_max=2, n_min=0, sigma_neu_uA=0.01)
+    layer = RateLayer(torch.tensor([[1.0, -1.0]], dtype=torch.float64), torch.tensor([70.0], dtype=torch.float64))
+    x = torch.tensor([[10.0, 10.0]], dtype=torch.float64)
+    r = network_rate(x, [layer], cells, arrivals="independent")
+    assert float(r) == pytest.approx(20 / 6, rel=1e-6)
+    assert float(network_rate(x, [layer], cells)) < float(r)  # regular trains alternate more: fewer firings
+    with pytest.raises(SettingError, match="arrivals"):
+        network_rate(x, [layer], cells, arrivals="bogus")
+
+
 def test_float_to_sfq_round_trip():
     w = torch.tensor([[0.9, -0.3, 0.0], [-0.999, 0.5, 0.02]], dtype=torch.float64)
     layers = float_to_sfq([RateLayer(w, torch.tensor([70.0, 130.0], dtype=torch.float64))], CELLS)

@@ -52,11 +52,12 @@ class SFQNet(nn.Module):
         variant: str,
         eval_on: str,
         seed: int,
+        arrivals: str = "correlated",
     ) -> None:
         super().__init__()
         self.cells, self.widths = cells, list(widths)
         self.rate_GHz, self.gain, self.window_ns = float(rate_GHz), float(gain), float(window_ns)
-        self.input_mode, self.variant, self.eval_on = input_mode, variant, eval_on
+        self.input_mode, self.variant, self.eval_on, self.arrivals = input_mode, variant, eval_on, arrivals
         g = torch.Generator().manual_seed(int(seed))
         # w = tanh(v) uniform in (-0.9, 0.9) at the start, as simulators.sfq_rate.train_float
         self.v = nn.ParameterList(
@@ -91,7 +92,9 @@ class SFQNet(nn.Module):
             raise ConfigError(f"sfq_net expects features [batch, {self.widths[0]}], got {list(x.shape)}")
         r_in = self.input_rates(x)
         if self.training or self.eval_on == "rate_model":
-            out = network_rate(r_in, self.rate_layers(), self.cells, input_mode=self.input_mode)
+            out = network_rate(
+                r_in, self.rate_layers(), self.cells, input_mode=self.input_mode, arrivals=self.arrivals
+            )
             return (self.gain * out).to(torch.float32)
         return self.gain * self.emulate(r_in)
 
@@ -123,6 +126,8 @@ class SFQNetSpec:
     [0, 1]).  gain: class scores = gain * output rate (GHz).  window_ns: pulse-emulator readout
     window in evaluation.  input_mode: ``periodic`` | ``poisson`` converters.  variant: ``rsfq`` |
     ``ersfq`` bias scheme (energy accounting).  eval_on: ``pulses`` (emulator) | ``rate_model``.
+    arrivals: rate model, ``correlated`` (arrival-type correlation from the trains' Fano factors) or
+    ``independent`` (the previous model; see :func:`simulators.sfq_rate.neuron_rate`).
     cells: overrides of :class:`simulators.sfq.CellParams` fields.  seed: initial weights.
     """
 
@@ -134,6 +139,7 @@ class SFQNetSpec:
     input_mode: Literal["periodic", "poisson"] = "periodic"
     variant: Literal["rsfq", "ersfq"] = "rsfq"
     eval_on: Literal["pulses", "rate_model"] = "pulses"
+    arrivals: Literal["correlated", "independent"] = "correlated"
     cells: dict = field(default_factory=dict)
     seed: int = 0
 
@@ -166,4 +172,5 @@ def build_sfq_net(spec: SFQNetSpec, data) -> SFQNet:
         variant=spec.variant,
         eval_on=spec.eval_on,
         seed=spec.seed,
+        arrivals=spec.arrivals,
     )
