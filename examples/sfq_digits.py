@@ -50,6 +50,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--gain", type=float, default=0.5, help="logits = gain * output rate (GHz)")
     ap.add_argument("--input-mode", default="periodic", choices=("periodic", "poisson"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--arrivals",
+        default="correlated",
+        choices=("correlated", "independent"),
+        help="rate model: correlated arrival types (current) or independent (the previous model)",
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -68,12 +74,21 @@ def main(argv=None) -> dict:
         lr=0.05,
         seed=args.seed,
         input_mode=args.input_mode,
+        arrivals=args.arrivals,
     )
     with torch.no_grad():
-        float_train = float((network_rate(xt, fl, cells, input_mode=args.input_mode).argmax(1) == yt).float().mean())
+        float_train = float(
+            (network_rate(xt, fl, cells, input_mode=args.input_mode, arrivals=args.arrivals).argmax(1) == yt)
+            .float()
+            .mean()
+        )
         float_test = float(
             (
-                network_rate(torch.tensor(xte * args.rate), fl, cells, input_mode=args.input_mode).argmax(1).numpy()
+                network_rate(
+                    torch.tensor(xte * args.rate), fl, cells, input_mode=args.input_mode, arrivals=args.arrivals
+                )
+                .argmax(1)
+                .numpy()
                 == yte
             ).mean()
         )
@@ -82,7 +97,11 @@ def main(argv=None) -> dict:
         conv_test = float(
             (
                 network_rate(
-                    torch.tensor(xte * args.rate), sfq_to_rate(layers, cells), cells, input_mode=args.input_mode
+                    torch.tensor(xte * args.rate),
+                    sfq_to_rate(layers, cells),
+                    cells,
+                    input_mode=args.input_mode,
+                    arrivals=args.arrivals,
                 )
                 .argmax(1)
                 .numpy()
@@ -109,6 +128,7 @@ def main(argv=None) -> dict:
         "rate_GHz": args.rate,
         "window_ns": args.window_ns,
         "input_mode": args.input_mode,
+        "arrivals": args.arrivals,
         "n_train": len(ytr),
         "n_test": len(yte),
         "float_train_acc": float_train,

@@ -144,14 +144,30 @@ def test_neuron_rate_hand_derived():
     assert float(r) == pytest.approx(10.0)
     # Poisson train: the 10 ps reset loses arrivals: r = lam / (1 + lam tau_r)
     assert float(neuron_rate(10 * one, 0 * one, 90 * one, cells)) == pytest.approx(10 / 1.1)
-    # capacity 2, threshold 2 fluxons, q = 1/2: chain pi = (2/3, 1/3), fire per arrival 1/6, r0 = 20/6
-    cells2 = CellParams(n_max=2, n_min=0, sigma_neu_uA=0.01)
-    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2, exc_min_gap_ns=1.0)
+    # every 2nd fluxon fires (theta = 1.5): r = (lam / 2) / (1 + lam tau_r / 2), exact for a Poisson train
+    two = CellParams(n_max=2, n_min=0, sigma_neu_uA=0.01)
+    assert float(neuron_rate(10 * one, 0 * one, 70 * one, two)) == pytest.approx(5 / 1.05)
+    # the rest without reset (clock 1e9 GHz: tau_r = 1e-9 ns)
+    fast = dict(clock_GHz=1e9, sigma_neu_uA=0.01)
+    # capacity 2, threshold 2 fluxons, q = 1/2 (Poisson, independent types): pi = (2/3, 1/3), f = 1/6, r0 = 20/6
+    cells2 = CellParams(n_max=2, n_min=0, **fast)
+    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2)
     assert float(r) == pytest.approx(20 / 6, rel=1e-6)
+    # regular trains (Fano 0) at q = 1/2 strictly alternate E, I, E, ...: the count never reaches 2 ...
+    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2, fano_exc=0.0, fano_inh=0.0)
+    assert float(r) == pytest.approx(0.0, abs=1e-6)
+    # ... and with threshold 1 every excitatory arrival fires: r = lam+
+    r = neuron_rate(10 * one, 10 * one, 90 * one, cells2, fano_exc=0.0, fano_inh=0.0)
+    assert float(r) == pytest.approx(10.0, rel=1e-6)
     # one antifluxon allowed (n_min = -1), fire at k = 1, q = 1/2: states {-1, 0} each 1/2, f = 1/4, r0 = 20/4
-    cells3 = CellParams(n_max=1, n_min=-1, sigma_neu_uA=0.01)
-    r = neuron_rate(10 * one, 10 * one, 90 * one, cells3, exc_min_gap_ns=1.0)
+    cells3 = CellParams(n_max=1, n_min=-1, **fast)
+    r = neuron_rate(10 * one, 10 * one, 90 * one, cells3)
     assert float(r) == pytest.approx(5.0, rel=1e-6)
+    # output Fano factor: every 2nd arrival of a Poisson train fires: Erlang-2 intervals, CV^2 = 1/2
+    _, fano = neuron_rate(10 * one, 0 * one, 70 * one, cells2, return_fano=True)
+    assert float(fano) == pytest.approx(0.5, rel=1e-6)
+    _, fano = neuron_rate(10 * one, 0 * one, 90 * one, cells2, return_fano=True)  # every arrival: Poisson again
+    assert float(fano) == pytest.approx(1.0, rel=1e-6)
 
 
 def test_rate_model_is_differentiable():
@@ -174,35 +190,62 @@ def _random_net(rng, widths, second_layer_excitatory=False):
     return layers
 
 
-@pytest.mark.parametrize("widths,exc2", [([3, 4], False), ([3, 4, 2], True)])
-def test_rate_model_agrees_with_pulse_emulator(widths, exc2):
-    """Poisson inputs (the rate model's assumption); the second layer of the 2-layer nets is excitatory.
+AGREEMENT_CASES = [
+    ("poisson", [3, 4], 0.05),
+    ("poisson", [3, 4, 2], 0.10),
+    ("periodic", [3, 4], 0.10),
+    ("periodic", [3, 4, 2], 0.20),
+]
 
-    At least 3/4 of the neurons agree within 5 % (plus 3 standard errors of the measured mean).
-    The others fire through count fluctuations, which merged (dead-time filtered, hence more
-    regular) trains have less of than the model's Poisson chain: there the model over-predicts, by
-    at most 3 % of the neuron's total synaptic drive; it never under-predicts beyond the 5 %.
+
+@pytest.mark.parametrize("mode,widths,bound", AGREEMENT_CASES)
+def test_rate_model_agrees_with_pulse_emulator(mode, widths, bound):
+    """Every neuron of random small networks: ``|r_emulator - r_model| <= bound * max_j x_j``.
+
+    Normalization: the error of each neuron's rate (GHz) is divided by the largest input rate
+    ``max_j x_j`` (GHz, 5-20 GHz here) of the network's input pattern, the full scale of the rate
+    code (the XOR margin is normalized the same way).  Random routing (both signs in every layer,
+    input 0 excitatory), synapse biases U[95, 115] uA, neuron biases U[60, 95] uA, 5 networks per
+    case (seeded; not the networks ``PERIODIC_FANO`` was fitted on).  The emulator's rate is the
+    mean over 20 x 100 ns: its standard error ``sqrt(r / 2000 ns)`` is <= 0.1 GHz, <= 0.5 % of the
+    full scale at 20 GHz, so the bounds are not met by counting noise.  Hidden neurons are checked too.
+
+    Bounds: 5 % for one layer with Poisson inputs (the model's assumption; measured worst 1.1 %,
+    the model before the arrival-type correlation and the reset terms 2.0 %).  Where the model
+    still misses, the bounds are regression bounds, set above the measured worst: two layers with
+    Poisson inputs 7.8 % (before: 9.2 %; hidden neurons fire on the same input pulses, so their
+    trains are correlated, which the model ignores), one periodic layer 8.0 % (before: 22.9 %),
+    two periodic layers 16.2 % (before: 28.1 %).
     """
-    rng = np.random.default_rng(11)
-    n_tight = 0
-    for trial in range(6):
-        layers = _random_net(rng, widths, exc2)
+    rng = np.random.default_rng(2026 + len(widths) + (mode == "periodic"))
+    worst = 0.0
+    for trial in range(5):
+        layers = _random_net(rng, widths)
         x = rng.uniform(5, 20, (1, widths[0]))
-        res = emulate(np.repeat(x, 40, 0), layers, CELLS, window_ns=20, seed=trial, input_mode="poisson")
-        rl = sfq_to_rate(layers, CELLS)
-        model, hidden = network_rate(torch.tensor(x), rl, CELLS, input_mode="poisson", return_hidden=True)
-        model = model.numpy()[0]
-        em = res.rates.mean(0)
-        h_in = torch.tensor(x) if len(layers) == 1 else hidden[-1]
-        w = rl[-1].w * rl[-1].active
-        lam_e = (torch.relu(w) * h_in).sum(-1).numpy()[0]
-        lam_i = (torch.relu(-w) * h_in).sum(-1).numpy()[0]
-        se = np.sqrt(np.maximum(em, 0.05) / (20 * 40))  # standard error of the measured mean rate (GHz)
-        tight = np.abs(em - model) <= 0.05 * model + 3 * se
-        assert np.all(em - model <= 0.05 * model + 3 * se), (trial, em, model)
-        assert np.all(model - em <= 0.05 * model + 0.03 * (lam_e + lam_i) + 3 * se), (trial, em, model)
-        n_tight += int(tight.sum())
-    assert n_tight >= 0.75 * 6 * widths[-1]
+        res = emulate(np.repeat(x, 20, 0), layers, CELLS, window_ns=100, seed=trial, input_mode=mode)
+        model, hidden = network_rate(
+            torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, return_hidden=True
+        )
+        em = [res.rates.mean(0)] + [h.mean(0) for h in res.hidden_rates]
+        mo = [model.numpy()[0]] + [h.numpy()[0] for h in hidden]
+        err = np.concatenate([np.abs(e - m) for e, m in zip(em, mo)]) / x.max()
+        assert np.all(err <= bound), (trial, em, mo, err)
+        worst = max(worst, float(err.max()))
+    assert worst > 0.002  # the comparison ran on firing networks
+
+
+def test_independent_arrivals_is_the_previous_model():
+    # arrivals="independent": Poisson chain over k only, reset r = r0 / (1 + r0 max(tau_r - gap, 0)).
+    # A periodic single input (gap 1 / clock: no reset loss) with q = 1/2, n_max = 2, threshold 2: pi = (2/3, 1/3)
+    # as in test_neuron_rate_hand_derived, so r = 20 / 6 whatever the (correlated) model says about regular trains.
+    cells = CellParams(n_max=2, n_min=0, sigma_neu_uA=0.01)
+    layer = RateLayer(torch.tensor([[1.0, -1.0]], dtype=torch.float64), torch.tensor([70.0], dtype=torch.float64))
+    x = torch.tensor([[10.0, 10.0]], dtype=torch.float64)
+    r = network_rate(x, [layer], cells, arrivals="independent")
+    assert float(r) == pytest.approx(20 / 6, rel=1e-6)
+    assert float(network_rate(x, [layer], cells)) < float(r)  # regular trains alternate more: fewer firings
+    with pytest.raises(SettingError, match="arrivals"):
+        network_rate(x, [layer], cells, arrivals="bogus")
 
 
 def test_float_to_sfq_round_trip():
