@@ -30,17 +30,43 @@ from neuro.trainer import Trainer, seed_everything
 class OptimSpec:
     """``[optim]``: any ``torch.optim`` optimizer by name (case-insensitive), its learning rate,
     an LR schedule ("constant" or "cosine" over the run's epochs), and extra keyword
-    arguments of that optimizer in ``[optim.options]`` (e.g. ``betas``, ``momentum``)."""
+    arguments of that optimizer in ``[optim.options]`` (e.g. ``betas``, ``momentum``).
+
+    hardware_lr: learning rate of the hardware parameters of physical layers (parameters named
+    ``...hardware.<name>``: phases, control inputs; in their device units), a parameter group of its own
+    (0: the same ``lr`` as every other parameter).  Perturbative (SPSA) estimates over thousands of phases
+    are noisy, and an adaptive optimizer turns each into a step of about ``lr`` per phase: a smaller rate
+    for them keeps the measured features under the digital layers from wandering."""
 
     name: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
     options: dict = field(default_factory=dict)
+    hardware_lr: float = 0.0
 
     def check(self) -> None:
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not self.hardware_lr >= 0:
+            raise ConfigError(f"optim.hardware_lr must be >= 0 (0: same as optim.lr), got {self.hardware_lr}")
+
+
+def is_hardware_parameter(name: str) -> bool:
+    """Whether the parameter called ``name`` (as in ``model.named_parameters()``) lives on a physical layer."""
+    return "hardware" in name.split(".")[:-1]
+
+
+def parameter_groups(spec: OptimSpec, model: nn.Module):
+    """The trainable parameters of ``model`` for :func:`build_optimizer`: one list, or with ``spec.hardware_lr``
+    two groups, the digital parameters (``lr``) and the hardware parameters (``hardware_lr``)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hardware = [p for n, p in named if is_hardware_parameter(n)]
+    if not spec.hardware_lr or not hardware:
+        return [p for _, p in named]
+    digital = [p for n, p in named if not is_hardware_parameter(n)]
+    groups = [{"params": digital}] if digital else []
+    return [*groups, {"params": hardware, "lr": float(spec.hardware_lr)}]
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -171,7 +197,7 @@ def build_experiment(config: dict) -> Experiment:
     )
     model = model_builder(model_spec, data).to(run.device)
     rule = rule_builder(rule_spec, data)
-    optimizer = build_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(optim, parameter_groups(optim, model))
     scheduler = None
     if optim.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
