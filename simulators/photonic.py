@@ -278,8 +278,9 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
       the only one for per-sample phases (per-shot phase noise).
     - ``unitary`` (weight-stationary): ``U`` is built once by :func:`mesh_unitary` (a blocked product whose
       work is matrix products) and the batch takes one dense matmul ``x U^T``.
-    - ``auto``: ``unitary`` when the phases and errors are shared by the batch and ``16 * batch >= n`` (where
-      building ``U`` costs less than the column updates of the batch), else ``columns``.
+    - ``auto``: ``unitary`` when the phases and errors are shared by the batch, the mesh has more than
+      ``UNITARY_BLOCK`` columns and ``16 * batch >= n`` (where building ``U`` costs less than the column updates of
+      the batch), else ``columns``.
     """
     if x.shape[-1] != spec.n:
         raise SettingError(f"mesh of {spec.n} modes got fields of width {x.shape[-1]}")
@@ -291,7 +292,8 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
         if method == "unitary" and not shared:
             raise SettingError("mesh_field method 'unitary' needs phases shared by the batch ([K], not [batch, K]); "
                                "use method 'columns' for per-sample phases")
-        if shared and x.dim() == 2 and (method == "unitary" or 16 * batch >= spec.n):
+        auto = spec.n_cols > UNITARY_BLOCK and 16 * batch >= spec.n
+        if shared and x.dim() == 2 and (method == "unitary" or auto):
             u = mesh_unitary(spec, theta, phi, out, alpha1=alpha1, alpha2=alpha2, amp=amp)
             return x.to(u.dtype) @ u.transpose(-1, -2)
     if spec.n_mzi:
