@@ -162,9 +162,8 @@ def _neurophox_decomposition(u: np.ndarray) -> dict:
 
     n = u.shape[0]
     theta, phi, gamma = clements_decomposition(u)
-    mesh = RMNumpy(units=n)
-    mesh.phases = MeshPhases(theta=theta, phi=phi, gamma=np.angle(gamma) if np.iscomplexobj(gamma) else gamma)
-    rebuilt = np.asarray(mesh.matrix, dtype=np.complex128)
+    phases = MeshPhases(theta=theta, phi=phi, gamma=np.angle(gamma))
+    rebuilt = np.asarray(RMNumpy(units=n, phases=phases).matrix, dtype=np.complex128)
     return {"neurophox_decomposition_vs_haar": float(np.abs(rebuilt - u).max()),
             "neurophox_vs_ours": float(np.abs(rebuilt - ours_reconstruct(u)).max())}
 

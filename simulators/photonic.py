@@ -264,10 +264,47 @@ def column_coefficients(spec: MeshSpec, theta, phi, alpha1=None, alpha2=None, am
 UNITARY_BLOCK = 16
 """Columns per group (and modes per block) of :func:`mesh_unitary`'s blocked product."""
 METHODS = ("auto", "columns", "unitary")
+UNITARY_CACHE_SIZE = 16
+
+
+class _UnitaryMemo:
+    """Memo of :func:`mesh_unitary` for gradient-free calls (weight-stationary inference): the last
+    ``UNITARY_CACHE_SIZE`` results, each with copies of its arguments; a hit needs every argument equal
+    (``torch.equal``, O(K) work) and the same block, dtype and device, so the result is always what a fresh
+    build would return.  Calls that need gradients never use it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: list[tuple[tuple, tuple, torch.Tensor]] = []
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(spec: MeshSpec, block: int, args: tuple) -> tuple:
+        t = next(a for a in args if isinstance(a, torch.Tensor))
+        return (spec.n, spec.kind, int(block), t.dtype, t.device)
+
+    def get(self, spec: MeshSpec, block: int, args: tuple):
+        key = self._key(spec, block, args)
+        for k, saved, u in self.entries:
+            if k == key and all((a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                                              and a.dtype == b.dtype and torch.equal(a, b))
+                                for a, b in zip(args, saved)):
+                self.hits += 1
+                return u
+        self.misses += 1
+        return None
+
+    def put(self, spec: MeshSpec, block: int, args: tuple, u: torch.Tensor) -> None:
+        saved = tuple(None if a is None else a.detach().clone() for a in args)
+        self.entries.insert(0, (self._key(spec, block, args), saved, u.detach()))
+        del self.entries[self.size:]
+
+
+UNITARY_MEMO = _UnitaryMemo(UNITARY_CACHE_SIZE)
 
 
 def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None, alpha2=None, amp=None,
-               method: str = "auto") -> torch.Tensor:
+               method: str = "auto", cache: bool = True) -> torch.Tensor:
     """Field after the mesh: ``x [batch, n]`` complex -> ``[batch, n]``, i.e. ``y = U x`` per sample.
 
     theta, phi: ``[K]`` or per-sample ``[batch, K]`` (rad); out: ``[n]`` or ``[batch, n]`` (rad).
@@ -281,6 +318,10 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
     - ``auto``: ``unitary`` when the phases and errors are shared by the batch, the mesh has more than
       ``UNITARY_BLOCK`` columns and ``16 * batch >= n`` (where building ``U`` costs less than the column updates of
       the batch), else ``columns``.
+
+    cache: on the unitary path, without gradients (``torch.no_grad()`` or no argument requiring grad), reuse
+    ``U`` while the phases and errors stay equal (:data:`UNITARY_MEMO`): a weight-stationary mesh then costs one
+    dense matmul per batch.  ``cache=False`` rebuilds it on every call.
     """
     if x.shape[-1] != spec.n:
         raise SettingError(f"mesh of {spec.n} modes got fields of width {x.shape[-1]}")
@@ -294,7 +335,13 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
                                "use method 'columns' for per-sample phases")
         auto = spec.n_cols > UNITARY_BLOCK and 16 * batch >= spec.n
         if shared and x.dim() == 2 and (method == "unitary" or auto):
-            u = mesh_unitary(spec, theta, phi, out, alpha1=alpha1, alpha2=alpha2, amp=amp)
+            args = tuple(None if v is None else torch.as_tensor(v) for v in (theta, phi, out, alpha1, alpha2, amp))
+            memo = cache and not (torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args))
+            u = UNITARY_MEMO.get(spec, UNITARY_BLOCK, args) if memo else None
+            if u is None:
+                u = mesh_unitary(spec, theta, phi, out, alpha1=alpha1, alpha2=alpha2, amp=amp)
+                if memo:
+                    UNITARY_MEMO.put(spec, UNITARY_BLOCK, args, u)
             return x.to(u.dtype) @ u.transpose(-1, -2)
     if spec.n_mzi:
         d, up, lo = column_coefficients(spec, theta, phi, alpha1, alpha2, amp)

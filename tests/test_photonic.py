@@ -194,6 +194,28 @@ def test_mesh_field_methods_agree_and_per_sample_phases_refuse_the_unitary_path(
         ph.mesh_field(x, spec, theta, phi, out, method="fast")
 
 
+def test_unitary_memo_reuses_u_only_while_every_phase_is_equal():
+    spec = ph.mesh_spec(40, "clements")
+    theta, phi, out = random_phases(spec, 9)
+    x = torch.randn(8, 40, dtype=torch.complex128, generator=torch.Generator().manual_seed(9))
+    memo = ph.UNITARY_MEMO
+    with torch.no_grad():
+        first = ph.mesh_field(x, spec, theta, phi, out)
+        hits = memo.hits
+        again = ph.mesh_field(x, spec, theta, phi, out)
+        assert memo.hits == hits + 1 and torch.equal(first, again)
+        theta[3] += 0.5  # in place: the memo compares values, not tensor identity
+        changed = ph.mesh_field(x, spec, theta, phi, out)
+        assert memo.hits == hits + 1
+        ref = slow_mesh(40, spec.modes.tolist(), theta.numpy(), phi.numpy(), out.numpy())
+        assert np.abs(changed.numpy() - x.numpy() @ ref.T).max() < 1e-12
+    t = theta.clone().requires_grad_()
+    y = ph.mesh_field(x, spec, t, phi, out)  # needs gradients: built, never taken from the memo
+    assert memo.hits == hits + 1
+    y.abs().sum().backward()
+    assert t.grad is not None and bool(torch.isfinite(t.grad).all())
+
+
 # ------------------------------------------------------------------ decomposition
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [4, 5, 8, 13, 32, 64])
