@@ -315,9 +315,9 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
       the only one for per-sample phases (per-shot phase noise).
     - ``unitary`` (weight-stationary): ``U`` is built once by :func:`mesh_unitary` (a blocked product whose
       work is matrix products) and the batch takes one dense matmul ``x U^T``.
-    - ``auto``: ``unitary`` when the phases and errors are shared by the batch, the mesh has more than
-      ``UNITARY_BLOCK`` columns and ``16 * batch >= n`` (where building ``U`` costs less than the column updates of
-      the batch), else ``columns``.
+    - ``auto``: ``unitary`` when the phases and errors are shared by the batch and either no gradient is needed
+      (``U`` is then memoized, see ``cache``) or the mesh has more than ``UNITARY_BLOCK`` columns and
+      ``16 * batch >= n`` (where building ``U`` costs less than the column updates of the batch); else ``columns``.
 
     cache: on the unitary path, without gradients (``torch.no_grad()`` or no argument requiring grad), reuse
     ``U`` while the phases and errors stay equal (:data:`UNITARY_MEMO`): a weight-stationary mesh then costs one
@@ -333,10 +333,11 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
         if method == "unitary" and not shared:
             raise SettingError("mesh_field method 'unitary' needs phases shared by the batch ([K], not [batch, K]); "
                                "use method 'columns' for per-sample phases")
-        auto = spec.n_cols > UNITARY_BLOCK and 16 * batch >= spec.n
+        args = tuple(None if v is None else torch.as_tensor(v) for v in (theta, phi, out, alpha1, alpha2, amp))
+        memo = shared and cache and not (torch.is_grad_enabled() and any(a is not None and a.requires_grad
+                                                                         for a in args))
+        auto = memo or (spec.n_cols > UNITARY_BLOCK and 16 * batch >= spec.n)
         if shared and x.dim() == 2 and (method == "unitary" or auto):
-            args = tuple(None if v is None else torch.as_tensor(v) for v in (theta, phi, out, alpha1, alpha2, amp))
-            memo = cache and not (torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args))
             u = UNITARY_MEMO.get(spec, UNITARY_BLOCK, args) if memo else None
             if u is None:
                 u = mesh_unitary(spec, theta, phi, out, alpha1=alpha1, alpha2=alpha2, amp=amp)
