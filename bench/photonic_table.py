@@ -123,6 +123,10 @@ DIGITS = {
     "photonic physical_mlp, mfff in situ (contrastive, SPSA phases every step, eps 0.01, hardware_lr 1e-3)": (
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01}, 1e-2, {"hardware_lr": 1e-3}),
+    "photonic physical_mlp, mfff in situ (SPSA phases, eps 0.01, hardware_lr 1e-3, readout_grad)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01, "readout_grad": True}, 1e-2,
+        {"hardware_lr": 1e-3}),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
     "mlp 64-256-256, dfa digital": (MLP_MODEL, {"name": "dfa", "projection": "digital"}, 3e-3),
     "mlp 64-256-256, dfa optical": (MLP_MODEL, {"name": "dfa", "projection": "optical"}, 3e-3),
