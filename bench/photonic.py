@@ -3,10 +3,15 @@
 For each mesh size ``N`` (default 16, 64, 256) and mesh kind (Clements, Reck) it times, on a batch of
 ``B`` complex64 field vectors:
 
-- ``mesh fwd``: :func:`simulators.photonic.mesh_field` under ``torch.no_grad()`` (one column of MZIs per
-  step: ``3 N`` complex MACs per column per sample, ``N`` (Clements) or ``2N-3`` (Reck) columns);
-- ``mesh fwd, shot noise``: the same with per-sample phases (``[B, K]``, as with per-shot phase noise);
-- ``mesh train``: forward with gradients w.r.t. every phase, an intensity MSE loss, backward;
+- ``mesh fwd``: :func:`simulators.photonic.mesh_field` under ``torch.no_grad()``, its default ``method="auto"``:
+  for phases shared by the batch and ``16 B >= N``, the weight-stationary path (the mesh's ``U`` built by the
+  blocked product :func:`simulators.photonic.mesh_unitary`, then one dense matmul);
+- ``mesh fwd, rebuilt``: the same, but ``U`` rebuilt on every call (``cache=False``; the default reuses ``U``
+  while the phases stay the same, i.e. a weight-stationary mesh costs one dense matmul per batch);
+- ``mesh fwd, columns``: the column updates (one column of MZIs per step: ``3 N`` complex MACs per column per
+  sample, ``N`` (Clements) or ``2N-3`` (Reck) columns);
+- ``mesh fwd, shot noise``: per-sample phases (``[B, K]``, as with per-shot phase noise): the column updates;
+- ``mesh train``: forward (``auto``) with gradients w.r.t. every phase, an intensity MSE loss, backward;
 - ``dense fwd`` / ``dense train``: ``x @ W^T`` with a dense complex ``[N, N]`` ``W`` (``N^2`` complex MACs per
   sample), and the same loss and backward w.r.t. ``W`` -- what the optics replaces, the roofline.
 
@@ -80,6 +85,14 @@ def bench_size(n: int, kind: str, batch: int, iters: int, repeat: int, seed: int
         with torch.no_grad():
             mesh_field(x, spec, theta, phi, out)
 
+    def mesh_fwd_rebuilt():
+        with torch.no_grad():
+            mesh_field(x, spec, theta, phi, out, cache=False)
+
+    def mesh_fwd_columns():
+        with torch.no_grad():
+            mesh_field(x, spec, theta, phi, out, method="columns")
+
     def mesh_fwd_noisy():
         with torch.no_grad():
             mesh_field(x, spec, theta_b, phi_b, out)
@@ -104,12 +117,15 @@ def bench_size(n: int, kind: str, batch: int, iters: int, repeat: int, seed: int
 
     row = {"n": n, "kind": kind, "batch": batch, "n_mzi": spec.n_mzi, "n_cols": spec.n_cols,
            "mesh_cmacs_per_sample": 3 * n * spec.n_cols, "dense_cmacs_per_sample": n * n}
-    for name, fn in (("mesh_fwd", mesh_fwd), ("mesh_fwd_shot_noise", mesh_fwd_noisy), ("mesh_train", mesh_train),
+    for name, fn in (("mesh_fwd", mesh_fwd), ("mesh_fwd_rebuilt", mesh_fwd_rebuilt),
+                     ("mesh_fwd_columns", mesh_fwd_columns),
+                     ("mesh_fwd_shot_noise", mesh_fwd_noisy), ("mesh_train", mesh_train),
                      ("dense_fwd", dense_fwd), ("dense_train", dense_train)):
         sec = _time(fn, iters, repeat)
         row[f"{name}_s"] = sec
         row[f"{name}_samples_per_s"] = batch / sec
     row["fwd_slowdown_vs_dense"] = row["mesh_fwd_s"] / row["dense_fwd_s"]
+    row["fwd_rebuilt_slowdown_vs_dense"] = row["mesh_fwd_rebuilt_s"] / row["dense_fwd_s"]
     row["train_slowdown_vs_dense"] = row["mesh_train_s"] / row["dense_train_s"]
     return row
 
@@ -137,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {env['cpu']}, torch {env['torch']}, {env['threads']} threads; "
           f"load average {env['load_before']:.2f} before, "
           f"{env['load_after']:.2f} after -> {'valid' if env['valid'] else 'INVALID (load > 1.5 or --quick)'}")
-    print("| N | mesh | MZIs | cols | mesh fwd [samples/s] | + shot noise | mesh train | dense fwd | dense train "
-          "| fwd mesh/dense time | train mesh/dense time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | mesh | MZIs | cols | mesh fwd [samples/s] | fwd, U rebuilt | fwd, columns | + shot noise | mesh train "
+          "| dense fwd | dense train | fwd mesh/dense time | fwd rebuilt/dense | train mesh/dense time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {r['kind']} | {r['n_mzi']} | {r['n_cols']} | {r['mesh_fwd_samples_per_s']:.3g} | "
+              f"{r['mesh_fwd_rebuilt_samples_per_s']:.3g} | {r['mesh_fwd_columns_samples_per_s']:.3g} | "
               f"{r['mesh_fwd_shot_noise_samples_per_s']:.3g} | {r['mesh_train_samples_per_s']:.3g} | "
               f"{r['dense_fwd_samples_per_s']:.3g} | {r['dense_train_samples_per_s']:.3g} | "
-              f"{r['fwd_slowdown_vs_dense']:.1f}x | {r['train_slowdown_vs_dense']:.1f}x |")
+              f"{r['fwd_slowdown_vs_dense']:.1f}x | {r['fwd_rebuilt_slowdown_vs_dense']:.1f}x | "
+              f"{r['train_slowdown_vs_dense']:.1f}x |")
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fh:
             for r in rows:

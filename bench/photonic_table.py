@@ -16,11 +16,12 @@ Clements SVD layers, homodyne detection, per-channel electronic gain and offset)
 4. in situ: from 2, SPSA on the measured loss only (rule ``insitu``, eps 0.02, 800 steps of 64 samples,
    Adam lr 0.01 cosine), measured test accuracy.
 
-Digits (8x8, 1797 samples; one seed per row): ``physical_mlp`` with two photonic hidden layers
+Digits (8x8, 1797 samples; ``--digits-seeds``): ``physical_mlp`` with two photonic hidden layers
 (``photonic:clements``, intensity detection, 64 outputs each, 64 digital units after each) trained by
 ``insilico`` backprop through the simulator vs in situ by ``mfff`` (pairwise contrastive, SPSA on the
-phases, no gradient through the mesh); a 64-256-256 ReLU ``mlp`` trained by backprop vs ``dfa`` with the
-error projection digital or optical (``neuro.functional.optical_projection``).
+phases with their own learning rate ``optim.hardware_lr``, no gradient through the mesh); a 64-256-256 ReLU
+``mlp`` trained by backprop vs ``dfa`` with the error projection digital or optical
+(``neuro.functional.optical_projection``).
 
 Prints markdown tables and writes every number as JSON lines (``--json``).  Run with ``torch.set_num_threads(1)``
 (done here); timings are not claimed.
@@ -119,16 +120,25 @@ DIGITS = {
     "photonic physical_mlp, mfff in situ (contrastive, SPSA phases every 10 steps, eps 0.01)": (
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive", "spsa_every": 10, "spsa_eps": 0.01}, 1e-2),
+    "photonic physical_mlp, mfff in situ (contrastive, SPSA phases every step, eps 0.01, hardware_lr 1e-3)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01}, 1e-2, {"hardware_lr": 1e-3}),
+    "photonic physical_mlp, mfff in situ (SPSA phases, eps 0.01, hardware_lr 1e-3, readout_grad)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01, "readout_grad": True}, 1e-2,
+        {"hardware_lr": 1e-3}),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
     "mlp 64-256-256, dfa digital": (MLP_MODEL, {"name": "dfa", "projection": "digital"}, 3e-3),
     "mlp 64-256-256, dfa optical": (MLP_MODEL, {"name": "dfa", "projection": "optical"}, 3e-3),
 }
 
 
-def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int) -> dict:
+def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim: dict | None = None) -> dict:
+    """One digits run; ``optim`` adds ``[optim]`` keys (e.g. ``hardware_lr``: the phases' own learning rate)."""
     cfg = {"run": {"name": f"digits-{rule['name']}", "seed": seed, "progress": False}, "data": {"dataset": "digits"},
            "model": {**model, "seed": seed} if model["kind"] == "physical_mlp" else dict(model), "rule": dict(rule),
-           "optim": {"name": "adam", "lr": lr, "schedule": "cosine"}, "train": {"epochs": epochs, "batch_size": 64}}
+           "optim": {"name": "adam", "lr": lr, "schedule": "cosine", **(optim or {})},
+           "train": {"epochs": epochs, "batch_size": 64}}
     exp = build_experiment(cfg)
     trainer = exp.trainer(None, progress=False)
     t0 = time.perf_counter()
@@ -180,12 +190,12 @@ def main(argv=None) -> int:
             draw_accuracy_vs_noise(r, Path(args.figures) / "photonic_noise_vowels4.png")
         if "digits" in args.parts:
             rows = []
-            for label, (model, rule, lr) in DIGITS.items():
+            for label, (model, rule, lr, *extra) in DIGITS.items():
                 if args.rows and not any(r in label for r in args.rows):
                     continue
                 accs = []
                 for seed in args.digits_seeds:
-                    r = digits_run(model, rule, lr, args.digits_epochs, seed)
+                    r = digits_run(model, rule, lr, args.digits_epochs, seed, *extra)
                     accs.append(r["test_accuracy"])
                     log.write(json.dumps({"part": "digits", "row": label, "seed": seed, "epochs": args.digits_epochs,
                                           "lr": lr, **r}) + "\n")

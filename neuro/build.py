@@ -38,6 +38,12 @@ class OptimSpec:
     starts with ``<prefix>`` their own settings, e.g. ``[optim.groups.readout] lr = 0.01``,
     ``weight_decay = 0.003``; every other parameter uses the top-level ones.  The first prefix that
     matches (in the order written) wins; a prefix that matches nothing is an error.
+
+    hardware_lr: learning rate of the hardware parameters of physical layers (parameters named
+    ``...hardware.<name>``: phases, control inputs; in their device units), a parameter group of its own
+    (0: the same ``lr`` as every other parameter; a prefix group takes precedence).  Perturbative (SPSA)
+    estimates over thousands of phases are noisy, and an adaptive optimizer turns each into a step of about
+    ``lr`` per phase: a smaller rate for them keeps the measured features under the digital layers from wandering.
     """
 
     name: str = "adam"
@@ -46,10 +52,21 @@ class OptimSpec:
     schedule: Literal["constant", "cosine", "linear_cooldown"] = "constant"
     options: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
+    hardware_lr: float = 0.0
 
     def check(self) -> None:
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not self.hardware_lr >= 0:
+            raise ConfigError(f"optim.hardware_lr must be >= 0 (0: same as optim.lr), got {self.hardware_lr}")
+
+
+HARDWARE_GROUP = "<hardware>"  # bucket key of physical layers' parameters under optim.hardware_lr
+
+
+def is_hardware_parameter(name: str) -> bool:
+    """Whether the parameter called ``name`` (as in ``model.named_parameters()``) lives on a physical layer."""
+    return "hardware" in name.split(".")[:-1]
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -79,12 +96,22 @@ def _check_options(cls, options: dict, where: str) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-def parameter_groups(spec: OptimSpec, named_params) -> list[dict]:
-    """Split ``(name, parameter)`` pairs into torch param groups by ``spec.groups`` name prefixes.
+def parameter_groups(spec: OptimSpec, model_or_named) -> list:
+    """The trainable parameters for :func:`build_optimizer`, split by ``spec.groups`` name prefixes and
+    ``spec.hardware_lr``.
 
-    Returns the default group first (top-level settings) and then one group per prefix, each with its
-    overrides; empty groups are dropped, but a prefix that matches no parameter is a ConfigError.
+    ``model_or_named``: a module (its trainable ``named_parameters()``) or ``(name, parameter)`` pairs.  Without
+    groups or a hardware rate: one plain list.  Otherwise the default group first (top-level settings), then one
+    group per prefix with its overrides, then the hardware parameters no prefix claimed (``lr = hardware_lr``);
+    empty groups are dropped, but a prefix that matches no parameter is a ConfigError.
     """
+    if isinstance(model_or_named, nn.Module):
+        named_params = [(n, p) for n, p in model_or_named.named_parameters() if p.requires_grad]
+    else:
+        named_params = list(model_or_named)
+    hardware = [p for n, p in named_params if is_hardware_parameter(n)] if spec.hardware_lr else []
+    if not spec.groups and not hardware:
+        return [p for _, p in named_params]
     cls = optimizer_class(spec.name)
     prefixes = list(spec.groups)
     for prefix, settings in spec.groups.items():
@@ -95,7 +122,9 @@ def parameter_groups(spec: OptimSpec, named_params) -> list[dict]:
     for name, param in named_params:
         names.append(name)
         key = next((p for p in prefixes if name.startswith(p)), None)
-        buckets[key].append(param)
+        if key is None and spec.hardware_lr and is_hardware_parameter(name):
+            key = HARDWARE_GROUP
+        buckets.setdefault(key, []).append(param)
     unmatched = [p for p in prefixes if not buckets[p]]
     if unmatched:
         sample = ", ".join(sorted({n.split(".")[0] for n in names})[:8])
@@ -106,6 +135,8 @@ def parameter_groups(spec: OptimSpec, named_params) -> list[dict]:
     groups = [{"params": buckets[None]}] if buckets[None] else []
     for prefix in prefixes:
         groups.append({"params": buckets[prefix], **_check_options(cls, spec.groups[prefix], f"optim.groups.{prefix}")})
+    if buckets.get(HARDWARE_GROUP):
+        groups.append({"params": buckets[HARDWARE_GROUP], "lr": float(spec.hardware_lr)})
     return groups
 
 
@@ -224,9 +255,7 @@ def build_experiment(config: dict) -> Experiment:
     )
     model = model_builder(model_spec, data).to(run.device)
     rule = rule_builder(rule_spec, data)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = parameter_groups(optim, trainable) if optim.groups else [p for _, p in trainable]
-    optimizer = build_optimizer(optim, params)
+    optimizer = build_optimizer(optim, parameter_groups(optim, model))
     scheduler = None
     if optim.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))

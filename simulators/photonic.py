@@ -261,15 +261,89 @@ def column_coefficients(spec: MeshSpec, theta, phi, alpha1=None, alpha2=None, am
     return d.reshape(shape), up.reshape(shape), lo.reshape(shape)
 
 
-def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None, alpha2=None, amp=None) -> torch.Tensor:
+UNITARY_BLOCK = 16
+"""Columns per group (and modes per block) of :func:`mesh_unitary`'s blocked product."""
+METHODS = ("auto", "columns", "unitary")
+UNITARY_CACHE_SIZE = 16
+
+
+class _UnitaryMemo:
+    """Memo of :func:`mesh_unitary` for gradient-free calls (weight-stationary inference): the last
+    ``UNITARY_CACHE_SIZE`` results, each with copies of its arguments; a hit needs every argument equal
+    (``torch.equal``, O(K) work) and the same block, dtype and device, so the result is always what a fresh
+    build would return.  Calls that need gradients never use it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: list[tuple[tuple, tuple, torch.Tensor]] = []
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(spec: MeshSpec, block: int, args: tuple) -> tuple:
+        t = next(a for a in args if isinstance(a, torch.Tensor))
+        return (spec.n, spec.kind, int(block), t.dtype, t.device)
+
+    def get(self, spec: MeshSpec, block: int, args: tuple):
+        key = self._key(spec, block, args)
+        for k, saved, u in self.entries:
+            if k == key and all((a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                                              and a.dtype == b.dtype and torch.equal(a, b))
+                                for a, b in zip(args, saved)):
+                self.hits += 1
+                return u
+        self.misses += 1
+        return None
+
+    def put(self, spec: MeshSpec, block: int, args: tuple, u: torch.Tensor) -> None:
+        saved = tuple(None if a is None else a.detach().clone() for a in args)
+        self.entries.insert(0, (self._key(spec, block, args), saved, u.detach()))
+        del self.entries[self.size:]
+
+
+UNITARY_MEMO = _UnitaryMemo(UNITARY_CACHE_SIZE)
+
+
+def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None, alpha2=None, amp=None,
+               method: str = "auto", cache: bool = True) -> torch.Tensor:
     """Field after the mesh: ``x [batch, n]`` complex -> ``[batch, n]``, i.e. ``y = U x`` per sample.
 
     theta, phi: ``[K]`` or per-sample ``[batch, K]`` (rad); out: ``[n]`` or ``[batch, n]`` (rad).
-    Column-vectorized: each column of MZIs is one fused update of the whole batch; differentiable in
-    every phase and error argument.
+    Two evaluations of the same product, differentiable in every phase and error argument:
+
+    - ``columns``: each column of MZIs is one fused update of the whole batch,
+      ``y_j = D_j x_j + Up_j x_{j+1} + Lo_j x_{j-1}`` (``3 n`` complex MACs per column per sample, elementwise);
+      the only one for per-sample phases (per-shot phase noise).
+    - ``unitary`` (weight-stationary): ``U`` is built once by :func:`mesh_unitary` (a blocked product whose
+      work is matrix products) and the batch takes one dense matmul ``x U^T``.
+    - ``auto``: ``unitary`` when the phases and errors are shared by the batch and either no gradient is needed
+      (``U`` is then memoized, see ``cache``) or the mesh has more than ``UNITARY_BLOCK`` columns and
+      ``16 * batch >= n`` (where building ``U`` costs less than the column updates of the batch); else ``columns``.
+
+    cache: on the unitary path, without gradients (``torch.no_grad()`` or no argument requiring grad), reuse
+    ``U`` while the phases and errors stay equal (:data:`UNITARY_MEMO`): a weight-stationary mesh then costs one
+    dense matmul per batch.  ``cache=False`` rebuilds it on every call.
     """
     if x.shape[-1] != spec.n:
         raise SettingError(f"mesh of {spec.n} modes got fields of width {x.shape[-1]}")
+    if method not in METHODS:
+        raise SettingError(f"mesh_field method '{method}' is not one of {', '.join(METHODS)}")
+    if method != "columns" and spec.n_mzi:
+        shared = all(torch.as_tensor(v).dim() <= 1 for v in (theta, phi, out, alpha1, alpha2, amp) if v is not None)
+        batch = x.shape[0] if x.dim() == 2 else 1
+        if method == "unitary" and not shared:
+            raise SettingError("mesh_field method 'unitary' needs phases shared by the batch ([K], not [batch, K]); "
+                               "use method 'columns' for per-sample phases")
+        args = tuple(None if v is None else torch.as_tensor(v) for v in (theta, phi, out, alpha1, alpha2, amp))
+        memo = shared and cache and not (torch.is_grad_enabled() and any(a is not None and a.requires_grad
+                                                                         for a in args))
+        auto = memo or (spec.n_cols > UNITARY_BLOCK and 16 * batch >= spec.n)
+        if shared and x.dim() == 2 and (method == "unitary" or auto):
+            u = UNITARY_MEMO.get(spec, UNITARY_BLOCK, args) if memo else None
+            if u is None:
+                u = mesh_unitary(spec, theta, phi, out, alpha1=alpha1, alpha2=alpha2, amp=amp)
+                if memo:
+                    UNITARY_MEMO.put(spec, UNITARY_BLOCK, args, u)
+            return x.to(u.dtype) @ u.transpose(-1, -2)
     if spec.n_mzi:
         d, up, lo = column_coefficients(spec, theta, phi, alpha1, alpha2, amp)
         x = x.to(d.dtype)
@@ -280,11 +354,131 @@ def mesh_field(x: torch.Tensor, spec: MeshSpec, theta, phi, out, *, alpha1=None,
 
 
 def mesh_matrix(spec: MeshSpec, theta, phi, out, **errors) -> torch.Tensor:
-    """The ``[n, n]`` transfer matrix ``U`` of the mesh (``y = U x``), differentiable in the phases."""
+    """The ``[n, n]`` transfer matrix ``U`` of the mesh (``y = U x``), differentiable in the phases, by the
+    column updates of the identity (the reference :func:`mesh_unitary` is tested against)."""
     theta = torch.as_tensor(theta)
     real = theta.dtype if theta.is_floating_point() else torch.float64
     eye = torch.eye(spec.n, dtype=_cdtype(real), device=theta.device)
-    return mesh_field(eye, spec, theta, phi, out, **errors).transpose(-1, -2)
+    return mesh_field(eye, spec, theta, phi, out, method="columns", **errors).transpose(-1, -2)
+
+
+def _band_groups(spec: MeshSpec, d: torch.Tensor, up: torch.Tensor, lo: torch.Tensor, b: int) -> torch.Tensor:
+    """Products of ``b`` consecutive MZI columns as block-tridiagonal matrices ``[G, nb, 3, b, b]``.
+
+    ``G = ceil(n_cols / b)`` groups (the last padded with identity columns), ``nb = ceil(n / b)`` mode blocks
+    (padded modes are dark: zero rows and columns).  Entry ``[g, i, k]`` is the block of the group's matrix
+    at block row ``i``, block column ``i + k - 1``: each column couples only neighbouring modes, so ``b``
+    columns move light by at most ``b`` modes and every other block is zero.  Built by the column updates of
+    all groups at once on the identity, each input mode carrying only the window of ``3 b`` output modes
+    around its block (``3 b n`` entries per group instead of ``n^2``).
+    """
+    n, nc = spec.n, spec.n_cols
+    nb, groups = -(-n // b), -(-nc // b)
+    width = (nb + 2) * b  # one dark block on each side of the modes
+    dev, cd = d.device, d.dtype
+
+    def padded(v: torch.Tensor, fill: float) -> torch.Tensor:
+        out = torch.full((groups * b, width), fill, dtype=cd, device=dev)
+        out[nc:, b:b + n] = fill
+        out = out.index_copy(0, torch.arange(nc, device=dev),
+                             torch.nn.functional.pad(v, (b, width - b - n)))
+        return out
+
+    rows = (torch.arange(nb, device=dev)[:, None] * b + torch.arange(3 * b, device=dev)[None, :])  # [nb, 3b]
+    dp = padded(d, 0.0)
+    dp[nc:, b:b + n] = 1.0  # identity columns after the last real one
+    coef = [v.reshape(groups, b, width)[:, :, rows].unsqueeze(-2) for v in (dp, padded(up, 0.0), padded(lo, 0.0))]
+    # state [G, nb, b (input mode in block), 3b + 2 (window of output modes, one zero slot each side)]
+    eye = torch.eye(b, dtype=cd, device=dev)
+    state = torch.nn.functional.pad(eye, (b + 1, b + 1)).expand(groups, nb, b, 3 * b + 2)
+    for s in range(b):
+        dc, uc, lc = (c[:, s] for c in coef)
+        mid = dc * state[..., 1:-1] + uc * state[..., 2:] + lc * state[..., :-2]
+        state = torch.nn.functional.pad(mid, (1, 1))
+    # blocks[g, j, k, r, i] = M_g[row block j - 1 + k, column block j][r, i]
+    blocks = state[..., 1:-1].reshape(groups, nb, b, 3, b).permute(0, 1, 3, 4, 2)
+    blocks = torch.nn.functional.pad(blocks, (0, 0, 0, 0, 0, 0, 1, 1))  # zero block columns -1 and nb
+    return torch.stack([blocks[:, 0:nb, 2], blocks[:, 1:nb + 1, 1], blocks[:, 2:nb + 2, 0]], 2)
+
+
+def _tridiag_product(a: torch.Tensor, bm: torch.Tensor) -> torch.Tensor:
+    """``A B`` of two stacks of block-tridiagonal matrices ``[G, nb, 3, b, b]`` as block-tridiagonal matrices
+    of twice the block size ``[G, ceil(nb/2), 3, 2b, 2b]`` (the product is block-pentadiagonal in blocks of
+    ``b``: ``C[i, i+d] = sum_{d1 + d2 = d} A[i, i+d1] B[i+d1, i+d]``, nine batched matmuls)."""
+    g, nb, _, b, _ = a.shape
+    bp = torch.nn.functional.pad(bm, (0, 0, 0, 0, 0, 0, 1, 1))  # block rows -1 and nb are zero
+    c = [None] * 5
+    for d1 in (-1, 0, 1):
+        ad = a[:, :, d1 + 1]
+        shifted = bp[:, 1 + d1:1 + d1 + nb]
+        for d2 in (-1, 0, 1):
+            term = ad @ shifted[:, :, d2 + 1]
+            k = d1 + d2 + 2
+            c[k] = term if c[k] is None else c[k] + term
+    c5 = torch.stack(c, 2)  # [G, nb, 5, b, b]
+    if nb % 2:
+        c5 = torch.nn.functional.pad(c5, (0, 0, 0, 0, 0, 0, 0, 1))
+    zero = c5.new_zeros(c5[:, 0::2, 0].shape)
+    out = []
+    for big in (-1, 0, 1):
+        rows = []
+        for r in (0, 1):
+            cols = []
+            for s in (0, 1):
+                k = 2 * big + s - r
+                cols.append(c5[:, r::2, k + 2] if abs(k) <= 2 else zero)
+            rows.append(torch.cat(cols, -1))
+        out.append(torch.cat(rows, -2))
+    return torch.stack(out, 2)
+
+
+def _tridiag_dense(t: torch.Tensor) -> torch.Tensor:
+    """``[G, nb, 3, b, b]`` block-tridiagonal -> dense ``[G, nb b, nb b]``."""
+    g, nb, _, b, _ = t.shape
+    dense = t.new_zeros(g, nb, b, nb + 2, b)  # block columns -1 .. nb
+    idx = torch.arange(nb, device=t.device)
+    for k in range(3):
+        dense[:, idx, :, idx + k] = t[:, :, k].permute(1, 0, 2, 3)
+    return dense[:, :, :, 1:nb + 1].reshape(g, nb * b, nb * b)
+
+
+def mesh_unitary(spec: MeshSpec, theta, phi, out, *, alpha1=None, alpha2=None, amp=None,
+                 block: int = UNITARY_BLOCK) -> torch.Tensor:
+    """The ``[n, n]`` transfer matrix ``U`` (``y = U x``) by a blocked product; equals :func:`mesh_matrix`.
+
+    Phases and errors are shared (``theta, phi [K]``, ``out [n]``).  The ``n_cols`` columns are cut into groups
+    of ``b = block`` columns; each group's product is block-tridiagonal in blocks of ``b`` modes
+    (:func:`_band_groups`, built by ``b`` column updates of all groups at once), pairs of neighbouring groups
+    are multiplied as block-tridiagonal matrices of twice the block size (:func:`_tridiag_product`: nine
+    batched matmuls per level, ``log2(n_cols / b)`` levels) until at most three blocks remain, then the
+    remaining dense matrices are multiplied and the output phase screen applied.  Work: about
+    ``3 n n_cols b`` elementwise complex MACs plus ``O(n^3)`` in matrix products, against ``3 n^2 n_cols`` for the
+    column updates of the identity.  Differentiable in every argument.
+    """
+    if torch.as_tensor(theta).dim() > 1 or torch.as_tensor(out).dim() > 1:
+        raise SettingError("mesh_unitary needs phases shared by the batch (theta [K], out [n]); per-sample "
+                           "phases need mesh_field(..., method='columns')")
+    theta = torch.as_tensor(theta)
+    real = theta.dtype if theta.is_floating_point() else torch.float64
+    n = spec.n
+    out = torch.as_tensor(out).to(real)
+    screen = torch.polar(torch.ones_like(out), out).to(_cdtype(real))
+    if not spec.n_mzi:
+        return torch.diag_embed(screen.expand(n)) if n else torch.zeros(0, 0, dtype=_cdtype(real))
+    d, up, lo = column_coefficients(spec, theta, phi, alpha1, alpha2, amp)
+    b = max(1, min(int(block), n))
+    t = _band_groups(spec, d, up, lo, b)
+    while t.shape[0] > 1 and t.shape[1] > 3:
+        if t.shape[0] % 2:  # an identity group at the end (applied last)
+            eye = torch.zeros_like(t[:1])
+            eye[:, :, 1] = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device)
+            t = torch.cat([t, eye])
+        t = _tridiag_product(t[1::2], t[0::2])  # later group on the left
+    mats = _tridiag_dense(t)
+    u = mats[0]
+    for m in mats[1:]:
+        u = m @ u
+    return screen[:, None] * u[:n, :n]
 
 
 # ------------------------------------------------------------------ decomposition

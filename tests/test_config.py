@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from neuro.build import OptimSpec, build_optimizer, resolve
 from neuro.config import apply_overrides, parse_value
@@ -69,3 +70,23 @@ def test_any_torch_optimizer_by_name():
         build_optimizer(OptimSpec(name="sgd", lr=0.1, options={"betas": [0.8, 0.9]}), p)
     with pytest.raises(ConfigError, match="is not a torch.optim optimizer"):
         build_optimizer(OptimSpec(name="adamm"), p)
+
+
+def test_hardware_lr_puts_physical_layer_parameters_in_their_own_group():
+    from torch import nn
+
+    from neuro.build import OptimSpec, build_optimizer, parameter_groups
+
+    class Phys(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hardware = nn.ParameterDict({"phase": nn.Parameter(torch.zeros(3))})
+
+    model = nn.Sequential(nn.Linear(2, 2), Phys())
+    opt = build_optimizer(OptimSpec(lr=0.01, hardware_lr=1e-4), parameter_groups(OptimSpec(hardware_lr=1e-4), model))
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 1e-4]
+    assert opt.param_groups[1]["params"][0] is model[1].hardware["phase"]
+    assert len(opt.param_groups[0]["params"]) == 2
+    assert len(parameter_groups(OptimSpec(), model)) == 3  # no hardware_lr: one plain list
+    with pytest.raises(ConfigError, match="hardware_lr"):
+        resolve({"optim": {"hardware_lr": -1.0}})

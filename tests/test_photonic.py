@@ -151,6 +151,71 @@ def test_per_sample_phases_and_errors_match_the_slow_reference():
         assert np.abs(y[b] - ref @ x[b].numpy()).max() < 1e-12
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n,block", [(1, 16), (2, 1), (3, 2), (5, 2), (9, 4), (17, 16), (33, 4), (40, 16)])
+def test_blocked_unitary_equals_the_slow_reference_with_errors(kind, n, block):
+    """mesh_unitary (banded groups, block-tridiagonal tree product) against the loop-over-MZIs product, with
+    coupler errors and per-MZI loss (so not unitary), odd sizes and blocks that do not divide n or n_cols."""
+    spec = ph.mesh_spec(n, kind)
+    theta, phi, out = random_phases(spec, 7 + n)
+    g = torch.Generator().manual_seed(n)
+    a1, a2 = (0.1 * torch.randn(spec.n_mzi, generator=g, dtype=torch.float64) for _ in range(2))
+    amp = 0.8 + 0.2 * torch.rand(spec.n_mzi, generator=g, dtype=torch.float64)
+    u = ph.mesh_unitary(spec, theta, phi, out, alpha1=a1, alpha2=a2, amp=amp, block=block).numpy()
+    errors = (a1.numpy(), a2.numpy(), amp.numpy())
+    ref = slow_mesh(n, spec.modes.tolist(), theta.numpy(), phi.numpy(), out.numpy(), *errors)
+    assert np.abs(u - ref).max() < 1e-12
+    x = torch.randn(4, n, dtype=torch.complex128, generator=g)
+    y = ph.mesh_field(x, spec, theta, phi, out, alpha1=a1, alpha2=a2, amp=amp, method="unitary").numpy()
+    assert np.abs(y - x.numpy() @ ref.T).max() < 1e-12
+
+
+def test_blocked_unitary_gradients_match_finite_differences():
+    spec = ph.mesh_spec(7, "clements")
+    theta, phi, out = (v.requires_grad_() for v in random_phases(spec, 4))
+
+    def f(t, p, o):
+        u = ph.mesh_unitary(spec, t, p, o, block=2)  # 4 groups of 2 columns: two tree levels
+        return torch.cat([u.real, u.imag], -1)
+
+    assert torch.autograd.gradcheck(f, (theta, phi, out), eps=1e-6, atol=1e-7)
+
+
+def test_mesh_field_methods_agree_and_per_sample_phases_refuse_the_unitary_path():
+    spec = ph.mesh_spec(12, "reck")
+    theta, phi, out = random_phases(spec, 5)
+    x = torch.randn(6, 12, dtype=torch.complex128, generator=torch.Generator().manual_seed(5))
+    cols = ph.mesh_field(x, spec, theta, phi, out, method="columns")
+    for method in ("auto", "unitary"):
+        assert (ph.mesh_field(x, spec, theta, phi, out, method=method) - cols).abs().max() < 1e-12
+    with pytest.raises(SettingError, match="per-sample phases"):
+        ph.mesh_field(x, spec, theta.expand(6, -1), phi, out, method="unitary")
+    with pytest.raises(SettingError, match="not one of"):
+        ph.mesh_field(x, spec, theta, phi, out, method="fast")
+
+
+def test_unitary_memo_reuses_u_only_while_every_phase_is_equal():
+    spec = ph.mesh_spec(40, "clements")
+    theta, phi, out = random_phases(spec, 9)
+    x = torch.randn(8, 40, dtype=torch.complex128, generator=torch.Generator().manual_seed(9))
+    memo = ph.UNITARY_MEMO
+    with torch.no_grad():
+        first = ph.mesh_field(x, spec, theta, phi, out)
+        hits = memo.hits
+        again = ph.mesh_field(x, spec, theta, phi, out)
+        assert memo.hits == hits + 1 and torch.equal(first, again)
+        theta[3] += 0.5  # in place: the memo compares values, not tensor identity
+        changed = ph.mesh_field(x, spec, theta, phi, out)
+        assert memo.hits == hits + 1
+        ref = slow_mesh(40, spec.modes.tolist(), theta.numpy(), phi.numpy(), out.numpy())
+        assert np.abs(changed.numpy() - x.numpy() @ ref.T).max() < 1e-12
+    t = theta.clone().requires_grad_()
+    y = ph.mesh_field(x, spec, t, phi, out)  # needs gradients: built, never taken from the memo
+    assert memo.hits == hits + 1
+    y.abs().sum().backward()
+    assert t.grad is not None and bool(torch.isfinite(t.grad).all())
+
+
 # ------------------------------------------------------------------ decomposition
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [4, 5, 8, 13, 32, 64])

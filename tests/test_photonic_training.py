@@ -264,6 +264,38 @@ def test_dfa_trains_a_physical_mlp_digital_layers_only():
     assert all(p.grad is None for layer in model.physical_layers() for p in layer.hardware.values())
 
 
+def test_mfff_readout_grad_trains_digital_layers_through_the_readout_never_through_a_mesh():
+    from neuro.layers.physical_mlp import PhysicalMLPSpec, build_physical_mlp
+    from neuro.rules.mfff import MFFF, MFFFSpec
+
+    x, y = torch.rand(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    grads = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = build_physical_mlp(PhysicalMLPSpec(substrate="photonic:clements", physical=[5], hidden=[6, 6]),
+                                   _Data(4, 3))
+        MFFF(MFFFSpec(variant="contrastive", spsa_every=1, spsa_eps=0.01, readout_grad=flag)).step(model, Batch(x, y))
+        grads[flag] = ([b.digital.linear.weight.grad.clone() for b in model.blocks],
+                       [p.grad.clone() for layer in model.physical_layers() for p in layer.hardware.values()])
+    # the readout's cross-entropy adds to every block's digital gradient ...
+    assert all(float((a - b).abs().max()) > 1e-6 for a, b in zip(grads[False][0], grads[True][0]))
+    # ... and nothing reaches the phases except their SPSA estimate (same draws: equal)
+    assert all(torch.equal(a, b) for a, b in zip(grads[False][1], grads[True][1]))
+
+
+def test_hardware_lr_reaches_the_phases_of_a_built_experiment():
+    from neuro.build import build_experiment
+
+    cfg = {"data": {"dataset": "vowels4"}, "model": {"kind": "photonic_mlp"},
+           "rule": {"name": "insitu"}, "optim": {"name": "adam", "lr": 0.01, "hardware_lr": 1e-3}}
+    _vowels()
+    exp = build_experiment(cfg)
+    groups = exp.optimizer.param_groups
+    hardware = {id(p) for layer in exp.model.physical_layers() for p in layer.hardware.values()}
+    assert [g["lr"] for g in groups] == [0.01, 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == hardware and not hardware & {id(p) for p in groups[0]["params"]}
+
+
 # ------------------------------------------------------------------ data
 def test_vowels4_is_talker_disjoint_and_scaled():
     ds, talkers = _vowels()

@@ -87,6 +87,9 @@ class MFFFSpec:
     spsa_eps: perturbation size (device units); spsa_directions: directions averaged per estimate.
     loss: ``logistic`` (around ``theta``) or ``pairwise`` (PhyLL; ``theta`` is the slope).
     inner_steps: optimizer steps per batch; direction_seed: seeds the ``cosine_random`` directions.
+    readout_grad: the readout's cross-entropy also trains every block's digital layer through the readout's
+        direct connection to it (deep supervision; default off: only the local losses do).  Still no gradient
+        crosses a physical layer: each block's input is detached and its measurement a constant.
     """
 
     name: str = "mfff"
@@ -102,6 +105,7 @@ class MFFFSpec:
     loss: str = "logistic"
     inner_steps: int = 1
     direction_seed: int = 0
+    readout_grad: bool = False
 
     def check(self) -> None:
         if self.inner_steps < 1:
@@ -219,7 +223,7 @@ class MFFF(Rule):
             losses.append(loss)
             if do_spsa and len(block.physical.hardware):
                 self._spsa(block, e, labels, h, k)
-            features.append(length_normalize(a).detach())
+            features.append(length_normalize(a) if s.readout_grad else length_normalize(a).detach())
             h = model.between(a).detach()
         total = torch.stack(losses).sum()
         metrics = {"loss": float(total.detach())}
