@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -49,8 +50,11 @@ from simulators.substrate import SUBSTRATE_FAMILIES  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "vowels_phyll.toml"
 SUBSTRATES = ("measured:phyll_acoustic", "wave:scattering")
-ARMS = ("mfff", "insilico", "pat", "digital")
+ARMS = ("mfff", "insilico", "pat", "digital", "wire")
 INNER_STEPS = 10
+#: widths of the digital-only network: 20 -> 31 -> 31 has 21*31 + 32*31 = 1,643 trainable parameters, the
+#: budget of the physical network's digital layers (2 x (40*20 + 20) = 1,640)
+DIGITAL_HIDDEN = (31, 31)
 
 
 class WireSubstrate:
@@ -106,9 +110,13 @@ def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     cfg["model"]["substrate"] = substrate
     if substrate.startswith("wave:"):
         cfg["model"]["substrate_options"] = {"n_control": 0, "noise": 0.01}
-    if arm == "digital":
+    if arm in ("digital", "wire"):
         cfg["model"]["substrate"] = "wire"
         cfg["model"].pop("substrate_options", None)
+    if arm == "digital":  # physical layers removed (and their drive, |h| / ||h||); widths widened to the budget
+        cfg["model"]["skip"] = False
+        cfg["model"]["hidden"] = list(DIGITAL_HIDDEN)
+        cfg["model"]["physical"] = [cfg["model"]["input_pad"] + 12, *DIGITAL_HIDDEN[:-1]]
     if arm == "insilico":
         cfg["rule"] = {"name": "insilico"}
     if arm == "pat":
@@ -116,10 +124,42 @@ def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     return cfg
 
 
-def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
-    exp = build_experiment(arm_config(arm, substrate, seed, epochs))
+def build_arm(arm: str, substrate: str, seed: int, epochs: int, overrides: dict | None = None):
+    """The experiment of one arm; ``overrides``: ``{"section.key": value}`` applied to the config."""
+    cfg = arm_config(arm, substrate, seed, epochs)
+    for key, value in (overrides or {}).items():
+        section, name = key.split(".", 1)
+        cfg[section][name] = value
+    exp = build_experiment(cfg)
     if arm in ("insilico", "pat"):
         exp.rule.inner_steps = INNER_STEPS  # the same number of optimizer steps as mfff's inner steps
+    if arm == "digital":
+        for block in exp.model.blocks:
+            block.encoder = torch.nn.Identity()  # the wire then hands h itself to the digital layer
+    return exp
+
+
+def holdout_validation(data, seed: int, fraction: float = 0.2):
+    """``data`` with its *train* split cut in two: the last ``fraction`` of a seeded permutation becomes the
+    evaluation split (named ``test`` so the trainer's evaluation reads it); the real test split is dropped."""
+    n = len(data.train)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_000 + seed))
+    k = int(round(fraction * n))
+    fit, val = perm[: n - k], perm[n - k :]
+    cut = type(data.train)
+    return dataclasses.replace(
+        data,
+        train=cut(data.train.x[fit], data.train.y[fit]),
+        test=cut(data.train.x[val], data.train.y[val]),
+    )
+
+
+def run_arm(
+    arm: str, substrate: str, seed: int, epochs: int, overrides: dict | None = None, validate: bool = False
+) -> dict:
+    exp = build_arm(arm, substrate, seed, epochs, overrides)
+    if validate:
+        exp.data = holdout_validation(exp.data, seed)
     trainer = exp.trainer(None, progress=False)
     start = time.perf_counter()
     records = trainer.fit()
@@ -134,8 +174,10 @@ def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
         "n_physical_evals": sum(r.get("n_physical_evals", 0.0) for r in records),
         "wall_s": wall,
         "n_params": sum(p.numel() for b in exp.model.blocks for p in b.digital.parameters()),
+        "overrides": overrides or {},
+        "split": "validation (20 % of train)" if validate else "test",
     }
-    if arm in ("mfff", "digital"):
+    if arm in ("mfff", "digital", "wire") and exp.rule.name == "mfff" and not exp.rule.uses_readout:
         out["block_accuracy"] = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
     return out
 
@@ -242,6 +284,19 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--json", default="/tmp/physical_phyll.jsonl")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="tuning mode: train on 80 %% of each seed's train split, score the other 20 %% (never the test split)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override for every arm (value parsed as JSON, else a string), e.g. optim.lr=2e-3",
+    )
     ap.add_argument("--drift", action="store_true", help="run the drift/perturbation comparison instead")
     ap.add_argument(
         "--drift-step", type=float, default=0.01, help="relative random-walk step of the input mixing per 256 samples"
@@ -282,16 +337,25 @@ def main(argv=None) -> int:
                 + " |"
             )
             return 0
+        overrides = {}
+        for item in args.overrides:
+            key, _, text = item.partition("=")
+            try:
+                overrides[key] = json.loads(text)
+            except json.JSONDecodeError:
+                overrides[key] = text
         rows = []
         for sub in args.substrates:
             for seed in args.seeds:
                 for arm in args.arms:
-                    r = run_arm(arm, sub, seed, args.epochs)
-                    log.write(json.dumps({"mode": "table", **r}) + "\n")
+                    r = run_arm(arm, sub, seed, args.epochs, overrides, args.validate)
+                    mode = "validate" if args.validate else "table"
+                    log.write(json.dumps({"mode": mode, **r}) + "\n")
                     log.flush()
                     rows.append(r)
                     print(
-                        f"{sub:24s} {arm:9s} seed {seed}: test {100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
+                        f"{sub:24s} {arm:9s} seed {seed}: {r['split'].split()[0]} "
+                        f"{100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
                         flush=True,
                     )
         summarize(rows)
