@@ -1,7 +1,10 @@
 """The PhyLL protocol (Momeni et al., Science 2023), 10 seeds: mfff vs backprop vs digital-only vs PAT.
 
-    python -m bench.physical_phyll                      # the table: 2 substrates x 4 arms x 10 seeds
+    python -m bench.physical_phyll                      # the table: 2 substrates x 5 arms x 10 seeds
     python -m bench.physical_phyll --seeds 0 1 --substrates measured:phyll_acoustic
+    python -m bench.physical_phyll --arms digital --set optim.lr=5e-3   # one arm, a config override
+    python -m bench.physical_phyll --validate --arms mfff --set rule.theta=8   # tuning: never the test split
+    python -m bench.physical_phyll --summarize a.jsonl b.jsonl          # table + paired differences of saved rows
     python -m bench.physical_phyll --drift              # drift + a sudden change on the measured substrate
     python -m bench.physical_phyll --diagnose           # why the supervised variant's deeper blocks learn little
 
@@ -15,12 +18,20 @@ architecture, Adam lr and number of optimizer steps (200 full-batch epochs x 10 
 - ``insilico``: backprop of the readout's cross-entropy through the substrate's exact model
   (``exact_forward``; for the measured substrate: the fitted model), evaluated on the noisy device;
 - ``pat``: measured forward, backward through the exact model (the fitted model is the twin);
-- ``digital``: mfff on the same network with the physical layers removed (``y = e``: the digital
-  layer reads ``[e; h]``, so it has exactly as many parameters).
+- ``digital``: mfff on the network with the physical layers *and their drive* removed: each block is
+  ``a_l = W_l a_{l-1} + b_l`` on the raw block input (no ``|h|/||h||``, no concatenation), widths widened
+  to the physical network's trainable parameter budget (20 -> 31 -> 31: 1,643 parameters against
+  2 x (40 x 20 + 20) = 1,640; the goodness directions are 31-dimensional);
+- ``wire``: the earlier stand-in, physics replaced by the identity but its drive kept: the digital layer
+  reads ``[|h|/||h||; h]`` (exactly 1,640 parameters).  ``|h|`` is itself a digital nonlinearity, so this
+  is "physics replaced by the cheapest digital nonlinearity", not "physics removed".
 
-Test accuracy on the noisy substrate, mean +- std over seeds.  Every run uses one thread; the
-numbers are accuracies, not timings, so a busy machine changes only how long it takes (about 95 s
-of one idle core per seed for the 8 runs).  Raw results of 2026-12-02: physical_phyll_2026-12-02.jsonl.
+Test accuracy on the noisy substrate, mean +- std over seeds, then mfff minus every other arm paired by
+seed.  ``--validate`` trains on 80 % of each seed's train split and scores the other 20 % (the test
+split is never read): hyperparameters were chosen that way.  Every run uses one thread; the numbers are
+accuracies, not timings, so a busy machine changes only how long it takes (about 95 s of one idle core
+per seed for the 8 runs of the earlier table).  Raw results: physical_phyll_2026-12-02.jsonl (first
+table; its ``digital`` rows are today's ``wire``) and physical_phyll_2026-12-02b.jsonl (this table).
 
 Drift (``--drift``): on the measured substrate the hidden input mixing random-walks (relative step
 ``--drift-step`` per 256 samples) and jumps (relative size ``--jump``) at mid-run; ``mfff`` trains in
@@ -182,17 +193,59 @@ def run_arm(
     return out
 
 
+#: arms without a physical layer: their rows do not depend on the substrate (one run serves every substrate)
+SUBSTRATE_FREE = ("digital", "wire")
+
+
 def summarize(rows: list[dict]) -> None:
-    print("\n| substrate | arm | test accuracy (%), mean +- std | seeds | per seed |")
+    """Mean +- std over seeds per (substrate, arm label), then mfff minus each other arm paired by seed (same
+    split, same initial digital weights): mean +- std of the per-seed difference, and its standard error.
+    Rows of the arms in :data:`SUBSTRATE_FREE` stand for every substrate of the table."""
+    split = rows[0].get("split", "test") if rows else "test"
+    subs = sorted({r["substrate"] for r in rows if r["arm"] not in SUBSTRATE_FREE}) or sorted(
+        {r["substrate"] for r in rows}
+    )
+    by: dict[tuple[str, str], dict[int, float]] = {}
+    order: dict[str, int] = {}
+    for r in rows:
+        label = r.get("label", r["arm"])
+        order[label] = ARMS.index(r["arm"])
+        for sub in subs if r["arm"] in SUBSTRATE_FREE else [r["substrate"]]:
+            by.setdefault((sub, label), {})[r["seed"]] = 100 * r["test_accuracy"]
+    keys = sorted(by, key=lambda k: (k[0], order[k[1]], k[1]))
+    print(f"\n| substrate | arm | {split} accuracy (%), mean +- std | seeds | per seed |")
     print("|---|---|---|---|---|")
-    keys = sorted({(r["substrate"], r["arm"]) for r in rows}, key=lambda k: (k[0], ARMS.index(k[1])))
     for sub, arm in keys:
-        acc = [100 * r["test_accuracy"] for r in rows if r["substrate"] == sub and r["arm"] == arm]
+        acc = [by[sub, arm][s] for s in sorted(by[sub, arm])]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         print(
             f"| {sub} | {arm} | {statistics.mean(acc):.2f} +- {sd:.2f} | {len(acc)} | "
             f"{' '.join(f'{a:.1f}' for a in acc)} |"
         )
+    print("\n| substrate | mfff minus | paired difference (points), mean +- std | standard error | seeds |")
+    print("|---|---|---|---|---|")
+    for sub, arm in keys:
+        if arm == "mfff" or (sub, "mfff") not in by:
+            continue
+        common = sorted(set(by[sub, arm]) & set(by[sub, "mfff"]))
+        d = [by[sub, "mfff"][s] - by[sub, arm][s] for s in common]
+        if not d:
+            continue
+        sd = statistics.stdev(d) if len(d) > 1 else 0.0
+        print(f"| {sub} | {arm} | {statistics.mean(d):+.2f} +- {sd:.2f} | {sd / len(d) ** 0.5:.2f} | {len(d)} |")
+
+
+def load_rows(paths: list[str], mode: str = "table") -> list[dict]:
+    """Rows of ``mode`` from JSON-lines files; a later row for the same (substrate, arm, seed) replaces an
+    earlier one."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                r = json.loads(line)
+                if r.get("mode") == mode:
+                    rows[r["substrate"], r.get("label", r["arm"]), r["seed"]] = r
+    return list(rows.values())
 
 
 # ---------------------------------------------------------------- drift
@@ -289,6 +342,10 @@ def main(argv=None) -> int:
         action="store_true",
         help="tuning mode: train on 80 %% of each seed's train split, score the other 20 %% (never the test split)",
     )
+    ap.add_argument("--tag", default="", help="label suffix of these rows, e.g. 'lr 5e-3' (kept apart in the table)")
+    ap.add_argument(
+        "--summarize", nargs="+", metavar="JSONL", help="print the table of these result files and run nothing"
+    )
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -309,6 +366,9 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.summarize:
+        summarize(load_rows(args.summarize, "validate" if args.validate else "table"))
+        return 0
     with open(args.json, "a") as log:
         if args.diagnose:
             for row in diagnose(args.seeds[0], args.diagnose_epochs, args.diagnose_only):
@@ -350,6 +410,7 @@ def main(argv=None) -> int:
                 for arm in args.arms:
                     r = run_arm(arm, sub, seed, args.epochs, overrides, args.validate)
                     mode = "validate" if args.validate else "table"
+                    r["label"] = f"{arm} ({args.tag})" if args.tag else arm
                     log.write(json.dumps({"mode": mode, **r}) + "\n")
                     log.flush()
                     rows.append(r)
