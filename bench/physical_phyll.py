@@ -291,6 +291,32 @@ def drift_run(seed: int, epochs: int, drift: float, jump_at: int, jump: float) -
 
 
 # ---------------------------------------------------------------- diagnosis
+def logistic_probe(seed: int, validate: bool, weight_decay: float = 1e-3) -> float:
+    """Accuracy of a multinomial logistic regression ``softmax(W u + b)`` on the 12 features alone
+    (``u``: the features z-scored with the training mean/std; loss: mean cross-entropy + ``weight_decay *
+    ||(W, b)||^2``, minimized by L-BFGS), on the seed's test split or, with ``validate``, on its validation
+    holdout: how far a linear classifier gets on this task (84 + 7 parameters, no physics)."""
+    data = build_arm("digital", "wave:scattering", seed, 1).data
+    if validate:
+        data = holdout_validation(data, seed)
+    mu, sd = data.train.x.mean(0), data.train.x.std(0)
+    x_tr, x_te = (data.train.x - mu) / sd, (data.test.x - mu) / sd
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(x_tr.shape[1], data.n_classes)
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x_tr), data.train.y)
+        loss = loss + weight_decay * sum((p**2).sum() for p in net.parameters())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float((net(x_te).argmax(1) == data.test.y).float().mean())
+
+
 def diagnose(seed: int, epochs: int, only: list[int] | None = None) -> list[dict]:
     """Per-block goodness accuracy of the supervised variant on the default 3-block network (vowels),
     without and with the skip concatenation, and with PhyLL's goodness/loss."""
@@ -359,6 +385,14 @@ def main(argv=None) -> int:
         "--drift-step", type=float, default=0.01, help="relative random-walk step of the input mixing per 256 samples"
     )
     ap.add_argument("--jump", type=float, default=1.0, help="relative size of the sudden change at mid-run")
+    ap.add_argument(
+        "--logistic",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="WEIGHT_DECAY",
+        help="linear-classifier ceiling: logistic regression on the 12 features (default weight decay 1e-3)",
+    )
     ap.add_argument("--diagnose", action="store_true", help="per-block accuracies of the supervised variant (vowels)")
     ap.add_argument("--diagnose-epochs", type=int, default=30)
     ap.add_argument(
@@ -370,6 +404,17 @@ def main(argv=None) -> int:
         summarize(load_rows(args.summarize, "validate" if args.validate else "table"))
         return 0
     with open(args.json, "a") as log:
+        if args.logistic is not None:
+            for wd in args.logistic or [1e-3]:
+                acc = [100 * logistic_probe(seed, args.validate, wd) for seed in args.seeds]
+                sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                where = "validation" if args.validate else "test"
+                print(
+                    f"logistic regression, weight decay {wd:g}, {where}: {statistics.mean(acc):.2f} +- {sd:.2f} "
+                    f"({' '.join(f'{a:.1f}' for a in acc)})"
+                )
+                log.write(json.dumps({"mode": "logistic", "split": where, "weight_decay": wd, "accuracy": acc}) + "\n")
+            return 0
         if args.diagnose:
             for row in diagnose(args.seeds[0], args.diagnose_epochs, args.diagnose_only):
                 log.write(json.dumps({"mode": "diagnose", **row}) + "\n")
