@@ -1,7 +1,10 @@
 """The PhyLL protocol (Momeni et al., Science 2023), 10 seeds: mfff vs backprop vs digital-only vs PAT.
 
-    python -m bench.physical_phyll                      # the table: 2 substrates x 4 arms x 10 seeds
+    python -m bench.physical_phyll                      # the table: 2 substrates x 5 arms x 10 seeds
     python -m bench.physical_phyll --seeds 0 1 --substrates measured:phyll_acoustic
+    python -m bench.physical_phyll --arms digital --set optim.lr=5e-3   # one arm, a config override
+    python -m bench.physical_phyll --validate --arms mfff --set rule.theta=8   # tuning: never the test split
+    python -m bench.physical_phyll --summarize a.jsonl b.jsonl          # table + paired differences of saved rows
     python -m bench.physical_phyll --drift              # drift + a sudden change on the measured substrate
     python -m bench.physical_phyll --diagnose           # why the supervised variant's deeper blocks learn little
 
@@ -15,12 +18,20 @@ architecture, Adam lr and number of optimizer steps (200 full-batch epochs x 10 
 - ``insilico``: backprop of the readout's cross-entropy through the substrate's exact model
   (``exact_forward``; for the measured substrate: the fitted model), evaluated on the noisy device;
 - ``pat``: measured forward, backward through the exact model (the fitted model is the twin);
-- ``digital``: mfff on the same network with the physical layers removed (``y = e``: the digital
-  layer reads ``[e; h]``, so it has exactly as many parameters).
+- ``digital``: mfff on the network with the physical layers *and their drive* removed: each block is
+  ``a_l = W_l a_{l-1} + b_l`` on the raw block input (no ``|h|/||h||``, no concatenation), widths widened
+  to the physical network's trainable parameter budget (20 -> 31 -> 31: 1,643 parameters against
+  2 x (40 x 20 + 20) = 1,640; the goodness directions are 31-dimensional);
+- ``wire``: the earlier stand-in, physics replaced by the identity but its drive kept: the digital layer
+  reads ``[|h|/||h||; h]`` (exactly 1,640 parameters).  ``|h|`` is itself a digital nonlinearity, so this
+  is "physics replaced by the cheapest digital nonlinearity", not "physics removed".
 
-Test accuracy on the noisy substrate, mean +- std over seeds.  Every run uses one thread; the
-numbers are accuracies, not timings, so a busy machine changes only how long it takes (about 95 s
-of one idle core per seed for the 8 runs).  Raw results of 2026-12-02: physical_phyll_2026-12-02.jsonl.
+Test accuracy on the noisy substrate, mean +- std over seeds, then mfff minus every other arm paired by
+seed.  ``--validate`` trains on 80 % of each seed's train split and scores the other 20 % (the test
+split is never read): hyperparameters were chosen that way.  Every run uses one thread; the numbers are
+accuracies, not timings, so a busy machine changes only how long it takes (about 95 s of one idle core
+per seed for the 8 runs of the earlier table).  Raw results: physical_phyll_2026-12-02.jsonl (first
+table; its ``digital`` rows are today's ``wire``) and physical_phyll_2026-12-02b.jsonl (this table).
 
 Drift (``--drift``): on the measured substrate the hidden input mixing random-walks (relative step
 ``--drift-step`` per 256 samples) and jumps (relative size ``--jump``) at mid-run; ``mfff`` trains in
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -49,8 +61,11 @@ from simulators.substrate import SUBSTRATE_FAMILIES  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "vowels_phyll.toml"
 SUBSTRATES = ("measured:phyll_acoustic", "wave:scattering")
-ARMS = ("mfff", "insilico", "pat", "digital")
+ARMS = ("mfff", "insilico", "pat", "digital", "wire")
 INNER_STEPS = 10
+#: widths of the digital-only network: 20 -> 31 -> 31 has 21*31 + 32*31 = 1,643 trainable parameters, the
+#: budget of the physical network's digital layers (2 x (40*20 + 20) = 1,640)
+DIGITAL_HIDDEN = (31, 31)
 
 
 class WireSubstrate:
@@ -106,9 +121,13 @@ def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     cfg["model"]["substrate"] = substrate
     if substrate.startswith("wave:"):
         cfg["model"]["substrate_options"] = {"n_control": 0, "noise": 0.01}
-    if arm == "digital":
+    if arm in ("digital", "wire"):
         cfg["model"]["substrate"] = "wire"
         cfg["model"].pop("substrate_options", None)
+    if arm == "digital":  # physical layers removed (and their drive, |h| / ||h||); widths widened to the budget
+        cfg["model"]["skip"] = False
+        cfg["model"]["hidden"] = list(DIGITAL_HIDDEN)
+        cfg["model"]["physical"] = [cfg["model"]["input_pad"] + 12, *DIGITAL_HIDDEN[:-1]]
     if arm == "insilico":
         cfg["rule"] = {"name": "insilico"}
     if arm == "pat":
@@ -116,10 +135,42 @@ def arm_config(arm: str, substrate: str, seed: int, epochs: int) -> dict:
     return cfg
 
 
-def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
-    exp = build_experiment(arm_config(arm, substrate, seed, epochs))
+def build_arm(arm: str, substrate: str, seed: int, epochs: int, overrides: dict | None = None):
+    """The experiment of one arm; ``overrides``: ``{"section.key": value}`` applied to the config."""
+    cfg = arm_config(arm, substrate, seed, epochs)
+    for key, value in (overrides or {}).items():
+        section, name = key.split(".", 1)
+        cfg[section][name] = value
+    exp = build_experiment(cfg)
     if arm in ("insilico", "pat"):
         exp.rule.inner_steps = INNER_STEPS  # the same number of optimizer steps as mfff's inner steps
+    if arm == "digital":
+        for block in exp.model.blocks:
+            block.encoder = torch.nn.Identity()  # the wire then hands h itself to the digital layer
+    return exp
+
+
+def holdout_validation(data, seed: int, fraction: float = 0.2):
+    """``data`` with its *train* split cut in two: the last ``fraction`` of a seeded permutation becomes the
+    evaluation split (named ``test`` so the trainer's evaluation reads it); the real test split is dropped."""
+    n = len(data.train)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_000 + seed))
+    k = int(round(fraction * n))
+    fit, val = perm[: n - k], perm[n - k :]
+    cut = type(data.train)
+    return dataclasses.replace(
+        data,
+        train=cut(data.train.x[fit], data.train.y[fit]),
+        test=cut(data.train.x[val], data.train.y[val]),
+    )
+
+
+def run_arm(
+    arm: str, substrate: str, seed: int, epochs: int, overrides: dict | None = None, validate: bool = False
+) -> dict:
+    exp = build_arm(arm, substrate, seed, epochs, overrides)
+    if validate:
+        exp.data = holdout_validation(exp.data, seed)
     trainer = exp.trainer(None, progress=False)
     start = time.perf_counter()
     records = trainer.fit()
@@ -134,23 +185,67 @@ def run_arm(arm: str, substrate: str, seed: int, epochs: int) -> dict:
         "n_physical_evals": sum(r.get("n_physical_evals", 0.0) for r in records),
         "wall_s": wall,
         "n_params": sum(p.numel() for b in exp.model.blocks for p in b.digital.parameters()),
+        "overrides": overrides or {},
+        "split": "validation (20 % of train)" if validate else "test",
     }
-    if arm in ("mfff", "digital"):
+    if arm in ("mfff", "digital", "wire") and exp.rule.name == "mfff" and not exp.rule.uses_readout:
         out["block_accuracy"] = exp.rule.block_accuracies(exp.model, exp.data.test.x, exp.data.test.y)
     return out
 
 
+#: arms without a physical layer: their rows do not depend on the substrate (one run serves every substrate)
+SUBSTRATE_FREE = ("digital", "wire")
+
+
 def summarize(rows: list[dict]) -> None:
-    print("\n| substrate | arm | test accuracy (%), mean +- std | seeds | per seed |")
+    """Mean +- std over seeds per (substrate, arm label), then mfff minus each other arm paired by seed (same
+    split, same initial digital weights): mean +- std of the per-seed difference, and its standard error.
+    Rows of the arms in :data:`SUBSTRATE_FREE` stand for every substrate of the table."""
+    split = rows[0].get("split", "test") if rows else "test"
+    subs = sorted({r["substrate"] for r in rows if r["arm"] not in SUBSTRATE_FREE}) or sorted(
+        {r["substrate"] for r in rows}
+    )
+    by: dict[tuple[str, str], dict[int, float]] = {}
+    order: dict[str, int] = {}
+    for r in rows:
+        label = r.get("label", r["arm"])
+        order[label] = ARMS.index(r["arm"])
+        for sub in subs if r["arm"] in SUBSTRATE_FREE else [r["substrate"]]:
+            by.setdefault((sub, label), {})[r["seed"]] = 100 * r["test_accuracy"]
+    keys = sorted(by, key=lambda k: (k[0], order[k[1]], k[1]))
+    print(f"\n| substrate | arm | {split} accuracy (%), mean +- std | seeds | per seed |")
     print("|---|---|---|---|---|")
-    keys = sorted({(r["substrate"], r["arm"]) for r in rows}, key=lambda k: (k[0], ARMS.index(k[1])))
     for sub, arm in keys:
-        acc = [100 * r["test_accuracy"] for r in rows if r["substrate"] == sub and r["arm"] == arm]
+        acc = [by[sub, arm][s] for s in sorted(by[sub, arm])]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         print(
             f"| {sub} | {arm} | {statistics.mean(acc):.2f} +- {sd:.2f} | {len(acc)} | "
             f"{' '.join(f'{a:.1f}' for a in acc)} |"
         )
+    print("\n| substrate | mfff minus | paired difference (points), mean +- std | standard error | seeds |")
+    print("|---|---|---|---|---|")
+    for sub, arm in keys:
+        if arm == "mfff" or (sub, "mfff") not in by:
+            continue
+        common = sorted(set(by[sub, arm]) & set(by[sub, "mfff"]))
+        d = [by[sub, "mfff"][s] - by[sub, arm][s] for s in common]
+        if not d:
+            continue
+        sd = statistics.stdev(d) if len(d) > 1 else 0.0
+        print(f"| {sub} | {arm} | {statistics.mean(d):+.2f} +- {sd:.2f} | {sd / len(d) ** 0.5:.2f} | {len(d)} |")
+
+
+def load_rows(paths: list[str], mode: str = "table") -> list[dict]:
+    """Rows of ``mode`` from JSON-lines files; a later row for the same (substrate, arm, seed) replaces an
+    earlier one."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                r = json.loads(line)
+                if r.get("mode") == mode:
+                    rows[r["substrate"], r.get("label", r["arm"]), r["seed"]] = r
+    return list(rows.values())
 
 
 # ---------------------------------------------------------------- drift
@@ -196,6 +291,32 @@ def drift_run(seed: int, epochs: int, drift: float, jump_at: int, jump: float) -
 
 
 # ---------------------------------------------------------------- diagnosis
+def logistic_probe(seed: int, validate: bool, weight_decay: float = 1e-3) -> float:
+    """Accuracy of a multinomial logistic regression ``softmax(W u + b)`` on the 12 features alone
+    (``u``: the features z-scored with the training mean/std; loss: mean cross-entropy + ``weight_decay *
+    ||(W, b)||^2``, minimized by L-BFGS), on the seed's test split or, with ``validate``, on its validation
+    holdout: how far a linear classifier gets on this task (84 + 7 parameters, no physics)."""
+    data = build_arm("digital", "wave:scattering", seed, 1).data
+    if validate:
+        data = holdout_validation(data, seed)
+    mu, sd = data.train.x.mean(0), data.train.x.std(0)
+    x_tr, x_te = (data.train.x - mu) / sd, (data.test.x - mu) / sd
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(x_tr.shape[1], data.n_classes)
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x_tr), data.train.y)
+        loss = loss + weight_decay * sum((p**2).sum() for p in net.parameters())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float((net(x_te).argmax(1) == data.test.y).float().mean())
+
+
 def diagnose(seed: int, epochs: int, only: list[int] | None = None) -> list[dict]:
     """Per-block goodness accuracy of the supervised variant on the default 3-block network (vowels),
     without and with the skip concatenation, and with PhyLL's goodness/loss."""
@@ -242,11 +363,36 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--json", default="/tmp/physical_phyll.jsonl")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="tuning mode: train on 80 %% of each seed's train split, score the other 20 %% (never the test split)",
+    )
+    ap.add_argument("--tag", default="", help="label suffix of these rows, e.g. 'lr 5e-3' (kept apart in the table)")
+    ap.add_argument(
+        "--summarize", nargs="+", metavar="JSONL", help="print the table of these result files and run nothing"
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override for every arm (value parsed as JSON, else a string), e.g. optim.lr=2e-3",
+    )
     ap.add_argument("--drift", action="store_true", help="run the drift/perturbation comparison instead")
     ap.add_argument(
         "--drift-step", type=float, default=0.01, help="relative random-walk step of the input mixing per 256 samples"
     )
     ap.add_argument("--jump", type=float, default=1.0, help="relative size of the sudden change at mid-run")
+    ap.add_argument(
+        "--logistic",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="WEIGHT_DECAY",
+        help="linear-classifier ceiling: logistic regression on the 12 features (default weight decay 1e-3)",
+    )
     ap.add_argument("--diagnose", action="store_true", help="per-block accuracies of the supervised variant (vowels)")
     ap.add_argument("--diagnose-epochs", type=int, default=30)
     ap.add_argument(
@@ -254,7 +400,21 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.summarize:
+        summarize(load_rows(args.summarize, "validate" if args.validate else "table"))
+        return 0
     with open(args.json, "a") as log:
+        if args.logistic is not None:
+            for wd in args.logistic or [1e-3]:
+                acc = [100 * logistic_probe(seed, args.validate, wd) for seed in args.seeds]
+                sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                where = "validation" if args.validate else "test"
+                print(
+                    f"logistic regression, weight decay {wd:g}, {where}: {statistics.mean(acc):.2f} +- {sd:.2f} "
+                    f"({' '.join(f'{a:.1f}' for a in acc)})"
+                )
+                log.write(json.dumps({"mode": "logistic", "split": where, "weight_decay": wd, "accuracy": acc}) + "\n")
+            return 0
         if args.diagnose:
             for row in diagnose(args.seeds[0], args.diagnose_epochs, args.diagnose_only):
                 log.write(json.dumps({"mode": "diagnose", **row}) + "\n")
@@ -282,16 +442,26 @@ def main(argv=None) -> int:
                 + " |"
             )
             return 0
+        overrides = {}
+        for item in args.overrides:
+            key, _, text = item.partition("=")
+            try:
+                overrides[key] = json.loads(text)
+            except json.JSONDecodeError:
+                overrides[key] = text
         rows = []
         for sub in args.substrates:
             for seed in args.seeds:
                 for arm in args.arms:
-                    r = run_arm(arm, sub, seed, args.epochs)
-                    log.write(json.dumps({"mode": "table", **r}) + "\n")
+                    r = run_arm(arm, sub, seed, args.epochs, overrides, args.validate)
+                    mode = "validate" if args.validate else "table"
+                    r["label"] = f"{arm} ({args.tag})" if args.tag else arm
+                    log.write(json.dumps({"mode": mode, **r}) + "\n")
                     log.flush()
                     rows.append(r)
                     print(
-                        f"{sub:24s} {arm:9s} seed {seed}: test {100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
+                        f"{sub:24s} {arm:9s} seed {seed}: {r['split'].split()[0]} "
+                        f"{100 * r['test_accuracy']:.1f}%  ({r['wall_s']:.0f} s)",
                         flush=True,
                     )
         summarize(rows)
