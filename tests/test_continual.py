@@ -515,3 +515,20 @@ def test_demo_lists_the_continual_part():
     bad = DemoPart(title="t", config="digits_bptt.toml", name="x", strategies=["hlop"])
     with pytest.raises(ConfigError, match="strategies need a config with a \\[continual\\] section"):
         run_part(bad, "unused")
+
+
+def test_table_partial_rows_of_a_stopped_run(tmp_path):
+    """bench.continual_table --partial: R rows, mean and BWT so far (hand-computed: after 2 tasks
+    mean (80 + 95) / 2 = 87.50, BWT 80 - 90 = -10.00; after 3, BWT ((70 - 90) + (85 - 95)) / 2 = -15.00)."""
+    from bench.continual_table import partial
+
+    rows = [{"event": "epoch", "task": 0}, {"event": "task", "task": 0, "task_name": "a", "R_row": [0.9, None, None],
+            "train_time_s": 10.0}, {"event": "task", "task": 1, "task_name": "b", "R_row": [0.8, 0.95, None],
+            "train_time_s": 12.0}, {"event": "task", "task": 2, "task_name": "c", "R_row": [0.7, 0.85, 1.0],
+            "train_time_s": 11.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = partial(tmp_path).splitlines()
+    assert lines[0].endswith("3 tasks finished")
+    assert lines[3] == "| 1 (a) | 90.0 | 90.00 | - | 10 |"
+    assert lines[4] == "| 2 (b) | 80.0 95.0 | 87.50 | -10.00 | 12 |"
+    assert lines[5] == "| 3 (c) | 70.0 85.0 100.0 | 85.00 | -15.00 | 11 |"
