@@ -54,6 +54,11 @@ class DemoPart:
     def check(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"demo part '{self.name}': threads must be >= 0 (0: leave torch's default)")
+        if self.strategies:
+            from neuro.continual.base import STRATEGIES
+
+            for name in self.strategies:
+                STRATEGIES.get(name, where=f"demo part '{self.name}' strategies")
         unknown = set(self.deploy) - {"target", "samples"}
         if unknown:
             raise ConfigError(

@@ -515,6 +515,8 @@ def test_demo_lists_the_continual_part():
     bad = DemoPart(title="t", config="digits_bptt.toml", name="x", strategies=["hlop"])
     with pytest.raises(ConfigError, match="strategies need a config with a \\[continual\\] section"):
         run_part(bad, "unused")
+    with pytest.raises(ConfigError, match="did you mean 'hlop'"):
+        DemoPart(title="t", config="split_digits_hlop.toml", name="x", strategies=["hlopp"]).check()
 
 
 def test_table_partial_rows_of_a_stopped_run(tmp_path):
