@@ -5,12 +5,15 @@ upper bound on permuted MNIST (and HLOP around forward-forward), several seeds, 
     python -m bench.continual_table --preset reduced    # 3 tasks, 3000 samples/task, 784-100-100-10, T = 10
     python -m bench.continual_table --strategies hlop,finetune --seeds 0 --rules bptt
     python -m bench.continual_table --preset reduced --set continual.ewc_lambda=1000
+    python -m bench.continual_table --partial runs/continual-table/full-bptt-hlop-s1   # R so far of a stopped run
 
 Each (rule, strategy, seed) is one ``neuro train --continual`` run in ``--out`` (default
 runs/continual-table); one JSON line per run is appended to ``<out>/table.jsonl`` and a Markdown table
 (mean and per-seed ACC, BWT, wall time) is printed at the end.  Runs already in table.jsonl are skipped,
 so an interrupted table continues.  Wall times are only comparable on an idle machine with the same
-thread count (``--threads``, default 1).
+thread count (``--threads``, default 1).  A stopped run continues with ``neuro train --resume RUN`` (after its
+last finished task); ``--partial RUN ...`` prints the R rows, mean accuracy, BWT so far and task times of runs,
+finished or not, from their ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def partial(run_dir: str | Path) -> str:
+    """Markdown lines: the R rows a (possibly stopped) continual run has logged, with per-task train time (s).
+
+    BWT so far after ``n`` tasks: ``(1/(n-1)) sum_(j<n-1) (R[n-1][j] - R[j][j])`` (percent).
+    """
+    path = Path(run_dir)
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    tasks = [r for r in rows if r.get("event") == "task"]
+    R = [r["R_row"] for r in tasks]
+    lines = [f"{path.name}: {len(tasks)} tasks finished",
+             "| after task | R row (%) | mean (%) | BWT so far (%) | train time (s) |", "|---|---|---|---|---|"]
+    for i, r in enumerate(tasks):
+        seen = R[i][: i + 1]
+        bwt = sum(R[i][j] - R[j][j] for j in range(i)) / i if i else None
+        lines.append(f"| {i + 1} ({r['task_name']}) | " + " ".join(f"{100 * v:.1f}" for v in seen)
+                     + f" | {100 * sum(seen) / len(seen):.2f} | " + (f"{100 * bwt:+.2f}" if bwt is not None else "-")
+                     + f" | {r['train_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="examples/pmnist_hlop.toml")
@@ -80,7 +103,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", default="runs/continual-table")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--partial", nargs="+", metavar="RUN", help="print the R rows logged so far by these runs and exit")
     args = p.parse_args(argv)
+    if args.partial:
+        print("\n\n".join(partial(run) for run in args.partial))
+        return 0
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

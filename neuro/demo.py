@@ -3,7 +3,10 @@
 The demo is data: ``examples/demo.toml`` lists its parts in order, each naming an example config
 (``examples/*.toml``, the same files users train with and the tests load), the run name to use,
 optionally the number of torch threads and a ``[part.deploy]`` table (target, samples) that deploys
-the trained run.  Every part writes ``<out>/<name>/`` and returns a one-line summary.
+the trained run.  Every part writes ``<out>/<name>/`` and returns a one-line summary.  A part whose
+config has a ``[continual]`` section is a continual-learning part: its task stream is trained once per
+name in ``strategies`` (``continual.strategy``; default: the config's own) as runs
+``<out>/<name>-<strategy>/``, and its summary gives ACC and BWT of each (:mod:`neuro.continual.demo`).
 """
 
 from __future__ import annotations
@@ -36,17 +39,26 @@ def example_config(name: str) -> dict:
 
 @dataclass
 class DemoPart:
-    """One part of the demo: train ``config`` as run ``name`` (with ``threads`` torch threads), then maybe deploy."""
+    """One part of the demo: train ``config`` as run ``name`` (with ``threads`` torch threads), then maybe deploy.
+
+    ``strategies``: continual configs only, the strategies to compare on the config's task stream.
+    """
 
     title: str
     config: str
     name: str
     threads: int = 0
     deploy: dict = field(default_factory=dict)
+    strategies: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"demo part '{self.name}': threads must be >= 0 (0: leave torch's default)")
+        if self.strategies:
+            from neuro.continual.base import STRATEGIES
+
+            for name in self.strategies:
+                STRATEGIES.get(name, where=f"demo part '{self.name}' strategies")
         unknown = set(self.deploy) - {"target", "samples"}
         if unknown:
             raise ConfigError(
@@ -76,7 +88,13 @@ def run_part(part: DemoPart, out_dir: Path, echo=print) -> str:
     if part.threads:
         torch.set_num_threads(part.threads)
     try:
-        run, test = workflow.train(part_config(part, out_dir), overwrite=True, echo=echo)
+        config = part_config(part, out_dir)
+        if "continual" in config:
+            return _continual_part(part, config, out_dir, echo)
+        if part.strategies:
+            raise ConfigError(f"demo part '{part.name}': strategies need a config with a [continual] section, "
+                              f"and {part.config} has none")
+        run, test = workflow.train(config, overwrite=True, echo=echo)
     finally:
         torch.set_num_threads(threads)
     line = f"{part.title}: test accuracy {100 * test['accuracy']:.2f}%"
@@ -87,6 +105,19 @@ def run_part(part: DemoPart, out_dir: Path, echo=print) -> str:
         line += "; " + _deploy(part, run.path, echo)
         return line
     return f"{line}  ->  {run.path / 'report.html'}"
+
+
+def _continual_part(part: DemoPart, config: dict, out_dir: Path, echo) -> str:
+    from neuro.continual.demo import run_continual_part
+
+    strategies = part.strategies or [config["continual"].get("strategy", "finetune")]
+    results = run_continual_part(config, out_dir, name=part.name, strategies=strategies, echo=echo)
+    cells = []
+    for strategy, summary in results.items():
+        bwt = summary["BWT"]
+        cells.append(f"{strategy} ACC {100 * summary['ACC']:.1f}%"
+                     + (f" BWT {100 * bwt:+.1f}%" if bwt is not None else ""))
+    return f"{part.title}: " + ", ".join(cells) + f"  ->  {out_dir / f'{part.name}-{strategies[0]}' / 'report.html'}"
 
 
 def _deploy(part: DemoPart, run_path: Path, echo) -> str:

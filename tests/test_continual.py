@@ -437,3 +437,100 @@ def test_hlop_wraps_forward_forward_too():
         g = layer.weight.grad.double()
         assert g.abs().max() > 0, layer.name
         assert (g @ frozen.t()).abs().max().item() < 1e-6 * max(g.abs().max().item(), 1.0), layer.name
+
+
+# ------------------------------------------------------- task-incremental head
+def test_restrict_scores_trains_only_the_task_classes():
+    """Inside restrict_scores the loss is the cross-entropy over the task's classes alone (computed here
+    independently on the sliced scores) and the other classes' output rows get exactly zero gradient."""
+    from neuro.continual.base import restrict_scores
+
+    torch.manual_seed(0)
+    model = MLP(12, [16], 6, bias=False, normalize=False)
+    x, y = torch.rand(20, 12), torch.randint(2, 4, (20,))
+    mask = torch.zeros(6, dtype=torch.bool)
+    mask[[2, 3]] = True
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x)[:, 2:4], y - 2).item()
+    with restrict_scores(model, mask):
+        metrics = BPTT().step(model, Batch(x, y))
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-6)
+    g = model.readout.weight.grad
+    assert g[[0, 1, 4, 5]].abs().max().item() == 0.0 and g[[2, 3]].abs().max().item() > 0
+    assert torch.isfinite(model.layers[0].linear.weight.grad).all()
+    assert torch.isfinite(model(x)).all()  # the hook is gone after the block
+
+
+@pytest.mark.parametrize("head", ["task", "all"])
+def test_workflow_train_head(tmp_path, head):
+    """train_head = "task": after task 0 (digits 0-1) the output rows of digits 2-9 are still their initial
+    values; "all" trains every row against every task."""
+    from neuro.build import build_experiment
+    from neuro.continual.workflow import load_task_checkpoint
+
+    config = _toy_config(tmp_path, strategy="finetune", shuffle_order=False, train_head=head)
+    config["model"].update(readout="membrane_max", lif={"input_gain": "unit", "tau_syn": 0.0})  # the demo's
+    initial = build_experiment(config).model.layers[-1].linear.weight.detach().clone()
+    run, _ = train_continual(config, echo=lambda *a: None, stop_after=1)
+    trained = load_task_checkpoint(latest_task_checkpoint(run.path))["model"]["layers.1.linear.weight"]
+    moved = (trained - initial).abs().amax(1)
+    assert moved[:2].min() > 0
+    if head == "task":
+        assert moved[2:].max().item() == 0.0
+    else:
+        assert moved[2:].min() > 0
+
+
+def test_demo_part_hlop_learns_every_task_and_keeps_them(tmp_path):
+    """The demo's continual part (examples/split_digits_hlop.toml, seed 0; chance is 50 % per task):
+    with HLOP every task is learned to >= 80 % (30 points above chance) and the final row loses at most
+    3 points on any old task (BWT >= -1 %); fine-tuning learns each task (>= 75 %) and forgets (BWT <= -3 %,
+    at least 3 points worse)."""
+    from neuro.continual.demo import run_demo_part
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = run_demo_part(tmp_path, echo=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+    hlop, finetune = results["hlop"], results["finetune"]
+    R = hlop["R"]
+    assert len(R) == 5
+    assert min(R[i][i] for i in range(5)) >= 0.80, R
+    assert min(R[4][j] - R[j][j] for j in range(4)) >= -0.03, R
+    assert hlop["BWT"] >= -0.01 and finetune["BWT"] <= -0.03, (hlop["BWT"], finetune["BWT"])
+    assert hlop["BWT"] - finetune["BWT"] >= 0.03
+    assert min(finetune["R"][i][i] for i in range(5)) >= 0.75, finetune["R"]  # it learns each task, then forgets
+    for strategy in ("hlop", "finetune"):
+        assert (tmp_path / f"demo-continual-{strategy}" / "report.html").is_file()
+
+
+def test_demo_lists_the_continual_part():
+    from neuro.demo import DemoPart, demo_parts, run_part
+
+    parts = {p.name: p for p in demo_parts()}
+    assert parts["demo-continual"].config == "split_digits_hlop.toml"
+    assert parts["demo-continual"].strategies == ["hlop", "finetune"]
+    bad = DemoPart(title="t", config="digits_bptt.toml", name="x", strategies=["hlop"])
+    with pytest.raises(ConfigError, match="strategies need a config with a \\[continual\\] section"):
+        run_part(bad, "unused")
+    with pytest.raises(ConfigError, match="did you mean 'hlop'"):
+        DemoPart(title="t", config="split_digits_hlop.toml", name="x", strategies=["hlopp"]).check()
+
+
+def test_table_partial_rows_of_a_stopped_run(tmp_path):
+    """bench.continual_table --partial: R rows, mean and BWT so far (hand-computed: after 2 tasks
+    mean (80 + 95) / 2 = 87.50, BWT 80 - 90 = -10.00; after 3, BWT ((70 - 90) + (85 - 95)) / 2 = -15.00)."""
+    from bench.continual_table import partial
+
+    rows = [{"event": "epoch", "task": 0}, {"event": "task", "task": 0, "task_name": "a", "R_row": [0.9, None, None],
+            "train_time_s": 10.0}, {"event": "task", "task": 1, "task_name": "b", "R_row": [0.8, 0.95, None],
+            "train_time_s": 12.0}, {"event": "task", "task": 2, "task_name": "c", "R_row": [0.7, 0.85, 1.0],
+            "train_time_s": 11.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = partial(tmp_path).splitlines()
+    assert lines[0].endswith("3 tasks finished")
+    assert lines[3] == "| 1 (a) | 90.0 | 90.00 | - | 10 |"
+    assert lines[4] == "| 2 (b) | 80.0 95.0 | 87.50 | -10.00 | 12 |"
+    assert lines[5] == "| 3 (c) | 70.0 85.0 100.0 | 85.00 | -15.00 | 11 |"

@@ -39,6 +39,7 @@ Stream = Literal["permuted", "split", "datasets"]
 Scenario = Literal["auto", "domain", "class", "task"]
 Activity = Literal["weighted_rate", "rate", "spikes"]
 Basis = Literal["orthonormal", "hebbian"]
+TrainHead = Literal["task", "all"]
 
 
 @dataclass
@@ -54,6 +55,12 @@ class ContinualSpec:
         the task's classes); ``auto``: ``domain`` for permuted streams, ``class`` otherwise.
     stream_seed: fixes the permutations; ``shuffle_order`` shuffles the task order with it too.
     eval_future: also evaluate tasks not trained yet (fills the upper triangle of R).
+    train_head: task-incremental streams only: ``task`` (default) trains each task with the model's
+        scores restricted to the task's classes (the others are set to ``-inf`` in the forward pass,
+        so the loss is ``-log softmax`` over the task's classes only: a multi-head network sharing
+        one output layer); ``all`` trains every task against all ``n_classes`` scores, which pushes
+        the output neurons of classes not in the task towards silence (with a spike-count readout a
+        silenced pair of neurons ties at 0 spikes and its task drops to chance).
     freeze_bias: after task 0, one-dimensional parameters (biases, normalization gains) get no
         updates (they are left out of the optimizer), as in the HLOP protocol.
     Per-task epochs, batch size, optimizer: ``[train]`` and ``[optim]`` (a fresh optimizer per task).
@@ -82,6 +89,7 @@ class ContinualSpec:
     stream_seed: int = 0
     shuffle_order: bool = True
     eval_future: bool = False
+    train_head: TrainHead = "task"
     freeze_bias: bool = True
     subspace: list[int] = field(default_factory=lambda: [80, 200, 100])
     increment: list[int] = field(default_factory=lambda: [70, 70, 70])
@@ -235,6 +243,32 @@ def capture_inputs(layers: list[ProjectableLayer], activity: str) -> Iterator[di
             h.remove()
         for module in patched:
             del module.__dict__["forward_trace"]
+
+
+@contextlib.contextmanager
+def restrict_scores(model: nn.Module, mask: torch.Tensor | None) -> Iterator[None]:
+    """Inside the block, ``model(x)`` returns its class scores with the classes outside ``mask`` at ``-inf``.
+
+    A forward hook on ``model`` (removed afterwards): ``s_c <- -inf`` for ``mask[c] = False``, so
+    ``softmax(s)_c = 0`` and the cross-entropy gradient of those scores is exactly 0.  Rules that
+    build their loss from ``model(x)`` (``bptt``, and the scores EWC's Fisher uses) then learn a
+    task-incremental task against its own classes only; rules that call layers directly are not
+    affected.  ``mask=None``: no change.
+    """
+    if mask is None:
+        yield
+        return
+
+    def hook(module, args, out):
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != mask.numel():
+            return out
+        return out.masked_fill(~mask.to(out.device), float("-inf"))
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # ---------------------------------------------------------------------- rules

@@ -9,7 +9,9 @@
 2. for each task ``i``: ``strategy.begin_task``; a fresh optimizer from ``[optim]`` (after task 0
    without one-dimensional parameters when ``continual.freeze_bias``); ``train.epochs`` epochs of
    the ordinary :class:`~neuro.trainer.Trainer` on the task's data (epoch records go to
-   ``metrics.jsonl`` with ``"task": i``); ``strategy.end_task``; then the test accuracy on every
+   ``metrics.jsonl`` with ``"task": i``; on a task-incremental stream with ``continual.train_head = "task"``
+   the model's scores outside the task's classes are ``-inf`` meanwhile, see
+   :func:`~neuro.continual.base.restrict_scores`); ``strategy.end_task``; then the test accuracy on every
    task seen so far, row ``i`` of ``R`` (``R[i][j]`` = accuracy on task ``j`` after training task
    ``i``; ``null`` for tasks not evaluated), logged as ``{"event": "task", "task": i, "R_row": [...]}``;
    a checkpoint ``tasks/task-<i>.pt`` (model, strategy state, ``R``, generator states) and the
@@ -38,7 +40,7 @@ import torch
 
 from neuro import config as cfg
 from neuro.build import Experiment, OptimSpec, build_experiment, build_optimizer, count_parameters
-from neuro.continual.base import ContinualRule, ContinualSpec, build_strategy
+from neuro.continual.base import ContinualRule, ContinualSpec, build_strategy, restrict_scores
 from neuro.data.streams import TaskStream, dataset_list, permuted, split_classes
 from neuro.errors import CheckpointError, ConfigError
 from neuro.registry import MODEL_KINDS, RULES
@@ -227,9 +229,11 @@ def _run_stream(run: Run, exp: Experiment, spec: ContinualSpec, stream: TaskStre
                  + (f"  acc {100 * acc:.2f}%" if acc is not None else "") + f"  {record.get('time_s', 0):.1f} s")
 
         trainer = task_exp.trainer(None, progress=progress, hooks=(log_epoch,))
+        head = stream.class_mask(i) if (spec.train_head == "task" and not joint) else None
         t0 = time.perf_counter()
-        trainer.fit()
-        strategy.end_task(i, model, data)
+        with restrict_scores(model, head):
+            trainer.fit()
+            strategy.end_task(i, model, data)
         train_time = time.perf_counter() - t0
         del data
         row: list[float | None] = []
