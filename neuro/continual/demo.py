@@ -46,6 +46,6 @@ def run_continual_part(config: dict, out_dir: str | os.PathLike, *, name: str = 
 
 def run_demo_part(out_dir: str | os.PathLike, *, echo=print, strategies=DEMO_STRATEGIES) -> dict[str, dict]:
     """The demo's continual part on its example config (``examples/split_digits_hlop.toml``)."""
-    from neuro.demo import example_config
+    from neuro.examples import example_config
 
     return run_continual_part(example_config(DEMO_EXAMPLE), out_dir, strategies=strategies, echo=echo)
