@@ -42,15 +42,14 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.photonic import _time
 from simulators.photonic import PhotonicOptions, PhotonicSubstrate, decompose, mesh_field, mesh_matrix, mesh_spec
 
 LOAD_LIMIT = 1.5
@@ -218,17 +217,6 @@ def noise_part(sizes: list[int], sigmas: list[float], draws: int, seed: int = 0)
 
 
 # ------------------------------------------------------------------ 3. timing
-def _time(fn, iters: int, repeat: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        runs.append((time.perf_counter() - t0) / iters)
-    return statistics.median(runs)
-
-
 def timing_part(sizes: list[int], batch: int, iters: int, repeat: int, seed: int = 0) -> dict:
     mod, err = import_peer("torchonn")
     rows = []
