@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -123,7 +124,11 @@ def run_worker(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except distributed.PeerLostError:
         if os.environ.get(LAUNCHER_ENV):
-            raise SystemExit(PEER_LOST_EXIT) from None
+            # Leave at once: tearing down a process group whose peer vanished can abort in C++
+            # ("terminate called ...") and print a second, misleading error under the launcher's.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(PEER_LOST_EXIT)
         raise
     except distributed.DistributedError:
         raise
@@ -182,10 +187,14 @@ def _report_failure(failures: dict, error_dir: Path) -> int:
     for path in error_dir.glob("rank*.txt"):
         messages[int(path.stem[4:])] = path.read_text(encoding="utf-8").strip()
 
+    # Consequences rank after causes: a rank that lost its peers or was stopped by torchrun, and
+    # one that aborted (SIGABRT from a collective library whose peer vanished), is blamed only when
+    # no rank failed otherwise. Timestamps are whole seconds, so they rarely separate the ranks.
+    consequence = {PEER_LOST_EXIT: 2, -signal.SIGTERM: 2, -signal.SIGABRT: 1}
+
     def blame(item):
         rank, f = item
-        peer = f.exitcode == PEER_LOST_EXIT or f.exitcode == -signal.SIGTERM
-        return (peer, f.timestamp, rank)
+        return (consequence.get(f.exitcode, 0), f.timestamp, rank)
 
     rank, failure = min(failures.items(), key=blame)
     if messages:

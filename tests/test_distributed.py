@@ -316,6 +316,14 @@ def test_launcher_reports_one_line(tmp_path):
     expected = r"^rank 1 \(pid 101\) was killed by SIGKILL; every other rank was stopped$"
     with pytest.raises(DistributedError, match=expected):
         _report_failure(killed, tmp_path)
+    # The survivor aborted in C++ (SIGABRT) in the same second as its peer was killed: not blamed.
+    aborted = {0: failure(-6, 10, 100), 1: failure(-9, 10, 101)}
+    with pytest.raises(DistributedError, match=expected):
+        _report_failure(aborted, tmp_path)
+    # An abort with no other cause is still reported as what it is.
+    alone = {0: failure(-6, 10, 100), 1: failure(PEER_LOST_EXIT, 10, 101)}
+    with pytest.raises(DistributedError, match=r"^rank 0 \(pid 100\) was killed by SIGABRT"):
+        _report_failure(alone, tmp_path)
     (tmp_path / "rank0.txt").write_text("data root /x is not a directory")
     (tmp_path / "rank2.txt").write_text("data root /x is not a directory")
     alike = {0: failure(2, 10, 100), 1: failure(PEER_LOST_EXIT, 10, 101), 2: failure(2, 11, 102)}
