@@ -33,26 +33,16 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 
 import torch
 
+from bench.machine import cpu_model
 from simulators.photonic import KINDS, mesh_field, mesh_spec
 
 LOAD_LIMIT = 1.5
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _time(fn, iters: int, repeat: int) -> float:
