@@ -46,9 +46,27 @@ def _cpu_tag() -> str:
     return flags
 
 
+def _ninja_on_path() -> None:
+    """Put the ``ninja`` of the installed ``ninja`` wheel on ``PATH`` when none is there already.
+
+    torch's extension builder runs ``ninja`` from ``PATH``; the venv's ``bin/`` is not on it when
+    ``.venv/bin/python`` is run without activating the environment."""
+    import shutil
+
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def _build():
     import torch
     from torch.utils.cpp_extension import load_inline
+
+    _ninja_on_path()
 
     src = _SOURCE.read_text()
     tag = hashlib.sha1((src + _cpu_tag() + torch.__version__).encode()).hexdigest()[:12]
