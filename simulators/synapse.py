@@ -36,7 +36,7 @@ SYNAPSE_PATHS = ("auto", "dense", "event")
 
 #: Largest input activity (fraction of nonzero entries) at which ``path="auto"`` uses the
 #: event-driven gather: the measured crossover of the event and dense forward (module docstring).
-EVENT_MAX_ACTIVITY = 0.29
+EVENT_MAX_ACTIVITY = 0.28  # bench/RESULTS.md: 28.1 % (2026-12-03), 29.1 % (2026-12-02), idle machine
 
 
 def _bags(rows: torch.Tensor, n_bags: int) -> torch.Tensor:
