@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 
 from simulators.errors import SettingError, SubstrateFault
-from simulators.substrate import SUBSTRATE_FAMILIES, check_options
+from simulators.substrate import SUBSTRATE_FAMILIES, check_batch, check_options, checked_control
 from simulators.wave import DriftingState, WaveState, _generator, advance
 
 FORMAT = "neurohil-measured-v1"
@@ -109,7 +109,6 @@ TEST_FRACTION, VAL_FRACTION = 0.07, 0.03
 MODEL_FILE = "measured_model.pt"
 CACHE_ENV = "NEUROHIL_MEASURED_CACHE"
 DATA_ENV = "NEUROHIL_DATA"
-_RANGE_TOLERANCE = 1e-5
 _RIDGE_GRID = (1e-6, 1e-4, 1e-2, 1.0)
 _ALPHA_GRID = tuple(0.25 * k for k in range(1, 9))
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -663,15 +662,7 @@ class MeasuredSubstrate(DriftingState):
         return (e @ hidden["M"].to(e.dtype).T).clamp(lo, hi)
 
     def _check(self, x) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.n_in:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
-        lo, hi = self.input_range
-        if x.numel() and (float(x.min()) < lo - _RANGE_TOLERANCE or float(x.max()) > hi + _RANGE_TOLERANCE):
-            raise SubstrateFault(
-                f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
-                "encode them into the device range first"
-            )
+        check_batch(self.kind, x, self.n_in, self.input_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One noisy measurement per sample, ``[batch, n_out]`` float32; advances device time."""
@@ -690,18 +681,9 @@ class MeasuredSubstrate(DriftingState):
         return y
 
     def set_params(self, params: dict[str, torch.Tensor]) -> None:
-        for key, value in params.items():
-            if key != "control":
-                raise SubstrateFault(f"{self.kind} has no hardware parameter '{key}'; it has: control")
-            value = torch.as_tensor(value, dtype=torch.float32).detach().reshape(-1)
-            if value.numel() != self.n_control:
-                raise SubstrateFault(f"{self.kind} control needs {self.n_control} values, got {value.numel()}")
-            lo, hi = self.input_range
-            if value.numel() and (
-                float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE
-            ):
-                raise SubstrateFault(f"{self.kind} control values must lie in [{lo}, {hi}]")
-            self._control = value.clone()
+        control = checked_control(self.kind, params, self.n_control, self.input_range)
+        if control is not None:
+            self._control = control
 
     def get_params(self) -> dict[str, torch.Tensor]:
         return {"control": self._control.clone()} if self.n_control else {}

@@ -90,7 +90,7 @@ import numpy as np
 import torch
 
 from simulators.errors import SettingError, SubstrateFault
-from simulators.substrate import SUBSTRATE_FAMILIES, check_options
+from simulators.substrate import RANGE_TOLERANCE, SUBSTRATE_FAMILIES, check_batch, check_options
 
 KINDS = ("clements", "reck")
 DETECTIONS = ("intensity", "homodyne")
@@ -101,7 +101,6 @@ PHASE_UNIT = math.pi
 spans the whole circle, the same range as the inputs."""
 MESHES = ("v", "u")
 PHASE_KEYS = ("theta", "phi", "out")
-_RANGE_TOLERANCE = 1e-5
 TWO_PI = 2 * math.pi
 
 
@@ -916,13 +915,7 @@ class PhotonicSubstrate:
 
     # -- protocol
     def _check_inputs(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.n_in:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
-        lo, hi = self.input_range
-        if x.numel() and not (float(x.min()) >= lo - _RANGE_TOLERANCE and float(x.max()) <= hi + _RANGE_TOLERANCE):
-            raise SubstrateFault(f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, "
-                                 f"{float(x.max()):.3g}]); encode them into the device range first")
+        check_batch(self.kind, x, self.n_in, self.input_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One noisy measurement per sample, ``[batch, n_out]`` float32 (computed in complex128); advances
@@ -958,7 +951,7 @@ class PhotonicSubstrate:
                 raise SubstrateFault(f"{self.kind} {name} has non-finite values")
             if name == "sigma":
                 lim = self.options.sigma_limit
-                if value.numel() and float(value.abs().max()) > lim + _RANGE_TOLERANCE:
+                if value.numel() and float(value.abs().max()) > lim + RANGE_TOLERANCE:
                     hint = "" if self.options.amplifier else " (attenuators only; set amplifier = true for gain)"
                     raise SubstrateFault(f"{self.kind} sigma must lie in [{-lim:g}, {lim:g}]{hint}, "
                                          f"got max |sigma| = {float(value.abs().max()):.4g}")

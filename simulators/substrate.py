@@ -41,7 +41,7 @@ class Substrate(Protocol):
 # ------------------------------------------------------------ substrate families
 from collections.abc import Callable  # noqa: E402
 
-from simulators.errors import SettingError, UnknownNameError  # noqa: E402
+from simulators.errors import SettingError, SubstrateFault, UnknownNameError  # noqa: E402
 from simulators.registry import did_you_mean, make_registry  # noqa: E402
 
 SubstrateOpener = Callable[..., Substrate]
@@ -100,3 +100,40 @@ def check_options(spec: str, options: dict, valid) -> None:
             raise SettingError(
                 f"unknown option '{key}' for substrate {spec}{did_you_mean(key, valid)}; valid: {', '.join(valid)}"
             )
+
+
+# ------------------------------------------------------------ input and control checks shared by simulators
+RANGE_TOLERANCE = 1e-5
+"""How far (device units) a value may lie outside ``input_range`` before it is refused (float rounding)."""
+
+
+def check_batch(kind: str, x, n_in: int, input_range: tuple[float, float]) -> None:
+    """Refuse anything but a ``[batch, n_in]`` tensor inside ``input_range`` (one-line :class:`SubstrateFault`)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != n_in:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise SubstrateFault(f"{kind} expects inputs [batch, {n_in}], got {shape}")
+    lo, hi = input_range
+    if x.numel() and (float(x.min()) < lo - RANGE_TOLERANCE or float(x.max()) > hi + RANGE_TOLERANCE):
+        raise SubstrateFault(
+            f"{kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+            "encode them into the device range first"
+        )
+
+
+def checked_control(kind: str, params: dict, n_control: int, input_range: tuple[float, float]) -> torch.Tensor | None:
+    """The new ``control`` vector of ``set_params(params)`` (float32, flat), or ``None`` when absent.
+
+    Control values are voltages in the input's units: ``n_control`` of them, inside ``input_range``.
+    Any other parameter name is refused."""
+    control = None
+    for key, value in params.items():
+        if key != "control":
+            raise SubstrateFault(f"{kind} has no hardware parameter '{key}'; it has: control")
+        value = torch.as_tensor(value, dtype=torch.float32).detach().reshape(-1)
+        if value.numel() != n_control:
+            raise SubstrateFault(f"{kind} control needs {n_control} values, got {value.numel()}")
+        lo, hi = input_range
+        if value.numel() and (float(value.min()) < lo - RANGE_TOLERANCE or float(value.max()) > hi + RANGE_TOLERANCE):
+            raise SubstrateFault(f"{kind} control values must lie in [{lo}, {hi}]")
+        control = value.clone()
+    return control

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import torch
 
 from simulators.errors import SettingError, SubstrateFault
-from simulators.substrate import SUBSTRATE_FAMILIES, check_options
+from simulators.substrate import SUBSTRATE_FAMILIES, check_batch, check_options, checked_control
 
 KINDS = ("scattering", "saturable", "oscillators")
 MODULATIONS = {
@@ -60,7 +60,6 @@ MODULATIONS = {
     "oscillators": ("amplitude", "frequency"),
 }
 INPUT_RANGE = (-1.0, 1.0)
-_RANGE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -342,15 +341,7 @@ class WaveSubstrate(DriftingState):
         return f"wave:{self.options.kind}"
 
     def _inputs(self, x: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.n_in:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise SubstrateFault(f"{self.kind} expects inputs [batch, {self.n_in}], got {shape}")
-        lo, hi = self.input_range
-        if x.numel() and (float(x.min()) < lo - _RANGE_TOLERANCE or float(x.max()) > hi + _RANGE_TOLERANCE):
-            raise SubstrateFault(
-                f"{self.kind} inputs must lie in [{lo}, {hi}] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
-                "encode them into the device range first"
-            )
+        check_batch(self.kind, x, self.n_in, self.input_range)
         x = x.to(torch.float32)
         return torch.cat([x, control.to(x).expand(x.shape[0], -1)], dim=1)
 
@@ -367,18 +358,9 @@ class WaveSubstrate(DriftingState):
         return y
 
     def set_params(self, params: dict[str, torch.Tensor]) -> None:
-        for name, value in params.items():
-            if name != "control":
-                raise SubstrateFault(f"{self.kind} has no hardware parameter '{name}'; it has: control")
-            value = torch.as_tensor(value, dtype=torch.float32).detach().reshape(-1)
-            if value.numel() != self.options.n_control:
-                raise SubstrateFault(f"{self.kind} control needs {self.options.n_control} values, got {value.numel()}")
-            lo, hi = self.input_range
-            if value.numel() and (
-                float(value.min()) < lo - _RANGE_TOLERANCE or float(value.max()) > hi + _RANGE_TOLERANCE
-            ):
-                raise SubstrateFault(f"{self.kind} control values must lie in [{lo}, {hi}]")
-            self._control = value.clone()
+        control = checked_control(self.kind, params, self.options.n_control, self.input_range)
+        if control is not None:
+            self._control = control
 
     def get_params(self) -> dict[str, torch.Tensor]:
         return {"control": self._control.clone()}
