@@ -267,11 +267,12 @@ class GivensReference:
         return total
 
 
-def ours_sensitivity(opt: PhotonicOptions, settings: dict, x: torch.Tensor, scale: float, eps: float = 1e-6) -> float:
+def ours_sensitivity(opt: PhotonicOptions, settings: dict, x: torch.Tensor, scale: float,
+                     eps: float = 1e-6) -> dict[str, float]:
     """``sum_h |d(scale * y)/d e_h|^2`` over every heater ``h`` the noise model ``opt`` draws for (a unit shot on
-    heater ``h`` through :func:`layer_field`, push-pull included) and the inputs, homodyne ``y``; first order,
-    ``E|y - W x|^2 = Var(e) * sensitivity``."""
-    total = 0.0
+    heater ``h`` through :func:`layer_field`, push-pull included) and the inputs, homodyne ``y``, split by heater
+    kind (``theta``, ``phi``, ``out``; both meshes); first order, ``E|y - W x|^2 = Var(e) * sum``."""
+    total = {"theta": 0.0, "phi": 0.0, "out": 0.0}
     specs = opt.specs()
     for mesh, spec in specs.items():
         n_heat = spec.n_mzi if opt.phase_noise_model == "mixing" else spec.n_heaters
@@ -281,7 +282,8 @@ def ours_sensitivity(opt: PhotonicOptions, settings: dict, x: torch.Tensor, scal
                 shots = {m: torch.zeros(x.shape[0], s.n_heaters, dtype=torch.float64) for m, s in specs.items()}
                 shots[mesh][:, h] = sign * eps
                 ys.append(detect(layer_field(x, settings, opt, shots=shots, ideal=True), opt))
-            total += float((((ys[0] - ys[1]) * (scale / (2 * eps))) ** 2).sum())
+            kind = "theta" if h < spec.n_mzi else "phi" if h < 2 * spec.n_mzi else "out"
+            total[kind] += float((((ys[0] - ys[1]) * (scale / (2 * eps))) ** 2).sum())
     return total
 
 
@@ -324,8 +326,10 @@ def noise_part(sizes: list[int], sigmas: list[float], draws: int, seed: int = 0)
         probe = PhotonicSubstrate(base)
         scale = probe.program(w)
         settings = probe._radians({}, torch.float64)  # the written (float32) settings, in rad
-        sens = {"ours": ours_sensitivity(base, settings, x, scale),
-                "ours_matched": ours_sensitivity(matched_opt, settings, x, scale)}
+        split = {"ours": ours_sensitivity(base, settings, x, scale),
+                 "ours_matched": ours_sensitivity(matched_opt, settings, x, scale)}
+        sens = {key: sum(v.values()) for key, v in split.items()}
+        kinds = {f"sensitivity_{key}_{kind}": v for key, d in split.items() for kind, v in d.items()}
         if mod is not None:
             try:
                 layer = _torchonn_layer(n, w.float())
@@ -334,7 +338,7 @@ def noise_part(sizes: list[int], sigmas: list[float], draws: int, seed: int = 0)
             except Exception as exc:  # noqa: BLE001
                 err = _error(exc)
         for si, sigma in enumerate(sigmas):
-            row = {"n": n, "sigma_rad": sigma, "draws": draws, "batch": int(x.shape[0])}
+            row = {"n": n, "sigma_rad": sigma, "draws": draws, "batch": int(x.shape[0]), "power": total_power, **kinds}
             rs = seed + 1000 * n + 10 * si  # independent draws for every row
             # ours, default model: per-shot N(0, sigma^2) on every phase shifter of both meshes, a draw per sample
             sub = PhotonicSubstrate(dataclasses.replace(base, phase_noise=sigma, seed=rs + 1))
@@ -385,6 +389,7 @@ def noise_part(sizes: list[int], sigmas: list[float], draws: int, seed: int = 0)
                 for key in ("ours", "ours_matched", "ours_matched_per_call", "reference"):
                     r, se = _ratio(stats[key], t)
                     row[f"ratio_{key}_over_torchonn"], row[f"ratio_{key}_over_torchonn_se"] = r, se
+                row["sensitivity_torchonn"] = sens["torchonn"]
                 row["ratio_ours_over_torchonn_predicted"] = math.sqrt(sens["ours"] / (c_tr * sens["torchonn"]))
                 row["ratio_ours_matched_over_torchonn_predicted"] = math.sqrt(
                     4 * sens["ours_matched"] / sens["torchonn"])
@@ -488,6 +493,16 @@ def print_noise_tables(r: dict) -> None:
 
         print(f"| {row['n']} | {row['sigma_rad']} | {pm('torchonn')} | {pm('ours_matched')} | {pm('ours')} | "
               f"{row.get('ratio_ours_matched_over_torchonn_predicted', nan):.6f} |")
+    print("\n## first-order sensitivities per rad^2, sum_k |dy/de_k|^2 / sum|Wx|^2 (both meshes)\n")
+    print("| n | torchonn (all rotation angles) | ours default: theta | phi | out | ours matched: theta (push-pull) |")
+    print("|---|---|---|---|---|---|")
+    for row in r["rows"]:
+        if row["sigma_rad"] != r["rows"][0]["sigma_rad"]:
+            continue
+        p = row["power"]
+        print(f"| {row['n']} | {row.get('sensitivity_torchonn', nan) / p:.6g} | "
+              f"{row['sensitivity_ours_theta'] / p:.6g} | {row['sensitivity_ours_phi'] / p:.3g} | "
+              f"{row['sensitivity_ours_out'] / p:.3g} | {row['sensitivity_ours_matched_theta'] / p:.6g} |")
     print("\n## relative bias sqrt(mean_x |E[y] - Wx|^2 / mean|Wx|^2) (Monte Carlo floor about rel. RMS / "
           "sqrt(draws))\n")
     print("| n | sigma | torchonn | reference | ours matched | ours matched, 1 draw/call | ours default |")
