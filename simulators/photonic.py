@@ -1056,7 +1056,8 @@ class PhotonicSubstrate:
         (fabrication errors, couplers, loss, crosstalk, drift so far, the DAC with straight-through
         rounding) are included; per-shot phase noise and detector noise are not.  ``ideal=True`` evaluates a
         perfect chip.  ``phase_noise > 0`` (rad std): hardware-aware training, a fresh Gaussian draw per sample
-        and phase shifter (from ``generator``, the chip's own noise generator is not touched) added to the
+        and phase shifter (:func:`phase_shots`: the options' ``phase_noise_model`` and ``phase_noise_trunc``
+        apply; from ``generator``, the chip's own noise generator is not touched) added to the
         phases in the light (on a perfect chip too); the draw does not depend on ``params``, so gradients
         with respect to the settings are those of the perturbed chip.  Dtype follows ``x`` (float64 ->
         complex128 inside).  Only for in-silico backpropagation and exact twins: a real device has no such
