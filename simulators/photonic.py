@@ -58,7 +58,16 @@ Order from a phase *setting* ``p`` (what the controller is asked for) to the pha
 3. Static phase error (``phase_error``, rad std, fabrication) plus slow drift (``drift``, rad std of one
    random-walk step of every phase error per ``drift_tick`` samples of device time, seeded by
    ``(seed, tick)``, so the state at a device time does not depend on batch sizes).
-4. Per-shot phase noise (``phase_noise``, rad std, a fresh draw per sample and phase shifter).
+4. Per-shot phase noise (``phase_noise`` = s, rad std, a fresh draw per sample and phase shifter):
+   ``p -> p + s z``, ``z ~ N(0, 1)``.  ``phase_noise_trunc = c > 0`` truncates the draws to ``|z| < c``
+   (``z`` redrawn until it lies inside; variance ``s^2 (1 - 2 c g(c) / (2 G(c) - 1))``, ``g``/``G`` the standard
+   normal pdf/cdf: 0.7737 s^2 at ``c = 2``).  ``phase_noise_model``: ``shifters`` (default) draws for every
+   phase shifter (``theta``, ``phi``, ``out``) of both meshes; ``mixing`` draws only for the internal phase
+   of each MZI and applies it push-pull (``+s z/2`` on the upper arm, ``-s z/2`` on the lower arm), so the
+   MZI becomes ``T e^{-i s z/2}`` evaluated at ``theta + s z``; with ideal couplers that is
+   ``Rot(-s z/2) T(theta, phi)``, ``Rot(a) = [[cos a, -sin a], [sin a, cos a]]``: a pure change of the mixing
+   angle ``theta/2`` by ``s z/2``, no common phase (the noise model of real Givens-rotation meshes with
+   rotation-angle noise of std ``s/2``, e.g. torchonn's ``set_phase_variation``; ``bench/photonic_peers.py``).
 Couplers: splitting angle error ``alpha ~ N(0, bs_error^2)`` (rad), two couplers per MZI (static).
 Insertion loss: ``loss_db`` dB per MZI (per-MZI spread ``loss_db_std`` dB, static).
 Nonlinearity (``nonlinearity="saturable"``): a thin saturable absorber on each output mode::
@@ -95,6 +104,7 @@ from simulators.substrate import RANGE_TOLERANCE, SUBSTRATE_FAMILIES, check_batc
 KINDS = ("clements", "reck")
 DETECTIONS = ("intensity", "homodyne")
 NONLINEARITIES = ("none", "saturable")
+PHASE_NOISE_MODELS = ("shifters", "mixing")
 INPUT_RANGE = (-1.0, 1.0)
 PHASE_UNIT = math.pi
 """Hardware parameters (``set_params``) give phases in units of ``PHASE_UNIT`` rad (half-turns): ``[-1, 1]``
@@ -204,7 +214,8 @@ def mzi_matrix(theta: torch.Tensor, phi: torch.Tensor, alpha1=None, alpha2=None,
     """``T(theta, phi)`` of the module docstring, ``[..., 2, 2]`` complex (dtype from ``theta``).
 
     alpha1, alpha2: splitting-angle errors of the first and second coupler (rad); amp: amplitude
-    transmission (insertion loss).  Elementwise, with ``c_k = cos a_k``, ``s_k = sin a_k``::
+    transmission (insertion loss; real, or complex for a common phase factor of the MZI, e.g. push-pull
+    noise).  Elementwise, with ``c_k = cos a_k``, ``s_k = sin a_k``::
 
         T00 = e^{i phi} (c1 c2 e^{i theta} - s1 s2)     T01 = i (s1 c2 e^{i theta} + c1 s2)
         T10 = i e^{i phi} (c1 s2 e^{i theta} + s1 c2)   T11 = c1 c2 - s1 s2 e^{i theta}
@@ -240,7 +251,8 @@ def _mzi_elements(theta, phi, alpha1=None, alpha2=None, amp=None):
         t11 = c1 * c2 - s1 * s2 * et
     out = [v.to(cd) for v in (t00, t01, t10, t11)]
     if amp is not None:
-        a = torch.as_tensor(amp, dtype=real).to(cd)
+        a = torch.as_tensor(amp)
+        a = a.to(cd) if a.is_complex() else a.to(real).to(cd)
         out = [v * a for v in out]
     shape = torch.broadcast_shapes(*(v.shape for v in out))
     return [v.expand(shape) for v in out]
@@ -601,6 +613,10 @@ class PhotonicOptions:
     bs_error: std of each coupler's splitting-angle error [rad] (static).
     phase_error: std of the static fabrication phase error of each phase shifter [rad].
     phase_noise: std of per-shot phase noise [rad], a fresh draw per sample and phase shifter.
+    phase_noise_trunc: truncate the per-shot draws at +-phase_noise_trunc * phase_noise [in units of the std];
+        0: untruncated Gaussian.
+    phase_noise_model: ``shifters`` (every phase shifter of both meshes) | ``mixing`` (the internal phase of
+        each MZI only, driven push-pull: a pure mixing-angle change, module docstring item 4).
     crosstalk: fraction kappa of a heater's phase seen by each physical neighbour [dimensionless];
         crosstalk_spread: relative static spread of kappa.
     dac_bits: heater DAC resolution [bits] (0: ideal continuous phases); heater_vmax [V];
@@ -625,6 +641,8 @@ class PhotonicOptions:
     bs_error: float = 0.0
     phase_error: float = 0.0
     phase_noise: float = 0.0
+    phase_noise_trunc: float = 0.0
+    phase_noise_model: str = "shifters"
     crosstalk: float = 0.0
     crosstalk_spread: float = 0.0
     dac_bits: int = 0
@@ -644,10 +662,13 @@ class PhotonicOptions:
             raise ValueError(f"detection '{self.detection}' is not one of {', '.join(DETECTIONS)}")
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity '{self.nonlinearity}' is not one of {', '.join(NONLINEARITIES)}")
+        if self.phase_noise_model not in PHASE_NOISE_MODELS:
+            raise ValueError(f"phase_noise_model '{self.phase_noise_model}' is not one of "
+                             f"{', '.join(PHASE_NOISE_MODELS)}")
         if int(self.n_in) < 1 or int(self.n_out) < 1:
             raise ValueError(f"need n_in >= 1 and n_out >= 1 (got {self.n_in}, {self.n_out})")
-        for name in ("loss_db", "loss_db_std", "bs_error", "phase_error", "phase_noise", "crosstalk",
-                     "crosstalk_spread",
+        for name in ("loss_db", "loss_db_std", "bs_error", "phase_error", "phase_noise", "phase_noise_trunc",
+                     "crosstalk", "crosstalk_spread",
                      "noise", "shot_noise", "noise_floor", "drift", "sa_depth", "heater_gamma"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -754,6 +775,28 @@ def dac_phase(p: torch.Tensor, opt: PhotonicOptions, *, ste: bool = False) -> to
     return gamma * (code * lsb) ** 2
 
 
+def phase_shots(opt: PhotonicOptions, batch: int, sigma: float, generator: torch.Generator | None,
+                dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Per-shot phase noise ``{mesh: [batch, H]}`` (rad; heaters ordered ``theta, phi, out``) of std ``sigma``,
+    per ``opt.phase_noise_trunc`` and ``opt.phase_noise_model`` (module docstring item 4): ``sigma z``, ``z``
+    standard normal, redrawn where ``|z| >= phase_noise_trunc`` (if > 0); ``mixing``: ``phi`` and ``out``
+    columns are zero (the ``theta`` draws are applied push-pull by :func:`layer_field`).  The default options
+    draw exactly ``sigma * randn(batch, H)`` per mesh (``v`` then ``u``) from ``generator``."""
+    c = float(opt.phase_noise_trunc)
+    shots = {}
+    for mesh, spec in opt.specs().items():
+        z = torch.randn(batch, spec.n_heaters, generator=generator, dtype=dtype)
+        if c > 0:
+            bad = z.abs() >= c
+            while bool(bad.any()):
+                z[bad] = torch.randn(int(bad.sum()), generator=generator, dtype=dtype)
+                bad = z.abs() >= c
+        if opt.phase_noise_model == "mixing":
+            z[:, spec.n_mzi:] = 0.0
+        shots[mesh] = float(sigma) * z
+    return shots
+
+
 def realized_phases(setting: torch.Tensor, hidden: dict, mesh: str, spec: MeshSpec, opt: PhotonicOptions, *,
                     shot: torch.Tensor | None = None, ste: bool = False) -> torch.Tensor:
     """Phases in the light ``[..., H]`` (rad) from the heater settings ``[H]`` (rad): DAC, crosstalk, static
@@ -806,6 +849,11 @@ def layer_field(x: torch.Tensor, settings: dict[str, torch.Tensor], opt: Photoni
             if opt.loss_db > 0 or opt.loss_db_std > 0:
                 errors["amp"] = hidden[f"{mesh}_amp"].to(real)
         k = spec.n_mzi
+        if opt.phase_noise_model == "mixing" and shots is not None and shots.get(mesh) is not None and k:
+            # push-pull drive: the common phase e^{-i delta/2} of each MZI (module docstring item 4)
+            half = -0.5 * shots[mesh][..., :k].to(real)
+            pull = torch.polar(torch.ones_like(half), half)
+            errors["amp"] = pull if errors.get("amp") is None else pull * errors["amp"].to(pull.dtype)
         e = mesh_field(e, spec, phase[..., :k], phase[..., k:2 * k], phase[..., 2 * k:], **errors)
         if mesh == "v":
             sigma = settings["sigma"].reshape(-1).to(real)
@@ -927,9 +975,7 @@ class PhotonicSubstrate:
             x = x.detach().to(torch.float64)
             shots = None
             if opt.phase_noise > 0:
-                shots = {m: opt.phase_noise * torch.randn(x.shape[0], s.n_heaters, generator=self._noise,
-                                                          dtype=torch.float64)
-                         for m, s in opt.specs().items()}
+                shots = phase_shots(opt, x.shape[0], opt.phase_noise, self._noise)
             e = layer_field(x, self._radians({}, torch.float64), opt, self._state.hidden, shots=shots)
             y = measure(detect(e, opt), opt, self._noise)
         self.n_evals += int(x.shape[0])
@@ -978,6 +1024,7 @@ class PhotonicSubstrate:
             "param_units": {k: ("amplitude transmission" if k == "sigma" else "pi rad") for k in PARAM_NAMES},
             "detection": o.detection, "nonlinearity": o.nonlinearity, "amplifier": o.amplifier,
             "noise": o.noise, "shot_noise": o.shot_noise, "noise_floor": o.noise_floor, "phase_noise": o.phase_noise,
+            "phase_noise_trunc": o.phase_noise_trunc, "phase_noise_model": o.phase_noise_model,
             "loss_db": o.loss_db, "dac_bits": o.dac_bits, "drift": o.drift, "drift_tick": o.drift_tick,
             "n_mzi": sum(s.n_mzi for s in o.specs().values()),
         }
@@ -1002,7 +1049,8 @@ class PhotonicSubstrate:
         (fabrication errors, couplers, loss, crosstalk, drift so far, the DAC with straight-through
         rounding) are included; per-shot phase noise and detector noise are not.  ``ideal=True`` evaluates a
         perfect chip.  ``phase_noise > 0`` (rad std): hardware-aware training, a fresh Gaussian draw per sample
-        and phase shifter (from ``generator``, the chip's own noise generator is not touched) added to the
+        and phase shifter (:func:`phase_shots`: the options' ``phase_noise_model`` and ``phase_noise_trunc``
+        apply; from ``generator``, the chip's own noise generator is not touched) added to the
         phases in the light (on a perfect chip too); the draw does not depend on ``params``, so gradients
         with respect to the settings are those of the perturbed chip.  Dtype follows ``x`` (float64 ->
         complex128 inside).  Only for in-silico backpropagation and exact twins: a real device has no such
@@ -1016,8 +1064,7 @@ class PhotonicSubstrate:
         real = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         shots = None
         if phase_noise > 0:
-            shots = {m: float(phase_noise) * torch.randn(x.shape[0], s.n_heaters, generator=generator, dtype=real)
-                     for m, s in self.options.specs().items()}
+            shots = phase_shots(self.options, x.shape[0], float(phase_noise), generator, real)
         e = layer_field(x.to(real), self._radians(params or {}, real), self.options, self._state.hidden,
                         shots=shots, ste=True, ideal=ideal)
         return detect(e, self.options)

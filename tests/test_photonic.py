@@ -414,6 +414,78 @@ def test_per_shot_phase_noise_dephases_the_homodyne_signal_by_exp_minus_sigma_sq
     assert float(sub.exact_forward(torch.tensor([[0.8]]))) == pytest.approx(0.8 * math.cos(phi0), rel=1e-6)
 
 
+def test_truncated_phase_noise_stays_inside_and_has_the_truncated_normal_variance():
+    from scipy.stats import truncnorm
+
+    s, c = 0.3, 2.0
+    opt = ph.PhotonicOptions(n_in=6, n_out=6, phase_noise=s, phase_noise_trunc=c)
+    shots = ph.phase_shots(opt, 4000, s, torch.Generator().manual_seed(1))
+    z = torch.cat([v.reshape(-1) for v in shots.values()])
+    assert float(z.abs().max()) < c * s
+    var = float(truncnorm.var(-c, c)) * s * s  # 0.7737 s^2, independent of our code
+    assert var == pytest.approx(0.7737 * s * s, rel=1e-3)
+    n = z.numel()  # var of the sample variance of a truncated normal ~ (mu4 - var^2) / n
+    mu4 = float(truncnorm.moment(4, -c, c)) * s**4
+    assert float(z.var()) == pytest.approx(var, abs=4 * math.sqrt((mu4 - var * var) / n))
+    # default options: exactly sigma * randn per mesh (v then u), as before the option existed
+    plain = ph.phase_shots(ph.PhotonicOptions(n_in=6, n_out=6), 5, s, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    for mesh in ("v", "u"):
+        want = s * torch.randn(5, 2 * 15 + 6, generator=g, dtype=torch.float64)
+        assert torch.equal(plain[mesh], want)
+
+
+def test_mixing_phase_noise_is_a_push_pull_rotation_of_each_mzi():
+    # the whole layer against the slow reference built MZI by MZI from the push-pull equation
+    n, d = 4, 0.4
+    spec = ph.mesh_spec(n, "clements")
+    opt = ph.PhotonicOptions(n_in=n, n_out=n, phase_noise=d, phase_noise_model="mixing", detection="homodyne")
+    g = torch.Generator().manual_seed(5)
+    settings = {}
+    for mesh in ("v", "u"):
+        th, ph_, out = random_phases(spec, 11 if mesh == "v" else 12)
+        settings.update({f"{mesh}_theta": th, f"{mesh}_phi": ph_, f"{mesh}_out": out})
+    settings["sigma"] = torch.tensor([0.9, -0.5, 0.3, 1.0], dtype=torch.float64)
+    x = 2 * torch.rand(3, n, generator=g, dtype=torch.float64) - 1
+    shots = ph.phase_shots(opt, 3, d, torch.Generator().manual_seed(6))
+    k = spec.n_mzi
+    for mesh in ("v", "u"):
+        assert torch.all(shots[mesh][:, k:] == 0) and torch.all(shots[mesh][:, :k] != 0)  # theta only
+    got = ph.layer_field(x, settings, opt, shots=shots, ideal=True).numpy()
+
+    def rot(a):
+        return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+    def mesh_ref(mesh, b):
+        u = np.eye(n, dtype=complex)
+        for i, m in enumerate(spec.modes.tolist()):
+            th, p = float(settings[f"{mesh}_theta"][i]), float(settings[f"{mesh}_phi"][i])
+            dl = float(shots[mesh][b, i])
+            t = np.eye(n, dtype=complex)
+            # the documented identity: push-pull drive = pure mixing-angle rotation, no common phase
+            pp = mzi_ref(th + dl, p) * np.exp(-0.5j * dl)
+            assert np.abs(pp - rot(-dl / 2) @ mzi_ref(th, p)).max() < 1e-13
+            t[m : m + 2, m : m + 2] = pp
+            u = t @ u
+        return np.diag(np.exp(1j * settings[f"{mesh}_out"].numpy())) @ u
+
+    for b in range(3):
+        want = mesh_ref("u", b) @ (settings["sigma"].numpy() * (mesh_ref("v", b) @ x[b].numpy()))
+        assert np.abs(got[b] - want).max() < 1e-12
+    # the substrate draws the same model: one mode has no MZI, so mixing noise leaves it exact (the output
+    # phases get no noise), while the default model dephases it
+    xs = torch.full((200, 1), 0.8)
+    for model, noisy in (("mixing", False), ("shifters", True)):
+        sub = substrate("clements", 1, 1, seed=4, detection="homodyne", phase_noise=0.5, phase_noise_model=model)
+        sub.set_params({"v_out": torch.tensor([0.1]), "u_out": torch.zeros(1), "sigma": torch.tensor([1.0])})
+        spread = float((sub.forward(xs).double() - 0.8 * math.cos(0.1 * math.pi)).abs().max())
+        assert (spread > 0.05) if noisy else (spread < 1e-6)
+    with pytest.raises(SettingError, match="phase_noise_model 'push' is not one of shifters, mixing"):
+        substrate("clements", 2, 2, phase_noise_model="push")
+    with pytest.raises(SettingError, match="phase_noise_trunc must be >= 0"):
+        substrate("clements", 2, 2, phase_noise_trunc=-1.0)
+
+
 def test_thermal_crosstalk_adds_kappa_times_each_neighbours_heater_phase():
     n, kappa = 6, 0.05
     opt = ph.PhotonicOptions(n_in=n, n_out=n, crosstalk=kappa)
