@@ -127,10 +127,29 @@ DIGITS = {
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01, "readout_grad": True}, 1e-2,
         {"hardware_lr": 1e-3}),
+    "photonic physical_mlp, mfff in situ (contrastive, no SPSA: power-on phases kept, readout-grad)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 0, "readout_grad": True}, 1e-2),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
     "mlp 64-256-256, dfa digital": (MLP_MODEL, {"name": "dfa", "projection": "digital"}, 3e-3),
     "mlp 64-256-256, dfa optical": (MLP_MODEL, {"name": "dfa", "projection": "optical"}, 3e-3),
 }
+
+
+#: short names of the digits rows: a ``--rows`` entry equal to a key picks exactly that row; any other entry picks
+#: every row whose label contains it
+DIGITS_KEYS = dict(zip(
+    ("insilico", "mfff_spsa", "mfff_fixed", "mfff_every10", "mfff_spsa_hwlr", "mfff_spsa_hwlr_rg", "mfff_fixed_rg",
+     "bptt", "dfa_digital", "dfa_optical"), DIGITS))
+
+
+def pick_rows(wanted: list[str] | None) -> list[str]:
+    """The DIGITS labels selected by ``--rows`` (all when ``wanted`` is empty), in table order."""
+    if not wanted:
+        return list(DIGITS)
+    exact = {DIGITS_KEYS[w] for w in wanted if w in DIGITS_KEYS}
+    loose = [w for w in wanted if w not in DIGITS_KEYS]
+    return [label for label in DIGITS if label in exact or any(w in label for w in loose)]
 
 
 def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim: dict | None = None) -> dict:
@@ -142,8 +161,10 @@ def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim
     exp = build_experiment(cfg)
     trainer = exp.trainer(None, progress=False)
     t0 = time.perf_counter()
-    trainer.fit()
-    return {"test_accuracy": trainer.evaluate("test")["accuracy"], "wall_s": time.perf_counter() - t0}
+    records = trainer.fit()
+    wall = time.perf_counter() - t0
+    return {"val_accuracy": trainer.evaluate("val")["accuracy"], "test_accuracy": trainer.evaluate("test")["accuracy"],
+            "val_curve": [r.get("val_accuracy") for r in records], "wall_s": wall}
 
 
 def _ms(values) -> str:
@@ -190,23 +211,24 @@ def main(argv=None) -> int:
             draw_accuracy_vs_noise(r, Path(args.figures) / "photonic_noise_vowels4.png")
         if "digits" in args.parts:
             rows = []
-            for label, (model, rule, lr, *extra) in DIGITS.items():
-                if args.rows and not any(r in label for r in args.rows):
-                    continue
-                accs = []
+            for label in pick_rows(args.rows):
+                model, rule, lr, *extra = DIGITS[label]
+                accs, vals = [], []
                 for seed in args.digits_seeds:
                     r = digits_run(model, rule, lr, args.digits_epochs, seed, *extra)
                     accs.append(r["test_accuracy"])
+                    vals.append(r["val_accuracy"])
                     log.write(json.dumps({"part": "digits", "row": label, "seed": seed, "epochs": args.digits_epochs,
                                           "lr": lr, **r}) + "\n")
                     log.flush()
-                    print(f"digits {label}: seed {seed} {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)",
-                          flush=True)
-                rows.append((label, accs))
-            print(f"\n| digits, {args.digits_epochs} epochs, seeds {args.digits_seeds} | test accuracy (%) |")
-            print("|---|---|")
-            for label, accs in rows:
-                print(f"| {label} | {_ms(accs)} |")
+                    print(f"digits {label}: seed {seed} val {100 * r['val_accuracy']:.2f} % "
+                          f"test {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)", flush=True)
+                rows.append((label, vals, accs))
+            print(f"\n| digits, {args.digits_epochs} epochs, seeds {args.digits_seeds} "
+                  "| val accuracy (%, final epoch) | test accuracy (%) |")
+            print("|---|---|---|")
+            for label, vals, accs in rows:
+                print(f"| {label} | {_ms(vals)} | {_ms(accs)} |")
     return 0
 
 
