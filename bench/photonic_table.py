@@ -167,6 +167,61 @@ def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim
             "val_curve": [r.get("val_accuracy") for r in records], "wall_s": wall}
 
 
+#: the in-situ candidates of the digits selection (issue 21) and the baselines they are compared with
+DIGITS_SELECTION = {
+    "baseline": "insilico",
+    "candidates": ("mfff_fixed", "mfff_spsa_hwlr", "mfff_spsa_hwlr_rg", "mfff_fixed_rg"),
+    "dfa_baseline": "bptt",
+    "dfa_candidates": ("dfa_optical", "dfa_digital"),
+}
+
+
+def select_by_validation(records: list[dict], candidates, baseline: str) -> dict:
+    """Pick the candidate row with the highest mean final-epoch VALIDATION accuracy; compare its test accuracy.
+
+    ``records``: JSON lines of ``--parts digits`` (``row`` = a label, or a key of :data:`DIGITS_KEYS`; ``seed``,
+    ``val_accuracy``, ``test_accuracy`` in [0, 1]).  Only candidates run on every seed of the baseline count; the
+    test accuracy never enters the choice (ties in mean validation go to the earlier candidate).  Returns the
+    per-row ``{seed: (val, test)}``, the chosen key, its mean test minus the baseline's (points) and the per-seed
+    test gaps (points).
+    """
+    label_to_key = {label: key for key, label in DIGITS_KEYS.items()}
+    rows: dict[str, dict[int, tuple[float, float]]] = {}
+    for rec in records:
+        key = label_to_key.get(rec.get("row"), rec.get("row"))
+        if "val_accuracy" in rec:
+            rows.setdefault(key, {})[int(rec["seed"])] = (float(rec["val_accuracy"]), float(rec["test_accuracy"]))
+    if baseline not in rows:
+        raise ValueError(f"no records of the baseline row {baseline!r}; run --rows {baseline} first")
+    seeds = sorted(rows[baseline])
+    ready = [c for c in candidates if c in rows and all(s in rows[c] for s in seeds)]
+    if not ready:
+        raise ValueError(f"no candidate of {list(candidates)} has records on every seed {seeds}")
+    mean_val = {c: statistics.mean(rows[c][s][0] for s in seeds) for c in ready}
+    chosen = max(ready, key=lambda c: (mean_val[c], -ready.index(c)))
+    gaps = [100 * (rows[chosen][s][1] - rows[baseline][s][1]) for s in seeds]
+    return {"rows": rows, "seeds": seeds, "ready": ready, "mean_val": mean_val, "chosen": chosen,
+            "gap": statistics.mean(gaps), "gaps": gaps}
+
+
+def selection_table(sel: dict, baseline: str) -> str:
+    """Markdown: per row, val / test per seed, mean ± std of each, test gap to the baseline; the chosen row marked."""
+    seeds = sel["seeds"]
+    head = "| row | " + " | ".join(f"seed {s} val / test" for s in seeds)
+    head += f" | val mean ± std | test mean ± std | test vs {baseline} (per seed) |"
+    lines = [head, "|---" * (len(seeds) + 4) + "|"]
+    base = sel["rows"][baseline]
+    for key in [baseline, *sel["ready"]]:
+        r = sel["rows"][key]
+        cells = " | ".join(f"{100 * r[s][0]:.2f} / {100 * r[s][1]:.2f}" for s in seeds)
+        gaps = [100 * (r[s][1] - base[s][1]) for s in seeds]
+        gap = "" if key == baseline else f"{statistics.mean(gaps):+.2f} ({' / '.join(f'{g:+.2f}' for g in gaps)})"
+        name = f"**{key}** (chosen)" if key == sel["chosen"] else key
+        lines.append(f"| {name} | {cells} | {_ms([r[s][0] for s in seeds])} | {_ms([r[s][1] for s in seeds])} "
+                     f"| {gap} |")
+    return "\n".join(lines)
+
+
 def _ms(values) -> str:
     v = [100 * x for x in values]
     sd = statistics.stdev(v) if len(v) > 1 else 0.0
@@ -181,10 +236,26 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-epochs", type=int, default=15)
     ap.add_argument("--rows", nargs="+", default=None, help="only the digits rows whose label contains one of these")
     ap.add_argument("--json", default="/tmp/photonic_table.jsonl")
+    ap.add_argument("--select", default=None, metavar="JSONL",
+                    help="train nothing: read digits records (with val_accuracy) from JSONL and pick the in-situ row "
+                         "and the DFA row by mean validation accuracy (DIGITS_SELECTION), then print val and test")
     ap.add_argument("--figures", default=str(Path(__file__).resolve().parent),
                     help="folder for photonic_mesh_vowels4.png (first seed, after in situ) and "
                          "photonic_noise_vowels4.png")
     args = ap.parse_args(argv)
+    if args.select:
+        records = [json.loads(line) for line in Path(args.select).read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("part") == "digits"]
+        for cand, base in (("candidates", "baseline"), ("dfa_candidates", "dfa_baseline")):
+            try:
+                sel = select_by_validation(records, DIGITS_SELECTION[cand], DIGITS_SELECTION[base])
+            except ValueError as err:
+                print(f"{cand}: {err}")
+                continue
+            print(f"\nchosen by mean validation accuracy: {sel['chosen']} "
+                  f"(test vs {DIGITS_SELECTION[base]}: {sel['gap']:+.2f} points)")
+            print(selection_table(sel, DIGITS_SELECTION[base]))
+        return 0
     torch.set_num_threads(1)
     with open(args.json, "a") as log:
         if "vowels" in args.parts:
