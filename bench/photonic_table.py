@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.photonic_table                       # everything (about 20 min on one core)
     .venv/bin/python -m bench.photonic_table --parts vowels --seeds 0 1
     .venv/bin/python -m bench.photonic_table --parts digits --digits-epochs 3
+    .venv/bin/python -m bench.photonic_table --parts digits --rows insilico mfff_spsa_hwlr_rg --digits-seeds 0 1 2
+    .venv/bin/python -m bench.photonic_table --select /tmp/photonic_table.jsonl
 
 Vowels (``vowels4``: ae/ah/iy/uw, log f0-F3, talker-disjoint split; ``photonic_mlp`` of three 4x4
 Clements SVD layers, homodyne detection, per-channel electronic gain and offset), per seed:
@@ -22,6 +24,12 @@ Digits (8x8, 1797 samples; ``--digits-seeds``): ``physical_mlp`` with two photon
 phases with their own learning rate ``optim.hardware_lr``, no gradient through the mesh); a 64-256-256 ReLU
 ``mlp`` trained by backprop vs ``dfa`` with the error projection digital or optical
 (``neuro.functional.optical_projection``).
+
+Each digits run records the final-epoch validation accuracy (``val_accuracy``, the dataset's own val split,
+disjoint from test) beside the test accuracy; ``--rows`` takes a key of :data:`DIGITS_KEYS` (exactly that row) or
+a substring of row labels.  ``--select runs.jsonl`` trains nothing: it chooses the in-situ row among
+:data:`DIGITS_SELECTION` candidates (and the DFA row) by mean validation accuracy only, then prints validation and
+test per seed (``bench/notes_digits_validation.md``).
 
 Prints markdown tables and writes every number as JSON lines (``--json``).  Run with ``torch.set_num_threads(1)``
 (done here); timings are not claimed.
