@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.photonic_table                       # everything (about 20 min on one core)
     .venv/bin/python -m bench.photonic_table --parts vowels --seeds 0 1
     .venv/bin/python -m bench.photonic_table --parts digits --digits-epochs 3
+    .venv/bin/python -m bench.photonic_table --parts digits --rows insilico mfff_spsa_hwlr_rg --digits-seeds 0 1 2
+    .venv/bin/python -m bench.photonic_table --select /tmp/photonic_table.jsonl
 
 Vowels (``vowels4``: ae/ah/iy/uw, log f0-F3, talker-disjoint split; ``photonic_mlp`` of three 4x4
 Clements SVD layers, homodyne detection, per-channel electronic gain and offset), per seed:
@@ -22,6 +24,12 @@ Digits (8x8, 1797 samples; ``--digits-seeds``): ``physical_mlp`` with two photon
 phases with their own learning rate ``optim.hardware_lr``, no gradient through the mesh); a 64-256-256 ReLU
 ``mlp`` trained by backprop vs ``dfa`` with the error projection digital or optical
 (``neuro.functional.optical_projection``).
+
+Each digits run records the final-epoch validation accuracy (``val_accuracy``, the dataset's own val split,
+disjoint from test) beside the test accuracy; ``--rows`` takes a key of :data:`DIGITS_KEYS` (exactly that row) or
+a substring of row labels.  ``--select runs.jsonl`` trains nothing: it chooses the in-situ row among
+:data:`DIGITS_SELECTION` candidates (and the DFA row) by mean validation accuracy only, then prints validation and
+test per seed (``bench/notes_digits_validation.md``).
 
 Prints markdown tables and writes every number as JSON lines (``--json``).  Run with ``torch.set_num_threads(1)``
 (done here); timings are not claimed.
@@ -127,10 +135,29 @@ DIGITS = {
         {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
         {"name": "mfff", "variant": "contrastive", "spsa_every": 1, "spsa_eps": 0.01, "readout_grad": True}, 1e-2,
         {"hardware_lr": 1e-3}),
+    "photonic physical_mlp, mfff in situ (contrastive, no SPSA: power-on phases kept, readout-grad)": (
+        {"kind": "physical_mlp", "substrate": "photonic:clements", "physical": [64], "hidden": [64, 64]},
+        {"name": "mfff", "variant": "contrastive", "spsa_every": 0, "readout_grad": True}, 1e-2),
     "mlp 64-256-256, backprop": ({"kind": "mlp", "hidden": [256, 256]}, {"name": "bptt"}, 3e-3),
     "mlp 64-256-256, dfa digital": (MLP_MODEL, {"name": "dfa", "projection": "digital"}, 3e-3),
     "mlp 64-256-256, dfa optical": (MLP_MODEL, {"name": "dfa", "projection": "optical"}, 3e-3),
 }
+
+
+#: short names of the digits rows: a ``--rows`` entry equal to a key picks exactly that row; any other entry picks
+#: every row whose label contains it
+DIGITS_KEYS = dict(zip(
+    ("insilico", "mfff_spsa", "mfff_fixed", "mfff_every10", "mfff_spsa_hwlr", "mfff_spsa_hwlr_rg", "mfff_fixed_rg",
+     "bptt", "dfa_digital", "dfa_optical"), DIGITS))
+
+
+def pick_rows(wanted: list[str] | None) -> list[str]:
+    """The DIGITS labels selected by ``--rows`` (all when ``wanted`` is empty), in table order."""
+    if not wanted:
+        return list(DIGITS)
+    exact = {DIGITS_KEYS[w] for w in wanted if w in DIGITS_KEYS}
+    loose = [w for w in wanted if w not in DIGITS_KEYS]
+    return [label for label in DIGITS if label in exact or any(w in label for w in loose)]
 
 
 def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim: dict | None = None) -> dict:
@@ -142,8 +169,65 @@ def digits_run(model: dict, rule: dict, lr: float, epochs: int, seed: int, optim
     exp = build_experiment(cfg)
     trainer = exp.trainer(None, progress=False)
     t0 = time.perf_counter()
-    trainer.fit()
-    return {"test_accuracy": trainer.evaluate("test")["accuracy"], "wall_s": time.perf_counter() - t0}
+    records = trainer.fit()
+    wall = time.perf_counter() - t0
+    return {"val_accuracy": trainer.evaluate("val")["accuracy"], "test_accuracy": trainer.evaluate("test")["accuracy"],
+            "val_curve": [r.get("val_accuracy") for r in records], "wall_s": wall}
+
+
+#: the in-situ candidates of the digits selection (issue 21) and the baselines they are compared with
+DIGITS_SELECTION = {
+    "baseline": "insilico",
+    "candidates": ("mfff_fixed", "mfff_spsa_hwlr", "mfff_spsa_hwlr_rg", "mfff_fixed_rg"),
+    "dfa_baseline": "bptt",
+    "dfa_candidates": ("dfa_optical", "dfa_digital"),
+}
+
+
+def select_by_validation(records: list[dict], candidates, baseline: str) -> dict:
+    """Pick the candidate row with the highest mean final-epoch VALIDATION accuracy; compare its test accuracy.
+
+    ``records``: JSON lines of ``--parts digits`` (``row`` = a label, or a key of :data:`DIGITS_KEYS`; ``seed``,
+    ``val_accuracy``, ``test_accuracy`` in [0, 1]).  Only candidates run on every seed of the baseline count; the
+    test accuracy never enters the choice (ties in mean validation go to the earlier candidate).  Returns the
+    per-row ``{seed: (val, test)}``, the chosen key, its mean test minus the baseline's (points) and the per-seed
+    test gaps (points).
+    """
+    label_to_key = {label: key for key, label in DIGITS_KEYS.items()}
+    rows: dict[str, dict[int, tuple[float, float]]] = {}
+    for rec in records:
+        key = label_to_key.get(rec.get("row"), rec.get("row"))
+        if "val_accuracy" in rec:
+            rows.setdefault(key, {})[int(rec["seed"])] = (float(rec["val_accuracy"]), float(rec["test_accuracy"]))
+    if baseline not in rows:
+        raise ValueError(f"no records of the baseline row {baseline!r}; run --rows {baseline} first")
+    seeds = sorted(rows[baseline])
+    ready = [c for c in candidates if c in rows and all(s in rows[c] for s in seeds)]
+    if not ready:
+        raise ValueError(f"no candidate of {list(candidates)} has records on every seed {seeds}")
+    mean_val = {c: statistics.mean(rows[c][s][0] for s in seeds) for c in ready}
+    chosen = max(ready, key=lambda c: (mean_val[c], -ready.index(c)))
+    gaps = [100 * (rows[chosen][s][1] - rows[baseline][s][1]) for s in seeds]
+    return {"rows": rows, "seeds": seeds, "ready": ready, "mean_val": mean_val, "chosen": chosen,
+            "gap": statistics.mean(gaps), "gaps": gaps}
+
+
+def selection_table(sel: dict, baseline: str) -> str:
+    """Markdown: per row, val / test per seed, mean ± std of each, test gap to the baseline; the chosen row marked."""
+    seeds = sel["seeds"]
+    head = "| row | " + " | ".join(f"seed {s} val / test" for s in seeds)
+    head += f" | val mean ± std | test mean ± std | test vs {baseline} (per seed) |"
+    lines = [head, "|---" * (len(seeds) + 4) + "|"]
+    base = sel["rows"][baseline]
+    for key in [baseline, *sel["ready"]]:
+        r = sel["rows"][key]
+        cells = " | ".join(f"{100 * r[s][0]:.2f} / {100 * r[s][1]:.2f}" for s in seeds)
+        gaps = [100 * (r[s][1] - base[s][1]) for s in seeds]
+        gap = "" if key == baseline else f"{statistics.mean(gaps):+.2f} ({' / '.join(f'{g:+.2f}' for g in gaps)})"
+        name = f"**{key}** (chosen)" if key == sel["chosen"] else key
+        lines.append(f"| {name} | {cells} | {_ms([r[s][0] for s in seeds])} | {_ms([r[s][1] for s in seeds])} "
+                     f"| {gap} |")
+    return "\n".join(lines)
 
 
 def _ms(values) -> str:
@@ -160,10 +244,26 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-epochs", type=int, default=15)
     ap.add_argument("--rows", nargs="+", default=None, help="only the digits rows whose label contains one of these")
     ap.add_argument("--json", default="/tmp/photonic_table.jsonl")
+    ap.add_argument("--select", default=None, metavar="JSONL",
+                    help="train nothing: read digits records (with val_accuracy) from JSONL and pick the in-situ row "
+                         "and the DFA row by mean validation accuracy (DIGITS_SELECTION), then print val and test")
     ap.add_argument("--figures", default=str(Path(__file__).resolve().parent),
                     help="folder for photonic_mesh_vowels4.png (first seed, after in situ) and "
                          "photonic_noise_vowels4.png")
     args = ap.parse_args(argv)
+    if args.select:
+        records = [json.loads(line) for line in Path(args.select).read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("part") == "digits"]
+        for cand, base in (("candidates", "baseline"), ("dfa_candidates", "dfa_baseline")):
+            try:
+                sel = select_by_validation(records, DIGITS_SELECTION[cand], DIGITS_SELECTION[base])
+            except ValueError as err:
+                print(f"{cand}: {err}")
+                continue
+            print(f"\nchosen by mean validation accuracy: {sel['chosen']} "
+                  f"(test vs {DIGITS_SELECTION[base]}: {sel['gap']:+.2f} points)")
+            print(selection_table(sel, DIGITS_SELECTION[base]))
+        return 0
     torch.set_num_threads(1)
     with open(args.json, "a") as log:
         if "vowels" in args.parts:
@@ -190,23 +290,24 @@ def main(argv=None) -> int:
             draw_accuracy_vs_noise(r, Path(args.figures) / "photonic_noise_vowels4.png")
         if "digits" in args.parts:
             rows = []
-            for label, (model, rule, lr, *extra) in DIGITS.items():
-                if args.rows and not any(r in label for r in args.rows):
-                    continue
-                accs = []
+            for label in pick_rows(args.rows):
+                model, rule, lr, *extra = DIGITS[label]
+                accs, vals = [], []
                 for seed in args.digits_seeds:
                     r = digits_run(model, rule, lr, args.digits_epochs, seed, *extra)
                     accs.append(r["test_accuracy"])
+                    vals.append(r["val_accuracy"])
                     log.write(json.dumps({"part": "digits", "row": label, "seed": seed, "epochs": args.digits_epochs,
                                           "lr": lr, **r}) + "\n")
                     log.flush()
-                    print(f"digits {label}: seed {seed} {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)",
-                          flush=True)
-                rows.append((label, accs))
-            print(f"\n| digits, {args.digits_epochs} epochs, seeds {args.digits_seeds} | test accuracy (%) |")
-            print("|---|---|")
-            for label, accs in rows:
-                print(f"| {label} | {_ms(accs)} |")
+                    print(f"digits {label}: seed {seed} val {100 * r['val_accuracy']:.2f} % "
+                          f"test {100 * r['test_accuracy']:.2f} % ({r['wall_s']:.0f} s)", flush=True)
+                rows.append((label, vals, accs))
+            print(f"\n| digits, {args.digits_epochs} epochs, seeds {args.digits_seeds} "
+                  "| val accuracy (%, final epoch) | test accuracy (%) |")
+            print("|---|---|---|")
+            for label, vals, accs in rows:
+                print(f"| {label} | {_ms(vals)} | {_ms(accs)} |")
     return 0
 
 
