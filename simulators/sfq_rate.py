@@ -122,6 +122,7 @@ def neuron_rate(
     return_fano: bool = False,
     exc_hazard_GHz: torch.Tensor | float | None = None,
     independent: bool = False,
+    cov_ei_GHz: torch.Tensor | float = 0.0,
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
@@ -160,7 +161,15 @@ def neuron_rate(
     total = lam_exc + lam_inh
     q = (lam_exc / total.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
     var = (fe * lam_exc + fi * lam_inh).clamp_min(1e-12)
-    g = fe * fi * total / var
+    if independent:
+        g = fe * fi * total / var
+    else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
+        vv = (fe * fi * lam_exc * lam_inh).clamp_min(0.0)
+        c = torch.as_tensor(cov_ei_GHz, dtype=dtype)
+        lim = 0.98 * vv.clamp_min(1e-20).sqrt()  # |correlation| < 1 (clamp: no 0 * inf gradient)
+        c = torch.maximum(torch.minimum(c, lim), -lim)
+        var = (var + 2 * c).clamp_min(1e-12)
+        g = (fe * fi - c**2 / (lam_exc * lam_inh).clamp_min(1e-24)) * total / var
     rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
     rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
     a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
@@ -230,42 +239,108 @@ def layer_rate(
     fano_in: torch.Tensor | float | None = None,
     return_fano: bool = False,
     independent: bool = False,
+    cov_in: torch.Tensor | None = None,
+    return_cov: bool = False,
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
     ``fano_in [B, n_in]`` (or a number): Fano factors of the input trains (default 1 for Poisson
     inputs, 0 for periodic ones).  A synapse of transmission ``p`` thins a train of Fano factor
-    ``F`` to ``p F + 1 - p``; a merger sums independent trains (``F = sum F_j lam_j / Lam``) and its
-    dead time regularizes them, ``F / (1 + Lam tau)^2`` (exact for Poisson trains, whose merged
-    output is a renewal process with intervals ``tau + Exp(Lam)``).  ``return_fano``: also return
-    the output trains' Fano factors ``[B, n_out]`` (see :func:`neuron_rate`).
+    ``F`` to ``p F + 1 - p``; a merger sums the trains and its dead time regularizes them,
+    ``F / (1 + Lam tau)^2`` (exact for Poisson trains, whose merged output is a renewal process with
+    intervals ``tau + Exp(Lam)``).  ``return_fano``: also return the output trains' Fano factors
+    ``[B, n_out]`` (see :func:`neuron_rate`).
+
+    ``cov_in [B, n_in, n_in]`` (GHz; default none): the count covariances between different input
+    trains, ``C_jk = Cov(N_j(T), N_k(T)) / T`` for long ``T`` (diagonal ignored).  Trains of one
+    layer's neurons are correlated because they fire on the same input pulses.  Neuron ``i``'s
+    excitatory arrivals (before the merger) then have the count variance rate
+    ``V+ = sum_j p_ij lam_j (p_ij F_j + 1 - p_ij) + sum_{j != k} p_ij p_ik C_jk`` (sums over its
+    excitatory synapses; thinning is independent per synapse), likewise ``V-``, and the covariance
+    rate ``C+- = sum_{j exc, k inh} p_ij p_ik C_jk``.  The merger scales a variance by
+    ``s = out / (Lam (1 + Lam tau)^2)`` (as the Fano factor above) and ``C+-`` by ``sqrt(s+ s-)``
+    (the correlation coefficient is kept); ``C+-`` enters the neuron's chain (``cov_ei_GHz`` of
+    :func:`neuron_rate`).
+
+    ``return_cov``: also return the output trains' covariances ``[B, n_out, n_out]`` (zero
+    diagonal), by linear response: a count fluctuation ``dN_j`` of input ``j`` moves neuron
+    ``i``'s count by ``J_ij dN_j`` with ``J_ij = dr_i / dr_j`` (the model's own rate gain, through
+    the merged rates and the excitatory hazard; the Fano factors held), so
+    ``C_out = J (C_in + diag(F_j r_j)) J^T`` off the diagonal (no gradient through it).  The return
+    is then ``(rates, fano, cov)``.
     """
     w = layer.w if layer.active is None else layer.w * layer.active
     if fano_in is None:
         fano_in = 1.0 if poisson_inputs else 0.0
-    f_in = torch.as_tensor(fano_in, dtype=r_in.dtype).expand_as(r_in)[:, None, :]
+    dtype = r_in.dtype
+    f_in = torch.as_tensor(fano_in, dtype=dtype).expand_as(r_in)[:, None, :]
     exc = torch.relu(w)[None] * r_in[:, None, :]
     inh = torch.relu(-w)[None] * r_in[:, None, :]
     tau = cells.merger_dead_ps / 1000.0
-    out, fano, gap = [], [], None
+    correlated = cov_in is not None and not independent
+    if correlated:
+        cov_in = cov_in.detach().to(dtype)
+        cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
+    out, fano, gap, scale, pm, slopes = [], [], None, [], [], []
     for lam, sign in ((exc, 1), (inh, -1)):
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
-        s = ((n_sign > 1) & poisson_inputs).to(r_in.dtype)
-        single = (n_sign <= 1).to(r_in.dtype)  # no merger: the train passes unchanged
-        out.append(single * lam.sum(-1) + (1 - single) * merger_rate(lam, tau, s))
+        s = ((n_sign > 1) & poisson_inputs).to(dtype)
+        single = (n_sign <= 1).to(dtype)  # no merger: the train passes unchanged
+        merged = merger_rate(lam, tau, s)
+        out.append(single * lam.sum(-1) + (1 - single) * merged)
         p = w.abs()[None] * (torch.sign(w.detach()) == sign)[None]
         f_syn = p * f_in + 1 - p  # thinned trains
         lam_tot = lam.sum(-1)
-        f_sum = (f_syn * lam).sum(-1) / lam_tot.clamp_min(1e-12)
+        v = (f_syn * lam).sum(-1)
+        if correlated:
+            v = v + torch.einsum("ij,bjk,ik->bi", p[0], cov_in, p[0])
+        f_sum = (v / lam_tot.clamp_min(1e-12)).clamp_min(1e-3)
         f_sum = torch.where(lam_tot > 1e-12, f_sum, torch.ones_like(f_sum))
-        fano.append(single * f_sum + (1 - single) * f_sum / (1 + lam_tot * tau) ** 2)
+        reg = 1 / (1 + lam_tot * tau) ** 2
+        fano.append(single * f_sum + (1 - single) * f_sum * reg)
+        scale.append(single + (1 - single) * reg * merged.detach() / lam_tot.detach().clamp_min(1e-12))
+        pm.append(p[0])
+        if return_cov:  # d out / d lam_k of the merger: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
+            with torch.no_grad():
+                lam_d = lam.detach()
+                c = 1.0 / (1.0 + (lam_tot.detach()[..., None] - (1 - s)[..., None] * lam_d) * tau)
+                dm = c - tau * (lam_d * c**2).sum(-1, keepdim=True) + tau * (1 - s)[..., None] * lam_d * c**2
+                slopes.append((single[..., None] + (1 - single[..., None]) * dm) * p[0].detach()[None])
         if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train
             gap = (1 - single) * tau + single * (0.0 if poisson_inputs else 1.0 / cells.clock_GHz)
-            hazard = lam_tot  # after the merger's dead time, arrivals come at the merger's input rate
-    return neuron_rate(
-        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano, hazard,
-        independent,
+            # after the merger's dead time, arrivals come at the merger's input rate, less (s = 0) the train
+            # that caused the firing, whose own pulses are farther apart than the reset:
+            # hazard = Lam - (1 - s) sum_j lam_j^2 / Lam
+            hazard = lam_tot
+            if not independent:
+                hazard = lam_tot - (1 - single) * (1 - s) * (lam**2).sum(-1) / lam_tot.clamp_min(1e-12)
+    cov_ei = 0.0
+    if correlated:
+        cov_ei = torch.einsum("ij,bjk,ik->bi", pm[0], cov_in, pm[1]) * (scale[0] * scale[1]).sqrt()
+    res = neuron_rate(
+        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano or return_cov,
+        hazard, independent, cov_ei,
     )
+    if not return_cov:
+        return res
+    r, f_out = res
+    with torch.enable_grad():  # rate gains dr / d(out+, out-, hazard), each neuron's own (elementwise)
+        xs = [z.detach().clone().requires_grad_() for z in (out[0], out[1], hazard)]
+        det = lambda z: z.detach() if torch.is_tensor(z) else z  # noqa: E731
+        r_d = neuron_rate(
+            xs[0], xs[1], layer.bias_neu.detach()[None], cells, ic_uA, det(gap)[None], det(fano[0]), det(fano[1]),
+            False, xs[2], independent, det(cov_ei),
+        )
+        ga, gb, gh = torch.autograd.grad(r_d.sum(), xs, allow_unused=True)
+    with torch.no_grad():
+        gh = torch.zeros_like(xs[2]) if gh is None else gh
+        jac = ga[..., None] * slopes[0] + gb[..., None] * slopes[1] + gh[..., None] * pm[0].detach()[None]
+        c_full = torch.diag_embed(f_in[:, 0] * r_in.detach())
+        if cov_in is not None:
+            c_full = c_full + cov_in
+        cov = jac @ c_full @ jac.transpose(-1, -2)
+        cov = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    return r, f_out, cov
 
 
 def network_rate(
@@ -283,12 +358,14 @@ def network_rate(
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
+    if arrivals not in ("correlated", "independent"):
+        raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
+    cov = None
     for i, layer in enumerate(layers):
-        if arrivals not in ("correlated", "independent"):
-            raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
-        h, fano = layer_rate(
+        track = arrivals == "correlated" and i < len(layers) - 1  # a next layer sees the covariances
+        res = layer_rate(
             h,
             layer,
             cells,
@@ -296,7 +373,10 @@ def network_rate(
             fano_in=fano,
             return_fano=True,
             independent=arrivals == "independent",
+            cov_in=cov if arrivals == "correlated" else None,
+            return_cov=track,
         )
+        h, fano, cov = res if track else (*res, None)
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
 
