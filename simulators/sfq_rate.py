@@ -164,12 +164,10 @@ def neuron_rate(
     if independent:
         g = fe * fi * total / var
     else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
-        vv = (fe * fi * lam_exc * lam_inh).clamp_min(0.0)
-        c = torch.as_tensor(cov_ei_GHz, dtype=dtype)
-        lim = 0.98 * vv.clamp_min(1e-20).sqrt()  # |correlation| < 1 (clamp: no 0 * inf gradient)
-        c = torch.maximum(torch.minimum(c, lim), -lim)
-        var = (var + 2 * c).clamp_min(1e-12)
-        g = (fe * fi - c**2 / (lam_exc * lam_inh).clamp_min(1e-24)) * total / var
+        sd = (fe * fi * lam_exc * lam_inh).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
+        kappa = (torch.as_tensor(cov_ei_GHz, dtype=dtype) / sd).clamp(-0.98, 0.98)  # correlation coefficient
+        var = (var + 2 * kappa * sd).clamp_min(1e-12)
+        g = fe * fi * (1 - kappa**2) * total / var
     rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
     rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
     a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
@@ -200,8 +198,10 @@ def neuron_rate(
     # cost t0 - (1 - P(1)) t(1, E) arrivals each, inhibitory ones (lam- tau_r) save t(-1, I) - t0 each.
     tau_r = 1.0 / cells.clock_GHz
     hazard = lam_exc if exc_hazard_GHz is None else torch.as_tensor(exc_hazard_GHz, dtype=dtype)
-    n_exc = hazard * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0)
-    n_inh = lam_inh * tau_r
+    # the firing arrival is excitatory: the chain's next type is E with a_e, I with 1 - a_e (not q, 1 - q), so
+    # the hazards in the reset are scaled by a_e / q and (1 - a_e) / (1 - q) = 1 - rho (1 for Poisson trains)
+    n_exc = hazard * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0) * (a_e / q)
+    n_inh = lam_inh * tau_r * (1 - rho)
     extra = (n_exc * (t0 - (1 - p_up[..., zero]) * t_up) + n_inh * (t0 - t_down)) / total.clamp_min(1e-12)
     r = r0 / (1.0 + r0 * extra).clamp_min(1e-3)
     if independent:
@@ -298,7 +298,7 @@ def layer_rate(
         f_sum = torch.where(lam_tot > 1e-12, f_sum, torch.ones_like(f_sum))
         reg = 1 / (1 + lam_tot * tau) ** 2
         fano.append(single * f_sum + (1 - single) * f_sum * reg)
-        scale.append(single + (1 - single) * reg * merged.detach() / lam_tot.detach().clamp_min(1e-12))
+        scale.append((single + (1 - single) * reg * merged / lam_tot.clamp_min(1e-12)).detach())
         pm.append(p[0])
         if return_cov:  # d out / d lam_k of the merger: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
             with torch.no_grad():
