@@ -12,8 +12,9 @@ circuit's behaviour depends on timing:
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
-  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the Fano factors of
-  the trains (regular trains alternate more than Poisson ones; see :func:`neuron_rate`).  The chain
+  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the count statistics
+  of the trains (regular trains alternate more than Poisson ones, and so do excitatory and
+  inhibitory trains that carry the same input pulses; see :func:`neuron_rate`).  The chain
   over ``(k, type of the last arrival)`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and
   reset to 0, or ``k -> max(k-1, n_min)``) renews at every firing, so the firing probability per
   arrival is ``f = 1 / E[N]`` with ``E[N]`` the mean number of arrivals from ``(0, E)`` to the next
@@ -22,16 +23,28 @@ circuit's behaviour depends on timing:
   shortest excitatory gap (merger dead time, or ``1 / rate`` of a regular train) cost
   ``E[N | (0,E)] - (1 - P(1)) E[N | (1,E)]`` arrivals each, inhibitory ones save
   ``E[N | (-1,I)] - E[N | (0,E)]``: ``r = r0 / (1 + r0 * extra)``; exact for Poisson excitation alone.
+  The firing arrival is excitatory, so the hazards in the reset are those of the chain's next
+  type: ``lam+ a_e / q`` and ``lam- (1 - a_e) / (1 - q) = lam- (1 - rho)``.  Behind a merger of
+  trains whose own pulses are farther apart than the reset (``s = 0``), the train that caused the
+  firing is silent in the reset: excitatory hazard ``Lam - sum_j lam_j^2 / Lam``.
 - Fano factors ``F = Var N(T) / E N(T)`` travel with the rates: Poisson converters 1, periodic ones
   :data:`PERIODIC_FANO` (fitted), thinning by a synapse ``p F + 1 - p``, merging ``sum F_j lam_j /
-  Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.
+  Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.  So do the count
+  covariances between the trains of a layer (neurons that fire on the same input pulses), by linear
+  response ``C = J (C_in + diag(F r_in)) J^T``, ``J = dr_out / dr_in`` (see :func:`layer_rate`);
+  they add to the merged trains' variances and give the excitatory-inhibitory covariance of each
+  neuron's arrivals.
 
 Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
 networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.1 %
-(the model's assumption); two layers, Poisson inputs <= 7.8 % (hidden neurons fire on the same input
-pulses, so their trains are correlated, which the model ignores); periodic inputs <= 8.0 % (one
-layer), <= 16.2 % (two layers).  The model before the type correlation and the reset terms: 2.0,
-9.2, 22.9 and 28.1 %.  Training with the model is then refined in situ (SPSA).
+(the model's assumption); two layers, Poisson inputs <= 5.45 %; periodic inputs <= 5.39 % (one
+layer), <= 9.70 % (two layers).  Before the covariances, the exc-inh covariance in the chain and the
+reset hazards of the chain's next type: 1.1, 7.8, 8.0 and 16.2 %; before the type correlation and
+the reset terms: 2.0, 9.2, 22.9 and 28.1 %.  The rest (``bench/sfq_rate_diagnosis.py``,
+``bench/notes_sfq_rate.md``): a one-step chain misses the memory of regular trains (after an
+inhibitory arrival of a periodic train, or one lost in the reset, the next is a whole period away),
+and the merger's collisions between correlated trains.  Training with the model is then refined in
+situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
@@ -144,6 +157,17 @@ def neuron_rate(
     number of arrivals); ``rho`` is clamped to ``>= -min(q / (1 - q), (1 - q) / q)`` (a valid chain)
     and ``<= 0.9``.  ``F+ = F- = 1`` gives ``rho = 0``: independent types, the Poisson chain.
     The neuron's state is ``(k, type of the last arrival)``.
+
+    ``cov_ei_GHz``: the count covariance rate ``C = Cov(N+(T), N-(T)) / T`` (long ``T``) of the
+    excitatory and inhibitory trains (0: independent; ``layer_rate`` derives it from the covariances
+    between a layer's input trains).  With ``V+- = F+- lam+-`` the walk's conditional variance per
+    arrival given the number of arrivals is ``(V+ V- - C^2) / (V+ + V- + 2 C)``, so
+    ``g = F+ F- (1 - kappa^2) (lam+ + lam-) / (F+ lam+ + F- lam- + 2 C)`` with the correlation
+    coefficient ``kappa = C / sqrt(V+ V-)`` clamped to ``[-0.98, 0.98]``; ``C = 0`` gives the ``g`` above.
+
+    Reset: the arrival that fired is excitatory, so in the reset the chain's next arrival is
+    excitatory with ``a_e`` (not ``q``): lost excitatory arrivals ``hazard * max(tau_r - gap, 0) * a_e / q``,
+    inhibitory ones ``lam- tau_r (1 - rho)`` per firing (``rho = 0``: the Poisson hazards).
 
     ``return_fano``: also return the Fano factor of the output train, ``CV^2`` of the renewal
     interval (every firing restarts the chain in ``(0, excitatory)``):
