@@ -72,6 +72,9 @@ from simulators.sfq import CellParams, Layer
 
 _SQRT2 = math.sqrt(2.0)
 
+_EFFECTIVE_ITERATIONS = 4
+"""Fixed-point iterations of the effective arrival streams of :func:`neuron_rate` (``regular=True``)."""
+
 PERIODIC_FANO = 0.35
 """Effective Fano factor of a randomly phased periodic input converter as the neurons see it.
 
@@ -136,6 +139,7 @@ def neuron_rate(
     exc_hazard_GHz: torch.Tensor | float | None = None,
     independent: bool = False,
     cov_ei_GHz: torch.Tensor | float = 0.0,
+    memory: tuple | None = None,
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
@@ -183,38 +187,48 @@ def neuron_rate(
     fe = torch.as_tensor(1.0 if independent else fano_exc, dtype=dtype)
     fi = torch.as_tensor(1.0 if independent else fano_inh, dtype=dtype)
     total = lam_exc + lam_inh
-    q = (lam_exc / total.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
-    var = (fe * lam_exc + fi * lam_inh).clamp_min(1e-12)
-    if independent:
-        g = fe * fi * total / var
-    else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
-        sd = (fe * fi * lam_exc * lam_inh).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
-        kappa = (torch.as_tensor(cov_ei_GHz, dtype=dtype) / sd).clamp(-0.98, 0.98)  # correlation coefficient
-        var = (var + 2 * kappa * sd).clamp_min(1e-12)
-        g = fe * fi * (1 - kappa**2) * total / var
-    rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
-    rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
-    a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
-    a_i = q * (1 - rho)  # P(next excitatory | last inhibitory)
     p = fire_probabilities(bias_uA, cells, ic_uA)  # [..., m]
     idx = torch.arange(m)
     up = torch.clamp(idx + 1, max=n)
     down = torch.clamp(idx - 1, min=0)
     p_up = p[..., up]  # P(min(k+1, n)) for each k
-    # states s = L * m + k, L = 0: last arrival excitatory, 1: inhibitory.  Q: moves without firing.
     shape = p_up.shape[:-1]
     rows = torch.arange(2 * m)
     L, k = rows // m, rows % m
     eye = torch.eye(2 * m, dtype=dtype)
     to_up, to_down = eye[up[k]], eye[m + down[k]]  # row s: one-hot of (k+1, E) and (k-1, I)
-    a_row = torch.where(L == 0, a_e[..., None], a_i[..., None])  # [..., 2m]: P(next excitatory)
-    stay = a_row * (1 - p_up[..., k])  # excitatory without firing
-    Q = stay[..., None] * to_up + (1 - a_row)[..., None] * to_down
-    # arrivals to the next firing from each state: t = (I - Q)^-1 1 (absorbing-chain moments); every
-    # firing restarts the chain in (0, E), so the firing probability per arrival is f = 1 / t(0, E)
-    leak = 1e-9  # keeps I - Q invertible for a neuron that (practically) never fires
-    IQ = eye - Q * (1 - leak)
-    t = torch.linalg.solve(IQ, torch.ones(shape + (2 * m, 1), dtype=dtype))
+    kappa = None
+
+    def chain(lam_e, lam_i):
+        """The type chain and its absorbing-chain moments for arrival rates (lam_e, lam_i)."""
+        nonlocal kappa
+        tot = lam_e + lam_i
+        q = (lam_e / tot.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
+        var = (fe * lam_e + fi * lam_i).clamp_min(1e-12)
+        if independent:
+            g = fe * fi * tot / var
+        else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
+            sd = (fe * fi * lam_e * lam_i).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
+            if kappa is None:  # correlation coefficient, kept for the effective streams below
+                kappa = (torch.as_tensor(cov_ei_GHz, dtype=dtype) / sd).clamp(-0.98, 0.98)
+            var = (var + 2 * kappa * sd).clamp_min(1e-12)
+            g = fe * fi * (1 - kappa**2) * tot / var
+        rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
+        rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
+        a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
+        a_i = q * (1 - rho)  # P(next excitatory | last inhibitory)
+        # states s = L * m + k, L = 0: last arrival excitatory, 1: inhibitory.  Q: moves without firing.
+        a_row = torch.where(L == 0, a_e[..., None], a_i[..., None])  # [..., 2m]: P(next excitatory)
+        stay = a_row * (1 - p_up[..., k])  # excitatory without firing
+        Q = stay[..., None] * to_up + (1 - a_row)[..., None] * to_down
+        # arrivals to the next firing from each state: t = (I - Q)^-1 1 (absorbing-chain moments); every
+        # firing restarts the chain in (0, E), so the firing probability per arrival is f = 1 / t(0, E)
+        leak = 1e-9  # keeps I - Q invertible for a neuron that (practically) never fires
+        IQ = eye - Q * (1 - leak)
+        t = torch.linalg.solve(IQ, torch.ones(shape + (2 * m, 1), dtype=dtype))
+        return q, rho, a_e, var, IQ, t
+
+    q, rho, a_e, var, IQ, t = chain(lam_exc, lam_inh)
     t0, t_up, t_down = t[..., zero, 0], t[..., up[zero], 0], t[..., m + down[zero], 0]
     f = 1.0 / t0
     r0 = total * f
@@ -230,6 +244,17 @@ def neuron_rate(
     r = r0 / (1.0 + r0 * extra).clamp_min(1e-3)
     if independent:
         r = r0 / (1.0 + r0 * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0))
+    elif memory is not None:
+        mu_e, mu_i = (torch.as_tensor(z, dtype=dtype) for z in memory)
+        mixed = (1 - mu_e) * n_exc + (1 - mu_i) * n_inh  # lost arrivals the streams replace (stationary mix)
+        for _ in range(_EFFECTIVE_ITERATIONS):
+            le = (lam_exc - r * (mu_e * n_exc + q * mixed)).clamp_min(0.0)
+            li = (lam_inh - r * (mu_i * n_inh + (1 - q) * mixed)).clamp_min(0.0)
+            _, _, _, _, IQ, t = chain(le, li)
+            t0 = t[..., zero, 0]
+            f = 1.0 / t0
+            r = (le + li) * f
+        r0 = total * f  # for the output's CV^2: (r / r0)^2, the time in the reset
     if not return_fano:
         return r
     with torch.no_grad():  # the output's Fano factor only shapes the next layer's chain: no gradient through it
@@ -305,7 +330,7 @@ def layer_rate(
     if correlated:
         cov_in = cov_in.detach().to(dtype)
         cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
-    out, fano, gap, scale, pm, slopes = [], [], None, [], [], []
+    out, fano, gap, scale, pm, slopes, memories = [], [], None, [], [], [], []
     for lam, sign in ((exc, 1), (inh, -1)):
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
         s = ((n_sign > 1) & poisson_inputs).to(dtype)
@@ -324,6 +349,10 @@ def layer_rate(
         fano.append(single * f_sum + (1 - single) * f_sum * reg)
         scale.append((single + (1 - single) * reg * merged / lam_tot.clamp_min(1e-12)).detach())
         pm.append(p[0])
+        # memory of the stream (Herfindahl share of its own trains): a lost arrival's train is silent for a
+        # whole interval (regular trains); Poisson converters' streams forget it (0)
+        herf = (lam**2).sum(-1) / lam_tot.clamp_min(1e-12) ** 2
+        memories.append(torch.zeros_like(herf) if poisson_inputs else herf.detach())
         if return_cov:  # d out / d lam_k of the merger: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
             with torch.no_grad():
                 lam_d = lam.detach()
@@ -343,7 +372,7 @@ def layer_rate(
         cov_ei = torch.einsum("ij,bjk,ik->bi", pm[0], cov_in, pm[1]) * (scale[0] * scale[1]).sqrt()
     res = neuron_rate(
         out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano or return_cov,
-        hazard, independent, cov_ei,
+        hazard, independent, cov_ei, None if poisson_inputs else (memories[0], memories[1]),
     )
     if not return_cov:
         return res
@@ -353,7 +382,7 @@ def layer_rate(
         det = lambda z: z.detach() if torch.is_tensor(z) else z  # noqa: E731
         r_d = neuron_rate(
             xs[0], xs[1], layer.bias_neu.detach()[None], cells, ic_uA, det(gap)[None], det(fano[0]), det(fano[1]),
-            False, xs[2], independent, det(cov_ei),
+            False, xs[2], independent, det(cov_ei), None if poisson_inputs else (memories[0], memories[1]),
         )
         ga, gb, gh = torch.autograd.grad(r_d.sum(), xs, allow_unused=True)
     with torch.no_grad():

@@ -193,9 +193,9 @@ def _random_net(rng, widths, second_layer_excitatory=False):
 
 AGREEMENT_CASES = [
     ("poisson", [3, 4], 0.05),
-    ("poisson", [3, 4, 2], 0.06),
-    ("periodic", [3, 4], 0.055),
-    ("periodic", [3, 4, 2], 0.10),
+    ("poisson", [3, 4, 2], 0.055),
+    ("periodic", [3, 4], 0.06),
+    ("periodic", [3, 4, 2], 0.08),
 ]
 
 
