@@ -26,7 +26,14 @@ circuit's behaviour depends on timing:
   The firing arrival is excitatory, so the hazards in the reset are those of the chain's next
   type: ``lam+ a_e / q`` and ``lam- (1 - a_e) / (1 - q) = lam- (1 - rho)``.  Behind a merger of
   trains whose own pulses are farther apart than the reset (``s = 0``), the train that caused the
-  firing is silent in the reset: excitatory hazard ``Lam - sum_j lam_j^2 / Lam``.
+  firing is silent in the reset: excitatory hazard ``Lam - sum_j lam_j^2 / Lam``.  Regular trains
+  (periodic converters, neuron outputs) also remember a lost arrival: its train is silent for a
+  whole interval after it, so the streams that the chain sees after the reset lack it (the periodic
+  inhibitory train whose pulse fell in the reset adds a firing: flux balance); Poisson streams
+  forget it.  Arrivals lost per unit time are removed from the streams, type by type with the
+  stream's memory weight ``mu = sum_j lam_j^2 / Lam^2`` (the chance that the next arrival is of the
+  lost arrival's own train), else in the stationary mix, and the chain is solved on the effective
+  streams (a fixed point in ``r``; see :func:`neuron_rate`, ``memory``).
 - Fano factors ``F = Var N(T) / E N(T)`` travel with the rates: Poisson converters 1, periodic ones
   :data:`PERIODIC_FANO` (fitted), thinning by a synapse ``p F + 1 - p``, merging ``sum F_j lam_j /
   Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.  So do the count
@@ -37,14 +44,14 @@ circuit's behaviour depends on timing:
 
 Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
 networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.1 %
-(the model's assumption); two layers, Poisson inputs <= 5.45 %; periodic inputs <= 5.39 % (one
-layer), <= 9.70 % (two layers).  Before the covariances, the exc-inh covariance in the chain and the
-reset hazards of the chain's next type: 1.1, 7.8, 8.0 and 16.2 %; before the type correlation and
-the reset terms: 2.0, 9.2, 22.9 and 28.1 %.  The rest (``bench/sfq_rate_diagnosis.py``,
-``bench/notes_sfq_rate.md``): a one-step chain misses the memory of regular trains (after an
-inhibitory arrival of a periodic train, or one lost in the reset, the next is a whole period away),
-and the merger's collisions between correlated trains.  Training with the model is then refined in
-situ (SPSA).
+(the model's assumption); two layers, Poisson inputs <= 5.2 %; periodic inputs <= 5.5 % (one
+layer), <= 7.7 % (two layers).  Before the covariances, the exc-inh covariance in the chain, the
+reset hazards of the chain's next type and the effective streams: 1.1, 7.8, 8.0 and 16.2 %; before
+the type correlation and the reset terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks
+(``bench/sfq_rate_diagnosis.py``, ``bench/notes_sfq_rate.md``) two layers still reach 8-12 %: the
+one-step chain's ``rho``, set from long-window count statistics, is not the measured lag-1
+correlation of the arrival types, and the merger's collisions between correlated trains are those
+of independent ones.  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
@@ -73,7 +80,9 @@ from simulators.sfq import CellParams, Layer
 _SQRT2 = math.sqrt(2.0)
 
 _EFFECTIVE_ITERATIONS = 4
-"""Fixed-point iterations of the effective arrival streams of :func:`neuron_rate` (``regular=True``)."""
+"""Fixed-point iterations of the effective arrival streams of :func:`neuron_rate` (``memory`` given);
+the map contracts by about the arrivals lost per firing (<= 0.4 at 40 GHz), so 4 leave < 3 % of the first
+correction."""
 
 PERIODIC_FANO = 0.35
 """Effective Fano factor of a randomly phased periodic input converter as the neurons see it.
@@ -172,6 +181,16 @@ def neuron_rate(
     Reset: the arrival that fired is excitatory, so in the reset the chain's next arrival is
     excitatory with ``a_e`` (not ``q``): lost excitatory arrivals ``hazard * max(tau_r - gap, 0) * a_e / q``,
     inhibitory ones ``lam- tau_r (1 - rho)`` per firing (``rho = 0``: the Poisson hazards).
+
+    ``memory = (mu+, mu-)`` (default ``None``: the reset terms above, exact for Poisson trains):
+    the arrival trains keep the memory of an arrival lost in the reset (regular trains: its train is
+    silent for a whole interval after it).  The arrivals lost per unit time, ``r n+`` and ``r n-``,
+    are then removed from the streams, a fraction ``mu`` of each type by type and the rest in the
+    stationary mix: ``lam+' = lam+ - r (mu+ n+ + q m)``, ``lam-' = lam- - r (mu- n- + (1 - q) m)``,
+    ``m = (1 - mu+) n+ + (1 - mu-) n-``, and ``r = (lam+' + lam-') f(lam+', lam-')`` with the chain
+    solved on the effective streams (same Fano factors and correlation coefficient): a fixed point in
+    ``r`` iterated :data:`_EFFECTIVE_ITERATIONS` times from the value above.  With no clipping at
+    ``n_min``/``n_max`` this is the flux balance ``r = lam+' - lam-'`` for a neuron firing at ``k = 1``.
 
     ``return_fano``: also return the Fano factor of the output train, ``CV^2`` of the renewal
     interval (every firing restarts the chain in ``(0, excitatory)``):
@@ -310,6 +329,10 @@ def layer_rate(
     ``s = out / (Lam (1 + Lam tau)^2)`` (as the Fano factor above) and ``C+-`` by ``sqrt(s+ s-)``
     (the correlation coefficient is kept); ``C+-`` enters the neuron's chain (``cov_ei_GHz`` of
     :func:`neuron_rate`).
+
+    Reset memory: behind non-Poisson inputs (periodic converters, neuron outputs) each stream's
+    memory weight is its Herfindahl share ``mu = sum_j lam_j^2 / Lam^2`` (1 for a single train; a
+    merger of many trains forgets a lost arrival), passed to :func:`neuron_rate` as ``memory``.
 
     ``return_cov``: also return the output trains' covariances ``[B, n_out, n_out]`` (zero
     diagonal), by linear response: a count fluctuation ``dN_j`` of input ``j`` moves neuron

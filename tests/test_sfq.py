@@ -214,13 +214,12 @@ def test_rate_model_agrees_with_pulse_emulator(mode, widths, bound):
     Bounds: 5 % for one layer with Poisson inputs (the model's assumption; measured worst 1.1 %,
     the model before the arrival-type correlation and the reset terms 2.0 %).  Where the model
     still misses, the bounds are regression bounds, set just above the measured worst: two layers
-    with Poisson inputs 5.45 % (7.8 % before the count covariances between a layer's trains, the
-    exc-inh covariance in the chain and the reset hazards of the chain's next type; 9.2 % before the
-    type correlation), one periodic layer 5.39 % (8.0 %, 22.9 %), two periodic layers 9.70 % (16.2 %,
-    28.1 %).  What is left, measured by ``bench/sfq_rate_diagnosis.py`` (``bench/notes_sfq_rate.md``): the
-    one-step (Markov) chain of arrival types, whose correlation ``rho`` is set from long-window
-    count statistics, misses the memory of regular trains (after an inhibitory arrival of a
-    periodic train, or one lost in the reset, the next is a whole period away).
+    with Poisson inputs 5.19 % (7.8 % before the count covariances between a layer's trains, the
+    exc-inh covariance in the chain, the reset hazards of the chain's next type and the effective
+    streams after the reset; 9.2 % before the type correlation), one periodic layer 5.48 % (8.0 %,
+    22.9 %), two periodic layers 7.65 % (16.2 %, 28.1 %).  What is left, measured by
+    ``bench/sfq_rate_diagnosis.py`` (``bench/notes_sfq_rate.md``): the one-step chain's ``rho``, set
+    from long-window count statistics, is not the measured lag-1 type correlation of the arrivals.
     """
     rng = np.random.default_rng(2026 + len(widths) + (mode == "periodic"))
     worst = 0.0
@@ -283,6 +282,20 @@ def test_exc_inh_covariance_in_the_chain():
     c = torch.tensor([1.5], dtype=torch.float64, requires_grad=True)
     lam_e = torch.tensor([6.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: neuron_rate(a, 4.0 * one, bias, CELLS, cov_ei_GHz=b), (lam_e, c))
+
+
+def test_reset_memory_flux_balance():
+    # fire at k = 1 (P(1) = 1, P(0) = 0), one antifluxon; regular trains (Fano 0) at 20 and 10 GHz: the chain never
+    # has two inhibitory arrivals in a row, so every inhibitory arrival costs one firing (flux balance
+    # r = lam+' - lam-').  Excitatory gap = reset (none lost); inhibitory ones lost in the reset per firing:
+    # lam- tau_r (1 - rho), rho = -(1 - q) / q = -1/2 (q = 2/3): n- = 0.15.  With memory they leave the stream:
+    # r = 20 - (10 - 0.15 r), r = 10 / 0.85
+    cells = CellParams(n_max=1, n_min=-1, sigma_neu_uA=0.01)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    args = (20 * one, 10 * one, 90 * one, cells, None, 0.01, 0.0, 0.0)
+    assert float(neuron_rate(*args, memory=(1.0, 1.0))) == pytest.approx(10 / 0.85, rel=2e-3)
+    # without memory the reset is a pause (the chain's next types are drawn again): fewer firings
+    assert float(neuron_rate(*args)) < 10 / 0.85 - 0.5
 
 
 def test_independent_arrivals_is_the_previous_model():
