@@ -12,8 +12,9 @@ circuit's behaviour depends on timing:
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
-  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the Fano factors of
-  the trains (regular trains alternate more than Poisson ones; see :func:`neuron_rate`).  The chain
+  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the count statistics
+  of the trains (regular trains alternate more than Poisson ones, and so do excitatory and
+  inhibitory trains that carry the same input pulses; see :func:`neuron_rate`).  The chain
   over ``(k, type of the last arrival)`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and
   reset to 0, or ``k -> max(k-1, n_min)``) renews at every firing, so the firing probability per
   arrival is ``f = 1 / E[N]`` with ``E[N]`` the mean number of arrivals from ``(0, E)`` to the next
@@ -22,16 +23,35 @@ circuit's behaviour depends on timing:
   shortest excitatory gap (merger dead time, or ``1 / rate`` of a regular train) cost
   ``E[N | (0,E)] - (1 - P(1)) E[N | (1,E)]`` arrivals each, inhibitory ones save
   ``E[N | (-1,I)] - E[N | (0,E)]``: ``r = r0 / (1 + r0 * extra)``; exact for Poisson excitation alone.
+  The firing arrival is excitatory, so the hazards in the reset are those of the chain's next
+  type: ``lam+ a_e / q`` and ``lam- (1 - a_e) / (1 - q) = lam- (1 - rho)``.  Behind a merger of
+  trains whose own pulses are farther apart than the reset (``s = 0``), the train that caused the
+  firing is silent in the reset: excitatory hazard ``Lam - sum_j lam_j^2 / Lam``.  Regular trains
+  (periodic converters, neuron outputs) also remember a lost arrival: its train is silent for a
+  whole interval after it, so the streams that the chain sees after the reset lack it (the periodic
+  inhibitory train whose pulse fell in the reset adds a firing: flux balance); Poisson streams
+  forget it.  Arrivals lost per unit time are removed from the streams, type by type with the
+  stream's memory weight ``mu = sum_j lam_j^2 / Lam^2`` (the chance that the next arrival is of the
+  lost arrival's own train), else in the stationary mix, and the chain is solved on the effective
+  streams (a fixed point in ``r``; see :func:`neuron_rate`, ``memory``).
 - Fano factors ``F = Var N(T) / E N(T)`` travel with the rates: Poisson converters 1, periodic ones
   :data:`PERIODIC_FANO` (fitted), thinning by a synapse ``p F + 1 - p``, merging ``sum F_j lam_j /
-  Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.
+  Lam / (1 + Lam tau)^2``, neuron outputs ``CV^2`` of the renewal interval.  So do the count
+  covariances between the trains of a layer (neurons that fire on the same input pulses), by linear
+  response ``C = J (C_in + diag(F r_in)) J^T``, ``J = dr_out / dr_in`` (see :func:`layer_rate`);
+  they add to the merged trains' variances and give the excitatory-inhibitory covariance of each
+  neuron's arrivals.
 
 Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
 networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.1 %
-(the model's assumption); two layers, Poisson inputs <= 7.8 % (hidden neurons fire on the same input
-pulses, so their trains are correlated, which the model ignores); periodic inputs <= 8.0 % (one
-layer), <= 16.2 % (two layers).  The model before the type correlation and the reset terms: 2.0,
-9.2, 22.9 and 28.1 %.  Training with the model is then refined in situ (SPSA).
+(the model's assumption); two layers, Poisson inputs <= 5.2 %; periodic inputs <= 5.5 % (one
+layer), <= 7.7 % (two layers).  Before the covariances, the exc-inh covariance in the chain, the
+reset hazards of the chain's next type and the effective streams: 1.1, 7.8, 8.0 and 16.2 %; before
+the type correlation and the reset terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks
+(``bench/sfq_rate_diagnosis.py``, ``bench/notes_sfq_rate.md``) two layers still reach 8-12 %: the
+one-step chain's ``rho``, set from long-window count statistics, is not the measured lag-1
+correlation of the arrival types, and the merger's collisions between correlated trains are those
+of independent ones.  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
@@ -58,6 +78,12 @@ from simulators.errors import SettingError
 from simulators.sfq import CellParams, Layer
 
 _SQRT2 = math.sqrt(2.0)
+
+_EFFECTIVE_ITERATIONS = 3
+"""Fixed-point iterations of the effective arrival streams of :func:`neuron_rate` (``memory`` given);
+the map contracts by about the arrivals lost per firing (0.15 in ``test_reset_memory_flux_balance``, <= 0.4 at
+40 GHz), so 3 leave < 7 % of the first correction (0.04 % of the rate there); the agreement of the test's
+networks is the same to 0.01 % with 2 and with 8 iterations."""
 
 PERIODIC_FANO = 0.35
 """Effective Fano factor of a randomly phased periodic input converter as the neurons see it.
@@ -122,6 +148,8 @@ def neuron_rate(
     return_fano: bool = False,
     exc_hazard_GHz: torch.Tensor | float | None = None,
     independent: bool = False,
+    cov_ei_GHz: torch.Tensor | float = 0.0,
+    memory: tuple | None = None,
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
@@ -144,6 +172,27 @@ def neuron_rate(
     and ``<= 0.9``.  ``F+ = F- = 1`` gives ``rho = 0``: independent types, the Poisson chain.
     The neuron's state is ``(k, type of the last arrival)``.
 
+    ``cov_ei_GHz``: the count covariance rate ``C = Cov(N+(T), N-(T)) / T`` (long ``T``) of the
+    excitatory and inhibitory trains (0: independent; ``layer_rate`` derives it from the covariances
+    between a layer's input trains).  With ``V+- = F+- lam+-`` the walk's conditional variance per
+    arrival given the number of arrivals is ``(V+ V- - C^2) / (V+ + V- + 2 C)``, so
+    ``g = F+ F- (1 - kappa^2) (lam+ + lam-) / (F+ lam+ + F- lam- + 2 C)`` with the correlation
+    coefficient ``kappa = C / sqrt(V+ V-)`` clamped to ``[-0.98, 0.98]``; ``C = 0`` gives the ``g`` above.
+
+    Reset: the arrival that fired is excitatory, so in the reset the chain's next arrival is
+    excitatory with ``a_e`` (not ``q``): lost excitatory arrivals ``hazard * max(tau_r - gap, 0) * a_e / q``,
+    inhibitory ones ``lam- tau_r (1 - rho)`` per firing (``rho = 0``: the Poisson hazards).
+
+    ``memory = (mu+, mu-)`` (default ``None``: the reset terms above, exact for Poisson trains):
+    the arrival trains keep the memory of an arrival lost in the reset (regular trains: its train is
+    silent for a whole interval after it).  The arrivals lost per unit time, ``r n+`` and ``r n-``,
+    are then removed from the streams, a fraction ``mu`` of each type by type and the rest in the
+    stationary mix: ``lam+' = lam+ - r (mu+ n+ + q m)``, ``lam-' = lam- - r (mu- n- + (1 - q) m)``,
+    ``m = (1 - mu+) n+ + (1 - mu-) n-``, and ``r = (lam+' + lam-') f(lam+', lam-')`` with the chain
+    solved on the effective streams (same Fano factors and correlation coefficient): a fixed point in
+    ``r`` iterated :data:`_EFFECTIVE_ITERATIONS` times from the value above.  With no clipping at
+    ``n_min``/``n_max`` this is the flux balance ``r = lam+' - lam-'`` for a neuron firing at ``k = 1``.
+
     ``return_fano``: also return the Fano factor of the output train, ``CV^2`` of the renewal
     interval (every firing restarts the chain in ``(0, excitatory)``):
     ``CV^2 = (Var N + E N F_in) / (E N)^2 * (r / r0)^2`` with ``N`` the arrivals per interval
@@ -158,32 +207,48 @@ def neuron_rate(
     fe = torch.as_tensor(1.0 if independent else fano_exc, dtype=dtype)
     fi = torch.as_tensor(1.0 if independent else fano_inh, dtype=dtype)
     total = lam_exc + lam_inh
-    q = (lam_exc / total.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
-    var = (fe * lam_exc + fi * lam_inh).clamp_min(1e-12)
-    g = fe * fi * total / var
-    rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
-    rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
-    a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
-    a_i = q * (1 - rho)  # P(next excitatory | last inhibitory)
     p = fire_probabilities(bias_uA, cells, ic_uA)  # [..., m]
     idx = torch.arange(m)
     up = torch.clamp(idx + 1, max=n)
     down = torch.clamp(idx - 1, min=0)
     p_up = p[..., up]  # P(min(k+1, n)) for each k
-    # states s = L * m + k, L = 0: last arrival excitatory, 1: inhibitory.  Q: moves without firing.
     shape = p_up.shape[:-1]
     rows = torch.arange(2 * m)
     L, k = rows // m, rows % m
     eye = torch.eye(2 * m, dtype=dtype)
     to_up, to_down = eye[up[k]], eye[m + down[k]]  # row s: one-hot of (k+1, E) and (k-1, I)
-    a_row = torch.where(L == 0, a_e[..., None], a_i[..., None])  # [..., 2m]: P(next excitatory)
-    stay = a_row * (1 - p_up[..., k])  # excitatory without firing
-    Q = stay[..., None] * to_up + (1 - a_row)[..., None] * to_down
-    # arrivals to the next firing from each state: t = (I - Q)^-1 1 (absorbing-chain moments); every
-    # firing restarts the chain in (0, E), so the firing probability per arrival is f = 1 / t(0, E)
-    leak = 1e-9  # keeps I - Q invertible for a neuron that (practically) never fires
-    IQ = eye - Q * (1 - leak)
-    t = torch.linalg.solve(IQ, torch.ones(shape + (2 * m, 1), dtype=dtype))
+    kappa = None
+
+    def chain(lam_e, lam_i):
+        """The type chain and its absorbing-chain moments for arrival rates (lam_e, lam_i)."""
+        nonlocal kappa
+        tot = lam_e + lam_i
+        q = (lam_e / tot.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
+        var = (fe * lam_e + fi * lam_i).clamp_min(1e-12)
+        if independent:
+            g = fe * fi * tot / var
+        else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
+            sd = (fe * fi * lam_e * lam_i).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
+            if kappa is None:  # correlation coefficient, kept for the effective streams below
+                kappa = (torch.as_tensor(cov_ei_GHz, dtype=dtype) / sd).clamp(-0.98, 0.98)
+            var = (var + 2 * kappa * sd).clamp_min(1e-12)
+            g = fe * fi * (1 - kappa**2) * tot / var
+        rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
+        rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
+        a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
+        a_i = q * (1 - rho)  # P(next excitatory | last inhibitory)
+        # states s = L * m + k, L = 0: last arrival excitatory, 1: inhibitory.  Q: moves without firing.
+        a_row = torch.where(L == 0, a_e[..., None], a_i[..., None])  # [..., 2m]: P(next excitatory)
+        stay = a_row * (1 - p_up[..., k])  # excitatory without firing
+        Q = stay[..., None] * to_up + (1 - a_row)[..., None] * to_down
+        # arrivals to the next firing from each state: t = (I - Q)^-1 1 (absorbing-chain moments); every
+        # firing restarts the chain in (0, E), so the firing probability per arrival is f = 1 / t(0, E)
+        leak = 1e-9  # keeps I - Q invertible for a neuron that (practically) never fires
+        IQ = eye - Q * (1 - leak)
+        t = torch.linalg.solve(IQ, torch.ones(shape + (2 * m, 1), dtype=dtype))
+        return q, rho, a_e, var, IQ, t
+
+    q, rho, a_e, var, IQ, t = chain(lam_exc, lam_inh)
     t0, t_up, t_down = t[..., zero, 0], t[..., up[zero], 0], t[..., m + down[zero], 0]
     f = 1.0 / t0
     r0 = total * f
@@ -191,12 +256,25 @@ def neuron_rate(
     # cost t0 - (1 - P(1)) t(1, E) arrivals each, inhibitory ones (lam- tau_r) save t(-1, I) - t0 each.
     tau_r = 1.0 / cells.clock_GHz
     hazard = lam_exc if exc_hazard_GHz is None else torch.as_tensor(exc_hazard_GHz, dtype=dtype)
-    n_exc = hazard * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0)
-    n_inh = lam_inh * tau_r
+    # the firing arrival is excitatory: the chain's next type is E with a_e, I with 1 - a_e (not q, 1 - q), so
+    # the hazards in the reset are scaled by a_e / q and (1 - a_e) / (1 - q) = 1 - rho (1 for Poisson trains)
+    n_exc = hazard * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0) * (a_e / q)
+    n_inh = lam_inh * tau_r * (1 - rho)
     extra = (n_exc * (t0 - (1 - p_up[..., zero]) * t_up) + n_inh * (t0 - t_down)) / total.clamp_min(1e-12)
     r = r0 / (1.0 + r0 * extra).clamp_min(1e-3)
     if independent:
         r = r0 / (1.0 + r0 * torch.clamp(tau_r - torch.as_tensor(exc_min_gap_ns, dtype=dtype), min=0.0))
+    elif memory is not None:
+        mu_e, mu_i = (torch.as_tensor(z, dtype=dtype) for z in memory)
+        mixed = (1 - mu_e) * n_exc + (1 - mu_i) * n_inh  # lost arrivals the streams replace (stationary mix)
+        for _ in range(_EFFECTIVE_ITERATIONS):
+            le = (lam_exc - r * (mu_e * n_exc + q * mixed)).clamp_min(0.0)
+            li = (lam_inh - r * (mu_i * n_inh + (1 - q) * mixed)).clamp_min(0.0)
+            _, _, _, _, IQ, t = chain(le, li)
+            t0 = t[..., zero, 0]
+            f = 1.0 / t0
+            r = (le + li) * f
+        r0 = total * f  # for the output's CV^2: (r / r0)^2, the time in the reset
     if not return_fano:
         return r
     with torch.no_grad():  # the output's Fano factor only shapes the next layer's chain: no gradient through it
@@ -230,42 +308,116 @@ def layer_rate(
     fano_in: torch.Tensor | float | None = None,
     return_fano: bool = False,
     independent: bool = False,
+    cov_in: torch.Tensor | None = None,
+    return_cov: bool = False,
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
     ``fano_in [B, n_in]`` (or a number): Fano factors of the input trains (default 1 for Poisson
     inputs, 0 for periodic ones).  A synapse of transmission ``p`` thins a train of Fano factor
-    ``F`` to ``p F + 1 - p``; a merger sums independent trains (``F = sum F_j lam_j / Lam``) and its
-    dead time regularizes them, ``F / (1 + Lam tau)^2`` (exact for Poisson trains, whose merged
-    output is a renewal process with intervals ``tau + Exp(Lam)``).  ``return_fano``: also return
-    the output trains' Fano factors ``[B, n_out]`` (see :func:`neuron_rate`).
+    ``F`` to ``p F + 1 - p``; a merger sums the trains and its dead time regularizes them,
+    ``F / (1 + Lam tau)^2`` (exact for Poisson trains, whose merged output is a renewal process with
+    intervals ``tau + Exp(Lam)``).  ``return_fano``: also return the output trains' Fano factors
+    ``[B, n_out]`` (see :func:`neuron_rate`).
+
+    ``cov_in [B, n_in, n_in]`` (GHz; default none): the count covariances between different input
+    trains, ``C_jk = Cov(N_j(T), N_k(T)) / T`` for long ``T`` (diagonal ignored).  Trains of one
+    layer's neurons are correlated because they fire on the same input pulses.  Neuron ``i``'s
+    excitatory arrivals (before the merger) then have the count variance rate
+    ``V+ = sum_j p_ij lam_j (p_ij F_j + 1 - p_ij) + sum_{j != k} p_ij p_ik C_jk`` (sums over its
+    excitatory synapses; thinning is independent per synapse), likewise ``V-``, and the covariance
+    rate ``C+- = sum_{j exc, k inh} p_ij p_ik C_jk``.  The merger scales a variance by
+    ``s = out / (Lam (1 + Lam tau)^2)`` (as the Fano factor above) and ``C+-`` by ``sqrt(s+ s-)``
+    (the correlation coefficient is kept); ``C+-`` enters the neuron's chain (``cov_ei_GHz`` of
+    :func:`neuron_rate`).
+
+    Reset memory: behind non-Poisson inputs (periodic converters, neuron outputs) each stream's
+    memory weight is its Herfindahl share ``mu = sum_j lam_j^2 / Lam^2`` (1 for a single train; a
+    merger of many trains forgets a lost arrival), passed to :func:`neuron_rate` as ``memory``.
+
+    ``return_cov``: also return the output trains' covariances ``[B, n_out, n_out]`` (zero
+    diagonal), by linear response: a count fluctuation ``dN_j`` of input ``j`` moves neuron
+    ``i``'s count by ``J_ij dN_j`` with ``J_ij = dr_i / dr_j`` (the model's own rate gain, through
+    the merged rates and the excitatory hazard; the Fano factors held), so
+    ``C_out = J (C_in + diag(F_j r_j)) J^T`` off the diagonal (no gradient through it).  The return
+    is then ``(rates, fano, cov)``.
     """
     w = layer.w if layer.active is None else layer.w * layer.active
     if fano_in is None:
         fano_in = 1.0 if poisson_inputs else 0.0
-    f_in = torch.as_tensor(fano_in, dtype=r_in.dtype).expand_as(r_in)[:, None, :]
+    dtype = r_in.dtype
+    f_in = torch.as_tensor(fano_in, dtype=dtype).expand_as(r_in)[:, None, :]
     exc = torch.relu(w)[None] * r_in[:, None, :]
     inh = torch.relu(-w)[None] * r_in[:, None, :]
     tau = cells.merger_dead_ps / 1000.0
-    out, fano, gap = [], [], None
+    correlated = cov_in is not None and not independent
+    if correlated:
+        cov_in = cov_in.detach().to(dtype)
+        cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
+    out, fano, gap, scale, pm, slopes, memories = [], [], None, [], [], [], []
     for lam, sign in ((exc, 1), (inh, -1)):
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
-        s = ((n_sign > 1) & poisson_inputs).to(r_in.dtype)
-        single = (n_sign <= 1).to(r_in.dtype)  # no merger: the train passes unchanged
-        out.append(single * lam.sum(-1) + (1 - single) * merger_rate(lam, tau, s))
+        s = ((n_sign > 1) & poisson_inputs).to(dtype)
+        single = (n_sign <= 1).to(dtype)  # no merger: the train passes unchanged
+        merged = merger_rate(lam, tau, s)
+        out.append(single * lam.sum(-1) + (1 - single) * merged)
         p = w.abs()[None] * (torch.sign(w.detach()) == sign)[None]
         f_syn = p * f_in + 1 - p  # thinned trains
         lam_tot = lam.sum(-1)
-        f_sum = (f_syn * lam).sum(-1) / lam_tot.clamp_min(1e-12)
+        v = (f_syn * lam).sum(-1)
+        if correlated:
+            v = v + torch.einsum("ij,bjk,ik->bi", p[0], cov_in, p[0])
+        f_sum = (v / lam_tot.clamp_min(1e-12)).clamp_min(1e-3)
         f_sum = torch.where(lam_tot > 1e-12, f_sum, torch.ones_like(f_sum))
-        fano.append(single * f_sum + (1 - single) * f_sum / (1 + lam_tot * tau) ** 2)
+        reg = 1 / (1 + lam_tot * tau) ** 2
+        fano.append(single * f_sum + (1 - single) * f_sum * reg)
+        scale.append((single + (1 - single) * reg * merged / lam_tot.clamp_min(1e-12)).detach())
+        pm.append(p[0])
+        # memory of the stream (Herfindahl share of its own trains): a lost arrival's train is silent for a
+        # whole interval (regular trains); Poisson converters' streams forget it (0)
+        herf = (lam**2).sum(-1) / lam_tot.clamp_min(1e-12) ** 2
+        memories.append(torch.zeros_like(herf) if poisson_inputs else herf.detach())
+        if return_cov:  # d out / d lam_k of the merger: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
+            with torch.no_grad():
+                lam_d = lam.detach()
+                c = 1.0 / (1.0 + (lam_tot.detach()[..., None] - (1 - s)[..., None] * lam_d) * tau)
+                dm = c - tau * (lam_d * c**2).sum(-1, keepdim=True) + tau * (1 - s)[..., None] * lam_d * c**2
+                slopes.append((single[..., None] + (1 - single[..., None]) * dm) * p[0].detach()[None])
         if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train
             gap = (1 - single) * tau + single * (0.0 if poisson_inputs else 1.0 / cells.clock_GHz)
-            hazard = lam_tot  # after the merger's dead time, arrivals come at the merger's input rate
-    return neuron_rate(
-        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano, hazard,
-        independent,
+            # after the merger's dead time, arrivals come at the merger's input rate, less (s = 0) the train
+            # that caused the firing, whose own pulses are farther apart than the reset:
+            # hazard = Lam - (1 - s) sum_j lam_j^2 / Lam
+            hazard = lam_tot
+            if not independent:
+                hazard = lam_tot - (1 - single) * (1 - s) * (lam**2).sum(-1) / lam_tot.clamp_min(1e-12)
+    cov_ei = 0.0
+    if correlated:
+        cov_ei = torch.einsum("ij,bjk,ik->bi", pm[0], cov_in, pm[1]) * (scale[0] * scale[1]).sqrt()
+    res = neuron_rate(
+        out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano or return_cov,
+        hazard, independent, cov_ei, None if poisson_inputs else (memories[0], memories[1]),
     )
+    if not return_cov:
+        return res
+    r, f_out = res
+    with torch.enable_grad():  # rate gains dr / d(out+, out-, hazard), each neuron's own (elementwise)
+        xs = [z.detach().clone().requires_grad_() for z in (out[0], out[1], hazard)]
+        det = lambda z: z.detach() if torch.is_tensor(z) else z  # noqa: E731
+        r_d = neuron_rate(
+            xs[0], xs[1], layer.bias_neu.detach()[None], cells, ic_uA, det(gap)[None], det(fano[0]), det(fano[1]),
+            False, xs[2], independent, det(cov_ei), None if poisson_inputs else (memories[0], memories[1]),
+        )
+        ga, gb, gh = torch.autograd.grad(r_d.sum(), xs, allow_unused=True)
+    with torch.no_grad():
+        gh = torch.zeros_like(xs[2]) if gh is None else gh
+        jac = ga[..., None] * slopes[0] + gb[..., None] * slopes[1] + gh[..., None] * pm[0].detach()[None]
+        c_full = torch.diag_embed(f_in[:, 0] * r_in.detach())
+        if cov_in is not None:
+            c_full = c_full + cov_in
+        cov = jac @ c_full @ jac.transpose(-1, -2)
+        cov = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    return r, f_out, cov
 
 
 def network_rate(
@@ -283,12 +435,14 @@ def network_rate(
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
+    if arrivals not in ("correlated", "independent"):
+        raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
+    cov = None
     for i, layer in enumerate(layers):
-        if arrivals not in ("correlated", "independent"):
-            raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
-        h, fano = layer_rate(
+        track = arrivals == "correlated" and i < len(layers) - 1  # a next layer sees the covariances
+        res = layer_rate(
             h,
             layer,
             cells,
@@ -296,7 +450,10 @@ def network_rate(
             fano_in=fano,
             return_fano=True,
             independent=arrivals == "independent",
+            cov_in=cov if arrivals == "correlated" else None,
+            return_cov=track,
         )
+        h, fano, cov = res if track else (*res, None)
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
 
