@@ -178,7 +178,17 @@ def _kill_and_check(deploy, runner, job, shm, members, tmp_path, sig):
     assert all((Path("/dev/shm") / s).exists() for s in shm)
     assert len(members) >= 4, members  # the runner, Lava's workers, its shm manager, the resource tracker
     os.kill(deploy.pid, sig)
-    deploy.wait(timeout=30)
+    try:
+        # 5 s grace for the runner's own cleanup, then SIGKILL of its group; the rest is interpreter exit.  The
+        # bound is generous because this test runs beside others under `make test -n 2` (Lava's workers spin).
+        deploy.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        state = (_stat(deploy.pid) or ["gone"])[0]
+        wchan = Path(f"/proc/{deploy.pid}/wchan").read_text() if Path(f"/proc/{deploy.pid}/wchan").exists() else "?"
+        deploy.kill()
+        _, err = deploy.communicate()
+        pytest.fail(f"deploy did not exit within 90 s of {sig.name} (state {state}, wchan {wchan}); "
+                    f"runner group {live_group_members(runner)}; its stderr: {err[-2000:]}")
     t0 = time.monotonic()
     while time.monotonic() - t0 < 10:
         left = live_group_members(runner)
