@@ -74,6 +74,8 @@ def shorten(argv: list[str], tmp: Path) -> list[str] | None:
             return [*argv, "--epochs", "2", "--no-progress"]
         limit = "120" if any("serial" in a for a in argv) else "300"
         extra = ["--set", "continual.tasks=2"] if any("hlop" in a for a in argv) else []
+        if any("sfq" in a for a in argv):  # evaluating on pulses takes minutes; tests/test_sfq_net.py covers it
+            extra += ["--set", "model.eval_on=rate_model"]
         return [*argv, "--no-progress", "--set", "train.epochs=1", "--set", f"data.limit={limit}", *extra]
     if cmd == "deploy":
         out = list(argv)
