@@ -155,3 +155,25 @@ def test_grad_touch_is_recorded():
     assert sub.grad_touches == 0
     sub.forward(torch.zeros(1, 2, requires_grad=True))
     assert sub.grad_touches == 1 and sub.n_evals == 2
+
+
+def test_shared_input_and_control_checks_refuse_in_one_line_and_write_nothing():
+    """simulators.substrate.check_batch / checked_control, used by the wave, measured and photonic substrates."""
+    from simulators.substrate import RANGE_TOLERANCE, check_batch, checked_control
+
+    sub = open_substrate("wave:scattering", 3, 4)
+    before = sub.get_params()["control"].clone()
+    with pytest.raises(SubstrateFault, match=r"^wave:scattering control values must lie in \[-1.0, 1.0\]$"):
+        sub.set_params({"control": torch.full((8,), 1.0 + 10 * RANGE_TOLERANCE)})
+    with pytest.raises(SubstrateFault, match="no hardware parameter 'gain'"):  # a valid control beside a bad name
+        sub.set_params({"control": torch.full((8,), 0.5), "gain": torch.zeros(1)})
+    assert torch.equal(sub.get_params()["control"], before)  # nothing written by either refused call
+    sub.set_params({"control": torch.full((8,), 1.0 + 0.5 * RANGE_TOLERANCE)})  # rounding inside the tolerance
+    assert float(sub.get_params()["control"].max()) == pytest.approx(1.0, abs=RANGE_TOLERANCE)
+    assert checked_control("k", {}, 8, (-1.0, 1.0)) is None
+    with pytest.raises(SubstrateFault, match=r"^k expects inputs \[batch, 2\], got list$"):
+        check_batch("k", [[0.0, 0.0]], 2, (0.0, 1.0))
+    photonic = open_substrate("photonic:clements", 4, 4)
+    lo, hi = photonic.input_range
+    with pytest.raises(SubstrateFault, match=r"inputs must lie in .*encode them into the device range first"):
+        photonic.forward(torch.full((1, 4), hi + 1.0))
