@@ -10,7 +10,8 @@ upper bound on permuted MNIST (and HLOP around forward-forward), several seeds, 
 Each (rule, strategy, seed) is one ``neuro train --continual`` run in ``--out`` (default
 runs/continual-table); one JSON line per run is appended to ``<out>/table.jsonl`` and a Markdown table
 (mean and per-seed ACC, BWT, wall time) is printed at the end.  Runs already in table.jsonl are skipped,
-so an interrupted table continues.  Wall times are only comparable on an idle machine with the same
+so an interrupted table continues; a run stopped mid-stream (same config) continues after its last
+finished task (``--restart``: from task 0).  Wall times are only comparable on an idle machine with the same
 thread count (``--threads``, default 1).  A stopped run continues with ``neuro train --resume RUN`` (after its
 last finished task); ``--partial RUN ...`` prints the R rows, mean accuracy, BWT so far and task times of runs,
 finished or not, from their ``metrics.jsonl``.
@@ -44,14 +45,50 @@ def as_mlp(config: dict) -> dict:
     return {**config, "model": {"kind": "mlp", "hidden": hidden, "bias": False}}
 
 
-def run_one(config: dict, out: Path, name: str) -> dict:
-    from neuro.continual.workflow import train_continual
+def stopped_run(config: dict, out: Path, name: str) -> Path | None:
+    """The directory of an earlier run of exactly ``config`` that stopped after a finished task, else None.
+
+    Its saved config must equal ``config`` (after the table's own ``run.*`` settings), so a run
+    started with other settings is never continued; it is then trained again from task 0.
+    """
+    from neuro.continual.workflow import latest_task_checkpoint
+
+    path = out / name
+    if not (path / "config.toml").is_file() or latest_task_checkpoint(path) is None:
+        return None
+    saved = cfg.load_toml(path / "config.toml")
+    mine = {k: v for k, v in config.items() if k != "continual"}
+    theirs = {k: v for k, v in saved.items() if k != "continual"}
+    same_stream = all(saved.get("continual", {}).get(k) == v for k, v in config.get("continual", {}).items())
+    return path if same_stream and _same(mine, theirs) else None
+
+
+def _same(a, b) -> bool:
+    """Equal where both define a value (the saved config also lists every default)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same(v, b[k]) for k, v in a.items() if k in b)
+    return a == b
+
+
+def run_one(config: dict, out: Path, name: str, resume: bool = True) -> dict:
+    """Train one table entry; a run of the same config stopped after a finished task continues there.
+
+    ``wall_s`` is this call's wall time; ``train_s`` sums the per-task training times over all tasks
+    (they are kept in the task checkpoints, so a resumed run reports its whole training time).
+    """
+    from neuro.continual.workflow import resume_continual, train_continual
 
     config = cfg.apply_overrides(config, [f"run.name={name}", f"run.out_dir={out}", "run.progress=false"])
+    echo = lambda *a: print(*a, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    run, summary = train_continual(config, overwrite=True, progress=False, echo=lambda *a: print(*a, flush=True))
+    earlier = stopped_run(config, out, name) if resume else None
+    if earlier is not None:
+        run, summary = resume_continual(earlier, progress=False, echo=echo)
+    else:
+        run, summary = train_continual(config, overwrite=True, progress=False, echo=echo)
     return {"name": name, "ACC": summary["ACC"], "BWT": summary["BWT"], "R": summary["R"],
-            "wall_s": time.perf_counter() - t0, "train_s": summary["train_time_s"], "run": str(run.path)}
+            "wall_s": time.perf_counter() - t0, "train_s": summary["train_time_s"], "run": str(run.path),
+            "resumed": earlier is not None}
 
 
 def table(rows: list[dict]) -> str:
@@ -103,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", default="runs/continual-table")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--restart", action="store_true",
+                   help="train stopped runs again from task 0 (default: continue after their last finished task)")
     p.add_argument("--partial", nargs="+", metavar="RUN", help="print the R rows logged so far by these runs and exit")
     args = p.parse_args(argv)
     if args.partial:
@@ -131,7 +170,7 @@ def main(argv=None) -> int:
                     config = as_mlp(config)
                 name = f"{args.preset}-{rule}-{strategy}-s{seed}"
                 print(f"== {name}", flush=True)
-                result = run_one(config, out, name)
+                result = run_one(config, out, name, resume=not args.restart)
                 result.update(rule=rule, strategy=strategy, seed=seed, preset=args.preset,
                               overrides=overrides + args.overrides)
                 with open(log, "a") as fh:

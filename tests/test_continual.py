@@ -534,3 +534,22 @@ def test_table_partial_rows_of_a_stopped_run(tmp_path):
     assert lines[3] == "| 1 (a) | 90.0 | 90.00 | - | 10 |"
     assert lines[4] == "| 2 (b) | 80.0 95.0 | 87.50 | -10.00 | 12 |"
     assert lines[5] == "| 3 (c) | 70.0 85.0 100.0 | 85.00 | -15.00 | 11 |"
+
+
+def test_table_continues_a_stopped_run_of_the_same_config_only(tmp_path):
+    """bench.continual_table.run_one: a run of the same config stopped after a finished task continues
+    there (same R as the uninterrupted run, resumed = True); one with other settings is trained again."""
+    from bench.continual_table import run_one
+
+    def config(**continual):
+        return _toy_config(tmp_path / "unused", shuffle_order=False, **continual)
+
+    _, whole = train_continual({**config(), "run": {**config()["run"], "out_dir": str(tmp_path / "a"), "name": "x"}},
+                               echo=lambda *a: None)
+    stopped = {**config(), "run": {**config()["run"], "out_dir": str(tmp_path / "b"), "name": "x"}}
+    train_continual(stopped, echo=lambda *a: None, stop_after=2)
+    row = run_one(config(), tmp_path / "b", "x")
+    assert row["resumed"] and row["R"] == whole["R"]
+    # other settings under the same name: not continued, trained from task 0
+    row = run_one(config(hebbian_lr=[0.02]), tmp_path / "b", "x")
+    assert not row["resumed"] and len(row["R"]) == 5
