@@ -46,28 +46,17 @@ def as_mlp(config: dict) -> dict:
 
 
 def stopped_run(config: dict, out: Path, name: str) -> Path | None:
-    """The directory of an earlier run of exactly ``config`` that stopped after a finished task, else None.
+    """The directory of an earlier run of ``config`` that stopped after a finished task, else None.
 
-    Its saved config must equal ``config`` (after the table's own ``run.*`` settings), so a run
-    started with other settings is never continued; it is then trained again from task 0.
+    Its saved config must agree with ``config`` (:func:`neuro.config.agrees_with`), so a run started
+    with other settings is never continued; it is then trained again from task 0.
     """
     from neuro.continual.workflow import latest_task_checkpoint
 
     path = out / name
     if not (path / "config.toml").is_file() or latest_task_checkpoint(path) is None:
         return None
-    saved = cfg.load_toml(path / "config.toml")
-    mine = {k: v for k, v in config.items() if k != "continual"}
-    theirs = {k: v for k, v in saved.items() if k != "continual"}
-    same_stream = all(saved.get("continual", {}).get(k) == v for k, v in config.get("continual", {}).items())
-    return path if same_stream and _same(mine, theirs) else None
-
-
-def _same(a, b) -> bool:
-    """Equal where both define a value (the saved config also lists every default)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return all(_same(v, b[k]) for k, v in a.items() if k in b)
-    return a == b
+    return path if cfg.agrees_with(config, cfg.load_toml(path / "config.toml")) else None
 
 
 def run_one(config: dict, out: Path, name: str, resume: bool = True) -> dict:

@@ -146,6 +146,18 @@ def apply_unsets(config: dict, keys: list[str]) -> dict:
     return out
 
 
+def agrees_with(requested, saved) -> bool:
+    """Whether a saved run's config ``saved`` has every value that ``requested`` sets (tables compared key by key).
+
+    A run writes its config with every default filled in, so keys only ``saved`` has are not compared; a key
+    that ``requested`` sets and ``saved`` lacks does not agree.  Used to continue a stopped run only when it was
+    started with the same settings.
+    """
+    if isinstance(requested, dict):
+        return isinstance(saved, dict) and all(k in saved and agrees_with(v, saved[k]) for k, v in requested.items())
+    return requested == saved
+
+
 def _deep_copy(d: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 

@@ -120,29 +120,51 @@ def trial_config(base: dict, trial: Trial, trials_dir: str) -> dict:
     return config
 
 
-def run_trial(config: dict, threads: int = 1) -> dict:
-    """Train one trial's config (in this process); the numbers the sweep table collects."""
+def stopped_trial(config: dict) -> Path | None:
+    """The run directory of an earlier trial of ``config`` that has a checkpoint (stopped, or finished), else None.
+
+    Its saved config must agree with ``config`` (:func:`neuro.config.agrees_with`): a trial started with
+    other settings under the same name is trained again from epoch 0.
+    """
+    path = Path(config["run"].get("out_dir", "runs")) / config["run"]["name"]
+    if not ((path / "checkpoint.pt").is_file() and (path / "config.toml").is_file()):
+        return None
+    return path if cfg.agrees_with(config, cfg.load_toml(path / "config.toml")) else None
+
+
+def run_trial(config: dict, threads: int = 1, resume: bool = True) -> dict:
+    """Train one trial's config (in this process); the numbers the sweep table collects.
+
+    ``resume``: a trial of the same config with a checkpoint continues after its last finished epoch (a finished
+    one is only tested again), so a sweep that was stopped goes on where it was; ``False``: train from epoch 0.
+    """
     import torch
 
     from neuro import workflow
 
     torch.set_num_threads(max(1, int(threads)))
     start = time.perf_counter()
-    run, test = workflow.train(config, overwrite=True, progress=False, echo=lambda *a, **k: None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    earlier = stopped_trial(config) if resume else None
+    if earlier is not None:
+        run, test = workflow.resume(earlier, progress=False, echo=quiet)
+    else:
+        run, test = workflow.train(config, overwrite=True, progress=False, echo=quiet)
     epochs = [r for r in run.records() if r.get("event") == "epoch"]
     last = epochs[-1] if epochs else {}
     train_loss = last.get("train_loss", last.get("train_ff_loss"))
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "val_accuracy": last.get("val_accuracy"),
-            "train_loss": train_loss, "time_s": time.perf_counter() - start, "run_dir": str(run.path)}
+            "train_loss": train_loss, "time_s": time.perf_counter() - start, "run_dir": str(run.path),
+            "resumed": earlier is not None}
 
 
-def _trial_entry(payload: tuple[dict, int]) -> dict:  # a top-level function, for the process pool
-    config, threads = payload
-    return run_trial(config, threads)
+def _trial_entry(payload: tuple[dict, int, bool]) -> dict:  # a top-level function, for the process pool
+    config, threads, resume = payload
+    return run_trial(config, threads, resume)
 
 
 # ------------------------------------------------------------------ executors
-def run_local(configs: list[dict], workers: int, threads: int = 1, on_result=None) -> list[dict]:
+def run_local(configs: list[dict], workers: int, threads: int = 1, on_result=None, resume: bool = True) -> list[dict]:
     """Run the trial configs on a pool of ``workers`` processes (``spawn``); results in trial order."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -150,12 +172,12 @@ def run_local(configs: list[dict], workers: int, threads: int = 1, on_result=Non
     results: list[dict | None] = [None] * len(configs)
     if workers <= 1:
         for k, c in enumerate(configs):
-            results[k] = _safe(lambda c=c: run_trial(c, threads))
+            results[k] = _safe(lambda c=c: run_trial(c, threads, resume))
             if on_result:
                 on_result(k, results[k])
         return results  # type: ignore[return-value]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_trial_entry, (c, threads)): k for k, c in enumerate(configs)}
+        futures = {pool.submit(_trial_entry, (c, threads, resume)): k for k, c in enumerate(configs)}
         for fut in as_completed(futures):
             k = futures[fut]
             results[k] = _safe(fut.result)
@@ -174,10 +196,11 @@ def _safe(fn) -> dict:
 
 def _ray_trainable(params: dict) -> dict:
     """Ray Tune function trainable: ``params['config']`` is the whole trial config."""
-    return _safe(lambda: run_trial(params["config"], params.get("threads", 1)))
+    return _safe(lambda: run_trial(params["config"], params.get("threads", 1), params.get("resume", True)))
 
 
-def run_ray(configs: list[dict], address: str | None, storage: Path, threads: int = 1) -> list[dict]:
+def run_ray(configs: list[dict], address: str | None, storage: Path, threads: int = 1,
+            resume: bool = True) -> list[dict]:
     """Run the trial configs as one Ray Tune grid (one CPU per trial); results in trial order."""
     try:
         import ray
@@ -191,7 +214,7 @@ def run_ray(configs: list[dict], address: str | None, storage: Path, threads: in
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise NeuroError(f"cannot connect to the Ray cluster at '{address}' ({first}); "
                              f"start it with `ray start --head`") from None
-    space = {"config": tune.grid_search(configs), "threads": threads}
+    space = {"config": tune.grid_search(configs), "threads": threads, "resume": resume}
     tuner = tune.Tuner(
         tune.with_resources(_ray_trainable, {"cpu": max(1, threads)}),
         param_space=space,
@@ -244,8 +267,13 @@ def summarize(trials: list[Trial], results: list[dict]) -> list[dict]:
 
 
 def sweep(base: dict, grid_items: list[str], seeds_text: str, *, name: str = "sweep", out_dir: str | None = None,
-          workers: int | None = None, ray_address: str | None = None, threads: int = 1, echo=print) -> dict:
-    """Run the sweep, write trials.jsonl, summary.csv and report.html; return {trials, summary, path}."""
+          workers: int | None = None, ray_address: str | None = None, threads: int = 1, echo=print,
+          resume: bool = True) -> dict:
+    """Run the sweep, write trials.jsonl, summary.csv and report.html; return {trials, summary, path}.
+
+    ``resume``: trials of the same settings that an earlier, stopped sweep left with a checkpoint continue after
+    their last finished epoch (see :func:`run_trial`); ``False`` trains every trial from epoch 0.
+    """
     from neuro.build import resolve
 
     grid = parse_grid(grid_items)
@@ -262,13 +290,13 @@ def sweep(base: dict, grid_items: list[str], seeds_text: str, *, name: str = "sw
     where = f"Ray cluster {ray_address}" if ray_address else f"{workers or 1} local processes"
     echo(f"sweep {root}: {len(trials)} trials ({len(trials) // len(seeds)} settings x {len(seeds)} seeds) on {where}")
     if ray_address:
-        results = run_ray(configs, ray_address, root, threads)
+        results = run_ray(configs, ray_address, root, threads, resume)
     else:
         def progress(k, r):
             status = r.get("error") or f"test accuracy {100 * r['test_accuracy']:.2f}%"
             echo(f"  trial {k + 1}/{len(trials)} {trials[k].label} seed {trials[k].seed}: {status}")
 
-        results = run_local(configs, workers or 1, threads, on_result=progress)
+        results = run_local(configs, workers or 1, threads, on_result=progress, resume=resume)
     records = [{"trial": t.index, "setting": dict(t.setting), "label": t.label, "seed": t.seed, **r}
                for t, r in zip(trials, results)]
     with open(root / "trials.jsonl", "w", encoding="utf-8") as fh:

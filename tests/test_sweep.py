@@ -86,3 +86,29 @@ def test_ray_sweep_two_settings_two_seeds(tmp_path, monkeypatch):
     # 0.01 trains a 32-unit MLP in one epoch; 0.0003 barely moves it
     assert float(rows[1]["test_accuracy_mean"]) > float(rows[0]["test_accuracy_mean"])
     assert (out["path"] / "report.html").read_text().count("seed") >= 1
+
+
+def test_stopped_trial_continues_to_the_uninterrupted_result(tmp_path):
+    """A trial stopped after an epoch (its checkpoint of the same settings on disk) continues there and ends
+    with the uninterrupted trial's test accuracy; a changed setting, or restart, trains it again from epoch 0."""
+    import torch
+
+    from neuro import workflow
+    from neuro.sweep import run_trial, trial_config
+
+    base = {**TINY, "train": {"epochs": 3, "batch_size": 32}}
+    trial = trials_of([("optim.lr", [3e-3])], [0])[0]
+    whole = run_trial(trial_config(base, trial, str(tmp_path / "a")))
+    stopped = trial_config({**base, "train": {"epochs": 1, "batch_size": 32}}, trial, str(tmp_path / "b"))
+    run, _ = workflow.train(stopped, progress=False, echo=lambda *a, **k: None)
+    (run.path / "config.toml").write_text((run.path / "config.toml").read_text().replace("epochs = 1", "epochs = 3"))
+    resumed = run_trial(trial_config(base, trial, str(tmp_path / "b")))
+    assert resumed["resumed"] and not whole["resumed"]
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    a = torch.load(tmp_path / "a" / trial.name / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / trial.name / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = trials_of([("optim.lr", [3e-3])], [0])[0]
+    changed = run_trial(trial_config({**base, "model": {"kind": "mlp", "hidden": [16]}}, other, str(tmp_path / "b")))
+    assert not changed["resumed"]
+    assert not run_trial(trial_config(base, trial, str(tmp_path / "b")), resume=False)["resumed"]

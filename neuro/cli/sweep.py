@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="output folder (default: run.out_dir of the config, else runs)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local processes (without --ray)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (and CPUs reserved) per trial")
+    p.add_argument("--restart", action="store_true",
+                   help="train every trial from epoch 0 (default: a trial that a stopped sweep left with a checkpoint "
+                        "of the same settings continues after its last finished epoch)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run on Ray Tune: 'auto' (the cluster of `ray start`), 'local' (a new local instance), "
                         "HOST:6379 or ray://HOST:10001")
@@ -41,5 +44,5 @@ def run(args) -> int:
     config = cfg.load_toml(args.config) if args.config else {}
     config = cfg.apply_overrides(config, args.overrides)
     sweep(config, args.grid, args.seeds, name=args.name, out_dir=args.out, workers=args.workers,
-          ray_address=args.ray, threads=args.threads)
+          ray_address=args.ray, threads=args.threads, resume=not args.restart)
     return 0
