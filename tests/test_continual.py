@@ -410,6 +410,25 @@ def test_cli_continual_flag(tmp_path, cli):
     assert "ACC" in proc.stdout and "BWT" in proc.stdout
     bad = cli("train", str(path), "--continual", "nope", "--no-progress")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    # `neuro report` rebuilds the continual report (accuracy matrix), not the per-epoch one
+    run = tmp_path / "toy"
+    R = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["R"]
+    for name in ("report.html", "accuracy_matrix.png"):
+        (run / name).unlink()
+    rep = cli("report", str(run))
+    assert rep.returncode == 0, rep.stderr
+    html = (run / "report.html").read_text()
+    assert (run / "accuracy_matrix.png").is_file() and "Accuracy matrix R" in html
+    assert f"{round(100 * R[-1][0], 2)}" in html
+
+
+def test_report_of_a_stopped_continual_run(tmp_path):
+    from neuro.continual.workflow import rewrite_continual_report
+
+    run, _ = train_continual(_toy_config(tmp_path), echo=lambda *a: None, stop_after=2)
+    (run.path / "report.html").unlink(missing_ok=True)
+    html = rewrite_continual_report(run.path).read_text()
+    assert "Accuracy matrix R" in html and html.count("<tr>") >= 2
 
 
 def test_hlop_wraps_forward_forward_too():

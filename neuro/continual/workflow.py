@@ -42,7 +42,7 @@ from neuro import config as cfg
 from neuro.build import Experiment, OptimSpec, build_experiment, build_optimizer, count_parameters
 from neuro.continual.base import ContinualRule, ContinualSpec, build_strategy, restrict_scores
 from neuro.data.streams import TaskStream, dataset_list, permuted, split_classes
-from neuro.errors import CheckpointError, ConfigError
+from neuro.errors import CheckpointError, ConfigError, NeuroError
 from neuro.registry import MODEL_KINDS, RULES
 from neuro.runs import Run
 from neuro.trainer import rng_state, set_rng_state
@@ -178,6 +178,29 @@ def resume_continual(run_path: str | os.PathLike, *, progress: bool | None = Non
         _truncate(run, start - 1)
         echo(f"resuming {run.path} after task {start - 1} ({start} of {len(_plan(stream, strategy))} done)")
     return _run_stream(run, exp, spec, stream, strategy, start, state, progress, echo, stop_after)
+
+
+def rewrite_continual_report(run_path: str | os.PathLike) -> Path:
+    """Rebuild ``report.html`` (accuracy matrix, subspace sizes, task table) of a continual run from its last task
+    checkpoint and metrics, finished or stopped (then ACC and BWT are left out: R is not complete)."""
+    run = Run.open(run_path)
+    config = cfg.load_toml(run.config_path)
+    spec = parse_continual(config)
+    exp = build_experiment(config)
+    stream = make_stream(spec, exp)
+    exp = _fit_to_stream(exp, stream)
+    strategy = build_strategy(spec, exp.rule, seed=exp.run.seed)
+    strategy.check_compatible(exp.model)
+    ckpt = latest_task_checkpoint(run.path)
+    if ckpt is None:
+        raise NeuroError(f"{run.path}: no task finished yet, so there is no accuracy matrix to report; "
+                         f"continue it with `neuro train --resume {run.path}`")
+    state = load_task_checkpoint(ckpt)["state"]
+    final = [r for r in run.records() if r.get("event") == "continual"]
+    summary = final[-1] if final else {"ACC": None, "BWT": None, "train_time_s": sum(state["task_times"])}
+    from neuro.continual.report import write_continual_report
+
+    return write_continual_report(run, exp, stream, strategy, state, summary)
 
 
 def _plan(stream: TaskStream, strategy: ContinualRule) -> list:
@@ -316,6 +339,6 @@ def apply_continual_flag(config: dict, continual_flag: str | None) -> dict:
     return out
 
 
-__all__ = ["acc_bwt", "is_continual", "make_stream", "parse_continual", "resume_continual", "task_accuracy",
-           "train_continual"]
+__all__ = ["acc_bwt", "is_continual", "make_stream", "parse_continual", "resume_continual", "rewrite_continual_report",
+           "task_accuracy", "train_continual"]
 
