@@ -154,13 +154,7 @@ def resume_continual(run_path: str | os.PathLike, *, progress: bool | None = Non
                      stop_after: int | None = None) -> tuple[Run, dict]:
     """Continue a continual run after its last finished task."""
     run = Run.open(run_path)
-    config = cfg.load_toml(run.config_path)
-    spec = parse_continual(config)
-    exp = build_experiment(config)
-    stream = make_stream(spec, exp)
-    exp = _fit_to_stream(exp, stream)
-    strategy = build_strategy(spec, exp.rule, seed=exp.run.seed)
-    strategy.check_compatible(exp.model)
+    spec, exp, stream, strategy = _rebuild(run)
     ckpt = latest_task_checkpoint(run.path)
     if ckpt is None:
         echo(f"{run.path}: no task finished yet; starting from task 0")
@@ -180,10 +174,8 @@ def resume_continual(run_path: str | os.PathLike, *, progress: bool | None = Non
     return _run_stream(run, exp, spec, stream, strategy, start, state, progress, echo, stop_after)
 
 
-def rewrite_continual_report(run_path: str | os.PathLike) -> Path:
-    """Rebuild ``report.html`` (accuracy matrix, subspace sizes, task table) of a continual run from its last task
-    checkpoint and metrics, finished or stopped (then ACC and BWT are left out: R is not complete)."""
-    run = Run.open(run_path)
+def _rebuild(run: Run) -> tuple[ContinualSpec, Experiment, TaskStream, ContinualRule]:
+    """The spec, experiment (fitted to the stream), task stream and strategy of a saved continual run."""
     config = cfg.load_toml(run.config_path)
     spec = parse_continual(config)
     exp = build_experiment(config)
@@ -191,6 +183,14 @@ def rewrite_continual_report(run_path: str | os.PathLike) -> Path:
     exp = _fit_to_stream(exp, stream)
     strategy = build_strategy(spec, exp.rule, seed=exp.run.seed)
     strategy.check_compatible(exp.model)
+    return spec, exp, stream, strategy
+
+
+def rewrite_continual_report(run_path: str | os.PathLike) -> Path:
+    """Rebuild ``report.html`` (accuracy matrix, subspace sizes, task table) of a continual run from its last task
+    checkpoint and metrics, finished or stopped (then ACC and BWT are left out: R is not complete)."""
+    run = Run.open(run_path)
+    _, exp, stream, strategy = _rebuild(run)
     ckpt = latest_task_checkpoint(run.path)
     if ckpt is None:
         raise NeuroError(f"{run.path}: no task finished yet, so there is no accuracy matrix to report; "
