@@ -237,3 +237,48 @@ def test_linear_cooldown_matches_loewex_formula():
         want = 1.0 if e <= E // 2 else 2.0 * (1 + E - e) / E
         assert linear_cooldown(epoch, E) == pytest.approx(want)
     assert linear_cooldown(E - 1, E) == pytest.approx(0.2) and math.isclose(linear_cooldown(4, E), 1.0)
+
+
+def test_bce_loss_is_loewex_bce_over_positives_and_negatives_together():
+    """loss = "bce": torch's BCEWithLogitsLoss over the 2B logits (sum of squares minus width) at once, as in
+    loeweX's FF_model._calc_ff_loss: half the "logistic" form's gradient."""
+    model, batch = _mlp_batch()
+    spec = FFSpec(goodness="sum_squares", threshold=1.0, threshold_scale="per_unit", normalize_input=True, loss="bce")
+    rule = FF(spec, n_classes=4)
+    torch.manual_seed(3)
+    rule.step(model, batch)
+    got = [p.grad.clone() for p in model.layers[0].linear.parameters()]
+    n = model.layers[0].linear.out_features
+
+    def loss(h, B):
+        logits = h.pow(2).sum(1) - n
+        return F.binary_cross_entropy_with_logits(logits, torch.cat([torch.ones(B), torch.zeros(B)]))
+
+    want = _first_layer_reference(model, rule, batch, 3, loss, normalize_input=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_peer_running_means_start_at_peer_init():
+    rule = FF(FFSpec(peer_normalization=0.03, peer_momentum=0.9, peer_init=0.5), n_classes=4)
+    a = torch.rand(6, 5)
+    rule._peer_loss(0, a)
+    torch.testing.assert_close(rule.peer_means[0], 0.9 * 0.5 + 0.1 * a.mean(0))
+
+
+def test_normal_fan_out_init_is_loewex_init():
+    """model.init = "normal_fan_out": weights N(0, 1/out_features), zero biases, zero readout (loeweX's
+    FF_model._init_weights); the default keeps torch's uniform(+-1/sqrt(fan_in))."""
+    torch.manual_seed(0)
+    model = MLP(784, [1000, 500], 10, init="normal_fan_out")
+    for layer, out in zip(model.layers, (1000, 500)):
+        w = layer.linear.weight
+        assert abs(w.mean().item()) < 3 * out**-0.5 / math.sqrt(w.numel())
+        assert w.std().item() == pytest.approx(out**-0.5, rel=0.01)
+        assert not layer.linear.bias.any()
+    assert not model.readout.weight.any() and not model.readout.bias.any()
+    default = MLP(784, [1000], 10)
+    assert default.layers[0].linear.weight.abs().max().item() <= 784**-0.5
+    assert default.layers[0].linear.weight.std().item() == pytest.approx((3 * 784) ** -0.5, rel=0.01)
+    with pytest.raises(ConfigError, match="model.init"):
+        MLP(4, [3], 2, init="xavier")

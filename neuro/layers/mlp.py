@@ -14,6 +14,7 @@ softmax readout on detached activities of a neutral-label pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from neuro.errors import ConfigError
 from neuro.functional.forward_forward import length_normalize
 from neuro.layers.capabilities import Capabilities
 from neuro.registry import MODEL_KINDS
+
+INITS = ("torch", "normal_fan_out")
+Init = Literal["torch", "normal_fan_out"]
 
 
 class DenseReLU(nn.Module):
@@ -55,16 +59,30 @@ class MLP(nn.Module):
 
     normalize: apply :func:`length_normalize` to each layer's output before the next layer
         (and before the readout).  Off gives a plain ReLU MLP.
+    init: "torch" (PyTorch's default for ``nn.Linear``: uniform in ``+-1/sqrt(fan_in)``) or
+        "normal_fan_out" (loeweX's FF model: hidden weights ``N(0, 1/fan_out)``, i.e. standard deviation
+        ``1/sqrt(out_features)``, zero biases, and a zero readout).
     """
 
-    def __init__(self, n_in: int, hidden: list[int], n_out: int, *, bias: bool = True, normalize: bool = True) -> None:
+    def __init__(self, n_in: int, hidden: list[int], n_out: int, *, bias: bool = True, normalize: bool = True,
+                 init: str = "torch") -> None:
         super().__init__()
         if not hidden:
             raise ConfigError("an MLP needs at least one hidden layer (model.hidden = [...])")
+        if init not in INITS:
+            raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
         sizes = [n_in, *hidden]
         self.layers = nn.ModuleList(DenseReLU(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
         self.normalize = bool(normalize)
         self.readout = nn.Linear(sum(hidden), n_out)
+        if init == "normal_fan_out":
+            with torch.no_grad():
+                for layer in self.layers:
+                    layer.linear.weight.normal_(0.0, layer.linear.out_features ** -0.5)
+                    if layer.linear.bias is not None:
+                        layer.linear.bias.zero_()
+                self.readout.weight.zero_()
+                self.readout.bias.zero_()
 
     def next_input(self, h: torch.Tensor) -> torch.Tensor:
         """What the layer after a layer with activity ``h`` sees."""
@@ -86,12 +104,16 @@ class MLP(nn.Module):
 
 @dataclass
 class MLPSpec:
-    """``[model]`` with ``kind = "mlp"``: ReLU layers (FF layer normalization between them) and a linear readout."""
+    """``[model]`` with ``kind = "mlp"``: ReLU layers (FF layer normalization between them) and a linear readout.
+
+    ``init``: "torch" or "normal_fan_out" (loeweX's initialization; see :class:`MLP`).
+    """
 
     kind: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     bias: bool = True
     normalize: bool = True
+    init: Init = "torch"
 
     def check(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -100,4 +122,5 @@ class MLPSpec:
 
 @MODEL_KINDS.register("mlp", spec=MLPSpec, bf16=True)
 def build_mlp(spec: MLPSpec, data) -> nn.Module:
-    return MLP(data.n_features, list(spec.hidden), data.n_classes, bias=spec.bias, normalize=spec.normalize)
+    return MLP(data.n_features, list(spec.hidden), data.n_classes, bias=spec.bias, normalize=spec.normalize,
+               init=spec.init)

@@ -79,7 +79,7 @@ from neuro.registry import RULES
 from neuro.rules.base import Batch, Requirements, Rule
 from simulators.lif import pre_reset_potential
 
-Loss = Literal["logistic", "symba"]
+Loss = Literal["logistic", "bce", "symba"]
 Negatives = Literal["random", "hard", "readout"]
 Activity = Literal["rate", "membrane"]
 Prediction = Literal["goodness", "readout"]
@@ -96,7 +96,10 @@ class FFSpec:
 
     goodness: "sum_squares" or "mean_squares" of each layer's activity.
     threshold: theta of the logistic loss (in goodness units).
-    loss: "logistic" (Hinton) or "symba" (pairwise, no threshold; ``symba_alpha`` scales it).
+    loss: "logistic" (Hinton: ``mean_pos softplus(theta - G) + mean_neg softplus(G - theta)``), "bce"
+        (loeweX's ``BCEWithLogitsLoss`` over the positive and negative samples together, i.e. half of
+        "logistic" for equal numbers of both: their lr, weight decay and peer-normalization weight then
+        mean what they mean there) or "symba" (pairwise, no threshold; ``symba_alpha`` scales it).
     negative_form: positive data should have *low* goodness instead.
     negatives: "random" wrong label; "hard": the wrong label with the highest accumulated
         goodness now (costs one no-grad pass per class); "readout": a wrong label sampled
@@ -123,7 +126,8 @@ class FFSpec:
         a running mean ``m_j <- mu sg(m_j) + (1 - mu) mean_{positives}(a_j)`` of each unit's activity on
         positive samples (momentum ``mu = peer_momentum``; the current batch's term keeps its gradient)
         and the loss ``lambda_p * mean_j (mean_i m_i - m_j)^2`` added to the layer's FF loss: it pulls
-        every unit's mean activity towards the layer's, so no unit dies or dominates.
+        every unit's mean activity towards the layer's, so no unit dies or dominates.  The running means
+        start at ``peer_init`` (loeweX: 0.5).
     relu_gradient: dense layers only.  "relu": the ReLU's true derivative; "pass_through": the
         forward is ``relu(z)``, the backward passes ``dL/da`` to ``z`` unchanged everywhere (loeweX's
         ``ReLU_full_grad``), so units that are off still learn.
@@ -162,6 +166,7 @@ class FFSpec:
     threshold_scale: ThresholdScale = "absolute"
     peer_normalization: float = 0.0
     peer_momentum: float = 0.9
+    peer_init: float = 0.0
     relu_gradient: ReluGradient = "relu"
     rate_gradient: RateGradient = "soft"
     readout_layers: list[int] = field(default_factory=list)
@@ -359,7 +364,8 @@ class FF(Rule):
         B = g.shape[0] // 2
         if s.loss == "symba":
             return symba_loss(g[:B], g[B:], s.symba_alpha, s.negative_form)
-        return ff_loss(g[:B], g[B:], theta, s.negative_form)
+        loss = ff_loss(g[:B], g[B:], theta, s.negative_form)
+        return 0.5 * loss if s.loss == "bce" else loss
 
     def _layer_passes(self, view, u: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Run the layers one by one (no grad), yielding ``(k, activity, next input)``."""
@@ -435,7 +441,7 @@ class FF(Rule):
         batch_mean = a_pos.reshape(-1, a_pos.shape[-1]).float().mean(0)
         old = self.peer_means.get(k)
         if old is None or old.shape != batch_mean.shape:
-            old = torch.zeros_like(batch_mean)
+            old = torch.full_like(batch_mean, self.spec.peer_init)
         m = mu * old.to(batch_mean) + (1.0 - mu) * batch_mean
         self.peer_means[k] = m.detach()
         return (m.mean() - m).pow(2).mean()
