@@ -38,6 +38,7 @@ import torch
 
 from devices.errors import DeviceError
 from devices.lava_env import lava_python
+from devices.lava_runner import group_members
 from simulators.errors import SettingError
 from simulators.loihi import local_to_pipelined_steps
 
@@ -73,22 +74,13 @@ class LavaResult:
 
 
 def live_group_members(pgid: int) -> list[int] | None:
-    """Running (not zombie) processes of group ``pgid``, from /proc; None where /proc is unavailable."""
+    """Running (not zombie) processes of group ``pgid``, from /proc; None where /proc is unavailable.
+
+    The /proc walk is the runner's own (:func:`devices.lava_runner.group_members`, which imports no torch).
+    """
     if not os.path.isdir("/proc"):
         return None
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            live.append(int(entry))
-    return live
+    return group_members(pgid)
 
 
 def _stop_group(pgid: int, grace_s: float = 5.0) -> None:
