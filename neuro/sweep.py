@@ -304,7 +304,9 @@ def sweep(base: dict, grid_items: list[str], seeds_text: str, *, name: str = "sw
             fh.write(json.dumps(rec) + "\n")
     summary = summarize(trials, results)
     write_summary_csv(root / "summary.csv", summary)
-    write_sweep_report(root, name, grid, seeds, records, summary, where)
+    curves = learning_curves(records)
+    write_curves_csv(root / "curves.csv", curves)
+    write_sweep_report(root, name, grid, seeds, records, summary, where, curves)
     for row in summary:
         m, s = row["test_accuracy_mean"], row["test_accuracy_std"]
         shown = "failed" if m is None else f"{100 * m:.2f}%" + ("" if s is None else f" +- {100 * s:.2f}")
@@ -324,8 +326,37 @@ def write_summary_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+CURVE_FIELDS = ("label", "seed", "epoch", "val_accuracy", "train_loss")
+
+
+def learning_curves(records: list[dict]) -> list[dict]:
+    """Per-epoch rows ``{label, seed, epoch, val_accuracy, train_loss}`` of every trial, read from the
+    ``epoch`` records of its run (``val_accuracy`` is None without a validation split; ``train_loss`` is the
+    rule's training loss, FF's ``train_ff_loss`` for forward-forward)."""
+    from neuro.runs import Run
+
+    rows = []
+    for rec in records:
+        if not rec.get("run_dir") or not Path(rec["run_dir"]).is_dir():
+            continue
+        for r in Run.open(rec["run_dir"]).records():
+            if r.get("event") == "epoch":
+                rows.append({"label": rec["label"], "seed": rec["seed"], "epoch": r.get("epoch"),
+                             "val_accuracy": r.get("val_accuracy"),
+                             "train_loss": r.get("train_loss", r.get("train_ff_loss"))})
+    return rows
+
+
+def write_curves_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CURVE_FIELDS))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def write_sweep_report(root: Path, name: str, grid, seeds, records: list[dict], summary: list[dict],
-                       where: str) -> Path:
+                       where: str, curves: list[dict] | None = None) -> Path:
     from neuro.report import write_report
 
     figures = []
@@ -333,6 +364,11 @@ def write_sweep_report(root: Path, name: str, grid, seeds, records: list[dict], 
         _plot_settings(root / "sweep.png", summary)
         figures.append(("Test accuracy per setting", "sweep.png",
                         "Mean over seeds; error bars: sample standard deviation over seeds (n - 1)."))
+    if curves:
+        what = _plot_curves(root / "curves.png", curves)
+        figures.append(("Learning curves", "curves.png",
+                        f"{what} after each epoch, one line per trial (colour: setting; line style: seed); "
+                        "numbers in curves.csv."))
 
     def pct(v):
         return None if v is None else 100 * v
@@ -372,3 +408,33 @@ def _plot_settings(path: Path, summary: list[dict]) -> Path:
         fig.savefig(fh, format="png", dpi=110)
     os.replace(tmp, path)
     return path
+
+
+def _plot_curves(path: Path, rows: list[dict]) -> str:
+    """Plot validation accuracy (or, without a validation split, the training loss) per epoch; returns which."""
+    from matplotlib.figure import Figure
+
+    use_val = any(r["val_accuracy"] is not None for r in rows)
+    key, what = ("val_accuracy", "Validation accuracy (%)") if use_val else ("train_loss", "Training loss")
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))
+    styles = ("-", "--", ":", "-.")
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, label in enumerate(labels):
+        for j, seed in enumerate(seeds):
+            pts = [(r["epoch"], r[key]) for r in rows
+                   if r["label"] == label and r["seed"] == seed and r[key] is not None]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, [100 * v for v in y] if use_val else y, color=f"C{i % 10}", ls=styles[j % len(styles)],
+                        label=f"{label} s{seed}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(what)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    os.replace(tmp, path)
+    return what.split(" (")[0]

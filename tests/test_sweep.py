@@ -112,3 +112,19 @@ def test_stopped_trial_continues_to_the_uninterrupted_result(tmp_path):
     changed = run_trial(trial_config({**base, "model": {"kind": "mlp", "hidden": [16]}}, other, str(tmp_path / "b")))
     assert not changed["resumed"]
     assert not run_trial(trial_config(base, trial, str(tmp_path / "b")), resume=False)["resumed"]
+
+
+def test_local_sweep_writes_learning_curves_of_every_trial(tmp_path):
+    """curves.csv holds every trial's per-epoch validation accuracy exactly as its run logged it; the report
+    shows the curves figure."""
+    base = {**TINY, "data": {"dataset": "digits", "limit": 300, "val_fraction": 0.2},
+            "train": {"epochs": 2, "batch_size": 32}}
+    out = sweep(base, ["optim.lr=[0.0003, 0.01]"], "0", name="curves", out_dir=str(tmp_path), workers=1,
+                echo=lambda *a: None)
+    rows = list(csv.DictReader(open(out["path"] / "curves.csv")))
+    assert len(rows) == 4  # 2 settings x 1 seed x 2 epochs
+    for t in out["trials"]:
+        logged = [r["val_accuracy"] for r in (json.loads(x) for x in open(f"{t['run_dir']}/metrics.jsonl"))
+                  if r["event"] == "epoch"]
+        assert [float(r["val_accuracy"]) for r in rows if r["label"] == t["label"]] == logged
+    assert (out["path"] / "curves.png").is_file() and "curves.png" in (out["path"] / "report.html").read_text()

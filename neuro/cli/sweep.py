@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
         description=(
             "Train every combination of the --grid lists for every seed (each trial an ordinary run under "
             "<out>/<name>/trials/), on a local process pool or with --ray on a Ray cluster (Ray Tune). Writes "
-            "<out>/<name>/trials.jsonl, summary.csv (mean, std, min, max over seeds per setting) and report.html."
+            "<out>/<name>/trials.jsonl, summary.csv (mean, std, min, max over seeds per setting), curves.csv (every "
+            "trial's per-epoch validation accuracy and training loss) and report.html."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
