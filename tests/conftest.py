@@ -48,3 +48,40 @@ def needs_shared_data(folder: str):
         not (SHARED_DATA / folder).is_dir(),
         reason=f"{SHARED_DATA / folder} is absent (the verified offline data copy); set NEUROHIL_DATA to run this test",
     )
+
+
+# ------------------------------------------------------------------ descriptor and thread leaks (serial tests)
+def open_pty_paths(before: set[str]) -> list[str]:
+    """What the descriptors opened since ``before`` (a set of /proc/self/fd names) point to, where it is a pty."""
+    paths = []
+    for fd in set(os.listdir("/proc/self/fd")) - before:
+        try:
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return [p for p in paths if "/dev/pts" in p or "ptmx" in p]
+
+
+@pytest.fixture
+def no_leaks():
+    """The test leaves no thread and no pty or port descriptor behind."""
+    import threading
+
+    threads, before = threading.active_count(), set(os.listdir("/proc/self/fd"))
+    yield
+    assert threading.active_count() == threads
+    assert not open_pty_paths(before)
+
+
+@pytest.fixture
+def no_pty_left_behind():
+    """Runs drop their drivers when they end (pyserial ports are io objects, closed when collected): after a
+    garbage collection no pty descriptor may outlive the test."""
+    import gc
+
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    gc.collect()
+    left = open_pty_paths(before)
+    assert not left, left
+

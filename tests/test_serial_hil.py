@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -15,20 +14,6 @@ from devices.base import Device
 from devices.emulator import AffineTanhSubstrate, Emulator, Faults
 from neuro.errors import DeviceError
 from simulators.substrate import Substrate
-
-
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def no_leaks():
-    """Every test leaves no thread, pty or port descriptor behind."""
-    threads, fds = threading.active_count(), _fds()
-    yield
-    assert threading.active_count() == threads
-    leaked = {os.readlink(f"/proc/self/fd/{fd}") for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert not {p for p in leaked if "pts" in p or "ptmx" in p}, leaked
 
 
 def _emulator(tmp_path, substrate=None, **kw) -> Emulator:

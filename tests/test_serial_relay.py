@@ -31,19 +31,6 @@ from neuro.errors import DeviceError
 from simulators.errors import SettingError
 
 
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def no_leaks():
-    threads, fds = threading.active_count(), _fds()
-    yield
-    assert threading.active_count() == threads
-    leaked = {os.readlink(f"/proc/self/fd/{fd}") for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert not {p for p in leaked if "pts" in p or "ptmx" in p}, leaked
-
-
 def _raw(path) -> int:
     fd = os.open(str(path), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     tty.setraw(fd)

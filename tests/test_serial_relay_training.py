@@ -10,9 +10,7 @@ delivered (each measurement crossed the link exactly once, in order).
 
 from __future__ import annotations
 
-import gc
 import json
-import os
 import time
 
 import pytest
@@ -43,18 +41,7 @@ def config(out, name: str, substrates: list[str] | None = None, *, epochs: int =
             "train": {"epochs": epochs, "batch_size": 32}}
 
 
-@pytest.fixture(autouse=True)
-def no_pty_left_behind():
-    before = set(os.listdir("/proc/self/fd"))
-    yield
-    gc.collect()
-    left = []
-    for fd in set(os.listdir("/proc/self/fd")) - before:
-        try:
-            left.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    assert not [p for p in left if "/dev/pts" in p or "ptmx" in p], left
+pytestmark = pytest.mark.usefixtures("no_pty_left_behind")
 
 
 class Bench:

@@ -3,10 +3,8 @@ numbers as in-process, exactly-once delivery under faults, checkpoints that rewr
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import os
 
 import pytest
 import tomli_w
@@ -53,20 +51,7 @@ def reference(tmp_path_factory):
     return get
 
 
-@pytest.fixture(autouse=True)
-def no_pty_left_behind():
-    """Runs drop their drivers when they end (pyserial ports are io objects, closed when
-    collected); no pty descriptor may outlive the test."""
-    before = set(os.listdir("/proc/self/fd"))
-    yield
-    gc.collect()
-    left = []
-    for fd in set(os.listdir("/proc/self/fd")) - before:
-        try:
-            left.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    assert not [p for p in left if "/dev/pts" in p or "ptmx" in p], left
+pytestmark = pytest.mark.usefixtures("no_pty_left_behind")
 
 
 def block_emulators(tmp_path, faults: Faults | None = None) -> list[Emulator]:
