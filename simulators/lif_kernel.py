@@ -4,7 +4,9 @@
 ``torch.utils.cpp_extension.load_inline``: g++ and torch's headers, OpenMP through torch's own
 intra-op thread pool (``at::parallel_for``, so ``torch.set_num_threads`` applies).  The build takes
 about a minute once per machine and source version and is cached by torch (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``); concurrent processes wait on torch's build lock.
+default ``~/.cache/torch_extensions``), one folder per source, CPU, torch version and environment;
+concurrent processes wait on torch's build lock, and a lock older than :data:`STALE_LOCK_S` (left by a
+build that was killed) is removed with a warning instead of being waited on for ever.
 
 If the build or the import fails, :func:`kernel` returns ``None`` after one warning line, and the
 engine runs its pure-torch path (same equations, slower).  ``NEUROHIL_LIF_KERNEL=0`` in the
@@ -27,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -62,6 +66,25 @@ def _ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+STALE_LOCK_S = 600.0  # a build takes about a minute; a lock this old was left by a killed build
+
+
+def clear_stale_lock(build_dir: Path, max_age_s: float = STALE_LOCK_S) -> bool:
+    """Remove torch's build ``lock`` in ``build_dir`` when it is older than ``max_age_s`` (a build killed
+    mid-way leaves it, and every later process would wait on it for ever); True if one was removed."""
+    lock = Path(build_dir) / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return False
+    if age <= max_age_s:
+        return False
+    warnings.warn(f"removing a stale LIF kernel build lock ({lock}, {age / 60:.0f} min old)", RuntimeWarning,
+                  stacklevel=2)
+    lock.unlink(missing_ok=True)
+    return True
+
+
 def _build():
     import torch
     from torch.utils.cpp_extension import load_inline
@@ -69,9 +92,18 @@ def _build():
     _ninja_on_path()
 
     src = _SOURCE.read_text()
-    tag = hashlib.sha1((src + _cpu_tag() + torch.__version__).encode()).hexdigest()[:12]
+    # sys.prefix: each environment (its torch headers are in the build file) gets its own build folder, so
+    # checkouts with their own .venv do not rebuild each other's extension in turn
+    tag = hashlib.sha1((src + _cpu_tag() + torch.__version__ + sys.prefix).encode()).hexdigest()[:12]
+    name = f"neurohil_lif_{tag}"
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        clear_stale_lock(Path(_get_build_directory(name, verbose=False)))
+    except ImportError:  # a torch without the helper: torch's own wait applies
+        pass
     return load_inline(
-        name=f"neurohil_lif_{tag}",
+        name=name,
         cpp_sources=[src],
         functions=_FUNCTIONS,
         extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"],

@@ -285,7 +285,7 @@ def test_ff_errors_are_one_line():
         FFSpec(predict="readout").check()
     with pytest.raises(ConfigError, match="readout = true"):
         FFSpec(negatives="readout").check()
-    with pytest.raises(ConfigError, match=r"rule.loss = 'hinge' is not one of logistic, symba"):
+    with pytest.raises(ConfigError, match=r"rule.loss = 'hinge' is not one of logistic, bce, symba"):
         parse_spec(FFSpec, {"loss": "hinge"}, "rule")
     rule = FF(FFSpec(readout=True), n_classes=4)
     with pytest.raises(IncompatibleError, match="readout = false"):

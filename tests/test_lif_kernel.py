@@ -296,3 +296,18 @@ def test_parameter_grid_is_covered():
     for reset, timing in itertools.product(("subtract", "zero"), ("immediate", "next_step")):
         assert (reset, timing, True) in seen
     assert any(not c[5] for c in CASES)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    """A build killed mid-way leaves torch's lock file; every later load would wait on it for ever."""
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not lif_kernel.clear_stale_lock(tmp_path) and lock.exists()  # a build may be running
+    old = time.time() - lif_kernel.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="stale LIF kernel build lock"):
+        assert lif_kernel.clear_stale_lock(tmp_path)
+    assert not lock.exists() and not lif_kernel.clear_stale_lock(tmp_path)

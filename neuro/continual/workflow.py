@@ -133,12 +133,7 @@ def train_continual(config: dict, *, overwrite: bool = False, progress: bool | N
 
     ``stop_after``: stop after that many tasks (as if interrupted; :func:`resume_continual` goes on).
     """
-    spec = parse_continual(config)
-    exp = build_experiment(config)
-    stream = make_stream(spec, exp)
-    exp = _fit_to_stream(exp, stream)
-    strategy = build_strategy(spec, exp.rule, seed=exp.run.seed)
-    strategy.check_compatible(exp.model)
+    spec, exp, stream, strategy = _build(config)
     run = Run.create(exp.run.out_dir, exp.run.name, overwrite=overwrite)
     if overwrite and (run.path / TASK_DIR).is_dir():
         for stale in (run.path / TASK_DIR).glob("task-*.pt"):
@@ -176,7 +171,11 @@ def resume_continual(run_path: str | os.PathLike, *, progress: bool | None = Non
 
 def _rebuild(run: Run) -> tuple[ContinualSpec, Experiment, TaskStream, ContinualRule]:
     """The spec, experiment (fitted to the stream), task stream and strategy of a saved continual run."""
-    config = cfg.load_toml(run.config_path)
+    return _build(cfg.load_toml(run.config_path))
+
+
+def _build(config: dict) -> tuple[ContinualSpec, Experiment, TaskStream, ContinualRule]:
+    """The spec, experiment (fitted to the stream), task stream and strategy of a continual ``config``."""
     spec = parse_continual(config)
     exp = build_experiment(config)
     stream = make_stream(spec, exp)
