@@ -57,6 +57,7 @@ demo: setup
 
 test: setup
 	@$(VENV)/bin/ruff check . && echo "ruff: clean"
+	@$(VENV)/bin/python -c "from simulators import lif_kernel; lif_kernel.kernel()"  # build the LIF kernel once, before parallel tests
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup-main
