@@ -335,6 +335,41 @@ def test_ewc_penalty_gradient_matches_finite_difference():
     assert analytic == pytest.approx((up - down) / (2 * eps), rel=1e-3, abs=1e-5)
 
 
+class _NoLossRule(BPTT):
+    """BPTT that writes no gradient of its own: the EWC penalty alone drives the weights."""
+
+    def step(self, model, batch):
+        return {}
+
+
+def _ewc_penalty_descent(lr: float, stiffness: float, bind: bool, steps: int = 20) -> float:
+    """|w - w*| after ``steps`` SGD steps on the EWC penalty alone, from |w - w*| = 1."""
+    model = torch.nn.Linear(2, 2, bias=False)
+    ewc = build_strategy(ContinualSpec(strategy="ewc", ewc_lambda=2.0), _NoLossRule())
+    w, name = model.weight, "weight"
+    ewc.fisher = {name: torch.full_like(w, stiffness / 2.0)}
+    ewc.star = {name: w.detach().clone()}
+    with torch.no_grad():
+        w.add_(1.0)
+    opt = torch.optim.SGD([w], lr=lr)
+    if bind:
+        ewc.bind_optimizer(opt)
+    batch = Batch(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        metrics = ewc.step(model, batch)
+        opt.step()
+    assert metrics["ewc_capped"] == (1.0 if bind and lr * stiffness > 1 else 0.0)
+    return float((w.detach() - ewc.star[name]).abs().max())
+
+
+def test_ewc_stiffness_cap_keeps_sgd_stable():
+    # explicit SGD on k/2 (w - w*)^2 multiplies the distance by (1 - lr k) each step
+    assert _ewc_penalty_descent(0.1, 5.0, bind=True) == pytest.approx(0.5**20, rel=1e-4)  # below the cap: untouched
+    assert _ewc_penalty_descent(0.1, 30.0, bind=False) == pytest.approx(2.0**20, rel=1e-4)  # lr k = 3: diverges
+    assert _ewc_penalty_descent(0.1, 30.0, bind=True) < 1e-6  # capped at 1 / lr: lands on w* in one step
+
+
 def test_gpm_projects_away_from_the_stored_activity():
     torch.manual_seed(0)
     model = MLP(10, [8], 3, bias=False, normalize=False)

@@ -75,7 +75,8 @@ class ContinualSpec:
     time step a sample); ``basis``: project with an orthonormal basis of the frozen rows
     (``orthonormal``, exact) or with the raw rows ``G - G H^T H`` (``hebbian``, as the authors' code).
     EWC (``ewc``): penalty ``ewc_lambda / 2 * sum_i F_i (w_i - w*_i)^2`` with the diagonal empirical
-    Fisher ``F`` from ``fisher_samples`` training samples per task (summed over tasks).
+    Fisher ``F`` from ``fisher_samples`` training samples per task (summed over tasks); with plain
+    SGD the stiffness ``ewc_lambda * F_i`` is capped at ``1 / lr`` (see :mod:`neuro.continual.ewc`).
     GPM (``gpm``): after each task, the SVD basis of the layer inputs of ``gpm_samples`` training
     samples is extended until it holds ``gpm_threshold[l] + gpm_threshold_step * task`` of their energy.
     """
@@ -306,6 +307,10 @@ class ContinualRule(Rule):
         self.task = task
 
     def end_task(self, task: int, model: nn.Module, data) -> None:
+        return None
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called with each task's fresh optimizer before its training starts (default: ignored)."""
         return None
 
     def sizes(self) -> dict[str, int]:

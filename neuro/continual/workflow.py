@@ -236,6 +236,7 @@ def _run_stream(run: Run, exp: Experiment, spec: ContinualSpec, stream: TaskStre
         frozen_1d = spec.freeze_bias and i > 0
         params = [p for p in model.parameters() if p.requires_grad and not (frozen_1d and p.dim() == 1)]
         optimizer = build_optimizer(optim_spec, params)
+        strategy.bind_optimizer(optimizer)
         scheduler = None
         if optim_spec.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(exp.train.epochs, 1))
