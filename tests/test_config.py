@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neuro.build import OptimSpec, build_optimizer, resolve
-from neuro.config import apply_overrides, parse_value
+from neuro.config import agrees_with, apply_overrides, parse_value
 from neuro.errors import ConfigError
 
 
@@ -90,3 +90,17 @@ def test_hardware_lr_puts_physical_layer_parameters_in_their_own_group():
     assert len(parameter_groups(OptimSpec(), model)) == 3  # no hardware_lr: one plain list
     with pytest.raises(ConfigError, match="hardware_lr"):
         resolve({"optim": {"hardware_lr": -1.0}})
+
+
+def test_agrees_with_compares_only_what_the_request_sets():
+    saved = {"optim": {"name": "sgd", "lr": 0.01, "momentum": 0.0}, "continual": {"hebbian_lr": [0.009, 0.01]}}
+    # keys the request leaves out (defaults the saved run filled in) are not compared
+    assert agrees_with({"optim": {"lr": 0.01}}, saved)
+    assert agrees_with({"optim": {"lr": 0.01}, "continual": {"hebbian_lr": [0.009, 0.01]}}, saved)
+    assert agrees_with({}, saved)
+    # a changed value, a changed list element, a key the saved run lacks, a table where a value was saved
+    assert not agrees_with({"optim": {"lr": 0.1}}, saved)
+    assert not agrees_with({"continual": {"hebbian_lr": [0.001, 0.01]}}, saved)
+    assert not agrees_with({"optim": {"nesterov": False}}, saved)
+    assert not agrees_with({"train": {"epochs": 1}}, saved)
+    assert not agrees_with({"optim": {"lr": {"value": 0.01}}}, saved)

@@ -15,7 +15,7 @@ from neuro.continual.hlop import HebbianProjection
 from neuro.continual.workflow import acc_bwt, latest_task_checkpoint, resume_continual, train_continual
 from neuro.data.dataset import Dataset, Split
 from neuro.data.streams import dataset_list, permutation, permuted, split_classes
-from neuro.errors import ConfigError
+from neuro.errors import ConfigError, NeuroError
 from neuro.functional.subspace import (
     energy_basis,
     oja_subspace_step,
@@ -611,3 +611,32 @@ def test_table_continues_a_stopped_run_of_the_same_config_only(tmp_path):
     # other settings under the same name: not continued, trained from task 0
     row = run_one(config(hebbian_lr=[0.02]), tmp_path / "b", "x")
     assert not row["resumed"] and len(row["R"]) == 5
+
+
+def test_hlop_subspace_bench_measures_captured_energy(tmp_path, capsys):
+    from bench.hlop_subspace import main as subspace_main
+    from bench.hlop_subspace import subspace_energy
+    from neuro.continual.workflow import load_continual_run
+
+    torch.manual_seed(0)
+    X = torch.randn(200, 3) @ torch.randn(3, 12) + 0.01 * torch.randn(200, 12)
+    eigvecs = torch.linalg.eigh(X.double().t() @ X.double()).eigenvectors.flip(1)
+    hlop, best = subspace_energy(X, eigvecs[:, :3].t().float())  # the top-3 eigenvectors: as good as it gets
+    assert hlop == pytest.approx(best, abs=1e-6) and best > 0.99
+    hlop, best = subspace_energy(X, eigvecs[:, 3:6].t().float())  # three weak directions: almost nothing
+    assert hlop < 1e-3 and best > 0.99
+    rand = torch.randn(5, 12)
+    hlop, best5 = subspace_energy(X, rand)
+    assert 0 < hlop <= best5 + 1e-12
+
+    run, _ = train_continual(_toy_config(tmp_path, shuffle_order=False), echo=lambda *a: None, stop_after=1)
+    spec, exp, stream, strategy, task = load_continual_run(run.path)
+    assert task == 0 and strategy.H["layers.0"].shape == (8, 64)
+    subspace_main([str(run.path), "--task", "0", "--samples", "100"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("layers.")]
+    assert [r[:3] for r in rows] == [["layers.0", "64", "8"], ["layers.1", "24", "8"]]
+    assert 0 < float(rows[0][4]) <= float(rows[0][5]) <= 100.0  # HLOP never above the best k-subspace
+    for r in rows[1:]:  # a hidden layer of this tiny network may stay silent: then no fraction exists
+        assert (float(r[3]) == 0 and r[4] == r[5] == "nan") or 0 < float(r[4]) <= float(r[5]) <= 100.0
+    with pytest.raises(NeuroError, match="no checkpoint for task 3"):
+        load_continual_run(run.path, 3)

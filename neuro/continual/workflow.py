@@ -185,6 +185,25 @@ def _build(config: dict) -> tuple[ContinualSpec, Experiment, TaskStream, Continu
     return spec, exp, stream, strategy
 
 
+def load_continual_run(run_path: str | os.PathLike, task: int | None = None):
+    """A saved continual run as it stood after ``task`` (default: its last finished task), for analysis.
+
+    Returns ``(spec, exp, stream, strategy, task)`` with ``exp.model`` and ``strategy`` loaded from that
+    task's checkpoint (on the CPU).
+    """
+    run = Run.open(run_path)
+    spec, exp, stream, strategy = _rebuild(run)
+    path = latest_task_checkpoint(run.path) if task is None else task_checkpoint_path(run.path, task)
+    if path is None or not path.exists():
+        have = sorted(p.name for p in (run.path / TASK_DIR).glob("task-*.pt"))
+        raise NeuroError(f"{run.path}: no checkpoint for task {task if task is not None else '(any)'}; "
+                         f"it has {', '.join(have) or 'none'}")
+    saved = load_task_checkpoint(path)
+    exp.model.load_state_dict(saved["model"])
+    strategy.load_state_dict(saved["strategy"])
+    return spec, exp, stream, strategy, int(saved["task"])
+
+
 def rewrite_continual_report(run_path: str | os.PathLike) -> Path:
     """Rebuild ``report.html`` (accuracy matrix, subspace sizes, task table) of a continual run from its last task
     checkpoint and metrics, finished or stopped (then ACC and BWT are left out: R is not complete)."""
