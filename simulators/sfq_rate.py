@@ -136,6 +136,137 @@ def fire_probabilities(
     return phi((bias_uA[..., None] + k * cells.neuron_step_uA - ic) / cells.sigma_neu_uA)
 
 
+TYPE_CHAINS = ("renewal", "counts")
+"""Lag-1 correlations of the arrival types of :func:`neuron_rate`: ``"renewal"`` (default, :func:`type_correlation`)
+from the streams' interval statistics, ``"counts"`` (the 2026-12-03 model) from their long-window count statistics."""
+
+_QUAD_NODES = 64
+"""Gauss-Legendre nodes of the renewal integrals (:func:`renewal_overlap`, :func:`superposition_cv2`); 64 and 256
+nodes give ``Lambda K`` within 1e-6 on the cases of ``tests/test_sfq.py::test_renewal_type_correlation*``."""
+
+_CV2_MIN, _CV2_MAX = 1e-3, 50.0
+"""Interval ``CV^2`` range of the Gamma renewal streams (1e-3: a practically periodic train; shapes ``1 / CV^2``)."""
+
+
+class _GammaSurvival(torch.autograd.Function):
+    """``Q(a, x)``, the regularized upper incomplete gamma function, with a gradient in the shape ``a`` too (torch
+    has none): central difference with step ``1e-5 a``; ``dQ/dx = -x^(a-1) e^-x / Gamma(a)``."""
+
+    @staticmethod
+    def forward(ctx, a, x):
+        ctx.save_for_backward(a, x)
+        return torch.special.gammaincc(a, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, x = ctx.saved_tensors
+        h = 1e-5 * a
+        da = (torch.special.gammaincc(a + h, x) - torch.special.gammaincc(a - h, x)) / (2 * h)
+        dx = -torch.exp((a - 1) * torch.log(x.clamp_min(1e-300)) - x - torch.lgamma(a))
+        return grad * da, grad * dx
+
+
+def _gauss_legendre(n: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights on [0, 1]."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    return torch.tensor((x + 1) / 2, dtype=dtype), torch.tensor(w / 2, dtype=dtype)
+
+
+def renewal_overlap(lam_e, lam_i, cv2_e, cv2_i):
+    """``Lambda K = (lam+ + lam-) int_0^inf S+(t) S-(t) dt`` for two Gamma renewal streams (broadcasts).
+
+    ``S+-`` are the interval survival functions, Gamma with mean ``1 / lam`` (ns; rates in GHz) and squared
+    coefficient of variation ``CV^2`` (shape ``a = 1 / CV^2``, clamped to ``[1e-3, 50]``): ``S(t) = Q(a, a lam t)``.
+    In ``u = Lambda t`` the integrand is 1 up to the first stream's bulk, so ``Lambda K = lo + int_lo^top S+ S- du``
+    with ``lo = min_s max(0, 1 - 8 sqrt(CV_s^2)) / q_s``, ``top = min_s (1 + 12 sqrt(CV_s^2)) / q_s`` (``q_s`` the
+    stream's share of ``Lambda``; the Gamma tails beyond are < 1e-9) by Gauss-Legendre (:data:`_QUAD_NODES`).
+    Differentiable in the rates and ``CV^2`` (``lo``, ``top`` held).  Poisson streams: ``Lambda K = 1``; periodic
+    ones: ``min(1 / q+, 1 / q-)``.
+    """
+    dtype = torch.as_tensor(lam_e).dtype
+    tot = lam_e + lam_i
+    qe = (lam_e / tot.clamp_min(1e-12)).clamp(1e-9, 1 - 1e-9)
+    qi = 1 - qe
+    ce = torch.as_tensor(cv2_e, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(qe)
+    ci = torch.as_tensor(cv2_i, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(qe)
+    with torch.no_grad():
+        top = torch.minimum((1 + 12 * ce.sqrt()) / qe, (1 + 12 * ci.sqrt()) / qi)
+        lo = torch.minimum((1 - 8 * ce.sqrt()).clamp_min(0) / qe, (1 - 8 * ci.sqrt()).clamp_min(0) / qi)
+        lo = torch.minimum(lo, top)
+    x, w = _gauss_legendre(_QUAD_NODES, dtype)
+    u = lo[..., None] + (top - lo)[..., None] * x  # [..., n]
+    ae, ai = (1 / ce)[..., None], (1 / ci)[..., None]
+    se = _GammaSurvival.apply(ae.expand_as(u), (ae * qe[..., None] * u).clamp_min(1e-300))
+    si = _GammaSurvival.apply(ai.expand_as(u), (ai * qi[..., None] * u).clamp_min(1e-300))
+    return lo + (top - lo) * (se * si * w).sum(-1)
+
+
+def superposition_cv2(lam: torch.Tensor, cv2: torch.Tensor | float) -> torch.Tensor:
+    """Interval ``CV^2`` of the superposition of independent stationary Gamma renewal trains (no gradient).
+
+    ``lam [..., J]`` (GHz; 0: absent), ``cv2 [..., J]`` -> ``[...]``.  The superposition's forward-recurrence
+    survival is ``prod_j R_j(t)`` and its mean ``E[X^2] / (2 E[X])`` with ``E[X] = 1 / Lambda``, so
+    ``CV^2 = 2 Lambda int_0^inf prod_j R_j(t) dt - 1``, where ``R_j(t) = lam_j int_t^inf S_j = Q(a + 1, a lam_j t)
+    - lam_j t Q(a, a lam_j t)`` (``a = 1 / CV_j^2``).  Integrated on ``[0, min_j (2 + 15 CV_j + 15 CV_j^2) /
+    lam_j]`` by Gauss-Legendre.  One train: its own ``CV^2``; Poisson trains: 1; two periodic trains of equal
+    rates: 1/3 (intervals uniform on one period split by the other train's phase).
+    """
+    with torch.no_grad():
+        dtype = lam.dtype
+        c = torch.as_tensor(cv2, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(lam)
+        on = lam > 1e-9
+        lam_s = torch.where(on, lam, torch.ones_like(lam))
+        span = torch.where(on, (2 + 15 * c.sqrt() + 15 * c) / lam_s, torch.full_like(lam, float("inf")))
+        top = span.min(-1).values
+        top = torch.where(torch.isfinite(top), top, torch.ones_like(top))
+        x, w = _gauss_legendre(_QUAD_NODES, dtype)
+        t = top[..., None, None] * x  # [..., 1, n]
+        a = (1 / c)[..., None]
+        z = (a * lam_s[..., None] * t).clamp_min(1e-300)
+        R = torch.special.gammaincc(a + 1, z) - lam_s[..., None] * t * torch.special.gammaincc(a, z)
+        R = torch.where(on[..., None], R.clamp(0.0, 1.0), torch.ones_like(R))
+        total = lam.sum(-1)
+        out = 2 * total * top * (R.prod(-2) * w).sum(-1) - 1
+        return torch.where(total > 1e-9, out.clamp_min(0.0), torch.ones_like(out))
+
+
+def type_correlation(
+    lam_e, lam_i, cv2_e, cv2_i, kappa=0.0, fano_e=None, fano_i=None, *, chain: str = "renewal"
+) -> torch.Tensor:
+    """Lag-1 correlation ``rho = P(E | E) - P(E | I)`` of a neuron's arrival types (broadcasts; unclamped).
+
+    ``"renewal"``: each stream is a stationary renewal process with Gamma intervals of its interval ``CV^2``
+    (``cv2_e``, ``cv2_i``), the two independent.  After an excitatory arrival the excitatory stream restarts and
+    the inhibitory one is at its forward-recurrence time ``R-`` (density ``lam- S-(t)``), so
+    ``1 - a_e = P(R- < X+) = lam- K`` and ``a_i = P(R+ < X-) = lam+ K`` with ``K = int_0^inf S+(t) S-(t) dt``:
+    ``rho = a_e - a_i = 1 - Lambda K`` (:func:`renewal_overlap`; the chain's stationary share is then exactly
+    ``q = lam+ / Lambda``).  Exact for independent renewal trains, and for superpositions of them given each
+    superposition's interval survival (the superposition's ``CV^2`` is :func:`superposition_cv2`).  Correlated
+    streams (count covariance rate ``C``, correlation coefficient ``kappa = C / sqrt(V+ V-)``, ``V = F lam`` with
+    the Fano factors ``fano_e``, ``fano_i``; default the ``CV^2``) scale the chain's ``g = (1 + rho) / (1 - rho)``
+    by the count model's factor ``(1 - kappa^2) (V+ + V-) / (V+ + V- + 2 C)`` (an approximation: the measured lag-1
+    correlation of correlated streams lies between the uncorrected and the corrected value; see bench/RESULTS.md).
+
+    ``"counts"``: ``rho = (g - 1) / (g + 1)``, ``g = F+ F- (1 - kappa^2) Lambda / (V+ + V- + 2 C)`` (the walk's
+    long-window variance, see :func:`neuron_rate`; ``cv2_*`` unused).
+    """
+    if chain not in TYPE_CHAINS:
+        raise SettingError(f"type chain must be one of {', '.join(TYPE_CHAINS)}, got {chain!r}")
+    dtype = torch.as_tensor(lam_e).dtype
+    fe = torch.as_tensor(cv2_e if fano_e is None else fano_e, dtype=dtype)
+    fi = torch.as_tensor(cv2_i if fano_i is None else fano_i, dtype=dtype)
+    kappa = torch.as_tensor(kappa, dtype=dtype)
+    sd = (fe * fi * lam_e * lam_i).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
+    var0 = (fe * lam_e + fi * lam_i).clamp_min(1e-12)
+    var = (var0 + 2 * kappa * sd).clamp_min(1e-12)
+    if chain == "counts":
+        g = fe * fi * (1 - kappa**2) * (lam_e + lam_i) / var
+    else:
+        rho0 = 1 - renewal_overlap(lam_e, lam_i, cv2_e, cv2_i)
+        g = (1 + rho0) / (1 - rho0).clamp_min(1e-12) * (1 - kappa**2) * var0 / var
+    return (g - 1) / (g + 1)
+
+
 def neuron_rate(
     lam_exc: torch.Tensor,
     lam_inh: torch.Tensor,
@@ -150,6 +281,9 @@ def neuron_rate(
     independent: bool = False,
     cov_ei_GHz: torch.Tensor | float = 0.0,
     memory: tuple | None = None,
+    cv2_exc: torch.Tensor | float | None = None,
+    cv2_inh: torch.Tensor | float | None = None,
+    types: str = "renewal",
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
@@ -206,6 +340,8 @@ def neuron_rate(
     dtype = lam_exc.dtype
     fe = torch.as_tensor(1.0 if independent else fano_exc, dtype=dtype)
     fi = torch.as_tensor(1.0 if independent else fano_inh, dtype=dtype)
+    ce = fe if cv2_exc is None else torch.as_tensor(cv2_exc, dtype=dtype)
+    ci = fi if cv2_inh is None else torch.as_tensor(cv2_inh, dtype=dtype)
     total = lam_exc + lam_inh
     p = fire_probabilities(bias_uA, cells, ic_uA)  # [..., m]
     idx = torch.arange(m)
@@ -227,14 +363,15 @@ def neuron_rate(
         var = (fe * lam_e + fi * lam_i).clamp_min(1e-12)
         if independent:
             g = fe * fi * tot / var
+            rho = (g - 1) / (g + 1)
         else:  # conditional variance of N+ given N+ + N- per arrival, over q (1 - q): (V+ V- - C^2) / (V+ + V- + 2 C)
             sd = (fe * fi * lam_e * lam_i).clamp_min(1e-20).sqrt()  # sqrt(V+ V-) (clamp: no 0 * inf gradient)
             if kappa is None:  # correlation coefficient, kept for the effective streams below
                 kappa = (torch.as_tensor(cov_ei_GHz, dtype=dtype) / sd).clamp(-0.98, 0.98)
             var = (var + 2 * kappa * sd).clamp_min(1e-12)
-            g = fe * fi * (1 - kappa**2) * tot / var
+            rho = type_correlation(lam_e, lam_i, ce, ci, kappa, fe, fi, chain=types)
         rho_min = -torch.minimum(q / (1 - q), (1 - q) / q)
-        rho = torch.maximum((g - 1) / (g + 1), rho_min).clamp(max=0.9)
+        rho = torch.maximum(rho, rho_min).clamp(max=0.9)
         a_e = q + rho * (1 - q)  # P(next excitatory | last excitatory)
         a_i = q * (1 - rho)  # P(next excitatory | last inhibitory)
         # states s = L * m + k, L = 0: last arrival excitatory, 1: inhibitory.  Q: moves without firing.
@@ -310,6 +447,8 @@ def layer_rate(
     independent: bool = False,
     cov_in: torch.Tensor | None = None,
     return_cov: bool = False,
+    cv2_in: torch.Tensor | float | None = None,
+    types: str = "renewal",
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
@@ -354,7 +493,10 @@ def layer_rate(
     if correlated:
         cov_in = cov_in.detach().to(dtype)
         cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
-    out, fano, gap, scale, pm, slopes, memories = [], [], None, [], [], [], []
+    out, fano, gap, scale, pm, slopes, memories, cv2s = [], [], None, [], [], [], [], []
+    renewal = types == "renewal" and not independent
+    if renewal:  # interval CV^2 of the input trains (default: their Fano factors; Poisson trains: 1)
+        c_in = torch.as_tensor(fano_in if cv2_in is None else cv2_in, dtype=dtype).expand_as(r_in)[:, None, :]
     for lam, sign in ((exc, 1), (inh, -1)):
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
         s = ((n_sign > 1) & poisson_inputs).to(dtype)
@@ -371,6 +513,12 @@ def layer_rate(
         f_sum = torch.where(lam_tot > 1e-12, f_sum, torch.ones_like(f_sum))
         reg = 1 / (1 + lam_tot * tau) ** 2
         fano.append(single * f_sum + (1 - single) * f_sum * reg)
+        if renewal:  # interval CV^2 of the stream: the thinned trains superposed, the merger's dead time as for F
+            if poisson_inputs:
+                c_sup = torch.ones_like(lam_tot).detach()
+            else:
+                c_sup = superposition_cv2(lam.detach(), (p * c_in + 1 - p).detach())
+            cv2s.append(single.detach() * c_sup + (1 - single.detach()) * c_sup * reg.detach())
         scale.append((single + (1 - single) * reg * merged / lam_tot.clamp_min(1e-12)).detach())
         pm.append(p[0])
         # memory of the stream (Herfindahl share of its own trains): a lost arrival's train is silent for a
@@ -397,6 +545,7 @@ def layer_rate(
     res = neuron_rate(
         out[0], out[1], layer.bias_neu[None], cells, ic_uA, gap[None], fano[0], fano[1], return_fano or return_cov,
         hazard, independent, cov_ei, None if poisson_inputs else (memories[0], memories[1]),
+        *(cv2s if cv2s else (None, None)), types,
     )
     if not return_cov:
         return res
@@ -407,6 +556,7 @@ def layer_rate(
         r_d = neuron_rate(
             xs[0], xs[1], layer.bias_neu.detach()[None], cells, ic_uA, det(gap)[None], det(fano[0]), det(fano[1]),
             False, xs[2], independent, det(cov_ei), None if poisson_inputs else (memories[0], memories[1]),
+            *(cv2s if cv2s else (None, None)), types,
         )
         ga, gb, gh = torch.autograd.grad(r_d.sum(), xs, allow_unused=True)
     with torch.no_grad():
@@ -428,17 +578,25 @@ def network_rate(
     input_mode: str = "periodic",
     return_hidden: bool = False,
     arrivals: str = "correlated",
+    types: str = "renewal",
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
 
-    ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).
+    ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).  ``types``: how the
+    neuron's chain gets the lag-1 correlation of its arrival types (:data:`TYPE_CHAINS`, :func:`type_correlation`;
+    ``"counts"`` reproduces the model of 2026-12-03).  The interval ``CV^2`` of the trains travel with them for
+    the renewal chain: input converters 0 (periodic: the converter's own intervals, not :data:`PERIODIC_FANO`) or
+    1 (Poisson), neuron outputs their renewal interval's ``CV^2`` (the Fano factor the layer returns).
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
     if arrivals not in ("correlated", "independent"):
         raise SettingError(f"arrivals must be correlated or independent, got {arrivals!r}")
+    if types not in TYPE_CHAINS:
+        raise SettingError(f"types must be one of {', '.join(TYPE_CHAINS)}, got {types!r}")
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
+    cv2 = torch.full_like(x, 1.0 if input_mode == "poisson" else 0.0)  # converters' interval CV^2
     cov = None
     for i, layer in enumerate(layers):
         track = arrivals == "correlated" and i < len(layers) - 1  # a next layer sees the covariances
@@ -452,8 +610,11 @@ def network_rate(
             independent=arrivals == "independent",
             cov_in=cov if arrivals == "correlated" else None,
             return_cov=track,
+            cv2_in=cv2,
+            types=types,
         )
         h, fano, cov = res if track else (*res, None)
+        cv2 = fano  # neuron outputs: the renewal interval's CV^2
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
 
