@@ -67,6 +67,7 @@ Training (no :mod:`neuro` code):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,32 +141,34 @@ TYPE_CHAINS = ("renewal", "counts")
 """Lag-1 correlations of the arrival types of :func:`neuron_rate`: ``"renewal"`` (default, :func:`type_correlation`)
 from the streams' interval statistics, ``"counts"`` (the 2026-12-03 model) from their long-window count statistics."""
 
-_QUAD_NODES = 64
+_QUAD_NODES = 48
 """Gauss-Legendre nodes of the renewal integrals (:func:`renewal_overlap`, :func:`superposition_cv2`); 64 and 256
 nodes give ``Lambda K`` within 1e-6 on the cases of ``tests/test_sfq.py::test_renewal_type_correlation*``."""
 
-_CV2_MIN, _CV2_MAX = 1e-3, 50.0
-"""Interval ``CV^2`` range of the Gamma renewal streams (1e-3: a practically periodic train; shapes ``1 / CV^2``)."""
+_CV2_MIN, _CV2_MAX = 1e-4, 50.0
+"""Interval ``CV^2`` range of the Gamma renewal streams (1e-4: a practically periodic train; shapes ``1 / CV^2``)."""
 
 
 class _GammaSurvival(torch.autograd.Function):
     """``Q(a, x)``, the regularized upper incomplete gamma function, with a gradient in the shape ``a`` too (torch
-    has none): central difference with step ``1e-5 a``; ``dQ/dx = -x^(a-1) e^-x / Gamma(a)``."""
+    has none): forward difference with step ``1e-6 a`` (relative error ~1e-6); ``dQ/dx = -x^(a-1) e^-x / Gamma(a)``."""
 
     @staticmethod
     def forward(ctx, a, x):
-        ctx.save_for_backward(a, x)
-        return torch.special.gammaincc(a, x)
+        q = torch.special.gammaincc(a, x)
+        ctx.save_for_backward(a, x, q)
+        return q
 
     @staticmethod
     def backward(ctx, grad):
-        a, x = ctx.saved_tensors
-        h = 1e-5 * a
-        da = (torch.special.gammaincc(a + h, x) - torch.special.gammaincc(a - h, x)) / (2 * h)
+        a, x, q = ctx.saved_tensors
+        h = 1e-6 * a
+        da = (torch.special.gammaincc(a + h, x) - q) / h
         dx = -torch.exp((a - 1) * torch.log(x.clamp_min(1e-300)) - x - torch.lgamma(a))
         return grad * da, grad * dx
 
 
+@functools.lru_cache(maxsize=8)
 def _gauss_legendre(n: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes and weights on [0, 1]."""
     x, w = np.polynomial.legendre.leggauss(n)
@@ -176,7 +179,7 @@ def renewal_overlap(lam_e, lam_i, cv2_e, cv2_i):
     """``Lambda K = (lam+ + lam-) int_0^inf S+(t) S-(t) dt`` for two Gamma renewal streams (broadcasts).
 
     ``S+-`` are the interval survival functions, Gamma with mean ``1 / lam`` (ns; rates in GHz) and squared
-    coefficient of variation ``CV^2`` (shape ``a = 1 / CV^2``, clamped to ``[1e-3, 50]``): ``S(t) = Q(a, a lam t)``.
+    coefficient of variation ``CV^2`` (shape ``a = 1 / CV^2``, clamped to ``[1e-4, 50]``): ``S(t) = Q(a, a lam t)``.
     In ``u = Lambda t`` the integrand is 1 up to the first stream's bulk, so ``Lambda K = lo + int_lo^top S+ S- du``
     with ``lo = min_s max(0, 1 - 8 sqrt(CV_s^2)) / q_s``, ``top = min_s (1 + 12 sqrt(CV_s^2)) / q_s`` (``q_s`` the
     stream's share of ``Lambda``; the Gamma tails beyond are < 1e-9) by Gauss-Legendre (:data:`_QUAD_NODES`).
@@ -201,33 +204,53 @@ def renewal_overlap(lam_e, lam_i, cv2_e, cv2_i):
     return lo + (top - lo) * (se * si * w).sum(-1)
 
 
-def superposition_cv2(lam: torch.Tensor, cv2: torch.Tensor | float) -> torch.Tensor:
-    """Interval ``CV^2`` of the superposition of independent stationary Gamma renewal trains (no gradient).
+def _recurrence_survival(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Forward-recurrence survival of a Gamma renewal train (shape ``a``) at ``s = lam t``:
+    ``R = lam int_t^inf S = Q(a + 1, a s) - s Q(a, a s)`` (``dR/ds = -Q(a, a s)``)."""
+    z = (a * s).clamp_min(1e-300)
+    return (_GammaSurvival.apply(a + 1, z) - s * _GammaSurvival.apply(a, z)).clamp(0.0, 1.0)
+
+
+def superposition_cv2(lam: torch.Tensor, cv2: torch.Tensor | float, exact: bool = False) -> torch.Tensor:
+    """Interval ``CV^2`` of the superposition of independent stationary Gamma renewal trains (differentiable).
 
     ``lam [..., J]`` (GHz; 0: absent), ``cv2 [..., J]`` -> ``[...]``.  The superposition's forward-recurrence
     survival is ``prod_j R_j(t)`` and its mean ``E[X^2] / (2 E[X])`` with ``E[X] = 1 / Lambda``, so
-    ``CV^2 = 2 Lambda int_0^inf prod_j R_j(t) dt - 1``, where ``R_j(t) = lam_j int_t^inf S_j = Q(a + 1, a lam_j t)
-    - lam_j t Q(a, a lam_j t)`` (``a = 1 / CV_j^2``).  Integrated on ``[0, min_j (2 + 15 CV_j + 15 CV_j^2) /
-    lam_j]`` by Gauss-Legendre.  One train: its own ``CV^2``; Poisson trains: 1; two periodic trains of equal
-    rates: 1/3 (intervals uniform on one period split by the other train's phase).
+    ``CV^2 = 2 Lambda int_0^inf prod_j R_j(t) dt - 1``, ``R_j`` the trains' forward-recurrence survivals
+    (:func:`_recurrence_survival`).  ``exact=False`` (the model's; one integrand per stream instead of one per
+    train): the trains are replaced by ``n = Lambda^2 / sum_j lam_j^2`` equal trains of rate ``Lambda / n`` and
+    ``CV^2 = sum_j lam_j CV_j^2 / Lambda``, ``prod_j R_j -> R^n``: exact for one train, for Poisson trains and for
+    equal trains.  Gauss-Legendre on ``[0, min_j (2 + 15 CV_j + 15 CV_j^2) / lam_j]`` (``exact``) or
+    ``[0, (2 + 15 CV + 15 CV^2) n / Lambda]``, the range held (no gradient through it).  One train: its own
+    ``CV^2``; Poisson trains: 1; two periodic trains of one rate: 1/3 (intervals uniform on one period, split by the
+    other train's phase).
     """
-    with torch.no_grad():
-        dtype = lam.dtype
-        c = torch.as_tensor(cv2, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(lam)
+    dtype = lam.dtype
+    c = torch.as_tensor(cv2, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(lam)
+    total = lam.sum(-1)
+    x, w = _gauss_legendre(_QUAD_NODES, dtype)
+    if exact:
         on = lam > 1e-9
         lam_s = torch.where(on, lam, torch.ones_like(lam))
-        span = torch.where(on, (2 + 15 * c.sqrt() + 15 * c) / lam_s, torch.full_like(lam, float("inf")))
-        top = span.min(-1).values
-        top = torch.where(torch.isfinite(top), top, torch.ones_like(top))
-        x, w = _gauss_legendre(_QUAD_NODES, dtype)
+        with torch.no_grad():
+            span = torch.where(on, (2 + 15 * c.sqrt() + 15 * c) / lam_s, torch.full_like(lam, float("inf")))
+            top = span.min(-1).values
+            top = torch.where(torch.isfinite(top), top, torch.ones_like(top))
         t = top[..., None, None] * x  # [..., 1, n]
-        a = (1 / c)[..., None]
-        z = (a * lam_s[..., None] * t).clamp_min(1e-300)
-        R = torch.special.gammaincc(a + 1, z) - lam_s[..., None] * t * torch.special.gammaincc(a, z)
-        R = torch.where(on[..., None], R.clamp(0.0, 1.0), torch.ones_like(R))
-        total = lam.sum(-1)
-        out = 2 * total * top * (R.prod(-2) * w).sum(-1) - 1
-        return torch.where(total > 1e-9, out.clamp_min(0.0), torch.ones_like(out))
+        a = (1 / c)[..., None].expand(t.shape[:-2] + (lam.shape[-1], x.shape[0]))
+        R = torch.where(on[..., None], _recurrence_survival(a, lam_s[..., None] * t), torch.ones_like(t))
+        overlap = (R.prod(-2) * w).sum(-1)
+    else:
+        tot = total.clamp_min(1e-12)
+        n = (tot**2 / (lam**2).sum(-1).clamp_min(1e-24)).clamp_min(1.0)
+        c_bar = ((lam * c).sum(-1) / tot).clamp(_CV2_MIN, _CV2_MAX)
+        with torch.no_grad():
+            top = (2 + 15 * c_bar.sqrt() + 15 * c_bar) * n / tot
+        t = top[..., None] * x
+        R = _recurrence_survival((1 / c_bar)[..., None].expand_as(t), (tot / n)[..., None] * t)
+        overlap = (torch.exp(n[..., None] * torch.log(R.clamp_min(1e-300))) * w).sum(-1)
+    out = 2 * total * top * overlap - 1
+    return torch.where(total > 1e-9, out.clamp_min(0.0), torch.ones_like(out))
 
 
 def type_correlation(
@@ -515,10 +538,10 @@ def layer_rate(
         fano.append(single * f_sum + (1 - single) * f_sum * reg)
         if renewal:  # interval CV^2 of the stream: the thinned trains superposed, the merger's dead time as for F
             if poisson_inputs:
-                c_sup = torch.ones_like(lam_tot).detach()
+                c_sup = torch.ones_like(lam_tot)
             else:
-                c_sup = superposition_cv2(lam.detach(), (p * c_in + 1 - p).detach())
-            cv2s.append(single.detach() * c_sup + (1 - single.detach()) * c_sup * reg.detach())
+                c_sup = superposition_cv2(lam, p * c_in + 1 - p)
+            cv2s.append(single * c_sup + (1 - single) * c_sup * reg)
         scale.append((single + (1 - single) * reg * merged / lam_tot.clamp_min(1e-12)).detach())
         pm.append(p[0])
         # memory of the stream (Herfindahl share of its own trains): a lost arrival's train is silent for a

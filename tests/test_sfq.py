@@ -33,10 +33,13 @@ from simulators.sfq_rate import (
     layer_rate,
     network_rate,
     neuron_rate,
+    renewal_overlap,
     sfq_to_rate,
     spsa,
+    superposition_cv2,
     train_biases,
     transmission,
+    type_correlation,
 )
 from simulators.substrate import Substrate, open_substrate_spec
 
@@ -154,9 +157,13 @@ def test_neuron_rate_hand_derived():
     cells2 = CellParams(n_max=2, n_min=0, **fast)
     r = neuron_rate(10 * one, 10 * one, 70 * one, cells2)
     assert float(r) == pytest.approx(20 / 6, rel=1e-6)
-    # regular trains (Fano 0) at q = 1/2 strictly alternate E, I, E, ...: the count never reaches 2 ...
-    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2, fano_exc=0.0, fano_inh=0.0)
+    # regular trains (Fano 0) at q = 1/2 strictly alternate E, I, E, ...: the count never reaches 2 (the count
+    # chain; the renewal chain approaches it as the interval CV^2 -> 0: Gamma intervals of CV 3 % and 1 % let the
+    # phases of independent trains drift, so two arrivals of one type occasionally follow each other) ...
+    r = neuron_rate(10 * one, 10 * one, 70 * one, cells2, fano_exc=0.0, fano_inh=0.0, types="counts")
     assert float(r) == pytest.approx(0.0, abs=1e-6)
+    r3, r1 = (float(neuron_rate(10 * one, 10 * one, 70 * one, cells2, fano_exc=c, fano_inh=c)) for c in (1e-3, 1e-4))
+    assert 0 < r1 < 0.5 * r3 < 0.1
     # ... and with threshold 1 every excitatory arrival fires: r = lam+
     r = neuron_rate(10 * one, 10 * one, 90 * one, cells2, fano_exc=0.0, fano_inh=0.0)
     assert float(r) == pytest.approx(10.0, rel=1e-6)
@@ -169,6 +176,62 @@ def test_neuron_rate_hand_derived():
     assert float(fano) == pytest.approx(0.5, rel=1e-6)
     _, fano = neuron_rate(10 * one, 0 * one, 90 * one, cells2, return_fano=True)  # every arrival: Poisson again
     assert float(fano) == pytest.approx(1.0, rel=1e-6)
+
+
+def _gamma_trains(rng, lam, cv2, n):
+    """``n`` intervals of a stationary Gamma renewal train (mean ``1 / lam`` ns, ``CV^2``): its arrival times, the
+    first one at a stationary forward-recurrence time (a length-biased interval, uniformly split)."""
+    a = 1.0 / cv2
+    first = rng.gamma(a + 1, 1.0 / (a * lam)) * rng.random()
+    return first + np.concatenate([[0.0], np.cumsum(rng.gamma(a, 1.0 / (a * lam), n - 1))])
+
+
+def test_renewal_type_correlation_against_monte_carlo_and_limits():
+    # independent Gamma renewal streams: the lag-1 type correlation P(E|E) - P(E|I) of the merged sequence, counted
+    # on simulated trains (2e5 arrivals each; standard error < 0.003) against 1 - Lambda int S+ S- dt
+    rng = np.random.default_rng(5)
+    cases = ((10.0, 5.0, 0.5, 0.5), (10.0, 5.0, 0.3, 2.0), (7.0, 12.0, 0.1, 0.25), (4.0, 4.0, 1.0, 0.05))
+    for lam_e, lam_i, c_e, c_i in cases:
+        te = _gamma_trains(rng, lam_e, c_e, 200000)
+        ti = _gamma_trains(rng, lam_i, c_i, int(200000 * lam_i / lam_e))
+        end = min(te[-1], ti[-1])
+        te, ti = te[te < end], ti[ti < end]
+        s = np.concatenate([np.ones(len(te)), np.zeros(len(ti))])[np.argsort(np.concatenate([te, ti]))]
+        a_e = ((s[:-1] == 1) & (s[1:] == 1)).sum() / (s[:-1] == 1).sum()
+        a_i = ((s[:-1] == 0) & (s[1:] == 1)).sum() / (s[:-1] == 0).sum()
+        t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        rho = float(type_correlation(t(lam_e), t(lam_i), t(c_e), t(c_i)))
+        assert rho == pytest.approx(a_e - a_i, abs=0.01), (lam_e, lam_i, c_e, c_i, rho, a_e - a_i)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    # Poisson streams: independent types (Lambda K = 1); periodic ones: K = min(T+, T-), Lambda K = min(1 / q+-)
+    assert float(renewal_overlap(3 * one, 9 * one, 1.0, 1.0)) == pytest.approx(1.0, abs=1e-6)
+    assert float(renewal_overlap(3 * one, 9 * one, 1e-4, 1e-4)) == pytest.approx(4 / 3, rel=0.01)
+    assert float(renewal_overlap(6 * one, 6 * one, 1e-4, 1e-4)) == pytest.approx(2.0, rel=0.02)
+    # no correlation coefficient: the count chain's g = F+ F- Lambda / (V+ + V-) for "counts"
+    assert float(type_correlation(10 * one, 5 * one, 0.5, 0.5, chain="counts")) == pytest.approx(-1 / 3)
+    with pytest.raises(SettingError, match="type chain"):
+        type_correlation(one, one, 1.0, 1.0, chain="bogus")
+    # differentiable in the rates and the CV^2 (the shape's derivative of Q(a, x) by central difference)
+    args = [torch.tensor([3.0, 8.0], dtype=torch.float64, requires_grad=True),
+            torch.tensor([5.0, 2.0], dtype=torch.float64, requires_grad=True),
+            torch.tensor([0.4, 1.3], dtype=torch.float64, requires_grad=True),
+            torch.tensor([0.7, 0.2], dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(lambda a, b, c, d: type_correlation(a, b, c, d, 0.2), args, atol=1e-6, rtol=1e-4)
+
+
+def test_superposition_cv2_against_closed_forms_and_monte_carlo():
+    t = lambda *v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    # one train: its own CV^2; Poisson trains: 1; two periodic trains of one rate: intervals U(0, T): CV^2 = 1/3
+    assert float(superposition_cv2(t(7.0, 0.0), t(0.4, 1.0))) == pytest.approx(0.4, abs=1e-4)
+    assert float(superposition_cv2(t(3.0, 8.0, 1.0), t(1.0, 1.0, 1.0))) == pytest.approx(1.0, abs=1e-4)
+    assert float(superposition_cv2(t(5.0, 5.0), t(1e-4, 1e-4))) == pytest.approx(1 / 3, abs=0.01)
+    # Gamma trains superposed, Monte Carlo (intervals of the merged train)
+    rng = np.random.default_rng(6)
+    for lams, cs in (((10.0, 4.0), (0.3, 0.5)), ((6.0, 6.0, 3.0), (0.2, 0.6, 1.5))):
+        trains = [_gamma_trains(rng, l, c, int(40000 * l)) for l, c in zip(lams, cs)]
+        end = min(x[-1] for x in trains)
+        gaps = np.diff(np.sort(np.concatenate([x[x < end] for x in trains])))
+        assert float(superposition_cv2(t(*lams), t(*cs))) == pytest.approx(gaps.var() / gaps.mean() ** 2, abs=0.01)
 
 
 def test_rate_model_is_differentiable():
@@ -265,17 +328,20 @@ def test_layer_covariance_linear_response_against_closed_form_and_emulator():
 
 
 def test_exc_inh_covariance_in_the_chain():
-    # V+ = V- = lam (Poisson), covariance C = kappa lam: the conditional variance of N+ given N+ + N- per arrival,
-    # (V+ V- - C^2) / (V+ + V- + 2 C) = lam (1 - kappa) / 2, is that of two independent trains of Fano factor
-    # 1 - kappa (F lam / 2): the same chain, the same rate
+    # count chain: V+ = V- = lam (Poisson), covariance C = kappa lam: the conditional variance of N+ given N+ + N-
+    # per arrival, (V+ V- - C^2) / (V+ + V- + 2 C) = lam (1 - kappa) / 2, is that of two independent trains of Fano
+    # factor 1 - kappa (F lam / 2): the same chain, the same rate.  Renewal chain: Poisson streams have rho = 0
+    # (g = 1), so the covariance factor gives the count chain's g: the same rate as the count chain
     cells = CellParams(n_max=3, n_min=-1, sigma_neu_uA=2.0)
     one = torch.tensor(1.0, dtype=torch.float64)
     lam, bias = 8.0 * one, 82.0 * one
     base = neuron_rate(lam, lam, bias, cells)
+    assert float(base) == pytest.approx(float(neuron_rate(lam, lam, bias, cells, types="counts")), rel=1e-9)
     for kappa in (0.3, -0.4):
-        r = neuron_rate(lam, lam, bias, cells, cov_ei_GHz=kappa * lam)
-        ref = neuron_rate(lam, lam, bias, cells, fano_exc=1 - kappa, fano_inh=1 - kappa)
+        r = neuron_rate(lam, lam, bias, cells, cov_ei_GHz=kappa * lam, types="counts")
+        ref = neuron_rate(lam, lam, bias, cells, fano_exc=1 - kappa, fano_inh=1 - kappa, types="counts")
         assert float(r) == pytest.approx(float(ref), rel=1e-9)
+        assert float(neuron_rate(lam, lam, bias, cells, cov_ei_GHz=kappa * lam)) == pytest.approx(float(r), rel=1e-6)
     # exc and inh arriving together alternate more: fewer firings; zero covariance is the previous model
     assert float(neuron_rate(lam, lam, bias, cells, cov_ei_GHz=0.3 * lam)) < float(base)
     assert float(neuron_rate(lam, lam, bias, cells, cov_ei_GHz=0.0)) == float(base)
