@@ -12,9 +12,11 @@ circuit's behaviour depends on timing:
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
-  types form a two-state Markov chain whose lag-1 correlation ``rho`` matches the count statistics
-  of the trains (regular trains alternate more than Poisson ones, and so do excitatory and
-  inhibitory trains that carry the same input pulses; see :func:`neuron_rate`).  The chain
+  types form a two-state Markov chain whose lag-1 correlation ``rho`` is that of two independent
+  renewal streams with Gamma intervals of the streams' interval ``CV^2`` (``rho = 1 - Lambda int S+ S- dt``,
+  :func:`type_correlation`; regular trains alternate more than Poisson ones), corrected for the
+  covariance of excitatory and inhibitory trains that carry the same input pulses (they alternate
+  more; ``types="counts"``: the earlier chain, ``rho`` from the long-window count statistics).  The chain
   over ``(k, type of the last arrival)`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and
   reset to 0, or ``k -> max(k-1, n_min)``) renews at every firing, so the firing probability per
   arrival is ``f = 1 / E[N]`` with ``E[N]`` the mean number of arrivals from ``(0, E)`` to the next
@@ -41,16 +43,22 @@ circuit's behaviour depends on timing:
   response ``C = J (C_in + diag(F r_in)) J^T``, ``J = dr_out / dr_in`` (see :func:`layer_rate`);
   they add to the merged trains' variances and give the excitatory-inhibitory covariance of each
   neuron's arrivals.
+- interval ``CV^2`` (for the renewal type chain) travel with the rates too: converters 0 (periodic)
+  or 1 (Poisson), thinning ``p CV^2 + 1 - p`` (exact for renewal trains), merging: the superposition's
+  interval ``CV^2 = 2 Lambda int prod_j R_j dt - 1`` (:func:`superposition_cv2`) times ``1 / (1 + Lambda tau)^2``,
+  neuron outputs the renewal interval's ``CV^2``.  Unlike the Fano factor of a periodic converter
+  (:data:`PERIODIC_FANO`, an effective long-window value) this is the converter's own interval statistic.
 
 Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
-networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.1 %
-(the model's assumption); two layers, Poisson inputs <= 5.2 %; periodic inputs <= 5.5 % (one
-layer), <= 7.7 % (two layers).  Before the covariances, the exc-inh covariance in the chain, the
-reset hazards of the chain's next type and the effective streams: 1.1, 7.8, 8.0 and 16.2 %; before
-the type correlation and the reset terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks
-(``bench/sfq_rate_diagnosis.py``, ``bench/notes_sfq_rate.md``) two layers still reach 8-12 %: the
-one-step chain's ``rho``, set from long-window count statistics, is not the measured lag-1
-correlation of the arrival types, and the merger's collisions between correlated trains are those
+networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.02 %
+(the model's assumption); two layers, Poisson inputs <= 4.1 %; periodic inputs <= 3.6 % (one
+layer), <= 6.3 % (two layers).  With the count type chain (``types="counts"``): 1.1, 5.2, 5.5 and 7.7 %;
+before the covariances, the exc-inh covariance in the chain, the reset hazards of the chain's next
+type and the effective streams: 1.1, 7.8, 8.0 and 16.2 %; before the type correlation and the reset
+terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks (``bench/sfq_rate_diagnosis.py --table
+--seed 7|8|9``; bench/RESULTS.md) the worst errors are 0.8-1.1, 4.6-8.6, 2.5-6.9 and 4.1-12.3 %: the
+one-step chain misses the longer memory of nearly periodic trains, the lag-1 type correlation of
+correlated streams is approximate, and the merger's collisions between correlated trains are those
 of independent ones.  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
@@ -211,45 +219,52 @@ def _recurrence_survival(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (_GammaSurvival.apply(a + 1, z) - s * _GammaSurvival.apply(a, z)).clamp(0.0, 1.0)
 
 
+_SUPERPOSITION_TRAINS = 3
+"""Trains of a stream integrated one by one in :func:`superposition_cv2` (the fastest); the rest as equal trains."""
+
+
 def superposition_cv2(lam: torch.Tensor, cv2: torch.Tensor | float, exact: bool = False) -> torch.Tensor:
     """Interval ``CV^2`` of the superposition of independent stationary Gamma renewal trains (differentiable).
 
     ``lam [..., J]`` (GHz; 0: absent), ``cv2 [..., J]`` -> ``[...]``.  The superposition's forward-recurrence
     survival is ``prod_j R_j(t)`` and its mean ``E[X^2] / (2 E[X])`` with ``E[X] = 1 / Lambda``, so
     ``CV^2 = 2 Lambda int_0^inf prod_j R_j(t) dt - 1``, ``R_j`` the trains' forward-recurrence survivals
-    (:func:`_recurrence_survival`).  ``exact=False`` (the model's; one integrand per stream instead of one per
-    train): the trains are replaced by ``n = Lambda^2 / sum_j lam_j^2`` equal trains of rate ``Lambda / n`` and
-    ``CV^2 = sum_j lam_j CV_j^2 / Lambda``, ``prod_j R_j -> R^n``: exact for one train, for Poisson trains and for
-    equal trains.  Gauss-Legendre on ``[0, min_j (2 + 15 CV_j + 15 CV_j^2) / lam_j]`` (``exact``) or
-    ``[0, (2 + 15 CV + 15 CV^2) n / Lambda]``, the range held (no gradient through it).  One train: its own
-    ``CV^2``; Poisson trains: 1; two periodic trains of one rate: 1/3 (intervals uniform on one period, split by the
-    other train's phase).
+    (:func:`_recurrence_survival`).  ``exact=False`` (the model's, for cost): the :data:`_SUPERPOSITION_TRAINS`
+    fastest trains enter one by one, the others (total ``Lambda_r``) as ``n = Lambda_r^2 / sum_r lam_j^2`` equal
+    trains of rate ``Lambda_r / n`` and ``CV^2 = sum_r lam_j CV_j^2 / Lambda_r`` (``prod_r R_j -> R^n``; exact for
+    Poisson trains and for equal trains).  Gauss-Legendre on ``[0, min_j (2 + 15 CV_j + 15 CV_j^2) / lam_j]``, the
+    range held (no gradient through it).  One train: its own ``CV^2``; Poisson trains: 1; two periodic trains of
+    one rate: 1/3 (intervals uniform on one period, split by the other train's phase).
     """
     dtype = lam.dtype
     c = torch.as_tensor(cv2, dtype=dtype).clamp(_CV2_MIN, _CV2_MAX) + torch.zeros_like(lam)
     total = lam.sum(-1)
-    x, w = _gauss_legendre(_QUAD_NODES, dtype)
-    if exact:
-        on = lam > 1e-9
-        lam_s = torch.where(on, lam, torch.ones_like(lam))
-        with torch.no_grad():
-            span = torch.where(on, (2 + 15 * c.sqrt() + 15 * c) / lam_s, torch.full_like(lam, float("inf")))
-            top = span.min(-1).values
-            top = torch.where(torch.isfinite(top), top, torch.ones_like(top))
-        t = top[..., None, None] * x  # [..., 1, n]
-        a = (1 / c)[..., None].expand(t.shape[:-2] + (lam.shape[-1], x.shape[0]))
-        R = torch.where(on[..., None], _recurrence_survival(a, lam_s[..., None] * t), torch.ones_like(t))
-        overlap = (R.prod(-2) * w).sum(-1)
+    rest_lam = rest_c = None
+    if not exact and lam.shape[-1] > _SUPERPOSITION_TRAINS + 1:
+        lam_top, idx = lam.topk(_SUPERPOSITION_TRAINS, dim=-1)
+        c_top = c.gather(-1, idx)
+        rest_lam = (total - lam_top.sum(-1)).clamp_min(0.0)
+        rest_sq = ((lam**2).sum(-1) - (lam_top**2).sum(-1)).clamp_min(1e-24)
+        rest_c = ((lam * c).sum(-1) - (lam_top * c_top).sum(-1)) / rest_lam.clamp_min(1e-12)
+        n_rest = (rest_lam**2 / rest_sq).clamp_min(1.0)
+        # the rest as one train of rate Lambda_r / n (its survival raised to the power n below)
+        lam = torch.cat([lam_top, (rest_lam / n_rest)[..., None]], -1)
+        c = torch.cat([c_top, rest_c.clamp(_CV2_MIN, _CV2_MAX)[..., None]], -1)
+        power = torch.cat([torch.ones_like(lam_top), n_rest[..., None]], -1)
     else:
-        tot = total.clamp_min(1e-12)
-        n = (tot**2 / (lam**2).sum(-1).clamp_min(1e-24)).clamp_min(1.0)
-        c_bar = ((lam * c).sum(-1) / tot).clamp(_CV2_MIN, _CV2_MAX)
-        with torch.no_grad():
-            top = (2 + 15 * c_bar.sqrt() + 15 * c_bar) * n / tot
-        t = top[..., None] * x
-        R = _recurrence_survival((1 / c_bar)[..., None].expand_as(t), (tot / n)[..., None] * t)
-        overlap = (torch.exp(n[..., None] * torch.log(R.clamp_min(1e-300))) * w).sum(-1)
-    out = 2 * total * top * overlap - 1
+        power = torch.ones_like(lam)
+    x, w = _gauss_legendre(_QUAD_NODES, dtype)
+    on = lam > 1e-9
+    lam_s = torch.where(on, lam, torch.ones_like(lam))
+    with torch.no_grad():
+        span = torch.where(on, (2 + 15 * c.sqrt() + 15 * c) / (lam_s * power), torch.full_like(lam, float("inf")))
+        top = span.min(-1).values
+        top = torch.where(torch.isfinite(top), top, torch.ones_like(top))
+    t = top[..., None, None] * x  # [..., 1, n]
+    a = (1 / c)[..., None].expand(t.shape[:-2] + (lam.shape[-1], x.shape[0]))
+    R = _recurrence_survival(a, lam_s[..., None] * t)
+    log_r = torch.where(on[..., None], power[..., None] * torch.log(R.clamp_min(1e-300)), torch.zeros_like(R))
+    out = 2 * total * top * (torch.exp(log_r.sum(-2)) * w).sum(-1) - 1
     return torch.where(total > 1e-9, out.clamp_min(0.0), torch.ones_like(out))
 
 
@@ -349,6 +364,14 @@ def neuron_rate(
     solved on the effective streams (same Fano factors and correlation coefficient): a fixed point in
     ``r`` iterated :data:`_EFFECTIVE_ITERATIONS` times from the value above.  With no clipping at
     ``n_min``/``n_max`` this is the flux balance ``r = lam+' - lam-'`` for a neuron firing at ``k = 1``.
+
+    ``types`` (:data:`TYPE_CHAINS`): ``"renewal"`` (default) takes ``rho`` from two independent renewal
+    streams with Gamma intervals of interval ``CV^2`` ``cv2_exc``, ``cv2_inh`` (default: the Fano factors),
+    ``rho = 1 - (lam+ + lam-) int_0^inf S+(t) S-(t) dt``, and applies the covariance through ``g = (1 + rho) /
+    (1 - rho)`` times the factor ``(1 - kappa^2) (V+ + V-) / (V+ + V- + 2 C)`` of the ``g`` above (see
+    :func:`type_correlation`); ``"counts"``: ``rho`` from ``g`` above (the long-window walk variance; exact
+    for the walk's variance but not for the short-lag alternation: measured lag-1 correlations are smaller in
+    magnitude).  Both coincide for Poisson trains.  ``independent=True`` ignores ``types``.
 
     ``return_fano``: also return the Fano factor of the output train, ``CV^2`` of the renewal
     interval (every firing restarts the chain in ``(0, excitatory)``):
@@ -476,8 +499,10 @@ def layer_rate(
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
     ``fano_in [B, n_in]`` (or a number): Fano factors of the input trains (default 1 for Poisson
-    inputs, 0 for periodic ones).  A synapse of transmission ``p`` thins a train of Fano factor
-    ``F`` to ``p F + 1 - p``; a merger sums the trains and its dead time regularizes them,
+    inputs, 0 for periodic ones).  ``cv2_in``: their interval ``CV^2`` (default ``fano_in``), thinned
+    (``p CV^2 + 1 - p``) and superposed (:func:`superposition_cv2`) into each stream's ``CV^2`` for the
+    renewal type chain (``types``, see :func:`neuron_rate`).  A synapse of transmission ``p`` thins a
+    train of Fano factor ``F`` to ``p F + 1 - p``; a merger sums the trains and its dead time regularizes them,
     ``F / (1 + Lam tau)^2`` (exact for Poisson trains, whose merged output is a renewal process with
     intervals ``tau + Exp(Lam)``).  ``return_fano``: also return the output trains' Fano factors
     ``[B, n_out]`` (see :func:`neuron_rate`).
