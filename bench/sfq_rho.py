@@ -50,7 +50,7 @@ def model_view(x, layers, mode):
 
     sr.neuron_rate = spy
     try:
-        sr.network_rate(torch.tensor(x), sr.sfq_to_rate(layers, CELLS), CELLS, input_mode=mode)
+        sr.network_rate(torch.tensor(x), sr.sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, types="renewal")
     finally:
         sr.neuron_rate = orig
     views = []

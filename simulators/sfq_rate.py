@@ -12,11 +12,13 @@ circuit's behaviour depends on timing:
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
-  types form a two-state Markov chain whose lag-1 correlation ``rho`` is that of two independent
-  renewal streams with Gamma intervals of the streams' interval ``CV^2`` (``rho = 1 - Lambda int S+ S- dt``,
-  :func:`type_correlation`; regular trains alternate more than Poisson ones), corrected for the
-  covariance of excitatory and inhibitory trains that carry the same input pulses (they alternate
-  more; ``types="counts"``: the earlier chain, ``rho`` from the long-window count statistics).  The chain
+  types form a two-state Markov chain with a lag-1 correlation ``rho`` (regular trains alternate more
+  than Poisson ones, and so do excitatory and inhibitory trains that carry the same input pulses;
+  :func:`type_correlation`): ``types="counts"`` (default) matches the long-window count statistics of
+  the trains; ``types="renewal"`` takes it from two independent renewal streams with Gamma intervals
+  of the streams' interval ``CV^2`` (``rho = 1 - Lambda int S+ S- dt``), with the same covariance
+  correction; it matches the measured lag-1 correlations better and agrees better with the pulse
+  emulator on random networks (below), but not yet on the XOR case study (bench/RESULTS.md).  The chain
   over ``(k, type of the last arrival)`` (``k -> min(k+1, n_max)`` then fire with ``P(k')`` and
   reset to 0, or ``k -> max(k-1, n_min)``) renews at every firing, so the firing probability per
   arrival is ``f = 1 / E[N]`` with ``E[N]`` the mean number of arrivals from ``(0, E)`` to the next
@@ -50,9 +52,9 @@ circuit's behaviour depends on timing:
   (:data:`PERIODIC_FANO`, an effective long-window value) this is the converter's own interval statistic.
 
 Validity (``tests/test_sfq.py::test_rate_model_agrees_with_pulse_emulator``: every neuron of 5 random
-networks per case, error relative to the largest input rate): one layer, Poisson inputs <= 1.02 %
-(the model's assumption); two layers, Poisson inputs <= 4.1 %; periodic inputs <= 3.6 % (one
-layer), <= 6.3 % (two layers).  With the count type chain (``types="counts"``): 1.1, 5.2, 5.5 and 7.7 %;
+networks per case, error relative to the largest input rate), renewal type chain: one layer, Poisson
+inputs <= 1.02 % (the model's assumption); two layers, Poisson inputs <= 4.1 %; periodic inputs <= 3.6 %
+(one layer), <= 6.3 % (two layers).  With the count type chain (the default): 1.1, 5.2, 5.5 and 7.7 %;
 before the covariances, the exc-inh covariance in the chain, the reset hazards of the chain's next
 type and the effective streams: 1.1, 7.8, 8.0 and 16.2 %; before the type correlation and the reset
 terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks (``bench/sfq_rate_diagnosis.py --table
@@ -146,8 +148,8 @@ def fire_probabilities(
 
 
 TYPE_CHAINS = ("renewal", "counts")
-"""Lag-1 correlations of the arrival types of :func:`neuron_rate`: ``"renewal"`` (default, :func:`type_correlation`)
-from the streams' interval statistics, ``"counts"`` (the 2026-12-03 model) from their long-window count statistics."""
+"""Lag-1 correlations of the arrival types of :func:`neuron_rate` (:func:`type_correlation`): ``"renewal"`` from the
+streams' interval statistics, ``"counts"`` (default; the 2026-12-03 model) from their long-window count statistics."""
 
 _QUAD_NODES = 48
 """Gauss-Legendre nodes of the renewal integrals (:func:`renewal_overlap`, :func:`superposition_cv2`); 64 and 256
@@ -321,7 +323,7 @@ def neuron_rate(
     memory: tuple | None = None,
     cv2_exc: torch.Tensor | float | None = None,
     cv2_inh: torch.Tensor | float | None = None,
-    types: str = "renewal",
+    types: str = "counts",
 ):
     """Firing rate (GHz) of fluxon-integrating neurons (see the module docstring); broadcasts.
 
@@ -365,8 +367,8 @@ def neuron_rate(
     ``r`` iterated :data:`_EFFECTIVE_ITERATIONS` times from the value above.  With no clipping at
     ``n_min``/``n_max`` this is the flux balance ``r = lam+' - lam-'`` for a neuron firing at ``k = 1``.
 
-    ``types`` (:data:`TYPE_CHAINS`): ``"renewal"`` (default) takes ``rho`` from two independent renewal
-    streams with Gamma intervals of interval ``CV^2`` ``cv2_exc``, ``cv2_inh`` (default: the Fano factors),
+    ``types`` (:data:`TYPE_CHAINS`; default ``"counts"``, the ``g`` above): ``"renewal"`` takes ``rho`` from two
+    independent renewal streams with Gamma intervals of interval ``CV^2`` ``cv2_exc``, ``cv2_inh`` (default: the Fano factors),
     ``rho = 1 - (lam+ + lam-) int_0^inf S+(t) S-(t) dt``, and applies the covariance through ``g = (1 + rho) /
     (1 - rho)`` times the factor ``(1 - kappa^2) (V+ + V-) / (V+ + V- + 2 C)`` of the ``g`` above (see
     :func:`type_correlation`); ``"counts"``: ``rho`` from ``g`` above (the long-window walk variance; exact
@@ -494,7 +496,7 @@ def layer_rate(
     cov_in: torch.Tensor | None = None,
     return_cov: bool = False,
     cv2_in: torch.Tensor | float | None = None,
-    types: str = "renewal",
+    types: str = "counts",
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
@@ -626,7 +628,7 @@ def network_rate(
     input_mode: str = "periodic",
     return_hidden: bool = False,
     arrivals: str = "correlated",
-    types: str = "renewal",
+    types: str = "counts",
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
 
