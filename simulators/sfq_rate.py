@@ -369,9 +369,9 @@ def neuron_rate(
 
     ``types`` (:data:`TYPE_CHAINS`; default ``"counts"``, the ``g`` above): ``"renewal"`` takes ``rho`` from two
     independent renewal streams with Gamma intervals of interval ``CV^2`` ``cv2_exc``, ``cv2_inh`` (default:
-    the Fano factors), ``rho = 1 - (lam+ + lam-) int_0^inf S+(t) S-(t) dt``, and applies the covariance through ``g = (1 + rho) /
-    (1 - rho)`` times the factor ``(1 - kappa^2) (V+ + V-) / (V+ + V- + 2 C)`` of the ``g`` above (see
-    :func:`type_correlation`); ``"counts"``: ``rho`` from ``g`` above (the long-window walk variance; exact
+    the Fano factors), ``rho = 1 - (lam+ + lam-) int_0^inf S+(t) S-(t) dt``, and applies the covariance through
+    ``g = (1 + rho) / (1 - rho)`` times the factor ``(1 - kappa^2) (V+ + V-) / (V+ + V- + 2 C)`` of the ``g``
+    above (see :func:`type_correlation`); ``"counts"``: ``rho`` from ``g`` above (the long-window walk variance; exact
     for the walk's variance but not for the short-lag alternation: measured lag-1 correlations are smaller in
     magnitude).  Both coincide for Poisson trains.  ``independent=True`` ignores ``types``.
 
