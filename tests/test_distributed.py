@@ -184,16 +184,30 @@ def test_two_nodes_train_checkpoint_and_resume_on_one(tmp_path):
 
     port = _free_port()
     neuro_args = ["train", "--epochs", "1", "--name", "two-nodes", "--out", str(tmp_path / "runs"), *LAUNCH_CONFIG]
+    # each node writes to its own file, not a pipe: a node blocked on a full pipe that nobody reads (the test waits on
+    # the other node first) would stall the other node's collectives, and both would hang
+    logs = [(tmp_path / f"node{i}.log").open("w+") for i in range(2)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"test-{port}",
              "--max-restarts", "0", "-m", "neuro", *neuro_args],
-            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
+            cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+        for log in logs
     ]
-    outs = [p.communicate(timeout=240) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    try:
+        for p in procs:
+            p.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+            p.wait()
+    outs = []
+    for log in logs:
+        log.seek(0)
+        outs.append((log.read(), ""))
+        log.close()
+    assert all(p.returncode == 0 for p in procs), [o[0][-3000:] for o in outs]
     run_dir = tmp_path / "runs" / "two-nodes"
     assert "2 processes" in "".join(o[0] for o in outs)
     state = load_checkpoint(run_dir / "checkpoint.pt")
