@@ -25,6 +25,7 @@ import torch
 
 from neuro.continual.base import capture_inputs, require_layers
 from neuro.continual.workflow import load_continual_run
+from neuro.errors import NeuroError
 from neuro.functional.subspace import orthonormal_rows
 
 
@@ -63,7 +64,10 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=2000, help="training samples of that task to record")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    spec, exp, stream, strategy, task = load_continual_run(args.run, args.task)
+    try:
+        spec, exp, stream, strategy, task = load_continual_run(args.run, args.task)
+    except NeuroError as exc:  # a missing run or task checkpoint: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
     if not getattr(strategy, "H", None):
         raise SystemExit(f"{args.run}: strategy `{strategy.strategy}` has no lateral (Hebbian) subspace to measure")
     data = stream.tasks[task].dataset()

@@ -640,3 +640,5 @@ def test_hlop_subspace_bench_measures_captured_energy(tmp_path, capsys):
         assert (float(r[3]) == 0 and r[4] == r[5] == "nan") or 0 < float(r[4]) <= float(r[5]) <= 100.0
     with pytest.raises(NeuroError, match="no checkpoint for task 3"):
         load_continual_run(run.path, 3)
+    with pytest.raises(SystemExit, match="^error: .*no checkpoint for task 3; it has task-00.pt$"):
+        subspace_main([str(run.path), "--task", "3"])
