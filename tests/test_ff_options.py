@@ -282,3 +282,25 @@ def test_normal_fan_out_init_is_loewex_init():
     assert default.layers[0].linear.weight.std().item() == pytest.approx((3 * 784) ** -0.5, rel=0.01)
     with pytest.raises(ConfigError, match="model.init"):
         MLP(4, [3], 2, init="xavier")
+
+
+def test_goodness_under_bf16_autocast_is_exact_float32_sum():
+    """Under bf16 autocast a ReLU layer's activities come out in bfloat16; the goodness must still be the float32
+    sum of their squares.  Rounded to bf16 (spacing 8 between 1024 and 2048) a sum of squares near 2000 would be
+    off by up to 4, as large as the logit G - 2000 that loeweX's per-unit threshold builds from it."""
+    from neuro.functional.forward_forward import goodness
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(50, 2000)
+    x = torch.randn(8, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = torch.relu(lin(x))
+        h = h * (2000.0 / h.float().pow(2).sum(-1, keepdim=True)).sqrt().to(h.dtype)  # sum of squares near 2000
+        g = goodness(h, "sum_squares")
+        g_mean = goodness(h, "mean_squares")
+    assert h.dtype == torch.bfloat16
+    exact = h.double().pow(2).sum(-1)
+    assert g.dtype == torch.float32
+    assert torch.allclose(g.double(), exact, rtol=0, atol=2e-3), (g.double() - exact).abs().max()
+    assert torch.allclose(g_mean.double(), exact / 2000, rtol=0, atol=2e-6)
+    assert (exact - 2000).abs().max() < 60  # the regime where bf16 rounding of G would matter
