@@ -254,7 +254,9 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
         f"(lam- tau_r {np.round(li / cells.clock_GHz, 3)})")
 
 
-def agreement(mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal"):
+def agreement(
+    mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal", merger_depth=2
+):
     """Worst error (fraction of the largest input rate) over every neuron of ``nets`` random networks, the
     test's protocol on networks drawn from ``seed``: (worst, worst hidden, worst output, mean over neurons)."""
     rng = np.random.default_rng(seed)
@@ -265,7 +267,7 @@ def agreement(mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="corr
         res = emulate(np.repeat(x, reps, 0), layers, CELLS, window_ns=window_ns, seed=trial, input_mode=mode)
         model, hidden = network_rate(
             torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, return_hidden=True, arrivals=arrivals,
-            types=types,
+            types=types, merger_depth=merger_depth,
         )
         eo = np.abs(res.rates.mean(0) - model.detach().numpy()[0]) / x.max()
         wo = max(wo, float(eo.max()))
@@ -288,13 +290,17 @@ def main():
     ap.add_argument("--table", action="store_true", help="worst errors per case on networks from --seed "
                     "(with --test-nets: the test's networks)")
     ap.add_argument("--types", default="renewal", choices=("renewal", "counts"), help="the neuron's type chain")
+    ap.add_argument("--merger-depth", type=int, default=2, choices=(1, 2),
+                    help="collision hierarchy of merger_rate for non-Poisson trains (1: the model of 2026-12-03)")
     args = ap.parse_args()
     if args.table:
         for mode, widths in CASES:
             seed = 2026 + len(widths) + (mode == "periodic") if args.test_nets else args.seed
-            w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types)
+            w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types,
+                                        merger_depth=args.merger_depth)
             print(f"{mode:8s} {widths}: worst {100 * w:.2f} % (hidden {100 * wh:.2f}, output {100 * wo:.2f}), mean "
-                  f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain)", flush=True)
+                  f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain, merger depth "
+                  f"{args.merger_depth})", flush=True)
         return
     widths = [3, 4, 2]
     rng = np.random.default_rng(2026 + 3 + (args.mode == "periodic") if args.test_nets else args.seed)
