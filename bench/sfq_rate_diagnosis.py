@@ -255,7 +255,8 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
 
 
 def agreement(
-    mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal", merger_depth=2
+    mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal", merger_depth=2,
+    copies=True,
 ):
     """Worst error (fraction of the largest input rate) over every neuron of ``nets`` random networks, the
     test's protocol on networks drawn from ``seed``: (worst, worst hidden, worst output, mean over neurons)."""
@@ -267,7 +268,7 @@ def agreement(
         res = emulate(np.repeat(x, reps, 0), layers, CELLS, window_ns=window_ns, seed=trial, input_mode=mode)
         model, hidden = network_rate(
             torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, return_hidden=True, arrivals=arrivals,
-            types=types, merger_depth=merger_depth,
+            types=types, merger_depth=merger_depth, copies=copies,
         )
         eo = np.abs(res.rates.mean(0) - model.detach().numpy()[0]) / x.max()
         wo = max(wo, float(eo.max()))
@@ -292,15 +293,16 @@ def main():
     ap.add_argument("--types", default="renewal", choices=("renewal", "counts"), help="the neuron's type chain")
     ap.add_argument("--merger-depth", type=int, default=2, choices=(1, 2),
                     help="collision hierarchy of merger_rate for non-Poisson trains (1: the model of 2026-12-03)")
+    ap.add_argument("--no-copies", action="store_true", help="merger depth 2 without the coincidence factors")
     args = ap.parse_args()
     if args.table:
         for mode, widths in CASES:
             seed = 2026 + len(widths) + (mode == "periodic") if args.test_nets else args.seed
             w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types,
-                                        merger_depth=args.merger_depth)
+                                        merger_depth=args.merger_depth, copies=not args.no_copies)
             print(f"{mode:8s} {widths}: worst {100 * w:.2f} % (hidden {100 * wh:.2f}, output {100 * wo:.2f}), mean "
                   f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain, merger depth "
-                  f"{args.merger_depth})", flush=True)
+                  f"{args.merger_depth}{', no copies' if args.no_copies else ''})", flush=True)
         return
     widths = [3, 4, 2]
     rng = np.random.default_rng(2026 + 3 + (args.mode == "periodic") if args.test_nets else args.seed)

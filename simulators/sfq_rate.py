@@ -160,6 +160,23 @@ def merger_rate(
     depth 1: 38.82, depth 2: 37.77, Monte Carlo 37.83 GHz.  The absorbed fraction ``tau M(A \\ j)`` is clamped
     to ``[0, 1]``.
     """
+    return merger_trains(lam, tau_ns, self_collisions, depth).sum(-1)
+
+
+def merger_trains(
+    lam: torch.Tensor,
+    tau_ns: float,
+    self_collisions: torch.Tensor | float = 0.0,
+    depth: int = 2,
+    pair: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Emitted rate of each input train of a merger ``[..., J]`` (GHz; :func:`merger_rate` is their sum).
+
+    ``pair [..., J, J]`` (``depth=2``, ``s = 0`` only; default 1): the mean number of train ``k``'s pulses in the
+    ``tau`` before an arrival of train ``j``, relative to independent trains (``tau lam_k``): correlated trains
+    (copies of one source pulse, :func:`coincidence_factor`).  It scales the pair terms of ``M(A \\ j)``:
+    ``P(j absorbed) = tau sum_{k != j} c_jk lam_k (1 - tau psi(A \\ {j, k}))``.
+    """
     if depth not in MERGER_DEPTHS:
         raise SettingError(f"merger depth must be one of {MERGER_DEPTHS}, got {depth!r}")
     total = lam.sum(-1, keepdim=True)
@@ -167,18 +184,19 @@ def merger_rate(
     if s.dim():
         s = s[..., None]
     if depth == 1:
-        return (lam / (1.0 + (total - lam + s * lam) * tau_ns)).sum(-1)
-    poisson = total[..., 0] / (1.0 + total[..., 0] * tau_ns)
+        return lam / (1.0 + (total - lam + s * lam) * tau_ns)
+    poisson = lam / (1.0 + total * tau_ns)
     sq = (lam**2).sum(-1, keepdim=True)
     lj, lk = lam[..., :, None], lam[..., None, :]  # [..., J, J]: pairs (j, k), C = A \ {j, k}
     lam_c = (total[..., None] - lj - lk).clamp_min(0.0)
     herf = (sq[..., None] - lj**2 - lk**2).clamp_min(0.0) / lam_c.clamp_min(1e-12)
     psi = lam_c / (1.0 + tau_ns * (lam_c - herf).clamp_min(0.0))
     off = 1.0 - torch.eye(lam.shape[-1], dtype=lam.dtype)
+    if pair is not None:
+        off = off * pair
     m_others = (off * lk * (1.0 - tau_ns * psi)).sum(-1)  # M(A \ j): [..., J]
-    periodic = (lam * (1.0 - tau_ns * m_others).clamp(0.0, 1.0)).sum(-1)
-    s0 = s[..., 0] if s.dim() else s
-    return s0 * poisson + (1 - s0) * periodic
+    periodic = lam * (1.0 - tau_ns * m_others).clamp(0.0, 1.0)
+    return s * poisson + (1 - s) * periodic
 
 
 def poisson_merger_rate(lam_total: float, tau_ns: float) -> float:
@@ -355,6 +373,66 @@ def type_correlation(
         rho0 = 1 - renewal_overlap(lam_e, lam_i, cv2_e, cv2_i)
         g = (1 + rho0) / (1 - rho0).clamp_min(1e-12) * (1 - kappa**2) * var0 / var
     return (g - 1) / (g + 1)
+
+
+@dataclass
+class Coincidence:
+    """Which source pulses a layer's input trains carry (the copies that make them correlated).
+
+    A source is a train of the previous layer's inputs (a network input converter for the second layer); each of
+    its pulses reaches the neurons of the previous layer at one time, so the neurons that fire on it emit copies
+    at one time.  ``share [B, n, S]``: fraction of train ``k``'s pulses that are copies of source ``i``'s
+    (``pi_ki``); ``fire [B, n, S]``: probability that train ``k`` carries a copy of a given pulse of source ``i``
+    (``phi_ki = r_k pi_ki / x_i``); ``period_ns [B, S]``: the shortest spacing of a source's own pulses
+    (``1 / x_i`` for a periodic converter, 0 for a Poisson one or a neuron output).
+    """
+
+    share: torch.Tensor
+    fire: torch.Tensor
+    period_ns: torch.Tensor
+
+
+def coincidence_factor(co: Coincidence, cells: CellParams) -> torch.Tensor:
+    """Pair factors ``c [B, n, n]`` of :func:`merger_trains` for a layer's input trains carrying copies ``co``.
+
+    Input ``j`` of a layer reaches its mergers ``L_j = j * stagger_jtls * jtl_ps`` late, so the copies of one source
+    pulse in trains ``j`` and ``k`` arrive ``L = L_j - L_k`` apart (from ``j``'s copy back to ``k``'s), at least
+    ``stagger_jtls * jtl_ps`` (11.4 ps) > ``tau`` (8.2 ps): they never collide.  Given an arrival of ``j`` at ``t``
+    that is a copy of source ``i``'s pulse (probability ``pi_ji``), train ``k``'s pulses in ``(t - tau, t)``
+    differ from independent trains (``tau lam_k``) in two ways:
+
+    - a periodic source has no other pulse within ``|L| + tau`` of that one when ``period_i >= |L| + tau``
+      (``rho_i = 1``; else ``rho_i = 0``): ``k``'s copies of source ``i`` (rate ``pi_ki lam_k``) are absent from the
+      window;
+    - if ``k`` fired on that source pulse (probability ``phi_ki``) it fired nothing within the reset
+      ``R = 1 / clock`` of it on either side (a firing before would have lost the pulse in the reset; after it the
+      neuron is in its reset): a hole ``(-R, R)`` around ``k``'s copy, which covers ``h(L)`` of the window
+      ``(L - tau, L)`` (in ``k``'s time from its copy): ``h = |(L - tau, L) & (-R, R)|`` (6.8 ps for ``L`` = 11.4 ps,
+      ``k = j - 1``; 0 for ``k > j`` and for ``|j - k| >= 2`` at the default delays); the rest of ``k``'s pulses
+      (rate ``lam_k (1 - pi_ki rho_i)``) are absent from it.
+
+    ``c_jk = 1 - sum_i pi_ji [pi_ki rho_i + phi_ki (1 - pi_ki rho_i) h(L_jk) / tau]`` (clamped to ``[0, 1]``),
+    the neurons' decisions on one source pulse taken independent, the rest of ``k``'s pulses as in independent
+    trains.  With a stagger spacing below ``tau`` (copies that collide) no correction is made (``c = 1``).
+    No gradient flows through ``c`` (as for the covariances).
+    """
+    share, fire, period = (z.detach() for z in (co.share, co.fire, co.period_ns))
+    n = share.shape[-2]
+    dtype = share.dtype
+    tau = cells.merger_dead_ps / 1000.0
+    step = cells.stagger_jtls * cells.jtl_ps / 1000.0
+    if not step > tau:
+        return torch.ones(share.shape[:-2] + (n, n), dtype=dtype)
+    idx = torch.arange(n, dtype=dtype)
+    lag = (idx[:, None] - idx[None, :]) * step  # L_jk (ns)
+    reset = 1.0 / cells.clock_GHz
+    hole = torch.minimum(lag, torch.full_like(lag, reset)) - torch.maximum(lag - tau, torch.full_like(lag, -reset))
+    hole = hole.clamp_min(0.0)  # [n, n]
+    rho = (period[:, None, None, :] >= lag.abs()[None, :, :, None] + tau).to(dtype)  # [B, j, k, S]
+    pk = share[:, None, :, :]  # pi_ki
+    inner = pk * rho + fire[:, None, :, :] * (1 - pk * rho) * (hole / tau)[None, :, :, None]
+    c = 1.0 - (share[:, :, None, :] * inner).sum(-1)
+    return c.clamp(0.0, 1.0)
 
 
 def neuron_rate(
@@ -548,6 +626,9 @@ def layer_rate(
     cv2_in: torch.Tensor | float | None = None,
     types: str = "counts",
     merger_depth: int = 2,
+    coincidence: Coincidence | None = None,
+    return_coincidence: bool = False,
+    periodic_inputs: bool = False,
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
@@ -578,6 +659,12 @@ def layer_rate(
     ``merger_depth`` (:data:`MERGER_DEPTHS`; default 2): the collision hierarchy of :func:`merger_rate` for
     mergers of non-Poisson trains (1: the model of 2026-12-03; ``independent=True`` always uses 1).
 
+    ``coincidence`` (:class:`Coincidence`, ``merger_depth=2`` only): which source pulses the input trains carry;
+    the mergers' pair factors follow from it (:func:`coincidence_factor`).  ``return_coincidence``: also return
+    (last) the output trains' :class:`Coincidence` over this layer's inputs as sources: ``pi_ok`` = the share of
+    neuron ``o``'s merged excitatory arrivals from input ``k`` (the arrival that fires is one of them),
+    ``phi_ok = r_o pi_ok / r_in_k``, ``period = 1 / r_in`` for ``periodic_inputs`` (periodic converters), else 0.
+
     ``return_cov``: also return the output trains' covariances ``[B, n_out, n_out]`` (zero
     diagonal), by linear response: a count fluctuation ``dN_j`` of input ``j`` moves neuron
     ``i``'s count by ``J_ij dN_j`` with ``J_ij = dr_i / dr_j`` (the model's own rate gain, through
@@ -599,6 +686,8 @@ def layer_rate(
         cov_in = cov_in.detach().to(dtype)
         cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
     out, fano, gap, scale, pm, slopes, memories, cv2s = [], [], None, [], [], [], [], []
+    pair = coincidence_factor(coincidence, cells)[:, None] if coincidence is not None and depth == 2 else None
+    exc_trains = None
     renewal = types == "renewal" and not independent
     if renewal:  # interval CV^2 of the input trains (default: their Fano factors; Poisson trains: 1)
         c_in = torch.as_tensor(fano_in if cv2_in is None else cv2_in, dtype=dtype).expand_as(r_in)[:, None, :]
@@ -606,8 +695,11 @@ def layer_rate(
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
         s = ((n_sign > 1) & poisson_inputs).to(dtype)
         single = (n_sign <= 1).to(dtype)  # no merger: the train passes unchanged
-        merged = merger_rate(lam, tau, s, depth)
+        trains = merger_trains(lam, tau, s, depth, pair)
+        merged = trains.sum(-1)
         out.append(single * lam.sum(-1) + (1 - single) * merged)
+        if exc_trains is None:
+            exc_trains = single[..., None] * lam + (1 - single[..., None]) * trains
         p = w.abs()[None] * (torch.sign(w.detach()) == sign)[None]
         f_syn = p * f_in + 1 - p  # thinned trains
         lam_tot = lam.sum(-1)
@@ -633,7 +725,7 @@ def layer_rate(
         if return_cov:  # d out / d lam_k of the merger (each merger's own inputs: one autograd pass)
             with torch.enable_grad():
                 lam_d = lam.detach().clone().requires_grad_()
-                (dm,) = torch.autograd.grad(merger_rate(lam_d, tau, s.detach(), depth).sum(), lam_d)
+                (dm,) = torch.autograd.grad(merger_trains(lam_d, tau, s.detach(), depth, pair).sum(), lam_d)
             with torch.no_grad():
                 slopes.append((single[..., None] + (1 - single[..., None]) * dm) * p[0].detach()[None])
         if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train
@@ -652,8 +744,19 @@ def layer_rate(
         hazard, independent, cov_ei, None if poisson_inputs else (memories[0], memories[1]),
         *(cv2s if cv2s else (None, None)), types,
     )
+    co_out = None
+    if return_coincidence:
+        with torch.no_grad():
+            r_det = (res[0] if isinstance(res, tuple) else res).detach()
+            et = exc_trains.detach()
+            share = et / et.sum(-1, keepdim=True).clamp_min(1e-12)
+            fire = (r_det[..., None] * share / r_in.detach()[:, None, :].clamp_min(1e-12)).clamp(0.0, 1.0)
+            period = torch.where(r_in.detach() > 0, 1.0 / r_in.detach().clamp_min(1e-12), torch.zeros_like(r_in))
+            co_out = Coincidence(share, fire, period if periodic_inputs else torch.zeros_like(period))
     if not return_cov:
-        return res
+        if co_out is None:
+            return res
+        return (*res, co_out) if isinstance(res, tuple) else (res, co_out)
     r, f_out = res
     with torch.enable_grad():  # rate gains dr / d(out+, out-, hazard), each neuron's own (elementwise)
         xs = [z.detach().clone().requires_grad_() for z in (out[0], out[1], hazard)]
@@ -672,7 +775,7 @@ def layer_rate(
             c_full = c_full + cov_in
         cov = jac @ c_full @ jac.transpose(-1, -2)
         cov = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
-    return r, f_out, cov
+    return (r, f_out, cov) if co_out is None else (r, f_out, cov, co_out)
 
 
 def network_rate(
@@ -685,14 +788,20 @@ def network_rate(
     arrivals: str = "correlated",
     types: str = "counts",
     merger_depth: int = 2,
+    copies: bool = True,
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
 
     ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).  ``types``: how the
     neuron's chain gets the lag-1 correlation of its arrival types (:data:`TYPE_CHAINS`, :func:`type_correlation`;
-    ``"counts"`` reproduces the model of 2026-12-03 together with ``merger_depth=1``; :func:`merger_rate`).  The interval ``CV^2`` of the trains travel with them for
-    the renewal chain: input converters 0 (periodic: the converter's own intervals, not :data:`PERIODIC_FANO`) or
-    1 (Poisson), neuron outputs their renewal interval's ``CV^2`` (the Fano factor the layer returns).
+    ``"counts"`` reproduces the model of 2026-12-03 together with ``merger_depth=1``).  ``merger_depth``: the
+    mergers' collision hierarchy (:func:`merger_rate`); at 2 (default) each hidden layer also passes which
+    source pulses its trains carry to the next layer (:class:`Coincidence`, :func:`coincidence_factor`: copies of
+    one pulse arrive stagger-spaced and collide less than independent trains; ``copies=False`` leaves that out).
+    The interval ``CV^2`` of the
+    trains travel with them for the renewal chain: input converters 0 (periodic: the converter's own intervals,
+    not :data:`PERIODIC_FANO`) or 1 (Poisson), neuron outputs their renewal interval's ``CV^2`` (the Fano factor
+    the layer returns).
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
@@ -703,9 +812,10 @@ def network_rate(
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
     cv2 = torch.full_like(x, 1.0 if input_mode == "poisson" else 0.0)  # converters' interval CV^2
-    cov = None
+    cov = co = None
     for i, layer in enumerate(layers):
         track = arrivals == "correlated" and i < len(layers) - 1  # a next layer sees the covariances
+        carry = copies and track and merger_depth == 2  # and the copies of source pulses its trains carry
         res = layer_rate(
             h,
             layer,
@@ -719,8 +829,14 @@ def network_rate(
             cv2_in=cv2,
             types=types,
             merger_depth=merger_depth,
+            coincidence=co,
+            return_coincidence=carry,
+            periodic_inputs=(i == 0 and input_mode == "periodic"),
         )
-        h, fano, cov = res if track else (*res, None)
+        if carry:
+            h, fano, cov, co = res
+        else:
+            h, fano, cov = res if track else (*res, None)
         cv2 = fano  # neuron outputs: the renewal interval's CV^2
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
