@@ -121,11 +121,12 @@ def transmission(bias_uA: torch.Tensor, cells: CellParams, i50_uA: torch.Tensor 
 
 MERGER_DEPTHS = (1, 2)
 """Depths of the collision hierarchy of :func:`merger_rate` for trains without self-collisions (``s = 0``):
-1 is the model of 2026-12-03 (the others' output taken as Poisson), 2 (default) the next level."""
+1 (default) is the model of 2026-12-03 (the others' output taken as Poisson), 2 the next level (closer to the
+emulator's merger, but not the default of the network model: see :func:`layer_rate` and bench/RESULTS.md)."""
 
 
 def merger_rate(
-    lam: torch.Tensor, tau_ns: float, self_collisions: torch.Tensor | float = 0.0, depth: int = 2
+    lam: torch.Tensor, tau_ns: float, self_collisions: torch.Tensor | float = 0.0, depth: int = 1
 ) -> torch.Tensor:
     """Output rate (GHz) of a merger with dead time ``tau_ns`` (ns) fed by ``lam [..., J]`` (GHz) -> ``[...]``.
 
@@ -145,9 +146,9 @@ def merger_rate(
     (neglected: chains of collisions reaching back to ``j``'s previous pulse, and ``j``'s effect on the others'
     emissions through them).  This recursion over subsets is truncated at ``depth``:
 
-    - ``depth=1`` (the model of 2026-12-03): ``M(A \\ j)`` by the Poisson formula on ``Lam - lam_j``, i.e.
+    - ``depth=1`` (default; the model of 2026-12-03): ``M(A \\ j)`` by the Poisson formula on ``Lam - lam_j``, i.e.
       ``out = sum_j lam_j / (1 + (Lam - lam_j) tau)``;
-    - ``depth=2`` (default): ``M(A \\ j) = sum_{k != j} lam_k (1 - tau psi(A \\ {j, k}))`` with the closure
+    - ``depth=2``: ``M(A \\ j) = sum_{k != j} lam_k (1 - tau psi(A \\ {j, k}))`` with the closure
       ``psi(C) = Lam_C / (1 + tau (Lam_C - H_C))``, ``H_C = sum_{l in C} lam_l^2 / Lam_C`` (the Poisson
       formula without the collisions of a train with itself: exact for ``|C| <= 1``, the Poisson formula for
       many small trains, and ``tau psi < 1`` while every ``lam_l < 1 / tau``).  Exact for up to 3 trains (two
@@ -167,7 +168,7 @@ def merger_trains(
     lam: torch.Tensor,
     tau_ns: float,
     self_collisions: torch.Tensor | float = 0.0,
-    depth: int = 2,
+    depth: int = 1,
     pair: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Emitted rate of each input train of a merger ``[..., J]`` (GHz; :func:`merger_rate` is their sum).
@@ -625,7 +626,7 @@ def layer_rate(
     return_cov: bool = False,
     cv2_in: torch.Tensor | float | None = None,
     types: str = "counts",
-    merger_depth: int = 2,
+    merger_depth: int = 1,
     coincidence: Coincidence | None = None,
     return_coincidence: bool = False,
     periodic_inputs: bool = False,
@@ -656,8 +657,11 @@ def layer_rate(
     memory weight is its Herfindahl share ``mu = sum_j lam_j^2 / Lam^2`` (1 for a single train; a
     merger of many trains forgets a lost arrival), passed to :func:`neuron_rate` as ``memory``.
 
-    ``merger_depth`` (:data:`MERGER_DEPTHS`; default 2): the collision hierarchy of :func:`merger_rate` for
-    mergers of non-Poisson trains (1: the model of 2026-12-03; ``independent=True`` always uses 1).
+    ``merger_depth`` (:data:`MERGER_DEPTHS`; default 1, the model of 2026-12-03): the collision hierarchy of
+    :func:`merger_rate` for mergers of non-Poisson trains (``independent=True`` always uses 1).  Depth 2 matches
+    the emulator's mergers closer (independent periodic trains; with :class:`Coincidence`, correlated hidden
+    trains too) but is not the default: on two-layer networks it raises the worst error of the whole model,
+    whose neuron stage had partly cancelled the depth-1 merger's error (bench/RESULTS.md).
 
     ``coincidence`` (:class:`Coincidence`, ``merger_depth=2`` only): which source pulses the input trains carry;
     the mergers' pair factors follow from it (:func:`coincidence_factor`).  ``return_coincidence``: also return
@@ -787,15 +791,15 @@ def network_rate(
     return_hidden: bool = False,
     arrivals: str = "correlated",
     types: str = "counts",
-    merger_depth: int = 2,
+    merger_depth: int = 1,
     copies: bool = True,
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
 
     ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).  ``types``: how the
     neuron's chain gets the lag-1 correlation of its arrival types (:data:`TYPE_CHAINS`, :func:`type_correlation`;
-    ``"counts"`` reproduces the model of 2026-12-03 together with ``merger_depth=1``).  ``merger_depth``: the
-    mergers' collision hierarchy (:func:`merger_rate`); at 2 (default) each hidden layer also passes which
+    ``"counts"`` reproduces the model of 2026-12-03 with the default ``merger_depth=1``).  ``merger_depth``: the
+    mergers' collision hierarchy (:func:`merger_rate`, :func:`layer_rate`); at 2 each hidden layer also passes which
     source pulses its trains carry to the next layer (:class:`Coincidence`, :func:`coincidence_factor`: copies of
     one pulse arrive stagger-spaced and collide less than independent trains; ``copies=False`` leaves that out).
     The interval ``CV^2`` of the

@@ -159,30 +159,31 @@ def test_merger_of_periodic_trains_against_monte_carlo():
         t = np.where(rng.random(t.shape) < np.array(p)[None, :, None], t, NEVER)
         measured, se = _merge_mc(t[:, None], 2.0, 100.0, se=True)
         lam = torch.tensor(np.array(x) * np.array(p))
-        d2, d1 = float(merger_rate(lam, tau, 0.0)), float(merger_rate(lam, tau, 0.0, depth=1))
+        d2, d1 = float(merger_rate(lam, tau, 0.0, depth=2)), float(merger_rate(lam, tau, 0.0))
         assert abs(d2 - measured) < 3 * se + 0.005 * measured, (x, p, measured, se, d2, d1)
         assert abs(d2 - measured) < abs(d1 - measured), (x, p, measured, d2, d1)
     for l1, l2 in ((20.0, 17.3), (50.0, 45.0), (3.0, 90.0)):
         lam = torch.tensor([l1, l2], dtype=torch.float64)
-        assert float(merger_rate(lam, tau, 0.0)) == pytest.approx(l1 + l2 - 2 * tau * l1 * l2, rel=1e-12)
-        assert float(merger_rate(lam, tau, 0.0, depth=1)) == pytest.approx(l1 / (1 + tau * l2) + l2 / (1 + tau * l1))
+        assert float(merger_rate(lam, tau, 0.0, 2)) == pytest.approx(l1 + l2 - 2 * tau * l1 * l2, rel=1e-12)
+        assert float(merger_rate(lam, tau, 0.0)) == pytest.approx(l1 / (1 + tau * l2) + l2 / (1 + tau * l1))
     # three trains: the exact recursion M(A) = sum_j lam_j (1 - tau M(A \ j)) with M(pair) = closed form above
     lam = torch.tensor([19.4, 11.9, 17.7], dtype=torch.float64)
     l = lam.tolist()
     pair = lambda a, b: a + b - 2 * tau * a * b  # noqa: E731
     exact = sum(l[j] * (1 - tau * pair(*[l[k] for k in range(3) if k != j])) for j in range(3))
-    assert float(merger_rate(lam, tau, 0.0)) == pytest.approx(exact, rel=1e-12)
+    assert float(merger_rate(lam, tau, 0.0, 2)) == pytest.approx(exact, rel=1e-12)
     # many small trains: the Poisson formula (and Poisson sources keep it at any depth)
     lam = torch.full((400,), 0.2, dtype=torch.float64)
-    assert float(merger_rate(lam, tau, 0.0)) == pytest.approx(80 / (1 + 80 * tau), rel=2e-3)
+    assert float(merger_rate(lam, tau, 0.0, 2)) == pytest.approx(80 / (1 + 80 * tau), rel=2e-3)
     lam = torch.tensor([[12.0, 7.0, 30.0], [5.0, 5.0, 0.0]], dtype=torch.float64)
     poisson = lam.sum(-1) / (1 + lam.sum(-1) * tau)
-    assert torch.allclose(merger_rate(lam, tau, 1.0), poisson) and torch.allclose(merger_rate(lam, tau, 1.0, 1), poisson)
+    assert torch.allclose(merger_rate(lam, tau, 1.0), poisson)
+    assert torch.allclose(merger_rate(lam, tau, 1.0, 2), poisson)
     # one train passes unchanged; per-train rates sum to the merger's; differentiable
-    assert float(merger_rate(torch.tensor([0.0, 23.0, 0.0], dtype=torch.float64), tau, 0.0)) == pytest.approx(23.0)
-    assert torch.allclose(merger_trains(lam, tau, 0.0).sum(-1), merger_rate(lam, tau, 0.0))
+    assert float(merger_rate(torch.tensor([0.0, 23.0, 0.0], dtype=torch.float64), tau, 0.0, 2)) == pytest.approx(23.0)
+    assert torch.allclose(merger_trains(lam, tau, 0.0, 2).sum(-1), merger_rate(lam, tau, 0.0, 2))
     lam = torch.tensor([[12.0, 7.0, 30.0, 4.0]], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: merger_rate(z, tau, 0.0), (lam,))
+    assert torch.autograd.gradcheck(lambda z: merger_rate(z, tau, 0.0, 2), (lam,))
     with pytest.raises(SettingError, match="merger depth"):
         merger_rate(lam, tau, 0.0, depth=3)
 
@@ -192,19 +193,23 @@ def test_correlated_trains_collide_less_coincidence_factor_against_emulator():
     merger of correlated hidden trains against ``merger_trains`` with :func:`coincidence_factor`, on the
     emulator's pulses.
 
-    A 3-4 layer of counters (every excitatory arrival fires) on periodic inputs; its four output trains, delayed
-    by the next layer's stagger as in ``emulate``, feed one merger directly (no synapse).  The model's pair
-    factors come from the layer's :class:`Coincidence` (``layer_rate(..., return_coincidence=True)``) and are
-    applied to the measured hidden rates.  Independent trains (the hidden trains shuffled across samples) follow
-    the plain depth-2 formula instead.  Hand check of the factor: one periodic source shared by two trains that
-    carry only its copies: ``c = 0`` (no collisions at all), and 1 without shared sources.
+    A 3-4 layer of counters (every excitatory arrival fires) on periodic inputs (12, 8.8, 7.3 GHz); its four
+    output trains (10-21 GHz), delayed by the next layer's stagger as in ``emulate``, feed one merger directly (no
+    synapse).  The pair factors come from the layer's :class:`Coincidence` (``layer_rate(...,
+    return_coincidence=True)``), applied to the measured hidden rates.  Measured (seed 23): correlated 49.4 GHz,
+    shuffled across samples (independent) 43.8, plain depth 2 43.6, with the pair factors 50.5 GHz: the factors
+    explain 80 % of the correlation's effect.  Per pair, the mean count of ``k``'s pulses in the ``tau`` before a
+    pulse of ``j`` relative to ``tau lam_k``: the hole behind ``k``'s copy (adjacent pair, ``k = j - 1``) 0.231
+    measured against 0.245; pairs further apart 0.67-0.82 against 0.60-0.62 (the same-source term removes too
+    much; not understood).  Hand checks: two trains that carry only copies of one periodic source never collide
+    (``c = 0``); trains of different sources are independent (``c = 1``).
     """
     tau = CELLS.merger_dead_ps / 1000.0
     rng = np.random.default_rng(23)
     signs = np.array([[1, 1, 1], [1, -1, 1], [1, 1, -1], [1, 1, 1]])
     bias_syn = np.array([[110.0, 106, 103], [108, 110, 112], [104, 110, 110], [101, 107, 110]])
     layer = Layer(signs, bias_syn, np.full(4, 88.0))  # P(fire at k = 1) = Phi(4): counters
-    x = np.array([[19.3, 14.1, 11.7]])
+    x = np.array([[19.3, 14.1, 11.7]]) / 1.6
     reps = 200
     cells = CELLS
     t = dc_to_sfq(np.repeat(x, reps, 0), 60.0, cells, rng, "periodic")
@@ -226,11 +231,20 @@ def test_correlated_trains_collide_less_coincidence_factor_against_emulator():
     c = coincidence_factor(co, cells)
     lam = torch.tensor(rates)[None]
     with_c = float(merger_trains(lam, tau, 0.0, 2, c).sum())
-    plain = float(merger_rate(lam, tau, 0.0))
-    assert corr - indep > 2.0, (corr, indep)  # correlated trains collide much less (measured: about 4 GHz)
+    plain = float(merger_rate(lam, tau, 0.0, 2))
+    assert corr - indep > 3.0, (corr, indep)  # correlated trains collide much less
     assert abs(plain - indep) < 0.02 * indep, (plain, indep)
-    assert abs(with_c - corr) < 0.25 * (corr - plain), (with_c, corr, plain)
-    # hand cases: two trains carrying only copies of one periodic source (20 GHz)
+    assert abs(with_c - corr) < 0.3 * abs(corr - plain), (with_c, corr, plain)
+    # the hole behind k's copy: k's pulses in the tau before j's, relative to tau lam_k (j = 1, k = 0)
+    n_in_window = n_j = 0
+    for b in range(reps):
+        tj = staggered[b, 1][(staggered[b, 1] != NEVER) & (staggered[b, 1] > lo + 500) & (staggered[b, 1] < hi - 500)]
+        tk = np.sort(staggered[b, 0][staggered[b, 0] != NEVER])
+        n_in_window += int((np.searchsorted(tk, tj) - np.searchsorted(tk, tj - cells.ticks(8.2), side="right")).sum())
+        n_j += tj.size
+    measured = n_in_window / n_j / (tau * rates[0])
+    assert abs(measured - float(c[0, 1, 0])) < 0.05, (measured, float(c[0, 1, 0]))
+    # hand cases: two trains carrying only copies of one periodic source (20 GHz); trains of two sources
     share = torch.tensor([[[1.0], [1.0]]], dtype=torch.float64)
     one = type(co)(share, torch.full_like(share, 0.5), torch.tensor([[0.05]], dtype=torch.float64))
     assert torch.allclose(coincidence_factor(one, cells)[0, 0, 1], torch.tensor(0.0, dtype=torch.float64))
