@@ -11,6 +11,10 @@ circuit's behaviour depends on timing:
   for Poisson sources (then ``out = Lam / (1 + Lam tau)``, the Poisson collision formula);
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
+  That is the first level of the exact recursion ``M(A) = sum_j lam_j (1 - tau M(A \\ j))`` for such trains;
+  ``merger_depth=2`` (an option, not the default) goes one level deeper and, behind hidden layers, accounts for
+  the copies of one source pulse that correlated trains carry (they arrive stagger-spaced and collide less):
+  :func:`merger_rate`, :func:`coincidence_factor`.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
   types form a two-state Markov chain with a lag-1 correlation ``rho`` (regular trains alternate more
   than Poisson ones, and so do excitatory and inhibitory trains that carry the same input pulses;
@@ -61,7 +65,8 @@ terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks (``bench/sfq_rate_di
 --seed 7|8|9``; bench/RESULTS.md) the worst errors are 0.8-1.1, 4.6-8.6, 2.5-6.9 and 4.1-12.3 %: the
 one-step chain misses the longer memory of nearly periodic trains, the lag-1 type correlation of
 correlated streams is approximate, and the merger's collisions between correlated trains are those
-of independent ones.  Training with the model is then refined in situ (SPSA).
+of independent ones (``merger_depth=2`` models them, but does not lower the two-layer worst errors:
+bench/RESULTS.md).  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
