@@ -200,9 +200,10 @@ def test_correlated_trains_collide_less_coincidence_factor_against_emulator():
     shuffled across samples (independent) 43.8, plain depth 2 43.6, with the pair factors 50.5 GHz: the factors
     explain 80 % of the correlation's effect.  Per pair, the mean count of ``k``'s pulses in the ``tau`` before a
     pulse of ``j`` relative to ``tau lam_k``: the hole behind ``k``'s copy (adjacent pair, ``k = j - 1``) 0.231
-    measured against 0.245; pairs further apart 0.67-0.82 against 0.60-0.62 (the same-source term removes too
-    much; not understood).  Hand checks: two trains that carry only copies of one periodic source never collide
-    (``c = 0``); trains of different sources are independent (``c = 1``).
+    measured against 0.245; other pairs 0.67-0.82 against 0.60-0.62 (a shared source that is inhibitory for ``k``
+    also tells when ``k`` was last inhibited; not modelled: bench/RESULTS.md).  Hand checks: two trains that carry
+    only copies of one periodic source never collide (``c = 0``); trains of different sources are independent
+    (``c = 1``).
     """
     tau = CELLS.merger_dead_ps / 1000.0
     rng = np.random.default_rng(23)
