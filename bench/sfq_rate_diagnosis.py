@@ -25,7 +25,9 @@ prints, per two-layer network (3-4-2):
    against ``lam+- tau_r``.
 
 ``--table``: the worst and mean errors per case (the four cases of the test) on ``--nets`` networks from ``--seed``
-(``--test-nets``: the test's own networks), with the type chain ``--types renewal|counts``.
+(``--test-nets``: the test's own networks), with the type chain ``--types renewal|counts``, the mergers'
+collision hierarchy ``--merger-depth 1|2`` (``simulators.sfq_rate.merger_rate``; default 1, the model of
+2026-12-03) and, at depth 2, without the coincidence factors of correlated trains (``--no-copies``).
 
 The pipeline repeats :func:`simulators.sfq.emulate`'s layer loop with the same random draws (checked:
 its output rates equal ``emulate``'s for the same seed), keeping the intermediate trains.  One thread;
@@ -163,7 +165,7 @@ def pct(a, b, scale):
     return np.round(100 * np.abs(np.asarray(a) - np.asarray(b)) / scale, 1)
 
 
-def diagnose(mode, layers, x, reps, window_ns, seed, log):
+def diagnose(mode, layers, x, reps, window_ns, seed, log, depth=1):
     cells = CELLS
     xs = np.repeat(x, reps, 0)
     res = emulate(xs, layers, cells, window_ns=window_ns, seed=seed, input_mode=mode, chunk=reps)
@@ -179,11 +181,11 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
     scale = float(x.max())
     rl = sfq_to_rate(layers, cells)
     xt = torch.tensor(x)
-    mo_out, mo_h = network_rate(xt, rl, cells, input_mode=mode, return_hidden=True)
+    mo_out, mo_h = network_rate(xt, rl, cells, input_mode=mode, return_hidden=True, merger_depth=depth)
     mo_h, mo_out = mo_h[0].numpy()[0], mo_out.numpy()[0]
     f0 = 1.0 if mode == "poisson" else PERIODIC_FANO
     _, fano_h_model, cov_model = layer_rate(
-        xt, rl[0], cells, poisson_inputs=mode == "poisson", fano_in=f0, return_cov=True
+        xt, rl[0], cells, poisson_inputs=mode == "poisson", fano_in=f0, return_cov=True, merger_depth=depth
     )
     # 1. rates
     log(f"  hidden emu {np.round(em_h, 2)} model {np.round(mo_h, 2)} err% {pct(em_h, mo_h, scale)}")
@@ -199,8 +201,8 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
     log(f"  hidden count cov/ns model (linear response): {np.round(cov_model[0].numpy(), 2).tolist()}")
     # 3. correlation: hidden trains shuffled across samples; the model's layer 2 on the measured hidden rates
     hm = torch.tensor(em_h[None])
-    l2_nocov = layer_rate(hm, rl[1], cells, fano_in=fano_h_model).numpy()[0]
-    l2_cov = layer_rate(hm, rl[1], cells, fano_in=fano_h_model, cov_in=cov_model).numpy()[0]
+    l2_nocov = layer_rate(hm, rl[1], cells, fano_in=fano_h_model, merger_depth=depth).numpy()[0]
+    l2_cov = layer_rate(hm, rl[1], cells, fano_in=fano_h_model, cov_in=cov_model, merger_depth=depth).numpy()[0]
     rng2 = np.random.default_rng(seed + 1000)
     out_s, m2e_s, m2i_s = run_layer(shuffle(h, rng2), layers[1], cells, rng2)
     rs = rate_readout(out_s, start, window_ns, cells).mean(0)
@@ -216,8 +218,9 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
     for name, lam, mt, mts in (("exc", lams[0], m2e, m2e_s), ("inh", lams[1], m2i, m2i_s)):
         meas = rate_readout(mt, start, window_ns, cells).mean(0)
         meas_s = rate_readout(mts, start, window_ns, cells).mean(0)
-        m0, m1 = merger_rate(lam, tau, 0.0)[0].numpy(), merger_rate(lam, tau, 1.0)[0].numpy()
-        log(f"  merger {name}: emu {np.round(meas, 2)} shuffled {np.round(meas_s, 2)} model s=0 {np.round(m0, 2)} "
+        m0, m1 = merger_rate(lam, tau, 0.0, depth)[0].numpy(), merger_rate(lam, tau, 1.0)[0].numpy()
+        log(f"  merger {name}: emu {np.round(meas, 2)} shuffled {np.round(meas_s, 2)} model s=0 depth {depth} "
+            f"{np.round(m0, 2)} "
             f"s=1 {np.round(m1, 2)} (inputs {np.round(lam.sum(-1)[0].numpy(), 2)})")
     # 5. neuron stage given the measured arrivals
     n_exc = (layers[1].signs == 1).sum(1)
@@ -254,7 +257,10 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log):
         f"(lam- tau_r {np.round(li / cells.clock_GHz, 3)})")
 
 
-def agreement(mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal"):
+def agreement(
+    mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal", merger_depth=1,
+    copies=True,
+):
     """Worst error (fraction of the largest input rate) over every neuron of ``nets`` random networks, the
     test's protocol on networks drawn from ``seed``: (worst, worst hidden, worst output, mean over neurons)."""
     rng = np.random.default_rng(seed)
@@ -265,7 +271,7 @@ def agreement(mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="corr
         res = emulate(np.repeat(x, reps, 0), layers, CELLS, window_ns=window_ns, seed=trial, input_mode=mode)
         model, hidden = network_rate(
             torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, return_hidden=True, arrivals=arrivals,
-            types=types,
+            types=types, merger_depth=merger_depth, copies=copies,
         )
         eo = np.abs(res.rates.mean(0) - model.detach().numpy()[0]) / x.max()
         wo = max(wo, float(eo.max()))
@@ -288,13 +294,18 @@ def main():
     ap.add_argument("--table", action="store_true", help="worst errors per case on networks from --seed "
                     "(with --test-nets: the test's networks)")
     ap.add_argument("--types", default="renewal", choices=("renewal", "counts"), help="the neuron's type chain")
+    ap.add_argument("--merger-depth", type=int, default=1, choices=(1, 2),
+                    help="collision hierarchy of merger_rate for non-Poisson trains (1: the model of 2026-12-03)")
+    ap.add_argument("--no-copies", action="store_true", help="merger depth 2 without the coincidence factors")
     args = ap.parse_args()
     if args.table:
         for mode, widths in CASES:
             seed = 2026 + len(widths) + (mode == "periodic") if args.test_nets else args.seed
-            w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types)
+            w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types,
+                                        merger_depth=args.merger_depth, copies=not args.no_copies)
             print(f"{mode:8s} {widths}: worst {100 * w:.2f} % (hidden {100 * wh:.2f}, output {100 * wo:.2f}), mean "
-                  f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain)", flush=True)
+                  f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain, merger depth "
+                  f"{args.merger_depth}{', no copies' if args.no_copies else ''})", flush=True)
         return
     widths = [3, 4, 2]
     rng = np.random.default_rng(2026 + 3 + (args.mode == "periodic") if args.test_nets else args.seed)
@@ -302,7 +313,7 @@ def main():
         layers = random_net(rng, widths)
         x = rng.uniform(5, 20, (1, widths[0]))
         print(f"net {trial} mode {args.mode} x {np.round(x[0], 2)}", flush=True)
-        diagnose(args.mode, layers, x, args.reps, args.window, trial, print)
+        diagnose(args.mode, layers, x, args.reps, args.window, trial, print, args.merger_depth)
 
 
 if __name__ == "__main__":

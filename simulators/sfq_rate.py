@@ -11,6 +11,10 @@ circuit's behaviour depends on timing:
   for Poisson sources (then ``out = Lam / (1 + Lam tau)``, the Poisson collision formula);
   ``s = 0`` for trains whose own pulses are never closer than ``tau`` (periodic converters,
   neuron outputs: their reset time exceeds the merger dead time), which collide only with others.
+  That is the first level of the exact recursion ``M(A) = sum_j lam_j (1 - tau M(A \\ j))`` for such trains;
+  ``merger_depth=2`` (an option, not the default) goes one level deeper and, behind hidden layers, accounts for
+  the copies of one source pulse that correlated trains carry (they arrive stagger-spaced and collide less):
+  :func:`merger_rate`, :func:`coincidence_factor`.
 - neuron: arrivals are excitatory with stationary probability ``q = lam+ / (lam+ + lam-)``; their
   types form a two-state Markov chain with a lag-1 correlation ``rho`` (regular trains alternate more
   than Poisson ones, and so do excitatory and inhibitory trains that carry the same input pulses;
@@ -61,7 +65,8 @@ terms: 2.0, 9.2, 22.9 and 28.1 %.  On other random networks (``bench/sfq_rate_di
 --seed 7|8|9``; bench/RESULTS.md) the worst errors are 0.8-1.1, 4.6-8.6, 2.5-6.9 and 4.1-12.3 %: the
 one-step chain misses the longer memory of nearly periodic trains, the lag-1 type correlation of
 correlated streams is approximate, and the merger's collisions between correlated trains are those
-of independent ones.  Training with the model is then refined in situ (SPSA).
+of independent ones (``merger_depth=2`` models them, but does not lower the two-layer worst errors:
+bench/RESULTS.md).  Training with the model is then refined in situ (SPSA).
 
 Training (no :mod:`neuro` code):
 
@@ -119,16 +124,85 @@ def transmission(bias_uA: torch.Tensor, cells: CellParams, i50_uA: torch.Tensor 
     return phi((bias_uA - i50) / cells.sigma_syn_uA)
 
 
-def merger_rate(lam: torch.Tensor, tau_ns: float, self_collisions: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Output rate of a merger with dead time ``tau_ns`` fed by ``lam [..., J]`` (GHz) -> ``[...]``.
+MERGER_DEPTHS = (1, 2)
+"""Depths of the collision hierarchy of :func:`merger_rate` for trains without self-collisions (``s = 0``):
+1 (default) is the model of 2026-12-03 (the others' output taken as Poisson), 2 the next level (closer to the
+emulator's merger, but not the default of the network model: see :func:`layer_rate` and bench/RESULTS.md)."""
 
-    ``self_collisions`` (0 or 1, broadcast over ``[...]``): see the module docstring.
+
+def merger_rate(
+    lam: torch.Tensor, tau_ns: float, self_collisions: torch.Tensor | float = 0.0, depth: int = 1
+) -> torch.Tensor:
+    """Output rate (GHz) of a merger with dead time ``tau_ns`` (ns) fed by ``lam [..., J]`` (GHz) -> ``[...]``.
+
+    ``self_collisions`` ``s`` (0 or 1, broadcast over ``[...]``).  ``s = 1`` (Poisson sources):
+    ``Lam / (1 + Lam tau)``, the Poisson collision formula, exact (``Lam = sum_j lam_j``).
+
+    ``s = 0``: independent stationary trains whose own pulses are more than ``2 tau`` apart (periodic converters,
+    thinned by synapses; neuron outputs, approximately: their intervals exceed the reset, ``1.2 tau``).  The
+    emitted pulses are at least ``tau`` apart, so at most one lies in ``(t - tau, t)``, and an arrival of train
+    ``j`` at ``t`` is absorbed exactly when one does.  It cannot be ``j``'s own, and whether another train's pulse
+    there was emitted depends on the ``tau`` before it, which ``j``'s previous pulse (``> 2 tau`` back) does not
+    reach; so (the trains' phases independent) ``P(absorbed) = tau M(A \\ j)`` with ``M(B)`` the output rate of
+    a merger of the trains ``B`` alone, and
+
+        ``M(A) = sum_{j in A} lam_j (1 - tau M(A \\ j))``,   ``M({j}) = lam_j``,   ``M({}) = 0``
+
+    (neglected: chains of collisions reaching back to ``j``'s previous pulse, and ``j``'s effect on the others'
+    emissions through them).  This recursion over subsets is truncated at ``depth``:
+
+    - ``depth=1`` (default; the model of 2026-12-03): ``M(A \\ j)`` by the Poisson formula on ``Lam - lam_j``, i.e.
+      ``out = sum_j lam_j / (1 + (Lam - lam_j) tau)``;
+    - ``depth=2``: ``M(A \\ j) = sum_{k != j} lam_k (1 - tau psi(A \\ {j, k}))`` with the closure
+      ``psi(C) = Lam_C / (1 + tau (Lam_C - H_C))``, ``H_C = sum_{l in C} lam_l^2 / Lam_C`` (the Poisson
+      formula without the collisions of a train with itself: exact for ``|C| <= 1``, the Poisson formula for
+      many small trains, and ``tau psi < 1`` while every ``lam_l < 1 / tau``).  Exact for up to 3 trains (two
+      periodic trains of one rate and a uniform relative phase: ``2 lam - 2 lam^2 tau``, against
+      ``2 lam / (1 + lam tau)`` at depth 1), and the Poisson formula in the limit of many small trains
+      (``Lam (1 - x + x^2 / (1 + x)) = Lam / (1 + x)``, ``x = Lam tau``).  Cost ``O(J^2)`` per merger.
+
+    Against a Monte Carlo of the emulator's merger on independent thinned periodic trains
+    (``tests/test_sfq.py::test_merger_of_periodic_trains_against_monte_carlo``): e.g. 19.4, 11.9 and 17.7 GHz:
+    depth 1: 38.82, depth 2: 37.77, Monte Carlo 37.83 GHz.  The absorbed fraction ``tau M(A \\ j)`` is clamped
+    to ``[0, 1]``.
     """
+    return merger_trains(lam, tau_ns, self_collisions, depth).sum(-1)
+
+
+def merger_trains(
+    lam: torch.Tensor,
+    tau_ns: float,
+    self_collisions: torch.Tensor | float = 0.0,
+    depth: int = 1,
+    pair: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Emitted rate of each input train of a merger ``[..., J]`` (GHz; :func:`merger_rate` is their sum).
+
+    ``pair [..., J, J]`` (``depth=2``, ``s = 0`` only; default 1): the mean number of train ``k``'s pulses in the
+    ``tau`` before an arrival of train ``j``, relative to independent trains (``tau lam_k``): correlated trains
+    (copies of one source pulse, :func:`coincidence_factor`).  It scales the pair terms of ``M(A \\ j)``:
+    ``P(j absorbed) = tau sum_{k != j} c_jk lam_k (1 - tau psi(A \\ {j, k}))``.
+    """
+    if depth not in MERGER_DEPTHS:
+        raise SettingError(f"merger depth must be one of {MERGER_DEPTHS}, got {depth!r}")
     total = lam.sum(-1, keepdim=True)
     s = torch.as_tensor(self_collisions, dtype=lam.dtype)
     if s.dim():
         s = s[..., None]
-    return (lam / (1.0 + (total - lam + s * lam) * tau_ns)).sum(-1)
+    if depth == 1:
+        return lam / (1.0 + (total - lam + s * lam) * tau_ns)
+    poisson = lam / (1.0 + total * tau_ns)
+    sq = (lam**2).sum(-1, keepdim=True)
+    lj, lk = lam[..., :, None], lam[..., None, :]  # [..., J, J]: pairs (j, k), C = A \ {j, k}
+    lam_c = (total[..., None] - lj - lk).clamp_min(0.0)
+    herf = (sq[..., None] - lj**2 - lk**2).clamp_min(0.0) / lam_c.clamp_min(1e-12)
+    psi = lam_c / (1.0 + tau_ns * (lam_c - herf).clamp_min(0.0))
+    off = 1.0 - torch.eye(lam.shape[-1], dtype=lam.dtype)
+    if pair is not None:
+        off = off * pair
+    m_others = (off * lk * (1.0 - tau_ns * psi)).sum(-1)  # M(A \ j): [..., J]
+    periodic = lam * (1.0 - tau_ns * m_others).clamp(0.0, 1.0)
+    return s * poisson + (1 - s) * periodic
 
 
 def poisson_merger_rate(lam_total: float, tau_ns: float) -> float:
@@ -305,6 +379,66 @@ def type_correlation(
         rho0 = 1 - renewal_overlap(lam_e, lam_i, cv2_e, cv2_i)
         g = (1 + rho0) / (1 - rho0).clamp_min(1e-12) * (1 - kappa**2) * var0 / var
     return (g - 1) / (g + 1)
+
+
+@dataclass
+class Coincidence:
+    """Which source pulses a layer's input trains carry (the copies that make them correlated).
+
+    A source is a train of the previous layer's inputs (a network input converter for the second layer); each of
+    its pulses reaches the neurons of the previous layer at one time, so the neurons that fire on it emit copies
+    at one time.  ``share [B, n, S]``: fraction of train ``k``'s pulses that are copies of source ``i``'s
+    (``pi_ki``); ``fire [B, n, S]``: probability that train ``k`` carries a copy of a given pulse of source ``i``
+    (``phi_ki = r_k pi_ki / x_i``); ``period_ns [B, S]``: the shortest spacing of a source's own pulses
+    (``1 / x_i`` for a periodic converter, 0 for a Poisson one or a neuron output).
+    """
+
+    share: torch.Tensor
+    fire: torch.Tensor
+    period_ns: torch.Tensor
+
+
+def coincidence_factor(co: Coincidence, cells: CellParams) -> torch.Tensor:
+    """Pair factors ``c [B, n, n]`` of :func:`merger_trains` for a layer's input trains carrying copies ``co``.
+
+    Input ``j`` of a layer reaches its mergers ``L_j = j * stagger_jtls * jtl_ps`` late, so the copies of one source
+    pulse in trains ``j`` and ``k`` arrive ``L = L_j - L_k`` apart (from ``j``'s copy back to ``k``'s), at least
+    ``stagger_jtls * jtl_ps`` (11.4 ps) > ``tau`` (8.2 ps): they never collide.  Given an arrival of ``j`` at ``t``
+    that is a copy of source ``i``'s pulse (probability ``pi_ji``), train ``k``'s pulses in ``(t - tau, t)``
+    differ from independent trains (``tau lam_k``) in two ways:
+
+    - a periodic source has no other pulse within ``|L| + tau`` of that one when ``period_i >= |L| + tau``
+      (``rho_i = 1``; else ``rho_i = 0``): ``k``'s copies of source ``i`` (rate ``pi_ki lam_k``) are absent from the
+      window;
+    - if ``k`` fired on that source pulse (probability ``phi_ki``) it fired nothing within the reset
+      ``R = 1 / clock`` of it on either side (a firing before would have lost the pulse in the reset; after it the
+      neuron is in its reset): a hole ``(-R, R)`` around ``k``'s copy, which covers ``h(L)`` of the window
+      ``(L - tau, L)`` (in ``k``'s time from its copy): ``h = |(L - tau, L) & (-R, R)|`` (6.8 ps for ``L`` = 11.4 ps,
+      ``k = j - 1``; 0 for ``k > j`` and for ``|j - k| >= 2`` at the default delays); the rest of ``k``'s pulses
+      (rate ``lam_k (1 - pi_ki rho_i)``) are absent from it.
+
+    ``c_jk = 1 - sum_i pi_ji [pi_ki rho_i + phi_ki (1 - pi_ki rho_i) h(L_jk) / tau]`` (clamped to ``[0, 1]``),
+    the neurons' decisions on one source pulse taken independent, the rest of ``k``'s pulses as in independent
+    trains.  With a stagger spacing below ``tau`` (copies that collide) no correction is made (``c = 1``).
+    No gradient flows through ``c`` (as for the covariances).
+    """
+    share, fire, period = (z.detach() for z in (co.share, co.fire, co.period_ns))
+    n = share.shape[-2]
+    dtype = share.dtype
+    tau = cells.merger_dead_ps / 1000.0
+    step = cells.stagger_jtls * cells.jtl_ps / 1000.0
+    if not step > tau:
+        return torch.ones(share.shape[:-2] + (n, n), dtype=dtype)
+    idx = torch.arange(n, dtype=dtype)
+    lag = (idx[:, None] - idx[None, :]) * step  # L_jk (ns)
+    reset = 1.0 / cells.clock_GHz
+    hole = torch.minimum(lag, torch.full_like(lag, reset)) - torch.maximum(lag - tau, torch.full_like(lag, -reset))
+    hole = hole.clamp_min(0.0)  # [n, n]
+    rho = (period[:, None, None, :] >= lag.abs()[None, :, :, None] + tau).to(dtype)  # [B, j, k, S]
+    pk = share[:, None, :, :]  # pi_ki
+    inner = pk * rho + fire[:, None, :, :] * (1 - pk * rho) * (hole / tau)[None, :, :, None]
+    c = 1.0 - (share[:, :, None, :] * inner).sum(-1)
+    return c.clamp(0.0, 1.0)
 
 
 def neuron_rate(
@@ -497,6 +631,10 @@ def layer_rate(
     return_cov: bool = False,
     cv2_in: torch.Tensor | float | None = None,
     types: str = "counts",
+    merger_depth: int = 1,
+    coincidence: Coincidence | None = None,
+    return_coincidence: bool = False,
+    periodic_inputs: bool = False,
 ):
     """Output rates ``[B, n_out]`` of one layer for input rates ``r_in [B, n_in]`` (GHz).
 
@@ -524,6 +662,18 @@ def layer_rate(
     memory weight is its Herfindahl share ``mu = sum_j lam_j^2 / Lam^2`` (1 for a single train; a
     merger of many trains forgets a lost arrival), passed to :func:`neuron_rate` as ``memory``.
 
+    ``merger_depth`` (:data:`MERGER_DEPTHS`; default 1, the model of 2026-12-03): the collision hierarchy of
+    :func:`merger_rate` for mergers of non-Poisson trains (``independent=True`` always uses 1).  Depth 2 matches
+    the emulator's mergers closer (independent periodic trains; with :class:`Coincidence`, correlated hidden
+    trains too) but is not the default: on two-layer networks it raises the worst error of the whole model,
+    whose neuron stage had partly cancelled the depth-1 merger's error (bench/RESULTS.md).
+
+    ``coincidence`` (:class:`Coincidence`, ``merger_depth=2`` only): which source pulses the input trains carry;
+    the mergers' pair factors follow from it (:func:`coincidence_factor`).  ``return_coincidence``: also return
+    (last) the output trains' :class:`Coincidence` over this layer's inputs as sources: ``pi_ok`` = the share of
+    neuron ``o``'s merged excitatory arrivals from input ``k`` (the arrival that fires is one of them),
+    ``phi_ok = r_o pi_ok / r_in_k``, ``period = 1 / r_in`` for ``periodic_inputs`` (periodic converters), else 0.
+
     ``return_cov``: also return the output trains' covariances ``[B, n_out, n_out]`` (zero
     diagonal), by linear response: a count fluctuation ``dN_j`` of input ``j`` moves neuron
     ``i``'s count by ``J_ij dN_j`` with ``J_ij = dr_i / dr_j`` (the model's own rate gain, through
@@ -539,11 +689,14 @@ def layer_rate(
     exc = torch.relu(w)[None] * r_in[:, None, :]
     inh = torch.relu(-w)[None] * r_in[:, None, :]
     tau = cells.merger_dead_ps / 1000.0
+    depth = 1 if independent else merger_depth  # the previous model keeps its merger
     correlated = cov_in is not None and not independent
     if correlated:
         cov_in = cov_in.detach().to(dtype)
         cov_in = cov_in - torch.diag_embed(torch.diagonal(cov_in, dim1=-2, dim2=-1))
     out, fano, gap, scale, pm, slopes, memories, cv2s = [], [], None, [], [], [], [], []
+    pair = coincidence_factor(coincidence, cells)[:, None] if coincidence is not None and depth == 2 else None
+    exc_trains = None
     renewal = types == "renewal" and not independent
     if renewal:  # interval CV^2 of the input trains (default: their Fano factors; Poisson trains: 1)
         c_in = torch.as_tensor(fano_in if cv2_in is None else cv2_in, dtype=dtype).expand_as(r_in)[:, None, :]
@@ -551,8 +704,11 @@ def layer_rate(
         n_sign = (torch.sign(w.detach()) == sign).sum(-1)  # synapses of this sign per neuron
         s = ((n_sign > 1) & poisson_inputs).to(dtype)
         single = (n_sign <= 1).to(dtype)  # no merger: the train passes unchanged
-        merged = merger_rate(lam, tau, s)
+        trains = merger_trains(lam, tau, s, depth, pair)
+        merged = trains.sum(-1)
         out.append(single * lam.sum(-1) + (1 - single) * merged)
+        if exc_trains is None:
+            exc_trains = single[..., None] * lam + (1 - single[..., None]) * trains
         p = w.abs()[None] * (torch.sign(w.detach()) == sign)[None]
         f_syn = p * f_in + 1 - p  # thinned trains
         lam_tot = lam.sum(-1)
@@ -575,11 +731,11 @@ def layer_rate(
         # whole interval (regular trains); Poisson converters' streams forget it (0)
         herf = (lam**2).sum(-1) / lam_tot.clamp_min(1e-12) ** 2
         memories.append(torch.zeros_like(herf) if poisson_inputs else herf.detach())
-        if return_cov:  # d out / d lam_k of the merger: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
+        if return_cov:  # d out / d lam_k of the merger (each merger's own inputs: one autograd pass)
+            with torch.enable_grad():
+                lam_d = lam.detach().clone().requires_grad_()
+                (dm,) = torch.autograd.grad(merger_trains(lam_d, tau, s.detach(), depth, pair).sum(), lam_d)
             with torch.no_grad():
-                lam_d = lam.detach()
-                c = 1.0 / (1.0 + (lam_tot.detach()[..., None] - (1 - s)[..., None] * lam_d) * tau)
-                dm = c - tau * (lam_d * c**2).sum(-1, keepdim=True) + tau * (1 - s)[..., None] * lam_d * c**2
                 slopes.append((single[..., None] + (1 - single[..., None]) * dm) * p[0].detach()[None])
         if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train
             gap = (1 - single) * tau + single * (0.0 if poisson_inputs else 1.0 / cells.clock_GHz)
@@ -597,8 +753,19 @@ def layer_rate(
         hazard, independent, cov_ei, None if poisson_inputs else (memories[0], memories[1]),
         *(cv2s if cv2s else (None, None)), types,
     )
+    co_out = None
+    if return_coincidence:
+        with torch.no_grad():
+            r_det = (res[0] if isinstance(res, tuple) else res).detach()
+            et = exc_trains.detach()
+            share = et / et.sum(-1, keepdim=True).clamp_min(1e-12)
+            fire = (r_det[..., None] * share / r_in.detach()[:, None, :].clamp_min(1e-12)).clamp(0.0, 1.0)
+            period = torch.where(r_in.detach() > 0, 1.0 / r_in.detach().clamp_min(1e-12), torch.zeros_like(r_in))
+            co_out = Coincidence(share, fire, period if periodic_inputs else torch.zeros_like(period))
     if not return_cov:
-        return res
+        if co_out is None:
+            return res
+        return (*res, co_out) if isinstance(res, tuple) else (res, co_out)
     r, f_out = res
     with torch.enable_grad():  # rate gains dr / d(out+, out-, hazard), each neuron's own (elementwise)
         xs = [z.detach().clone().requires_grad_() for z in (out[0], out[1], hazard)]
@@ -617,7 +784,7 @@ def layer_rate(
             c_full = c_full + cov_in
         cov = jac @ c_full @ jac.transpose(-1, -2)
         cov = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
-    return r, f_out, cov
+    return (r, f_out, cov) if co_out is None else (r, f_out, cov, co_out)
 
 
 def network_rate(
@@ -629,14 +796,21 @@ def network_rate(
     return_hidden: bool = False,
     arrivals: str = "correlated",
     types: str = "counts",
+    merger_depth: int = 1,
+    copies: bool = True,
 ):
     """Output rates ``[B, n_out]`` (GHz) of a layered network for input rates ``x [B, n_in]``.
 
     ``arrivals="independent"``: the previous neuron model (see :func:`neuron_rate`).  ``types``: how the
     neuron's chain gets the lag-1 correlation of its arrival types (:data:`TYPE_CHAINS`, :func:`type_correlation`;
-    ``"counts"`` reproduces the model of 2026-12-03).  The interval ``CV^2`` of the trains travel with them for
-    the renewal chain: input converters 0 (periodic: the converter's own intervals, not :data:`PERIODIC_FANO`) or
-    1 (Poisson), neuron outputs their renewal interval's ``CV^2`` (the Fano factor the layer returns).
+    ``"counts"`` reproduces the model of 2026-12-03 with the default ``merger_depth=1``).  ``merger_depth``: the
+    mergers' collision hierarchy (:func:`merger_rate`, :func:`layer_rate`); at 2 each hidden layer also passes which
+    source pulses its trains carry to the next layer (:class:`Coincidence`, :func:`coincidence_factor`: copies of
+    one pulse arrive stagger-spaced and collide less than independent trains; ``copies=False`` leaves that out).
+    The interval ``CV^2`` of the
+    trains travel with them for the renewal chain: input converters 0 (periodic: the converter's own intervals,
+    not :data:`PERIODIC_FANO`) or 1 (Poisson), neuron outputs their renewal interval's ``CV^2`` (the Fano factor
+    the layer returns).
 
     The Fano factors of the trains travel with the rates: input converters 0 (periodic) or 1
     (Poisson), then each layer's output trains (:func:`layer_rate`)."""
@@ -647,9 +821,10 @@ def network_rate(
     h, hidden = x, []
     fano = torch.full_like(x, 1.0 if input_mode == "poisson" else PERIODIC_FANO)
     cv2 = torch.full_like(x, 1.0 if input_mode == "poisson" else 0.0)  # converters' interval CV^2
-    cov = None
+    cov = co = None
     for i, layer in enumerate(layers):
         track = arrivals == "correlated" and i < len(layers) - 1  # a next layer sees the covariances
+        carry = copies and track and merger_depth == 2  # and the copies of source pulses its trains carry
         res = layer_rate(
             h,
             layer,
@@ -662,8 +837,15 @@ def network_rate(
             return_cov=track,
             cv2_in=cv2,
             types=types,
+            merger_depth=merger_depth,
+            coincidence=co,
+            return_coincidence=carry,
+            periodic_inputs=(i == 0 and input_mode == "periodic"),
         )
-        h, fano, cov = res if track else (*res, None)
+        if carry:
+            h, fano, cov, co = res
+        else:
+            h, fano, cov = res if track else (*res, None)
         cv2 = fano  # neuron outputs: the renewal interval's CV^2
         hidden.append(h)
     return (h, hidden[:-1]) if return_hidden else h
