@@ -731,10 +731,16 @@ def layer_rate(
         # whole interval (regular trains); Poisson converters' streams forget it (0)
         herf = (lam**2).sum(-1) / lam_tot.clamp_min(1e-12) ** 2
         memories.append(torch.zeros_like(herf) if poisson_inputs else herf.detach())
-        if return_cov:  # d out / d lam_k of the merger (each merger's own inputs: one autograd pass)
-            with torch.enable_grad():
-                lam_d = lam.detach().clone().requires_grad_()
-                (dm,) = torch.autograd.grad(merger_trains(lam_d, tau, s.detach(), depth, pair).sum(), lam_d)
+        if return_cov:  # d out / d lam_k of the merger
+            if depth == 1:  # closed form: c_k - tau sum_j lam_j c_j^2 + tau (1 - s) lam_k c_k^2
+                with torch.no_grad():
+                    lam_d, s_d = lam.detach(), s.detach()[..., None]
+                    c = 1.0 / (1.0 + (lam_d.sum(-1, keepdim=True) - (1 - s_d) * lam_d) * tau)
+                    dm = c - tau * (lam_d * c**2).sum(-1, keepdim=True) + tau * (1 - s_d) * lam_d * c**2
+            else:  # depth 2: one autograd pass over each merger's own inputs
+                with torch.enable_grad():
+                    lam_d = lam.detach().clone().requires_grad_()
+                    (dm,) = torch.autograd.grad(merger_trains(lam_d, tau, s.detach(), depth, pair).sum(), lam_d)
             with torch.no_grad():
                 slopes.append((single[..., None] + (1 - single[..., None]) * dm) * p[0].detach()[None])
         if gap is None:  # excitatory arrivals: merger dead time, or a single Poisson (0) / regular train

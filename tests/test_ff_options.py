@@ -304,3 +304,29 @@ def test_goodness_under_bf16_autocast_is_exact_float32_sum():
     assert torch.allclose(g.double(), exact, rtol=0, atol=2e-3), (g.double() - exact).abs().max()
     assert torch.allclose(g_mean.double(), exact / 2000, rtol=0, atol=2e-6)
     assert (exact - 2000).abs().max() < 60  # the regime where bf16 rounding of G would matter
+
+
+def test_ff_predict_modes_bench_reloads_a_run_and_evaluates_both_predictions(tmp_path, capsys):
+    """bench/ff_predict_modes.py on a 1-epoch digits FF run: its goodness figure on test is the one the run itself
+    logged (same checkpoint, same seeded evaluation), the readout's is a real accuracy, and a run without a
+    readout is refused in one line."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    from bench.ff_predict_modes import main as modes_main
+    from neuro.config import apply_overrides
+    from neuro.workflow import train
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    config = tomllib.loads((examples / "digits_ff.toml").read_text())
+    config = apply_overrides(config, ["train.epochs=1", f"run.out_dir={tmp_path}", "run.name=ff1"])
+    run, result = train(config, progress=False, echo=lambda *a, **k: None)
+    modes_main([str(run.path)])
+    got = json.loads(capsys.readouterr().out)
+    assert got["goodness_test"] == pytest.approx(100 * result["accuracy"], abs=0.006)
+    assert 20.0 < got["readout_test"] <= 100.0 and 20.0 < got["readout_val"] <= 100.0
+    bare = apply_overrides(config, ["rule.readout=false", "rule.negatives=random", "run.name=ff0"])
+    run0, _ = train(bare, progress=False, echo=lambda *a, **k: None)
+    with pytest.raises(SystemExit, match="^error: .*without rule.readout = true"):
+        modes_main([str(run0.path)])

@@ -41,7 +41,7 @@ def goodness(h: torch.Tensor, kind: str = "sum_squares") -> torch.Tensor:
 
     Computed in float32 at least, whatever ``h``'s dtype: under bf16 autocast a layer's
     activities come out in bfloat16 (8 significant bits), and a sum of squares of 2000 units
-    near 2000 rounded to bf16 is off by up to 8, as large as the logit ``G - theta`` it feeds.
+    near 2000 rounded to bf16 (spacing 8) is off by up to 4, as large as the logit ``G - theta`` it feeds.
     """
     if h.dtype in (torch.bfloat16, torch.float16):
         h = h.float()
