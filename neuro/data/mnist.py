@@ -98,14 +98,20 @@ def _read_pair(folder: Path, root: Path, part: str) -> tuple[np.ndarray, np.ndar
     return x, y.astype(np.int64)
 
 
-@DATASETS.register("mnist")
-def load_mnist(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
-    """Load MNIST from ``<data root>/mnist`` (see module docstring for files, splits, scaling)."""
-    check_split_args(val_fraction, seed, limit)
+def read_mnist(root=None) -> tuple[Path, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The MNIST folder under the data root and its four arrays ``(x_train, y_train, x_test, y_test)``."""
     base = data_root(root)
     folder = base / SUBDIR
     x_tr, y_tr = _read_pair(folder, base, "train")
     x_te, y_te = _read_pair(folder, base, "test")
+    return folder, (x_tr, y_tr, x_te, y_te)
+
+
+@DATASETS.register("mnist")
+def load_mnist(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
+    """Load MNIST from ``<data root>/mnist`` (see module docstring for files, splits, scaling)."""
+    check_split_args(val_fraction, seed, limit)
+    folder, (x_tr, y_tr, x_te, y_te) = read_mnist(root)
     rng = np.random.default_rng(seed)
     keep, val = stratified_holdout(y_tr, val_fraction, rng)
     test = rng.permutation(y_te.size)

@@ -15,8 +15,7 @@ import numpy as np
 from neuro.registry import DATASETS
 
 from .dataset import Dataset
-from .mnist import SUBDIR, _read_pair, mnist_dataset
-from .paths import data_root
+from .mnist import mnist_dataset, read_mnist
 from .splits import check_split_args
 
 N_TRAIN = 50_000
@@ -26,10 +25,7 @@ N_TRAIN = 50_000
 def load_mnist_first50k(root=None, *, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Dataset:
     """Load MNIST with train = images 0..49 999, val = 50 000..59 999, test = official test set."""
     check_split_args(val_fraction, seed, limit)
-    base = data_root(root)
-    folder = base / SUBDIR
-    x_tr, y_tr = _read_pair(folder, base, "train")
-    x_te, y_te = _read_pair(folder, base, "test")
+    folder, (x_tr, y_tr, x_te, y_te) = read_mnist(root)
     rng = np.random.default_rng(seed)
     n = y_tr.size
     train = np.arange(min(N_TRAIN, n))[rng.permutation(min(N_TRAIN, n))]
