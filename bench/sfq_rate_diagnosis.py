@@ -259,7 +259,7 @@ def diagnose(mode, layers, x, reps, window_ns, seed, log, depth=1):
 
 def agreement(
     mode, widths, seed, nets, reps=20, window_ns=100.0, arrivals="correlated", types="renewal", merger_depth=1,
-    copies=True,
+    copies=True, rates_GHz=(5.0, 20.0),
 ):
     """Worst error (fraction of the largest input rate) over every neuron of ``nets`` random networks, the
     test's protocol on networks drawn from ``seed``: (worst, worst hidden, worst output, mean over neurons)."""
@@ -267,7 +267,7 @@ def agreement(
     wh, wo, errs = 0.0, 0.0, []
     for trial in range(nets):
         layers = random_net(rng, widths)
-        x = rng.uniform(5, 20, (1, widths[0]))
+        x = rng.uniform(*rates_GHz, (1, widths[0]))
         res = emulate(np.repeat(x, reps, 0), layers, CELLS, window_ns=window_ns, seed=trial, input_mode=mode)
         model, hidden = network_rate(
             torch.tensor(x), sfq_to_rate(layers, CELLS), CELLS, input_mode=mode, return_hidden=True, arrivals=arrivals,
@@ -297,15 +297,17 @@ def main():
     ap.add_argument("--merger-depth", type=int, default=1, choices=(1, 2),
                     help="collision hierarchy of merger_rate for non-Poisson trains (1: the model of 2026-12-03)")
     ap.add_argument("--no-copies", action="store_true", help="merger depth 2 without the coincidence factors")
+    ap.add_argument("--rates", default="5,20", help="input rates drawn uniformly from LO,HI GHz (the test: 5,20)")
     args = ap.parse_args()
+    rates = tuple(float(v) for v in args.rates.split(","))
     if args.table:
         for mode, widths in CASES:
             seed = 2026 + len(widths) + (mode == "periodic") if args.test_nets else args.seed
             w, wh, wo, mean = agreement(mode, widths, seed, args.nets, types=args.types,
-                                        merger_depth=args.merger_depth, copies=not args.no_copies)
+                                        merger_depth=args.merger_depth, copies=not args.no_copies, rates_GHz=rates)
             print(f"{mode:8s} {widths}: worst {100 * w:.2f} % (hidden {100 * wh:.2f}, output {100 * wo:.2f}), mean "
                   f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain, merger depth "
-                  f"{args.merger_depth}{', no copies' if args.no_copies else ''})", flush=True)
+                  f"{args.merger_depth}{', no copies' if args.no_copies else ''}; inputs U{list(rates)} GHz)", flush=True)
         return
     widths = [3, 4, 2]
     rng = np.random.default_rng(2026 + 3 + (args.mode == "periodic") if args.test_nets else args.seed)
