@@ -307,7 +307,8 @@ def main():
                                         merger_depth=args.merger_depth, copies=not args.no_copies, rates_GHz=rates)
             print(f"{mode:8s} {widths}: worst {100 * w:.2f} % (hidden {100 * wh:.2f}, output {100 * wo:.2f}), mean "
                   f"{100 * mean:.2f} % over {args.nets} networks from seed {seed} ({args.types} chain, merger depth "
-                  f"{args.merger_depth}{', no copies' if args.no_copies else ''}; inputs U{list(rates)} GHz)", flush=True)
+                  f"{args.merger_depth}{', no copies' if args.no_copies else ''}; inputs U{list(rates)} GHz)",
+                  flush=True)
         return
     widths = [3, 4, 2]
     rng = np.random.default_rng(2026 + 3 + (args.mode == "periodic") if args.test_nets else args.seed)
