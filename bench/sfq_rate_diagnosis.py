@@ -283,6 +283,17 @@ def agreement(
     return max(wh, wo), wh, wo, float(np.mean(errs))
 
 
+def rate_range(text: str) -> tuple[float, float]:
+    """``--rates LO,HI`` (GHz) as a pair with ``0 < LO <= HI``; a one-line argparse error otherwise."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in GHz (e.g. 5,20), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 < LO <= HI (GHz), got {text!r}")
+    return lo, hi
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7)
@@ -297,9 +308,10 @@ def main():
     ap.add_argument("--merger-depth", type=int, default=1, choices=(1, 2),
                     help="collision hierarchy of merger_rate for non-Poisson trains (1: the model of 2026-12-03)")
     ap.add_argument("--no-copies", action="store_true", help="merger depth 2 without the coincidence factors")
-    ap.add_argument("--rates", default="5,20", help="input rates drawn uniformly from LO,HI GHz (the test: 5,20)")
+    ap.add_argument("--rates", type=rate_range, default=(5.0, 20.0),
+                    help="input rates drawn uniformly from LO,HI GHz (the test: 5,20)")
     args = ap.parse_args()
-    rates = tuple(float(v) for v in args.rates.split(","))
+    rates = args.rates
     if args.table:
         for mode, widths in CASES:
             seed = 2026 + len(widths) + (mode == "periodic") if args.test_nets else args.seed

@@ -694,3 +694,14 @@ def test_sfq_network_behind_the_serial_emulator(tmp_path):
         x = torch.tensor([[10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [0.0, 0.0]])
         assert torch.equal(dev.forward(x), reference.forward(x))  # same seed, same measurement stream
         assert torch.equal(dev.get_params()["bias_neu_0"], biases["bias_neu_0"])
+
+
+def test_sfq_rate_diagnosis_rates_option_parses_and_refuses_bad_ranges():
+    import argparse
+
+    from bench.sfq_rate_diagnosis import rate_range
+
+    assert rate_range("1,5") == (1.0, 5.0) and rate_range("2.5,2.5") == (2.5, 2.5)
+    for bad in ("5", "5,20,30", "a,b", "20,5", "0,5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="LO"):
+            rate_range(bad)
